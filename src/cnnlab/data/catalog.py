@@ -1,0 +1,34 @@
+"""The datasets the pipeline knows, and the per-dataset defaults that recipes rely on.
+
+Torch-free on purpose: params validation reads it at every stage start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    title: str
+    #: Mirrored images are still valid samples (true for objects, false for digits and letters).
+    hflip_ok: bool
+    #: Random-crop padding of the usual recipe (0: no crop).
+    crop_padding: int
+    #: Whether the dataset needs a download (digits ships with scikit-learn).
+    needs_network: bool
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo("mnist", "MNIST", hflip_ok=False, crop_padding=0, needs_network=True),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", "Fashion-MNIST", hflip_ok=False, crop_padding=0, needs_network=True
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", "CIFAR-10", hflip_ok=True, crop_padding=4, needs_network=True
+    ),
+    "digits": DatasetInfo(
+        "digits", "scikit-learn digits", hflip_ok=False, crop_padding=0, needs_network=False
+    ),
+}
