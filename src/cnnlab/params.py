@@ -98,6 +98,8 @@ class Params(_Section):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int = Field(2, ge=1, le=256)
     eval_batch_size: int = Field(1000, ge=1)
+    channels_last: bool = True
+    fused_optimizer: bool = True
 
     @field_validator("datasets", "models")
     @classmethod

@@ -1,0 +1,140 @@
+"""Turn decoded images into the compact tensors training reads: train / val / test splits.
+
+Decoding happens once here, so training never touches an image file or a PIL object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.files import load_torch, save_torch, write_json
+
+TENSORS_FILE = "tensors.pt"
+META_FILE = "meta.json"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    """uint8 images [N, C, H, W] and int64 labels per split, plus what training needs to know."""
+
+    images: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.meta["classes"])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.meta["image_shape"]
+        return c, h, w
+
+
+def _subsample(n: int, keep: int | None, generator: torch.Generator) -> torch.Tensor:
+    order = torch.randperm(n, generator=generator)
+    return order if keep is None else order[: min(keep, n)]
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images on the 0..1 scale, accumulated in float64.
+
+    float64 sums make the numbers independent of how the work is split across threads.
+    """
+    c = images.shape[1]
+    flat = images.transpose(0, 1).reshape(c, -1)
+    count = flat.shape[1]
+    sums = torch.zeros(c, dtype=torch.float64)
+    squares = torch.zeros(c, dtype=torch.float64)
+    for chunk in flat.split(1 << 22, dim=1):
+        chunk = chunk.to(torch.float64) / 255.0
+        sums += chunk.sum(dim=1)
+        squares += (chunk * chunk).sum(dim=1)
+    mean = sums / count
+    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+def split_dataset(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    classes: list[str],
+    *,
+    name: str,
+    seed: int,
+    val_fraction: float,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> PreparedData:
+    """Hold out a seeded validation split and optionally subsample, deterministically.
+
+    ``max_train`` caps the pool the validation split is drawn from, so a quick run keeps the
+    same train/val proportions as a full one.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    pool = _subsample(len(train_labels), max_train, generator)
+    n_val = max(1, round(len(pool) * val_fraction))
+    if n_val >= len(pool):
+        raise ValueError(
+            f"data.val_fraction={val_fraction} leaves no training images out of {len(pool)}; "
+            "lower data.val_fraction or raise data.max_train"
+        )
+    val_idx, train_idx = pool[:n_val].sort().values, pool[n_val:].sort().values
+    test_idx = _subsample(len(test_labels), max_test, generator).sort().values
+    images = {
+        "train": train_images[train_idx].contiguous(),
+        "val": train_images[val_idx].contiguous(),
+        "test": test_images[test_idx].contiguous(),
+    }
+    labels = {
+        "train": train_labels[train_idx].to(torch.int64),
+        "val": train_labels[val_idx].to(torch.int64),
+        "test": test_labels[test_idx].to(torch.int64),
+    }
+    mean, std = channel_stats(images["train"])
+    meta = {
+        "dataset": name,
+        "classes": list(classes),
+        "image_shape": list(images["train"].shape[1:]),
+        "counts": {split: len(labels[split]) for split in SPLITS},
+        "class_counts": {
+            split: torch.bincount(labels[split], minlength=len(classes)).tolist()
+            for split in SPLITS
+        },
+        "mean": mean,
+        "std": std,
+        "seed": seed,
+        "val_fraction": val_fraction,
+    }
+    return PreparedData(images, labels, meta)
+
+
+def save_prepared(data: PreparedData, directory: Path) -> None:
+    tensors = {}
+    for split in SPLITS:
+        tensors[f"{split}_images"] = data.images[split]
+        tensors[f"{split}_labels"] = data.labels[split]
+    save_torch(directory / TENSORS_FILE, tensors)
+    write_json(directory / META_FILE, data.meta)
+
+
+def load_prepared(directory: Path) -> PreparedData:
+    import json
+
+    meta_path = directory / META_FILE
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"{directory}: no prepared data; run `dvc repro prepare@<dataset>` first"
+        )
+    meta = json.loads(meta_path.read_text())
+    tensors = load_torch(directory / TENSORS_FILE)
+    images = {split: tensors[f"{split}_images"] for split in SPLITS}
+    labels = {split: tensors[f"{split}_labels"] for split in SPLITS}
+    return PreparedData(images, labels, meta)

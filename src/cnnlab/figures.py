@@ -1,0 +1,365 @@
+"""The comparison figures: 2x2 learning curves and a confusion matrix, as byte-stable PNGs.
+
+Reproducibility rules that shape this module (a PNG is a DVC output, so a byte that changes
+for no reason reruns everything downstream and makes ``dvc repro`` look non-deterministic):
+
+* figures are built with the object API (``Figure`` + the Agg canvas), never ``pyplot``, so
+  no global figure registry or backend is touched and nothing leaks between calls;
+* every draw happens inside ``matplotlib.style.context(["default", _STYLE])``, so a user's
+  ``matplotlibrc`` or a caller's rcParams cannot change the output, and ours cannot leak out;
+* figure size and dpi are constants, and the PNG is saved with ``metadata={"Software": None}``
+  so that no matplotlib version string is embedded (PNG gets no date from matplotlib);
+* the file is written to a temporary name in the target directory and ``os.replace``-d into
+  place, so a killed run leaves either the old file or the new one, never half a PNG, and a
+  DVC cache link at the target is replaced rather than written through.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+__all__ = ["OKABE_ITO", "plot_confusion_matrix", "plot_learning_curves"]
+
+#: Okabe & Ito's colour-blind-safe palette, reordered so that the first colours are the most
+#: distinct on white (yellow last: it is hard to see as a thin line).
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#009E73",  # bluish green
+    "#E69F00",  # orange
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow
+)
+#: Markers make lines tell apart in greyscale and make a one-epoch history visible at all.
+_MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+_DPI = 120
+_CURVES_SIZE = (10.0, 7.5)  # inches -> 1200x900 px
+_CONFUSION_SIZE = (7.5, 6.5)  # inches -> 900x780 px
+_PNG_METADATA: dict[str, str | None] = {"Software": None}
+
+_STYLE: dict[str, object] = {
+    "font.family": "DejaVu Sans",  # ships with matplotlib: same glyphs on every machine
+    "font.size": 9.0,
+    "axes.titlesize": 10.0,
+    "axes.labelsize": 9.0,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8.5,
+    "legend.frameon": False,
+    "lines.linewidth": 1.6,
+    "lines.markersize": 4.0,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "savefig.transparent": False,
+    "savefig.bbox": None,  # "tight" would make the pixel size depend on the text extents
+    "path.simplify": False,
+    "text.usetex": False,
+    "svg.hashsalt": "cnnlab",
+}
+
+_HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers only ever see a complete file.
+
+    ``os.open(..., 0o666)`` lets the umask decide the permissions, as a plain ``open`` would;
+    ``tempfile.mkstemp`` would leave the published file readable by its owner only.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _save_png(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)  # attach the Agg canvas: no backend switch, no pyplot
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, metadata=_PNG_METADATA)
+    _write_atomic(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------------------
+# learning curves
+
+
+def _finite(epochs: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = np.isfinite(epochs) & np.isfinite(values)
+    return epochs[keep], values[keep]
+
+
+def _column(history: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(history[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _accuracy_scale(history: pd.DataFrame) -> float:
+    """100 for fractions, 1 for histories already in percent.
+
+    The evaluate stage writes fractions, but a history logged by another tool may hold
+    percent; a fraction never exceeds 1, so any value above 1 settles which one it is.
+    """
+    values = np.concatenate([_column(history, "train_acc"), _column(history, "val_acc")])
+    values = values[np.isfinite(values)]
+    return 1.0 if values.size and values.max() > 1.0 else 100.0
+
+
+def _first_nonfinite_epoch(history: pd.DataFrame) -> int | None:
+    """The epoch whose loss first went NaN/inf: how a diverged run shows in its history."""
+    epochs = _column(history, "epoch")
+    bad = ~np.isfinite(_column(history, "train_loss")) | ~np.isfinite(_column(history, "val_loss"))
+    hits = np.flatnonzero(bad & np.isfinite(epochs))
+    return int(epochs[hits[0]]) if hits.size else None
+
+
+def _loss_top(values: list[np.ndarray]) -> float | None:
+    """An upper y-limit that keeps a blown-up loss (1e6 before the NaN) from flattening every
+    other curve into the x-axis; the clipped line visibly leaves the panel at the top."""
+    finite = np.concatenate(values) if values else np.array([])
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return None
+    top = float(min(finite.max(), 5.0 * max(float(np.median(finite)), 1e-12)))
+    return top * 1.05 if top > 0 else None
+
+
+def _best_labels(ax: Axes, bests: list[tuple[float, int, str]]) -> None:
+    """Dashed line at each best accuracy, labelled "best 98.7% (epoch 3)" in the line's colour.
+
+    Labels sit at the left, just under their line, where accuracy curves (which rise from the
+    left) usually leave room; when two bests are close, the lower label is pushed down so the
+    texts never overlap. Positions are computed in axes fractions after freezing the y-limits
+    so they do not depend on later autoscaling.
+    """
+    for value, _epoch, colour in bests:
+        ax.axhline(value, color=colour, linestyle="--", linewidth=1.0, alpha=0.9, zorder=1.5)
+    low, high = ax.get_ylim()
+    ax.set_ylim(low, high)
+    span = (high - low) or 1.0
+    previous = math.inf
+    for value, epoch, colour in sorted(bests, key=lambda b: -b[0]):
+        y = min((value - low) / span - 0.015, previous - 0.07)
+        previous = y
+        ax.text(
+            0.02,
+            y,
+            f"best {value:.1f}% (epoch {epoch})",
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            color=colour,
+            fontsize=8.5,
+            bbox={
+                "boxstyle": "round,pad=0.15",
+                "facecolor": "white",
+                "edgecolor": "none",
+                "alpha": 0.85,
+            },
+            zorder=5,
+        )
+
+
+def plot_learning_curves(
+    histories: dict[str, pd.DataFrame],
+    title: str,
+    path: Path,
+    diverged: Mapping[str, int | None] | None = None,
+) -> None:
+    """Save a 2x2 figure (train/val loss on top, train/val accuracy below), one line per label.
+
+    ``histories`` maps a label ("lenet", "alexnet", an optimizer name...) to its per-epoch
+    history; the dict order fixes the colours, so the same call always draws the same picture.
+    Non-finite points are skipped rather than plotted, because matplotlib would either break
+    the line or stretch the axes to infinity. A run is marked "diverged" in the legend when its
+    history holds a NaN/inf loss or when ``diverged`` names it (label -> epoch, or None if
+    unknown): the train stage may stop before logging the NaN epoch, so the history alone
+    cannot always tell.
+
+    One legend for the whole figure, below the panels, since every panel shows the same runs;
+    per-panel legends would repeat it four times and hide data.
+    """
+    if not histories:
+        raise ValueError("plot_learning_curves needs at least one history")
+    for label, history in histories.items():
+        missing = [c for c in _HISTORY_COLUMNS if c not in history.columns]
+        if missing:
+            raise ValueError(f"history {label!r} lacks column(s) {', '.join(missing)}")
+    diverged = dict(diverged or {})
+
+    with mpl.style.context(["default", _STYLE]):
+        fig = Figure(figsize=_CURVES_SIZE, dpi=_DPI, layout="constrained")
+        axes = fig.subplots(2, 2, sharex=True)
+        panels = {
+            "train_loss": (axes[0, 0], "Training loss", "cross-entropy loss"),
+            "val_loss": (axes[0, 1], "Validation loss", "cross-entropy loss"),
+            "train_acc": (axes[1, 0], "Training accuracy", "accuracy (%)"),
+            "val_acc": (axes[1, 1], "Validation accuracy", "accuracy (%)"),
+        }
+        handles: list[Line2D] = []
+        losses: list[np.ndarray] = []
+        bests: list[tuple[float, int, str]] = []
+        all_epochs: list[np.ndarray] = []
+
+        for index, (label, history) in enumerate(histories.items()):
+            colour = OKABE_ITO[index % len(OKABE_ITO)]
+            marker = _MARKERS[index % len(_MARKERS)]
+            # Past 8 runs colours repeat; a different dash keeps lines apart.
+            linestyle = "-" if index < len(OKABE_ITO) else (0, (4, 1.5))
+            epochs = _column(history, "epoch")
+            all_epochs.append(epochs[np.isfinite(epochs)])
+            acc_scale = _accuracy_scale(history)
+            markevery = max(1, len(history) // 20)
+
+            for column, (ax, _, _) in panels.items():
+                scale = acc_scale if column.endswith("acc") else 1.0
+                x, y = _finite(epochs, _column(history, column) * scale)
+                if column.endswith("loss"):
+                    losses.append(y)
+                ax.plot(
+                    x,
+                    y,
+                    color=colour,
+                    marker=marker,
+                    linestyle=linestyle,
+                    markevery=markevery,
+                    label=label,
+                )
+                if column == "val_acc" and y.size:
+                    best = int(np.argmax(y))  # first maximum: the checkpoint rule keeps ties old
+                    bests.append((float(y[best]), int(x[best]), colour))
+
+            nan_epoch = _first_nonfinite_epoch(history)
+            legend_label = str(label)
+            if label in diverged or nan_epoch is not None:
+                epoch = diverged.get(label, nan_epoch)
+                epoch = nan_epoch if epoch is None else epoch
+                legend_label += " (diverged)" if epoch is None else f" (diverged at epoch {epoch})"
+            handles.append(
+                Line2D([], [], color=colour, marker=marker, linestyle=linestyle, label=legend_label)
+            )
+
+        for column, (ax, panel_title, ylabel) in panels.items():
+            ax.set_title(panel_title)
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if column.endswith("loss"):
+                top = _loss_top(losses)
+                ax.set_ylim(0.0, top) if top is not None else ax.set_ylim(bottom=0.0)
+        for ax in axes[1]:
+            ax.set_xlabel("epoch")
+        finite_epochs = np.concatenate(all_epochs)
+        if finite_epochs.size:
+            axes[0, 0].set_xlim(finite_epochs.min() - 0.5, finite_epochs.max() + 0.5)
+        _best_labels(axes[1, 1], bests)
+
+        fig.suptitle(title, fontsize=12)
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
+        _save_png(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# confusion matrix
+
+
+def plot_confusion_matrix(
+    matrix: list[list[int]], classes: list[str], title: str, path: Path
+) -> None:
+    """Save the confusion matrix as a heat map of row percentages with the counts written in.
+
+    Colour shows the share of each true class (row-normalised) so that a rare class's mistakes
+    are as visible as a common one's; the cell text keeps the raw counts, which is what one
+    checks against the test set. Counts are omitted beyond 30 classes, where they would not
+    fit. A single-hue sequential colour map stays readable for colour-blind readers and in
+    greyscale.
+    """
+    counts = np.asarray(matrix, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {counts.shape}")
+    if counts.shape[0] != len(classes):
+        raise ValueError(
+            f"confusion matrix is {counts.shape[0]}x{counts.shape[1]} "
+            f"but {len(classes)} class names were given"
+        )
+    if counts.size and (not np.isfinite(counts).all() or (counts < 0).any()):
+        raise ValueError("confusion matrix counts must be finite and non-negative")
+
+    n = counts.shape[0]
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts * 100.0, totals, out=np.zeros_like(counts), where=totals > 0)
+    total = counts.sum()
+    accuracy = float(np.trace(counts) / total * 100.0) if total > 0 else math.nan
+
+    with mpl.style.context(["default", _STYLE, {"axes.grid": False}]):
+        fig = Figure(figsize=_CONFUSION_SIZE, dpi=_DPI, layout="constrained")
+        ax = fig.subplots()
+        image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=100.0, interpolation="nearest")
+        colorbar = fig.colorbar(image, ax=ax, shrink=0.85)
+        colorbar.set_label("share of the true class (%)")
+
+        ax.set_xticks(
+            range(n),
+            labels=[str(c) for c in classes],
+            rotation=45,
+            ha="right",
+            rotation_mode="anchor",
+        )
+        ax.set_yticks(range(n), labels=[str(c) for c in classes])
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+
+        if n <= 30:
+            fontsize = 9.0 if n <= 10 else 7.0 if n <= 20 else 5.0
+            for row in range(n):
+                for col in range(n):
+                    ax.text(
+                        col,
+                        row,
+                        f"{int(counts[row, col])}",
+                        ha="center",
+                        va="center",
+                        fontsize=fontsize,
+                        color="white" if share[row, col] > 55.0 else "black",
+                    )
+
+        fig.suptitle(title, fontsize=12)
+        subtitle = (
+            f"{int(total):,} images"
+            if math.isnan(accuracy)
+            else (f"accuracy {accuracy:.2f}% on {int(total):,} images")
+        )
+        ax.set_title(subtitle, fontsize=9)
+        _save_png(fig, path)

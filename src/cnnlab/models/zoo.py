@@ -1,0 +1,416 @@
+"""The model registry: every name usable in params ``models:``, built from its options.
+
+Every model is a :class:`ConvNet` (``features`` -> optional ``avgpool`` -> flatten ->
+``classifier``) made of plain ``nn.Conv2d``/``nn.Linear`` layers with named children
+(``features.conv1``, ``classifier.fc1``...), so hooks, init schemes and checkpoints can address
+layers by the names the papers use, and the CPU runs only well-optimised kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnlab.models.options import (
+    SMALL_INPUT_SIZE,
+    AlexNet2012Options,
+    AlexNetBNOptions,
+    AlexNetOptions,
+    LeNet5Options,
+    LeNetOptions,
+    input_size,
+    resolve_options,
+)
+
+__all__ = [
+    "BUILDERS",
+    "ConvNet",
+    "build_model",
+    "count_macs",
+    "count_parameters",
+    "input_size",
+]
+
+
+class ConvNet(nn.Module):
+    """Feature extractor, optional fixed-size pool, and classifier.
+
+    ``torch.flatten`` keeps the logical (N, C, H, W) order, so channels_last inputs give the
+    same classifier inputs as contiguous ones.
+    """
+
+    def __init__(
+        self, features: nn.Sequential, classifier: nn.Sequential, avgpool: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.features = features
+        self.avgpool = avgpool
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if self.avgpool is not None:
+            x = self.avgpool(x)
+        return self.classifier(torch.flatten(x, 1))
+
+
+# --------------------------------------------------------------------------- layer helpers
+
+
+@dataclass(frozen=True)
+class _Style:
+    """The ablation switches that shape individual layers, shared by every builder."""
+
+    activation: str
+    pooling: str
+    norm: str
+    #: Pad 3x3/2 pools by 1 so they keep the 2x2/2 map sizes (small inputs have no room to
+    #: lose a row); the 2012 model pools unpadded, as the paper does.
+    pad_overlap: bool
+
+
+def _style(options: Any, *, pad_overlap: bool) -> _Style:
+    return _Style(options.activation, options.pooling, options.norm, pad_overlap)
+
+
+def _activation(name: str) -> nn.Module:
+    # In-place where torch allows it: saves one activation-sized buffer per layer.
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01, inplace=True)
+    if name == "elu":
+        return nn.ELU(inplace=True)
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def _pool(style: _Style) -> nn.Module:
+    pad = 1 if style.pad_overlap else 0
+    if style.pooling == "max":
+        return nn.MaxPool2d(2, 2)
+    if style.pooling == "max_overlap":
+        return nn.MaxPool2d(3, 2, padding=pad)
+    if style.pooling == "avg":
+        return nn.AvgPool2d(2, 2)
+    if style.pooling == "avg_overlap":
+        # Padding must not count towards the mean, or border pixels are shrunk towards 0.
+        return nn.AvgPool2d(3, 2, padding=pad, count_include_pad=False)
+    raise ValueError(f"unknown pooling {style.pooling!r}")
+
+
+def _lrn() -> nn.LocalResponseNorm:
+    # The reference's LRN(5, 1e-4, 0.75, 2). torch divides alpha by the window size, as
+    # Caffe does; the paper's formula does not (its alpha would be 5e-4 here).
+    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+def _conv(
+    layers: OrderedDict[str, nn.Module],
+    tag: str,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    style: _Style,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    lrn_after: bool = False,
+) -> None:
+    """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``..."""
+    batchnorm = style.norm == "batchnorm"
+    # A bias right before BatchNorm is cancelled by its mean subtraction: pure waste.
+    layers[f"conv{tag}"] = nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride, padding, groups=groups,
+        bias=not batchnorm,
+    )
+    if batchnorm:
+        layers[f"bn{tag}"] = nn.BatchNorm2d(out_channels)
+    layers[f"act{tag}"] = _activation(style.activation)
+    if lrn_after and style.norm == "lrn":
+        layers[f"lrn{tag}"] = _lrn()
+
+
+def _linear(
+    layers: OrderedDict[str, nn.Module],
+    tag: str,
+    in_features: int,
+    out_features: int,
+    *,
+    activation: str | None,
+    dropout: float = 0.0,
+) -> None:
+    """Append [dropout+]linear[+activation]; dropout before the layer, as AlexNet has it."""
+    if dropout > 0:
+        layers[f"drop{tag}"] = nn.Dropout(dropout)
+    layers[f"fc{tag}"] = nn.Linear(in_features, out_features)
+    if activation is not None:
+        layers[f"act_fc{tag}"] = _activation(activation)
+
+
+def _spatial_size(features: nn.Sequential, size: int) -> int:
+    """Side of the feature map for a ``size`` x ``size`` input, by the layers' own arithmetic.
+
+    Arithmetic rather than a dry run: a forward pass would touch BatchNorm's running
+    statistics and cost a full pass per build.
+    """
+    for layer in features:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p, d = (
+                _first(getattr(layer, attr, 1))
+                for attr in ("kernel_size", "stride", "padding", "dilation")
+            )
+            if isinstance(layer, nn.AvgPool2d):
+                d = 1
+            span = d * (k - 1) + 1
+            if size + 2 * p < span:
+                raise ValueError(f"input too small for {layer}: {size}x{size} before it")
+            out = (size + 2 * p - span) / s + 1
+            size = math.ceil(out) if getattr(layer, "ceil_mode", False) else math.floor(out)
+    return size
+
+
+def _first(value: int | tuple[int, ...]) -> int:
+    return value[0] if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------- init schemes
+
+#: Layers whose bias the 2012 paper sets to 1 (so ReLUs start in their positive region).
+_PAPER_BIAS_ONE = frozenset({"conv2", "conv4", "conv5", "fc1", "fc2"})
+
+
+def _gain_name(activation: str) -> tuple[str, float | None]:
+    # calculate_gain knows no ELU; its positive half is the identity, like ReLU's.
+    if activation == "leaky_relu":
+        return "leaky_relu", 0.01
+    if activation == "elu":
+        return "relu", None
+    return activation, None
+
+
+def _init_weights(model: ConvNet, scheme: str, activation: str, paper: str = "alexnet") -> None:
+    """Apply ``scheme`` to every conv/linear layer; BatchNorm keeps torch's (1, 0) init.
+
+    The output layer has no activation after it, so kaiming/xavier use the linear gain there.
+    """
+    if scheme == "default":
+        return
+    layers = [
+        (name.rsplit(".", 1)[-1], m)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    last = layers[-1][1]
+    nonlinearity, slope = _gain_name(activation)
+    for short, layer in layers:
+        weight, bias = layer.weight, layer.bias
+        act, a = ("linear", None) if layer is last else (nonlinearity, slope)
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(weight, a=a or 0, nonlinearity=act)
+        elif scheme == "xavier":
+            nn.init.xavier_uniform_(weight, gain=nn.init.calculate_gain(act, a))
+        elif scheme == "paper" and paper == "lenet5":
+            fan_in = weight[0].numel()
+            nn.init.uniform_(weight, -2.4 / fan_in, 2.4 / fan_in)
+        elif scheme == "paper":
+            nn.init.normal_(weight, 0.0, 0.01)
+        else:
+            raise ValueError(f"unknown init scheme {scheme!r}")
+        if bias is not None:
+            one = scheme == "paper" and paper == "alexnet" and short in _PAPER_BIAS_ONE
+            nn.init.constant_(bias, 1.0 if one else 0.0)
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def _build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> ConvNet:
+    style = _style(options, pad_overlap=True)
+    f: OrderedDict[str, nn.Module] = OrderedDict()
+    _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
+    f["pool1"] = _pool(style)
+    _conv(f, "2", 6, 16, 5, style, lrn_after=True)
+    f["pool2"] = _pool(style)
+    features = nn.Sequential(f)
+    side = _spatial_size(features, SMALL_INPUT_SIZE)
+    c: OrderedDict[str, nn.Module] = OrderedDict()
+    _linear(c, "1", 16 * side * side, 120, activation=style.activation, dropout=options.dropout)
+    _linear(c, "2", 120, 84, activation=style.activation, dropout=options.dropout)
+    _linear(c, "3", 84, num_classes, activation=None)
+    model = ConvNet(features, nn.Sequential(c))
+    _init_weights(model, options.init, style.activation)
+    return model
+
+
+def _build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) -> ConvNet:
+    # Layer names follow the paper: C1, S2, C3, S4, C5, F6. Full C3 connections (61,706
+    # parameters), not the paper's partial table.
+    style = _style(options, pad_overlap=True)
+    f: OrderedDict[str, nn.Module] = OrderedDict()
+    _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
+    f["pool2"] = _pool(style)
+    _conv(f, "3", 6, 16, 5, style, lrn_after=True)
+    f["pool4"] = _pool(style)
+    _conv(f, "5", 16, 120, 5, style)
+    features = nn.Sequential(f)
+    side = _spatial_size(features, SMALL_INPUT_SIZE)
+    c: OrderedDict[str, nn.Module] = OrderedDict()
+    _linear(c, "6", 120 * side * side, 84, activation=style.activation, dropout=options.dropout)
+    _linear(c, "7", 84, num_classes, activation=None)
+    model = ConvNet(features, nn.Sequential(c))
+    _init_weights(model, options.init, style.activation, paper="lenet5")
+    return model
+
+
+def _alexnet_classifier(
+    in_features: int, num_classes: int, activation: str, dropout: float
+) -> nn.Sequential:
+    c: OrderedDict[str, nn.Module] = OrderedDict()
+    _linear(c, "1", in_features, 4096, activation=activation, dropout=dropout)
+    _linear(c, "2", 4096, 4096, activation=activation, dropout=dropout)
+    _linear(c, "3", 4096, num_classes, activation=None)
+    return nn.Sequential(c)
+
+
+def _build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -> ConvNet:
+    style = _style(options, pad_overlap=True)
+    f: OrderedDict[str, nn.Module] = OrderedDict()
+    _conv(f, "1", in_channels, 64, 3, style, padding=1, lrn_after=True)
+    f["pool1"] = _pool(style)
+    _conv(f, "2", 64, 192, 3, style, padding=1, lrn_after=True)
+    f["pool2"] = _pool(style)
+    _conv(f, "3", 192, 384, 3, style, padding=1)
+    _conv(f, "4", 384, 256, 3, style, padding=1)
+    _conv(f, "5", 256, 256, 3, style, padding=1)
+    f["pool3"] = _pool(style)
+    features = nn.Sequential(f)
+    if options.adaptive_pool:
+        avgpool: nn.Module | None = nn.AdaptiveAvgPool2d(6)
+        side = 6
+    else:
+        avgpool, side = None, _spatial_size(features, SMALL_INPUT_SIZE)
+    classifier = _alexnet_classifier(256 * side * side, num_classes, style.activation,
+                                     options.dropout)
+    model = ConvNet(features, classifier, avgpool)
+    _init_weights(model, options.init, style.activation)
+    return model
+
+
+def _build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOptions) -> ConvNet:
+    style = _style(options, pad_overlap=True)
+    f: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = in_channels
+    for stage, width in enumerate((64, 128, 256), start=1):
+        _conv(f, f"{stage}a", channels, width, 3, style, padding=1)
+        _conv(f, f"{stage}b", width, width, 3, style, padding=1, lrn_after=stage < 3)
+        f[f"pool{stage}"] = _pool(style)
+        channels = width
+    features = nn.Sequential(f)
+    side = _spatial_size(features, SMALL_INPUT_SIZE)
+    c: OrderedDict[str, nn.Module] = OrderedDict()
+    flat = channels * side * side
+    if options.hidden:
+        _linear(c, "1", flat, options.hidden, activation=style.activation,
+                dropout=options.dropout)
+        _linear(c, "2", options.hidden, num_classes, activation=None, dropout=options.dropout)
+    else:
+        _linear(c, "1", flat, num_classes, activation=None, dropout=options.dropout)
+    model = ConvNet(features, nn.Sequential(c))
+    _init_weights(model, options.init, style.activation)
+    return model
+
+
+def _build_alexnet2012(
+    in_channels: int, num_classes: int, options: AlexNet2012Options
+) -> ConvNet:
+    style = _style(options, pad_overlap=False)
+    g = 2 if options.groups else 1
+    # 227 is the paper's unpadded convention, 224 torchvision's padded one: both give 55.
+    pad1 = 0 if options.input_size == 227 else 2
+    f: OrderedDict[str, nn.Module] = OrderedDict()
+    _conv(f, "1", in_channels, 96, 11, style, stride=4, padding=pad1, lrn_after=True)
+    f["pool1"] = _pool(style)
+    _conv(f, "2", 96, 256, 5, style, padding=2, groups=g, lrn_after=True)
+    f["pool2"] = _pool(style)
+    _conv(f, "3", 256, 384, 3, style, padding=1)
+    _conv(f, "4", 384, 384, 3, style, padding=1, groups=g)
+    _conv(f, "5", 384, 256, 3, style, padding=1, groups=g)
+    f["pool3"] = _pool(style)
+    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, style.activation,
+                                     options.dropout)
+    # The adaptive pool is a no-op at 6x6; it keeps other sizes (or pooling choices) working.
+    model = ConvNet(nn.Sequential(f), classifier, nn.AdaptiveAvgPool2d(6))
+    _init_weights(model, options.effective_init, style.activation)
+    return model
+
+
+Builder = Callable[[int, int, Any], nn.Module]
+
+#: One entry per name in ``MODEL_OPTIONS`` (a test checks the two agree).
+BUILDERS: dict[str, Builder] = {
+    "lenet": _build_lenet,
+    "lenet5": _build_lenet5,
+    "alexnet": _build_alexnet,
+    "alexnet_bn": _build_alexnet_bn,
+    "alexnet2012": _build_alexnet2012,
+}
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def build_model(
+    name: str,
+    *,
+    in_channels: int,
+    num_classes: int,
+    options: BaseModel | Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``.
+
+    Weights come from torch's global RNG: seed it first for reproducible runs.
+    """
+    resolved = resolve_options(name, options)
+    if in_channels < 1 or num_classes < 1:
+        raise ValueError(
+            f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
+        )
+    return BUILDERS[name](in_channels, num_classes, resolved)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (frozen ones do not count towards model size in the report)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Multiply-accumulates for one (C, H, W) image: convs and matmuls, as papers count them.
+
+    Runs one eval-mode forward pass under FlopCounterMode (which counts 2 FLOPs per MAC), so
+    dropout and BatchNorm statistics are untouched; the model's mode is restored afterwards.
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None else torch.float32
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros((1, *input_shape), device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops()) // 2

@@ -1,0 +1,549 @@
+"""Comparison tables, the summary metrics and the Markdown report for the ``compare`` stage.
+
+Everything here is a pure function of the per-run metrics dicts written by the evaluate stage,
+so the same runs always give the same table, JSON and text (no clock, no paths, no DVC).
+
+Units, chosen per consumer:
+
+* the DataFrames are for people and CSV files, so accuracies are in percent (``*_pct``
+  columns) and rounded to 4 decimals to keep float noise like ``98.71000000000001`` out;
+* :func:`summary_json` is for ``dvc metrics``/``dvc exp show``, so it keeps the evaluate
+  stage's key names and units (fractions 0..1) and only adds derived values
+  (``gain_points`` in percentage points, ratios);
+* :func:`report_markdown` formats for reading: 2-decimal percentages, thousands separators.
+
+A diverged run's accuracies are meaningless (NaN loss, or stuck at chance), so they are
+blanked everywhere (NaN in tables, ``null`` in JSON, "diverged (epoch N)" in Markdown)
+rather than compared as if they were results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnnlab.data.catalog import DATASETS
+
+__all__ = ["comparison_table", "report_markdown", "summary_json", "summary_table"]
+
+#: Display names for the models the pipeline knows; unknown models show their key.
+MODEL_TITLES: dict[str, str] = {"lenet": "LeNet", "alexnet": "AlexNet"}
+
+#: Metrics that describe what a model learned; blanked for a diverged run.
+_QUALITY_KEYS = ("best_val_acc", "test_acc", "test_top5", "final_val_acc", "test_loss")
+
+#: The metrics copied into summary.json per run, in the order they appear there.
+_JSON_RUN_KEYS = (
+    "model",
+    "dataset",
+    "status",
+    "diverged",
+    "diverged_epoch",
+    "test_acc",
+    "test_top5",
+    "test_loss",
+    "best_val_acc",
+    "best_epoch",
+    "final_val_acc",
+    "epochs",
+    "epochs_completed",
+    "params",
+    "macs",
+    "train_seconds",
+    "train_images_per_second",
+)
+
+_SUMMARY_COLUMNS = [
+    "dataset",
+    "model",
+    "best_val_acc_pct",
+    "test_acc_pct",
+    "test_top5_pct",
+    "final_val_acc_pct",
+    "params",
+    "macs",
+    "train_seconds",
+    "images_per_second",
+    "status",
+]
+
+_ROUND = 4
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _float(value: Any) -> float:
+    """Numbers from JSON may be None, int, float or numpy scalars; NaN stands for 'unknown'."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+def _int(value: Any) -> int | None:
+    number = _float(value)
+    return None if math.isnan(number) else round(number)
+
+
+def _pct(value: Any) -> float:
+    number = _float(value)
+    return math.nan if math.isnan(number) else round(number * 100.0, _ROUND)
+
+
+def _ratio(numerator: Any, denominator: Any) -> float:
+    top, bottom = _float(numerator), _float(denominator)
+    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
+        return math.nan
+    return round(top / bottom, _ROUND)
+
+
+def _json_value(value: Any) -> Any:
+    """Make one value JSON-safe: numpy scalars become Python ones and NaN/inf become null,
+    because ``json.dumps`` would otherwise write ``NaN``, which is not JSON and which
+    ``dvc metrics`` cannot read back."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()  # numpy scalar -> Python scalar
+        if isinstance(value, bool):
+            return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _is_diverged(run: Mapping[str, Any]) -> bool:
+    return bool(run.get("diverged"))
+
+
+def _diverged_epoch(run: Mapping[str, Any]) -> int | None:
+    return _int(run.get("diverged_epoch"))
+
+
+def _status(run: Mapping[str, Any]) -> str:
+    if not _is_diverged(run):
+        return "ok"
+    epoch = _diverged_epoch(run)
+    return "diverged" if epoch is None else f"diverged at epoch {epoch}"
+
+
+def _quality(run: Mapping[str, Any], key: str) -> Any:
+    """A learned-quality metric, or None for a diverged run (its numbers mean nothing)."""
+    return None if _is_diverged(run) else run.get(key)
+
+
+def _run_key(run: Mapping[str, Any]) -> str:
+    return f"{run['model']}-{run['dataset']}"
+
+
+def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Group by dataset, then model, each in order of first appearance.
+
+    The caller passes runs in params order (``datasets:``, ``models:``); keeping that order
+    rather than sorting alphabetically puts the baseline before the challenger and makes the
+    report read the way the experiment was configured.
+    """
+    seen_keys: set[str] = set()
+    for run in runs:
+        missing = [k for k in ("model", "dataset") if not run.get(k)]
+        if missing:
+            raise ValueError(f"run metrics lack {', '.join(missing)}: {dict(run)!r:.200}")
+        key = _run_key(run)
+        if key in seen_keys:
+            raise ValueError(f"run {key!r} appears twice; each model/dataset pair must be unique")
+        seen_keys.add(key)
+    datasets = list(dict.fromkeys(str(r["dataset"]) for r in runs))
+    models = list(dict.fromkeys(str(r["model"]) for r in runs))
+    return sorted(
+        runs, key=lambda r: (datasets.index(str(r["dataset"])), models.index(str(r["model"])))
+    )
+
+
+def _dataset_title(name: str) -> str:
+    info = DATASETS.get(name)
+    return info.title if info is not None else name
+
+
+def _model_title(name: str) -> str:
+    return MODEL_TITLES.get(name, name)
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
+def summary_table(runs: list[dict]) -> pd.DataFrame:
+    """One row per run, accuracies in percent, diverged runs with blank accuracies.
+
+    Params, MACs and timings stay filled for a diverged run: they describe the model and the
+    machine, not what was learned, and are still worth comparing.
+    """
+    rows = []
+    for run in _ordered(runs):
+        rows.append(
+            {
+                "dataset": str(run["dataset"]),
+                "model": str(run["model"]),
+                "best_val_acc_pct": _pct(_quality(run, "best_val_acc")),
+                "test_acc_pct": _pct(_quality(run, "test_acc")),
+                "test_top5_pct": _pct(_quality(run, "test_top5")),
+                "final_val_acc_pct": _pct(_quality(run, "final_val_acc")),
+                "params": _int(run.get("params")),
+                "macs": _int(run.get("macs")),
+                "train_seconds": _float(run.get("train_seconds")),
+                "images_per_second": _float(run.get("train_images_per_second")),
+                "status": _status(run),
+            }
+        )
+    table = pd.DataFrame(rows, columns=_SUMMARY_COLUMNS)
+    # Nullable integers: a missing count stays <NA> instead of turning the column into floats.
+    return table.astype({"params": "Int64", "macs": "Int64"})
+
+
+def _comparison_records(
+    runs: Sequence[Mapping[str, Any]], baseline: str, challenger: str
+) -> list[dict[str, Any]]:
+    """The raw material of the comparison (fractions, not percent), shared by the table and
+    the JSON so that the two can never disagree."""
+    by_key = {_run_key(r): r for r in _ordered(runs)}
+    records = []
+    for dataset in dict.fromkeys(str(r["dataset"]) for r in _ordered(runs)):
+        base = by_key.get(f"{baseline}-{dataset}")
+        chal = by_key.get(f"{challenger}-{dataset}")
+        if base is None or chal is None:
+            continue
+        base_acc = _float(_quality(base, "test_acc"))
+        chal_acc = _float(_quality(chal, "test_acc"))
+        gain = (chal_acc - base_acc) * 100.0
+        records.append(
+            {
+                "dataset": dataset,
+                "base": base,
+                "chal": chal,
+                "base_test_acc": base_acc,
+                "chal_test_acc": chal_acc,
+                "gain_points": math.nan if math.isnan(gain) else round(gain, _ROUND),
+                "base_params": _int(base.get("params")),
+                "chal_params": _int(chal.get("params")),
+                "params_ratio": _ratio(chal.get("params"), base.get("params")),
+                "base_macs": _int(base.get("macs")),
+                "chal_macs": _int(chal.get("macs")),
+                "macs_ratio": _ratio(chal.get("macs"), base.get("macs")),
+                "base_train_seconds": _float(base.get("train_seconds")),
+                "chal_train_seconds": _float(chal.get("train_seconds")),
+                "train_time_ratio": _ratio(chal.get("train_seconds"), base.get("train_seconds")),
+            }
+        )
+    return records
+
+
+def comparison_table(
+    runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"
+) -> pd.DataFrame:
+    """Baseline vs challenger per dataset that has both, with the gain in percentage points.
+
+    Columns are named after the models (``lenet_test_acc_pct``) rather than "baseline"/
+    "challenger" so that a CSV or ``dvc metrics`` key is readable on its own. Ratios are
+    challenger / baseline ("AlexNet has 940x the parameters"). The gain is NaN when either
+    run diverged: a difference against a meaningless accuracy would be meaningless too.
+    """
+    if baseline == challenger:
+        raise ValueError(f"baseline and challenger are both {baseline!r}")
+    b, c = baseline, challenger
+    columns = [
+        "dataset",
+        f"{b}_test_acc_pct",
+        f"{c}_test_acc_pct",
+        "gain_points",
+        f"{b}_params",
+        f"{c}_params",
+        "params_ratio",
+        f"{b}_macs",
+        f"{c}_macs",
+        "macs_ratio",
+        f"{b}_train_seconds",
+        f"{c}_train_seconds",
+        "train_time_ratio",
+        f"{b}_status",
+        f"{c}_status",
+    ]
+    rows = [
+        {
+            "dataset": rec["dataset"],
+            f"{b}_test_acc_pct": _pct(rec["base_test_acc"]),
+            f"{c}_test_acc_pct": _pct(rec["chal_test_acc"]),
+            "gain_points": rec["gain_points"],
+            f"{b}_params": rec["base_params"],
+            f"{c}_params": rec["chal_params"],
+            "params_ratio": rec["params_ratio"],
+            f"{b}_macs": rec["base_macs"],
+            f"{c}_macs": rec["chal_macs"],
+            "macs_ratio": rec["macs_ratio"],
+            f"{b}_train_seconds": rec["base_train_seconds"],
+            f"{c}_train_seconds": rec["chal_train_seconds"],
+            "train_time_ratio": rec["train_time_ratio"],
+            f"{b}_status": _status(rec["base"]),
+            f"{c}_status": _status(rec["chal"]),
+        }
+        for rec in _comparison_records(runs, baseline, challenger)
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    ints = [f"{b}_params", f"{c}_params", f"{b}_macs", f"{c}_macs"]
+    return table.astype(dict.fromkeys(ints, "Int64"))
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+def summary_json(
+    runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"
+) -> dict[str, Any]:
+    """The content of ``metrics/summary.json``: selected metrics per run and the comparison.
+
+    Keys come in a fixed order (runs by dataset then model, fields in a fixed list) so that the
+    file is byte-stable and ``git diff`` shows real changes only. Per-class accuracies are left
+    to the per-run files: they would swamp ``dvc exp show``.
+    """
+    out_runs: dict[str, Any] = {}
+    for run in _ordered(runs):
+        entry: dict[str, Any] = {}
+        for key in _JSON_RUN_KEYS:
+            if key == "status":
+                value: Any = _status(run)
+            elif key == "diverged":
+                value = _is_diverged(run)
+            elif key == "diverged_epoch":
+                value = _diverged_epoch(run)
+            elif key in _QUALITY_KEYS:
+                value = _quality(run, key)
+            else:
+                value = run.get(key)
+            entry[key] = _json_value(value)
+        out_runs[_run_key(run)] = entry
+
+    comparison: dict[str, Any] = {}
+    for rec in _comparison_records(runs, baseline, challenger):
+        comparison[rec["dataset"]] = _json_value(
+            {
+                "baseline": baseline,
+                "challenger": challenger,
+                f"{baseline}_test_acc": rec["base_test_acc"],
+                f"{challenger}_test_acc": rec["chal_test_acc"],
+                "gain_points": rec["gain_points"],
+                f"{baseline}_params": rec["base_params"],
+                f"{challenger}_params": rec["chal_params"],
+                "params_ratio": rec["params_ratio"],
+                f"{baseline}_macs": rec["base_macs"],
+                f"{challenger}_macs": rec["chal_macs"],
+                "macs_ratio": rec["macs_ratio"],
+                f"{baseline}_train_seconds": rec["base_train_seconds"],
+                f"{challenger}_train_seconds": rec["chal_train_seconds"],
+                "train_time_ratio": rec["train_time_ratio"],
+                f"{baseline}_status": _status(rec["base"]),
+                f"{challenger}_status": _status(rec["chal"]),
+            }
+        )
+    return {"runs": out_runs, "comparison": comparison}
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+_DASH = "–"
+
+
+def _fmt_pct(value: Any) -> str:
+    number = _float(value)
+    return _DASH if math.isnan(number) else f"{number * 100:.2f}"
+
+
+def _fmt_int(value: Any) -> str:
+    number = _int(value)
+    return _DASH if number is None else f"{number:,}"
+
+
+def _fmt_float(value: Any, digits: int) -> str:
+    number = _float(value)
+    return _DASH if math.isnan(number) else f"{number:,.{digits}f}"
+
+
+def _fmt_ratio(value: Any) -> str:
+    number = _float(value)
+    if math.isnan(number):
+        return _DASH
+    return f"{number:,.1f}×" if number >= 10 else f"{number:.2f}×"
+
+
+def _diverged_text(run: Mapping[str, Any]) -> str:
+    epoch = _diverged_epoch(run)
+    return "diverged" if epoch is None else f"diverged (epoch {epoch})"
+
+
+def _cell(text: str) -> str:
+    """Escape what would break a pipe table: a '|' ends the cell, a newline ends the row."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
+    """A GitHub pipe table; columns from ``numeric_from`` on are right-aligned so that digits
+    line up when rendered."""
+    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(_cell(h) for h in header) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _link_target(path: str | Path) -> str:
+    target = Path(path).as_posix()
+    # CommonMark needs angle brackets around a destination that contains spaces or parens.
+    return f"<{target}>" if any(ch in target for ch in " ()<>") else target
+
+
+def _acc_sentence(run: Mapping[str, Any]) -> str:
+    if _is_diverged(run):
+        return _diverged_text(run)
+    return f"{_fmt_pct(run.get('test_acc'))}%"
+
+
+def report_markdown(
+    runs: list[dict],
+    figures: dict[str, str],
+    baseline: str = "lenet",
+    challenger: str = "alexnet",
+) -> str:
+    """The human-readable report (``plots/report.md`` or similar): summary, comparison, figures.
+
+    ``figures`` maps a dataset to the path of its learning-curve PNG *relative to where the
+    report is written*, so the images render on GitHub and in ``dvc plots`` alike; keys that
+    are not datasets of the runs are still shown, under their own name, so that extra figures
+    (a confusion matrix, say) need no change here.
+    """
+    ordered = _ordered(runs)
+    b_title, c_title = _model_title(baseline), _model_title(challenger)
+    parts: list[str] = [f"# {b_title} vs {c_title}", ""]
+    parts.append(
+        "Accuracies are in percent on the held-out test split (top-1 unless marked top-5), "
+        "measured once with the checkpoint that had the best validation accuracy. "
+        "MACs are multiply-accumulates per image."
+    )
+    parts += ["", "## Summary", ""]
+
+    header = [
+        "Dataset",
+        "Model",
+        "Best val acc (%)",
+        "Test acc (%)",
+        "Top-5 (%)",
+        "Final val acc (%)",
+        "Params",
+        "MACs",
+        "Train time (s)",
+        "Images/s",
+        "Status",
+    ]
+    rows = []
+    for run in ordered:
+        diverged = _is_diverged(run)
+
+        def acc(key: str, run: Mapping[str, Any] = run, diverged: bool = diverged) -> str:
+            return _DASH if diverged else _fmt_pct(run.get(key))
+
+        rows.append(
+            [
+                _dataset_title(str(run["dataset"])),
+                _model_title(str(run["model"])),
+                acc("best_val_acc"),
+                _diverged_text(run) if diverged else _fmt_pct(run.get("test_acc")),
+                acc("test_top5"),
+                acc("final_val_acc"),
+                _fmt_int(run.get("params")),
+                _fmt_int(run.get("macs")),
+                _fmt_float(run.get("train_seconds"), 1),
+                _fmt_float(run.get("train_images_per_second"), 0),
+                _diverged_text(run) if diverged else "ok",
+            ]
+        )
+    parts.append(_markdown_table(header, rows, numeric_from=2) if rows else "_No runs._")
+
+    parts += ["", f"## {b_title} vs {c_title} per dataset", ""]
+    records = _comparison_records(runs, baseline, challenger)
+    if not records:
+        parts.append(f"_No dataset has both a {b_title} and a {c_title} run._")
+    else:
+        header = [
+            "Dataset",
+            f"{b_title} test acc (%)",
+            f"{c_title} test acc (%)",
+            "Gain (points)",
+            f"{b_title} params",
+            f"{c_title} params",
+            "Params ratio",
+            "MACs ratio",
+            f"{b_title} time (s)",
+            f"{c_title} time (s)",
+            "Time ratio",
+        ]
+        rows = []
+        sentences = []
+        for rec in records:
+            base, chal = rec["base"], rec["chal"]
+            gain = _float(rec["gain_points"])
+            gain_text = "n/a" if math.isnan(gain) else f"{gain:+.2f}"
+            rows.append(
+                [
+                    _dataset_title(rec["dataset"]),
+                    _diverged_text(base) if _is_diverged(base) else _fmt_pct(rec["base_test_acc"]),
+                    _diverged_text(chal) if _is_diverged(chal) else _fmt_pct(rec["chal_test_acc"]),
+                    gain_text,
+                    _fmt_int(rec["base_params"]),
+                    _fmt_int(rec["chal_params"]),
+                    _fmt_ratio(rec["params_ratio"]),
+                    _fmt_ratio(rec["macs_ratio"]),
+                    _fmt_float(rec["base_train_seconds"], 1),
+                    _fmt_float(rec["chal_train_seconds"], 1),
+                    _fmt_ratio(rec["train_time_ratio"]),
+                ]
+            )
+            sentence = (
+                f"- **{_dataset_title(rec['dataset'])}**: {c_title} {_acc_sentence(chal)}, "
+                f"{b_title} {_acc_sentence(base)}"
+            )
+            if not math.isnan(gain):
+                sentence += f" ({gain:+.2f} points for {c_title})"
+            if not math.isnan(_float(rec["params_ratio"])):
+                sentence += f"; {c_title} has {_fmt_ratio(rec['params_ratio'])} the parameters"
+            if not math.isnan(_float(rec["train_time_ratio"])):
+                sentence += f" and took {_fmt_ratio(rec['train_time_ratio'])} the training time"
+            sentences.append(sentence + ".")
+        parts.append(_markdown_table(header, rows, numeric_from=1))
+        parts += ["", *sentences]
+
+    if figures:
+        parts += ["", "## Figures"]
+        datasets = list(dict.fromkeys(str(r["dataset"]) for r in ordered))
+        keys = [d for d in datasets if d in figures] + [k for k in figures if k not in datasets]
+        for key in keys:
+            caption = f"Learning curves on {_dataset_title(key)}" if key in datasets else str(key)
+            caption = caption.replace("[", "(").replace("]", ")")
+            parts += ["", f"### {caption}", "", f"![{caption}]({_link_target(figures[key])})"]
+
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,61 @@
+"""What every stage script shares: the file layout and the way errors reach the user.
+
+The library (src/cnnlab) knows no paths; this module is the one place that does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+RAW = Path("data/raw")
+PREPARED = Path("data/prepared")
+MODELS = Path("models")
+METRICS = Path("metrics")
+TRAIN_LOGS = Path("plots/train")
+EVAL_PLOTS = Path("plots/eval")
+COMPARE_PLOTS = Path("plots/compare")
+REPORTS = Path("reports")
+
+
+def run_name(model: str, dataset: str) -> str:
+    return f"{model}-{dataset}"
+
+
+def interactive() -> bool:
+    """A progress bar on a terminal; plain lines in CI logs and redirected output."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
+    """Run ``main(*argv)``, turning expected failures into one clear message and exit code 2.
+
+    Bad params, bad data and missing inputs are the user's to fix, so they get the message
+    alone; anything else is a bug and keeps its traceback.
+    """
+    from cnnlab.params import ParamsError
+
+    expected: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)
+    try:
+        from cnnlab.data.sources import DataError
+
+        expected += (DataError,)
+    except ImportError:
+        pass
+    args = sys.argv[1:]
+    if len(args) != n_args:
+        sys.exit(f"usage: {usage}")
+    try:
+        main(*args)
+    except expected as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept", file=sys.stderr)
+        sys.exit(130)
+    except MemoryError:
+        traceback.print_exc()
+        sys.exit("error: out of memory; lower batch_size / eval_batch_size or data.max_train")

@@ -1,0 +1,82 @@
+"""compare: one table of every run, LeNet vs AlexNet per dataset, learning-curve figures.
+
+Writes reports/summary.json (DVC metrics), reports/report.md and plots/compare/*.png.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common import (
+    COMPARE_PLOTS,
+    EVAL_PLOTS,
+    METRICS,
+    REPORTS,
+    TRAIN_LOGS,
+    run_name,
+    run_stage,
+)
+
+from cnnlab.params import load_params
+
+HISTORY_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def read_history(run: str):
+    """One row per epoch from DVCLive's TSV files (its ``step`` is the epoch)."""
+    import pandas as pd
+
+    frame = None
+    for column in HISTORY_COLUMNS:
+        split, metric = column.split("_")
+        path = TRAIN_LOGS / run / "plots" / "metrics" / split / f"{metric}.tsv"
+        if not path.exists():
+            part = pd.DataFrame({"epoch": pd.Series(dtype="int64"), column: []})
+        else:
+            part = pd.read_csv(path, sep="\t").rename(columns={"step": "epoch", metric: column})
+        frame = part if frame is None else frame.merge(part, on="epoch", how="outer")
+    return frame.sort_values("epoch").reset_index(drop=True)
+
+
+def read_confusion(run: str, classes: list[str]) -> list[list[int]]:
+    import pandas as pd
+
+    records = json.loads((EVAL_PLOTS / run / "predictions.json").read_text())
+    frame = pd.DataFrame(records, columns=["actual", "predicted"])
+    table = pd.crosstab(frame["actual"], frame["predicted"]).reindex(
+        index=classes, columns=classes, fill_value=0
+    )
+    return table.astype(int).values.tolist()
+
+
+def main() -> None:
+    params = load_params()
+    from cnnlab.figures import plot_confusion_matrix, plot_learning_curves
+    from cnnlab.files import write_json, write_text
+    from cnnlab.reporting import report_markdown, summary_json
+
+    runs = []
+    figures: dict[str, str] = {}
+    for dataset in params.datasets:
+        histories = {}
+        for model in params.models:
+            name = run_name(model, dataset)
+            metrics = json.loads((METRICS / f"{name}.json").read_text())
+            runs.append(metrics)
+            histories[model] = read_history(name)
+            classes = list(metrics["per_class_acc"])
+            plot_confusion_matrix(
+                read_confusion(name, classes), classes, f"{model} on {dataset}: test set",
+                COMPARE_PLOTS / f"confusion-{name}.png",
+            )
+        figure = COMPARE_PLOTS / f"curves-{dataset}.png"
+        plot_learning_curves(histories, f"{' vs '.join(params.models)} on {dataset}", figure)
+        figures[dataset] = str(Path("..") / figure)
+    write_json(REPORTS / "summary.json", summary_json(runs))
+    write_text(REPORTS / "report.md", report_markdown(runs, figures))
+    print(f"compare: {len(runs)} runs -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
+
+
+if __name__ == "__main__":
+    run_stage(main, 0, "python stages/compare.py")
