@@ -31,10 +31,11 @@ def read_history(run: str):
     for column in HISTORY_COLUMNS:
         split, metric = column.split("_")
         path = TRAIN_LOGS / run / "plots" / "metrics" / split / f"{metric}.tsv"
-        if not path.exists():
+        if not path.exists():  # a run that diverged in its first epoch logged nothing
             part = pd.DataFrame({"epoch": pd.Series(dtype="int64"), column: []})
         else:
-            part = pd.read_csv(path, sep="\t").rename(columns={"step": "epoch", metric: column})
+            part = pd.read_csv(path, sep="\t", usecols=["step", metric])
+            part = part.rename(columns={"step": "epoch", metric: column})
         frame = part if frame is None else frame.merge(part, on="epoch", how="outer")
     return frame.sort_values("epoch").reset_index(drop=True)
 
@@ -58,20 +59,27 @@ def main() -> None:
 
     runs = []
     figures: dict[str, str] = {}
+    from cnnlab.data.catalog import DATASETS
+    from cnnlab.reporting import MODEL_TITLES
+
     for dataset in params.datasets:
-        histories = {}
+        histories, diverged = {}, {}
         for model in params.models:
             name = run_name(model, dataset)
             metrics = json.loads((METRICS / f"{name}.json").read_text())
             runs.append(metrics)
             histories[model] = read_history(name)
+            if metrics["diverged"]:
+                diverged[model] = metrics["diverged_epoch"]
             classes = list(metrics["per_class_acc"])
             plot_confusion_matrix(
                 read_confusion(name, classes), classes, f"{model} on {dataset}: test set",
                 COMPARE_PLOTS / f"confusion-{name}.png",
             )
         figure = COMPARE_PLOTS / f"curves-{dataset}.png"
-        plot_learning_curves(histories, f"{' vs '.join(params.models)} on {dataset}", figure)
+        models = " vs ".join(MODEL_TITLES.get(m, m) for m in params.models)
+        plot_learning_curves(histories, f"{models} on {DATASETS[dataset].title}", figure,
+                             diverged=diverged)
         figures[dataset] = str(Path("..") / figure)
     write_json(REPORTS / "summary.json", summary_json(runs))
     write_text(REPORTS / "report.md", report_markdown(runs, figures))

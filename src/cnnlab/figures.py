@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib as mpl
+import matplotlib.style
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -137,9 +138,18 @@ def _accuracy_scale(history: pd.DataFrame) -> float:
 
 
 def _first_nonfinite_epoch(history: pd.DataFrame) -> int | None:
-    """The epoch whose loss first went NaN/inf: how a diverged run shows in its history."""
+    """The first epoch whose loss went non-finite: how a diverged run shows in its history.
+
+    A NaN loss only counts when the same split's accuracy was logged for that epoch (the
+    trainer logs a finite accuracy next to a NaN validation loss); a NaN loss *and* accuracy
+    is a value that is simply missing, e.g. a metric file that was never written, and must
+    not brand a healthy run as diverged. An infinite loss always counts.
+    """
     epochs = _column(history, "epoch")
-    bad = ~np.isfinite(_column(history, "train_loss")) | ~np.isfinite(_column(history, "val_loss"))
+    bad = np.zeros(len(history), dtype=bool)
+    for split in ("train", "val"):
+        loss, acc = _column(history, f"{split}_loss"), _column(history, f"{split}_acc")
+        bad |= np.isinf(loss) | (np.isnan(loss) & np.isfinite(acc))
     hits = np.flatnonzero(bad & np.isfinite(epochs))
     return int(epochs[hits[0]]) if hits.size else None
 
@@ -151,34 +161,42 @@ def _loss_top(values: list[np.ndarray]) -> float | None:
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return None
-    top = float(min(finite.max(), 5.0 * max(float(np.median(finite)), 1e-12)))
+    median = float(np.median(finite))
+    inliers = finite[finite <= 5.0 * median] if median > 0 else finite
+    top = float(inliers.max()) if inliers.size else float(finite.max())
     return top * 1.05 if top > 0 else None
 
 
 def _best_labels(ax: Axes, bests: list[tuple[float, int, str]]) -> None:
     """Dashed line at each best accuracy, labelled "best 98.7% (epoch 3)" in the line's colour.
 
-    Labels sit at the left, just under their line, where accuracy curves (which rise from the
-    left) usually leave room; when two bests are close, the lower label is pushed down so the
-    texts never overlap. Positions are computed in axes fractions after freezing the y-limits
-    so they do not depend on later autoscaling.
+    Each label sits just above its line at the left: no curve rises above its own best, and
+    other curves are still low in the first epochs, so that spot is nearly always empty. Close
+    bests would print their labels on top of each other, so labels are stacked upwards and
+    the y-limit is raised to make room; the limits are then frozen so that nothing computed
+    here depends on later autoscaling.
     """
+    if not bests:
+        return
     for value, _epoch, colour in bests:
         ax.axhline(value, color=colour, linestyle="--", linewidth=1.0, alpha=0.9, zorder=1.5)
     low, high = ax.get_ylim()
-    ax.set_ylim(low, high)
-    span = (high - low) or 1.0
-    previous = math.inf
-    for value, epoch, colour in sorted(bests, key=lambda b: -b[0]):
-        y = min((value - low) / span - 0.015, previous - 0.07)
-        previous = y
+    step = 0.065 * (high - low or 1.0)  # one label's height, in data units, with padding
+    placed: list[tuple[float, float, int, str]] = []
+    floor = -math.inf
+    for value, epoch, colour in sorted(bests, key=lambda b: b[0]):
+        y = max(value + 0.1 * step, floor)
+        floor = y + step
+        placed.append((y, value, epoch, colour))
+    ax.set_ylim(low, max(high, floor + 0.2 * step))
+    for y, value, epoch, colour in placed:
         ax.text(
-            0.02,
+            0.015,
             y,
             f"best {value:.1f}% (epoch {epoch})",
-            transform=ax.transAxes,
+            transform=ax.get_yaxis_transform(),  # x in axes fraction, y in data units
             ha="left",
-            va="top",
+            va="bottom",
             color=colour,
             fontsize=8.5,
             bbox={
@@ -187,7 +205,7 @@ def _best_labels(ax: Axes, bests: list[tuple[float, int, str]]) -> None:
                 "edgecolor": "none",
                 "alpha": 0.85,
             },
-            zorder=5,
+            zorder=1.8,  # under the lines (2): a label may be crossed, a data point never hidden
         )
 
 
@@ -203,9 +221,9 @@ def plot_learning_curves(
     history; the dict order fixes the colours, so the same call always draws the same picture.
     Non-finite points are skipped rather than plotted, because matplotlib would either break
     the line or stretch the axes to infinity. A run is marked "diverged" in the legend when its
-    history holds a NaN/inf loss or when ``diverged`` names it (label -> epoch, or None if
-    unknown): the train stage may stop before logging the NaN epoch, so the history alone
-    cannot always tell.
+    history logs a non-finite loss or when ``diverged`` names it (label -> epoch, or None if
+    unknown): the trainer stops before logging an epoch whose training loss went NaN, so the
+    history alone cannot always tell; pass the evaluate metrics' ``diverged_epoch`` here.
 
     One legend for the whole figure, below the panels, since every panel shows the same runs;
     per-panel legends would repeat it four times and hide data.
@@ -273,7 +291,7 @@ def plot_learning_curves(
         for column, (ax, panel_title, ylabel) in panels.items():
             ax.set_title(panel_title)
             ax.set_ylabel(ylabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
             if column.endswith("loss"):
                 top = _loss_top(losses)
                 ax.set_ylim(0.0, top) if top is not None else ax.set_ylim(bottom=0.0)

@@ -112,6 +112,8 @@ def _json_value(value: Any) -> Any:
     ``dvc metrics`` cannot read back."""
     if value is None or isinstance(value, (str, bool)):
         return value
+    if value is pd.NA or value is pd.NaT:
+        return None
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         value = value.item()  # numpy scalar -> Python scalar
         if isinstance(value, bool):
@@ -400,10 +402,10 @@ def _cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
-    """A GitHub pipe table; columns from ``numeric_from`` on are right-aligned so that digits
-    line up when rendered."""
-    align = ["---" if i < numeric_from else "---:" for i in range(len(header))]
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: str) -> str:
+    """A GitHub pipe table; ``numeric`` holds one letter per column, ``r`` for right-aligned
+    (numbers, so that digits line up when rendered) and ``l`` for text."""
+    align = ["---:" if kind == "r" else "---" for kind in numeric]
     lines = [
         "| " + " | ".join(_cell(h) for h in header) + " |",
         "| " + " | ".join(align) + " |",
@@ -482,7 +484,7 @@ def report_markdown(
                 _diverged_text(run) if diverged else "ok",
             ]
         )
-    parts.append(_markdown_table(header, rows, numeric_from=2) if rows else "_No runs._")
+    parts.append(_markdown_table(header, rows, numeric="llrrrrrrrrl") if rows else "_No runs._")
 
     parts += ["", f"## {b_title} vs {c_title} per dataset", ""]
     records = _comparison_records(runs, baseline, challenger)
@@ -534,7 +536,7 @@ def report_markdown(
             if not math.isnan(_float(rec["train_time_ratio"])):
                 sentence += f" and took {_fmt_ratio(rec['train_time_ratio'])} the training time"
             sentences.append(sentence + ".")
-        parts.append(_markdown_table(header, rows, numeric_from=1))
+        parts.append(_markdown_table(header, rows, numeric="lrrrrrrrrrr"))
         parts += ["", *sentences]
 
     if figures:

@@ -110,7 +110,7 @@ class AlexNet2012Options(_Options):
     def _paper_init_agrees_with_init(cls, paper_init: bool, info: ValidationInfo) -> bool:
         init = info.data.get("init", "default")
         if paper_init and init not in ("default", "paper"):
-            raise ValueError(f"paper_init: true contradicts init: {init}; set only one")
+            raise ValueError(f"true contradicts init: {init!r}; set one or the other")
         return paper_init
 
     @property

@@ -128,9 +128,10 @@ def _conv(
     padding: int = 0,
     groups: int = 1,
     lrn_after: bool = False,
+    batchnorm_ok: bool = True,
 ) -> None:
     """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``..."""
-    batchnorm = style.norm == "batchnorm"
+    batchnorm = style.norm == "batchnorm" and batchnorm_ok
     # A bias right before BatchNorm is cancelled by its mean subtraction: pure waste.
     layers[f"conv{tag}"] = nn.Conv2d(
         in_channels, out_channels, kernel_size, stride, padding, groups=groups,
@@ -264,7 +265,9 @@ def _build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) ->
     f["pool2"] = _pool(style)
     _conv(f, "3", 6, 16, 5, style, lrn_after=True)
     f["pool4"] = _pool(style)
-    _conv(f, "5", 16, 120, 5, style)
+    # C5's output is 1x1: BatchNorm there would see one value per channel and raise on a
+    # (last) training batch of one image, so C5 stays un-normalised like a linear layer.
+    _conv(f, "5", 16, 120, 5, style, batchnorm_ok=False)
     features = nn.Sequential(f)
     side = _spatial_size(features, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()

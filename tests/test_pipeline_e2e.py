@@ -1,0 +1,146 @@
+"""End to end through the real `dvc` CLI, in a temporary git repository copy of the project.
+
+Small real data (scikit-learn's digits, no network) and one or two epochs keep it to about a
+minute; the assertions are what a user sees: stage names, metrics files, what reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP_LEVEL_IGNORED = {".venv", ".git", "data", "models", "metrics", "plots", "reports",
+                     ".pytest_cache", ".ruff_cache"}
+ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "cache", "tmp")
+
+
+def copy_ignore(directory: str, names: list[str]) -> set[str]:
+    """Leave out the venv, git, DVC outputs and caches: the copy is a fresh clone's content."""
+    ignored = set(ANYWHERE_IGNORED(directory, names))
+    if Path(directory) == ROOT:
+        ignored |= TOP_LEVEL_IGNORED & set(names)
+    elif Path(directory) != ROOT / ".dvc":
+        ignored -= {"cache", "tmp"}
+    return ignored
+METRIC_KEYS = {
+    "test_acc", "test_top5", "test_loss", "best_val_acc", "best_epoch", "epochs", "params",
+    "macs", "train_seconds", "train_images_per_second", "diverged",
+}
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CI": "true", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd, check)
+
+
+def stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository holding a copy of the project, set to a tiny configuration."""
+    path = tmp_path_factory.mktemp("project") / "repo"
+    shutil.copytree(ROOT, path, ignore=copy_ignore)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params.update(datasets=["digits"], models=["lenet", "alexnet"], epochs=2, batch_size=32,
+                  eval_batch_size=200)
+    params["data"].update(max_train=400, max_test=200)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+        run(cmd, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_repro(project: Path) -> subprocess.CompletedProcess:
+    return dvc("repro", cwd=project)
+
+
+def test_repro_runs_every_stage_by_name(project: Path, first_repro) -> None:
+    ran = stages_run(first_repro.stdout)
+    assert sorted(ran) == sorted([
+        "download@digits", "prepare@digits", "train@lenet-digits", "evaluate@lenet-digits",
+        "train@alexnet-digits", "evaluate@alexnet-digits", "compare",
+    ])
+    assert ran[:2] == ["download@digits", "prepare@digits"] and ran[-1] == "compare"
+    assert ran.index("train@lenet-digits") < ran.index("evaluate@lenet-digits")
+
+
+def test_metrics_files_hold_the_documented_keys(project: Path, first_repro) -> None:
+    for model in ("lenet", "alexnet"):
+        metrics = json.loads((project / "metrics" / f"{model}-digits.json").read_text())
+        assert METRIC_KEYS <= set(metrics)
+        assert 0 <= metrics["test_acc"] <= metrics["test_top5"] <= 1
+        assert metrics["epochs"] == 2 and metrics["diverged"] is False
+    lenet = json.loads((project / "metrics" / "lenet-digits.json").read_text())
+    assert lenet["test_acc"] > 0.5  # chance is 0.1
+    assert lenet["params"] == 61_706  # LeNet with 1 input channel, 10 classes
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=project).stdout)
+    files = next(iter(shown.values()))["data"]
+    assert {"metrics/lenet-digits.json", "metrics/alexnet-digits.json",
+            "reports/summary.json"} <= set(files)
+
+
+def test_outputs_of_every_stage_exist(project: Path, first_repro) -> None:
+    for path in ("data/prepared/digits/tensors.pt", "data/prepared/digits/meta.json",
+                 "models/lenet-digits/best.pt", "models/lenet-digits/last.pt",
+                 "plots/train/lenet-digits/plots/metrics/val/acc.tsv",
+                 "plots/eval/alexnet-digits/predictions.json",
+                 "plots/compare/curves-digits.png", "reports/report.md"):
+        assert (project / path).is_file(), path
+    report = (project / "reports" / "report.md").read_text()
+    assert "| LeNet |" in report and "| AlexNet |" in report
+
+
+def test_second_repro_runs_nothing(project: Path, first_repro) -> None:
+    again = dvc("repro", cwd=project)
+    assert stages_run(again.stdout) == []
+    assert "Data and pipelines are up to date." in again.stdout
+
+
+def test_experiment_reruns_training_but_not_data(project: Path, first_repro) -> None:
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"],
+        project)
+    result = dvc("exp", "run", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=project)
+    ran = stages_run(result.stdout)
+    assert "download@digits" not in ran and "prepare@digits" not in ran
+    assert {"train@lenet-digits", "train@alexnet-digits", "compare"} <= set(ran)
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=project).stdout)
+    assert "test_acc" in diff["metrics/lenet-digits.json"]
+    shown = dvc("exp", "show", "--no-pager", "--csv", cwd=project).stdout
+    assert "optimizer" in shown.splitlines()[0] and "sgd" in shown
+
+
+def test_a_typo_fails_before_any_work(project: Path, first_repro) -> None:
+    params = project / "params.yaml"
+    saved = params.read_text()
+    try:
+        params.write_text(yaml.safe_dump({**yaml.safe_load(saved), "optimizer": "adamm"}))
+        result = dvc("repro", cwd=project, check=False)
+        assert result.returncode != 0
+        assert "optimizer: got 'adamm': Input should be 'sgd'" in result.stderr + result.stdout
+        assert "Traceback" not in result.stderr
+    finally:
+        params.write_text(saved)

@@ -1,0 +1,362 @@
+"""Fast tests of the comparison tables, summary JSON, Markdown report and figures.
+
+The figures are DVC outputs: byte-for-byte stability is the property that matters, so it is
+tested directly (two renders, same bytes), alongside the awkward inputs a real sweep produces
+(a diverged run with NaN losses, a one-epoch run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import pytest
+
+from cnnlab import figures, reporting
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(model: str, dataset: str, acc: float | None, **extra: object) -> dict:
+    run = {
+        "model": model,
+        "dataset": dataset,
+        "test_acc": acc,
+        "test_top5": 0.9998,
+        "test_loss": 0.041,
+        "best_val_acc": 0.985,
+        "best_epoch": 3,
+        "final_val_acc": 0.984,
+        "epochs": 3,
+        "epochs_completed": 3,
+        "params": 61706 if model == "lenet" else 58_299_082,
+        "macs": 429_128 if model == "lenet" else 170_000_000,
+        "train_seconds": 12.0 if model == "lenet" else 96.0,
+        "train_images_per_second": 13000.0,
+        "diverged": False,
+        "diverged_epoch": None,
+        "per_class_acc": {"0": 0.99, "1": 0.98},
+    }
+    run.update(extra)
+    return run
+
+
+@pytest.fixture
+def runs() -> list[dict]:
+    # Deliberately out of order: datasets appear mnist first, models lenet first.
+    return [
+        make_run("lenet", "mnist", 0.9871),
+        make_run("lenet", "cifar10", 0.6123),
+        make_run("alexnet", "mnist", 0.9921),
+        make_run(
+            "alexnet",
+            "cifar10",
+            float("nan"),
+            diverged=True,
+            diverged_epoch=2,
+            best_val_acc=0.1,
+            test_top5=None,
+            test_loss=float("inf"),
+        ),
+        make_run("alexnet", "digits", 0.97),  # no LeNet partner: no comparison row
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# summary_table
+
+
+def test_summary_table_rows_order_and_units(runs: list[dict]) -> None:
+    table = reporting.summary_table(runs)
+    assert list(zip(table["dataset"], table["model"], strict=True)) == [
+        ("mnist", "lenet"),
+        ("mnist", "alexnet"),
+        ("cifar10", "lenet"),
+        ("cifar10", "alexnet"),
+        ("digits", "alexnet"),
+    ]
+    row = table.iloc[0]
+    assert row["test_acc_pct"] == pytest.approx(98.71)
+    assert row["test_top5_pct"] == pytest.approx(99.98)
+    assert row["best_val_acc_pct"] == pytest.approx(98.5)
+    assert row["final_val_acc_pct"] == pytest.approx(98.4)
+    assert row["params"] == 61706
+    assert row["macs"] == 429_128
+    assert row["train_seconds"] == 12.0
+    assert row["images_per_second"] == 13000.0
+    assert row["status"] == "ok"
+    assert str(table["params"].dtype) == "Int64"
+
+
+def test_summary_table_blanks_diverged_accuracies(runs: list[dict]) -> None:
+    table = reporting.summary_table(runs).set_index(["dataset", "model"])
+    row = table.loc[("cifar10", "alexnet")]
+    assert row["status"] == "diverged at epoch 2"
+    for column in ("best_val_acc_pct", "test_acc_pct", "test_top5_pct", "final_val_acc_pct"):
+        assert math.isnan(row[column]), column
+    assert row["params"] == 58_299_082  # the model is still the model
+
+
+def test_duplicate_run_is_an_error() -> None:
+    with pytest.raises(ValueError, match="lenet-mnist"):
+        reporting.summary_table([make_run("lenet", "mnist", 0.9), make_run("lenet", "mnist", 0.8)])
+
+
+def test_empty_runs_give_empty_outputs() -> None:
+    assert reporting.summary_table([]).empty
+    assert reporting.comparison_table([]).empty
+    assert reporting.summary_json([]) == {"runs": {}, "comparison": {}}
+    assert "_No runs._" in reporting.report_markdown([], {})
+
+
+# --------------------------------------------------------------------------------------------
+# comparison_table
+
+
+def test_comparison_gain_in_points_and_ratios(runs: list[dict]) -> None:
+    table = reporting.comparison_table(runs)
+    assert list(table["dataset"]) == ["mnist", "cifar10"]  # digits has no LeNet run
+    mnist = table.set_index("dataset").loc["mnist"]
+    assert mnist["lenet_test_acc_pct"] == pytest.approx(98.71)
+    assert mnist["alexnet_test_acc_pct"] == pytest.approx(99.21)
+    assert mnist["gain_points"] == pytest.approx(0.5)
+    assert mnist["lenet_params"] == 61706
+    assert mnist["alexnet_params"] == 58_299_082
+    assert mnist["params_ratio"] == pytest.approx(58_299_082 / 61706, abs=1e-4)
+    assert mnist["macs_ratio"] == pytest.approx(170_000_000 / 429_128, abs=1e-4)
+    assert mnist["train_time_ratio"] == pytest.approx(8.0)
+
+
+def test_comparison_with_diverged_challenger_has_no_gain(runs: list[dict]) -> None:
+    cifar = reporting.comparison_table(runs).set_index("dataset").loc["cifar10"]
+    assert math.isnan(cifar["gain_points"])
+    assert math.isnan(cifar["alexnet_test_acc_pct"])
+    assert cifar["alexnet_status"] == "diverged at epoch 2"
+    assert cifar["lenet_status"] == "ok"
+
+
+def test_comparison_baseline_and_challenger_are_parameters(runs: list[dict]) -> None:
+    table = reporting.comparison_table(runs, baseline="alexnet", challenger="lenet")
+    mnist = table.set_index("dataset").loc["mnist"]
+    assert mnist["gain_points"] == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="both"):
+        reporting.comparison_table(runs, baseline="lenet", challenger="lenet")
+
+
+# --------------------------------------------------------------------------------------------
+# summary_json
+
+
+def test_summary_json_is_strict_json_and_stable(runs: list[dict]) -> None:
+    summary = reporting.summary_json(runs)
+    text = json.dumps(summary, allow_nan=False)  # raises on NaN/inf
+    assert json.dumps(reporting.summary_json(runs), allow_nan=False) == text
+    assert list(summary) == ["runs", "comparison"]
+    assert list(summary["runs"]) == [
+        "lenet-mnist",
+        "alexnet-mnist",
+        "lenet-cifar10",
+        "alexnet-cifar10",
+        "alexnet-digits",
+    ]
+    lenet = summary["runs"]["lenet-mnist"]
+    assert lenet["test_acc"] == 0.9871  # evaluate-stage units and keys, unchanged
+    assert lenet["status"] == "ok"
+    assert "per_class_acc" not in lenet
+
+    diverged = summary["runs"]["alexnet-cifar10"]
+    assert diverged["diverged"] is True
+    assert diverged["diverged_epoch"] == 2
+    assert diverged["status"] == "diverged at epoch 2"
+    assert diverged["test_acc"] is None
+    assert diverged["test_loss"] is None
+    assert diverged["best_val_acc"] is None
+
+    assert list(summary["comparison"]) == ["mnist", "cifar10"]
+    mnist = summary["comparison"]["mnist"]
+    assert mnist["gain_points"] == pytest.approx(0.5)
+    assert mnist["params_ratio"] == round(58_299_082 / 61706, 4)
+    assert summary["comparison"]["cifar10"]["gain_points"] is None
+
+
+def test_summary_json_converts_numpy_scalars() -> None:
+    run = make_run("lenet", "mnist", np.float32(0.5), params=np.int64(10), diverged=np.bool_(0))
+    entry = reporting.summary_json([run])["runs"]["lenet-mnist"]
+    json.dumps(entry, allow_nan=False)
+    assert type(entry["params"]) is int
+    assert entry["diverged"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# report_markdown
+
+
+def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
+    text = reporting.report_markdown(
+        runs, {"mnist": "plots/mnist.png", "cifar10": "plots/cifar 10.png", "extra": "x.png"}
+    )
+    assert text.startswith("# LeNet vs AlexNet\n")
+    lines = text.splitlines()
+    assert (
+        "| MNIST | LeNet | 98.50 | 98.71 | 99.98 | 98.40 | 61,706 | 429,128 | 12.0 | 13,000 | ok |"
+        in lines
+    )
+    diverged_row = next(line for line in lines if line.startswith("| CIFAR-10 | AlexNet |"))
+    assert "diverged (epoch 2)" in diverged_row
+    assert "10.00" not in diverged_row  # its best_val_acc of 0.1 is not shown as a result
+    assert "58,299,082" in diverged_row
+
+    comparison = next(line for line in lines if line.startswith("| MNIST | 98.71 | 99.21 |"))
+    assert "+0.50" in comparison
+    assert "944.8×" in comparison
+    cifar = next(line for line in lines if line.startswith("| CIFAR-10 | 61.23 |"))
+    assert "diverged (epoch 2)" in cifar and "n/a" in cifar
+
+    assert "![Learning curves on MNIST](plots/mnist.png)" in text
+    assert "![Learning curves on CIFAR-10](<plots/cifar 10.png>)" in text
+    assert "(x.png)" in text
+    assert "nan" not in text.lower()
+    assert text.endswith("\n")
+
+
+def test_report_markdown_without_pairs_says_so() -> None:
+    text = reporting.report_markdown([make_run("lenet", "mnist", 0.9)], {})
+    assert "No dataset has both" in text
+    assert "## Figures" not in text
+
+
+def test_reporting_does_not_import_matplotlib_at_module_level() -> None:
+    source = Path(reporting.__file__).read_text(encoding="utf-8")
+    assert "matplotlib" not in source
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def history(epochs: int, start: float = 0.9, end: float = 0.99) -> pd.DataFrame:
+    e = np.arange(1, epochs + 1)
+    acc = start + (end - start) * (1 - np.exp(-e / 2))
+    return pd.DataFrame(
+        {
+            "epoch": e,
+            "train_loss": 1.5 * np.exp(-e / 2) + 0.05,
+            "train_acc": acc + 0.003,
+            "val_loss": 1.5 * np.exp(-e / 2) + 0.08,
+            "val_acc": acc,
+        }
+    )
+
+
+def diverged_history() -> pd.DataFrame:
+    h = history(4, 0.3, 0.5)
+    h.loc[h["epoch"] == 2, "train_loss"] = 1e8
+    h.loc[h["epoch"] >= 3, ["train_loss", "val_loss"]] = [np.nan, np.inf]
+    h.loc[h["epoch"] >= 3, ["train_acc", "val_acc"]] = np.nan
+    return h
+
+
+def assert_png(path: Path) -> bytes:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert data.endswith(b"IEND\xaeB`\x82")
+    assert b"Software" not in data and b"matplotlib" not in data
+    return data
+
+
+def no_temp_files(directory: Path) -> bool:
+    return not [p for p in directory.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_learning_curves_png_is_byte_identical(tmp_path: Path) -> None:
+    histories = {"lenet": history(5), "alexnet": history(5, 0.92, 0.995)}
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    figures.plot_learning_curves(histories, "LeNet vs AlexNet", first)
+    figures.plot_learning_curves(histories, "LeNet vs AlexNet", second)
+    assert assert_png(first) == assert_png(second)
+    assert no_temp_files(tmp_path)
+
+
+def test_learning_curves_ignore_global_rcparams(tmp_path: Path) -> None:
+    histories = {"lenet": history(3)}
+    figures.plot_learning_curves(histories, "t", tmp_path / "a.png")
+    with mpl.rc_context({"lines.linewidth": 7, "font.size": 20, "axes.facecolor": "black"}):
+        figures.plot_learning_curves(histories, "t", tmp_path / "b.png")
+        assert mpl.rcParams["font.size"] == 20  # and ours did not leak out
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
+def test_learning_curves_nan_single_epoch_and_percent(tmp_path: Path) -> None:
+    percent = history(3)
+    percent[["train_acc", "val_acc"]] *= 100
+    histories = {
+        "lenet": history(1),
+        "alexnet": diverged_history(),
+        "adam": percent,
+        "empty": history(0),
+    }
+    path = tmp_path / "sub" / "curves.png"  # parent is created
+    figures.plot_learning_curves(histories, "awkward", path, diverged={"empty": None})
+    assert_png(path)
+    assert no_temp_files(path.parent)
+
+
+def test_learning_curves_helpers() -> None:
+    assert figures._first_nonfinite_epoch(diverged_history()) == 3
+    assert figures._first_nonfinite_epoch(history(3)) is None
+    logged_nan = history(3)
+    logged_nan.loc[logged_nan["epoch"] == 2, "val_loss"] = np.nan  # val_acc still logged
+    assert figures._first_nonfinite_epoch(logged_nan) == 2
+    missing = history(3)
+    missing[["val_loss", "val_acc"]] = np.nan  # a metric file never written: not divergence
+    assert figures._first_nonfinite_epoch(missing) is None
+    assert figures._accuracy_scale(history(3)) == 100.0
+    top = figures._loss_top([np.array([1.0, 0.5, 0.4, 1e8])])
+    assert top == pytest.approx(1.05)  # a blow-up does not flatten the other curves
+
+
+def test_learning_curves_reject_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        figures.plot_learning_curves({}, "t", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="val_acc"):
+        figures.plot_learning_curves(
+            {"lenet": history(2).drop(columns="val_acc")}, "t", tmp_path / "x.png"
+        )
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_confusion_matrix_png_is_byte_identical(tmp_path: Path) -> None:
+    classes = ["airplane", "automobile", "bird"]
+    matrix = [[50, 2, 0], [3, 40, 1], [0, 0, 0]]  # an empty row must not divide by zero
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    figures.plot_confusion_matrix(matrix, classes, "Confusion", first)
+    figures.plot_confusion_matrix(matrix, classes, "Confusion", second)
+    assert assert_png(first) == assert_png(second)
+    assert no_temp_files(tmp_path)
+
+
+def test_confusion_matrix_rejects_mismatched_classes(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="class names"):
+        figures.plot_confusion_matrix([[1, 0], [0, 1]], ["a"], "t", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="square"):
+        figures.plot_confusion_matrix([[1, 0, 0], [0, 1, 0]], ["a", "b"], "t", tmp_path / "x.png")
+
+
+def test_failed_write_leaves_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "cm.png"
+    target.write_bytes(b"old")
+
+    def boom(src: object, dst: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(figures.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        figures.plot_confusion_matrix([[1]], ["a"], "t", target)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
