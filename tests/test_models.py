@@ -248,7 +248,9 @@ def _combined_cases(name: str) -> list[dict[str, Any]]:
         if field != "paper_init":
             by_field.setdefault(field, []).append(value)
     rounds = max(len(values) for values in by_field.values())
-    return [{f: v[i % len(v)] for f, v in by_field.items()} for i in range(rounds)]
+    # A field with fewer values than rounds keeps its default in the later rounds, so the
+    # defaults get combined with the other switches too.
+    return [{f: v[i] for f, v in by_field.items() if i < len(v)} for i in range(rounds)]
 
 
 BIG_MODELS = ["alexnet", "alexnet2012"]

@@ -517,3 +517,20 @@ def test_real_mnist_from_local_mirror(tmp_path, monkeypatch):
     assert raw.train_images.dtype == torch.uint8 and raw.test_labels.dtype == torch.int64
     assert sorted(set(raw.train_labels.tolist())) == list(range(10))
     assert raw.classes[0] == "0 - zero"
+
+
+def test_html_instead_of_the_file_reports_the_checksum(tmp_path, expect):
+    """A captive portal or proxy answering 200 with a web page: say the md5 is wrong."""
+    mnist = write_mnist_like(tmp_path / "www" / "mnist", n_train=5, n_test=5)
+    cifar = write_cifar10_tarball(tmp_path / "www" / "cifar10" / CIFAR_TARBALL, n_per_batch=1)
+    page = b"<html>please log in</html>"
+    (tmp_path / "www/mnist/train-images-idx3-ubyte.gz").write_bytes(page)
+    (tmp_path / "www/cifar10" / CIFAR_TARBALL).write_bytes(page)
+    with serve_directory(tmp_path / "www") as url:
+        expect(mnist=mnist.override([f"{url}/mnist/"]),
+               cifar10=cifar.override([f"{url}/cifar10/"]))
+        with pytest.raises(DataError, match=r"expected md5 \w+, got \w+; not a valid gzip"):
+            download("mnist", tmp_path / "raw/mnist", retry=FAST)
+        with pytest.raises(DataError, match=r"expected md5 \w+, got \w+; cannot extract"):
+            download("cifar10", tmp_path / "raw/cifar10", retry=FAST)
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == []

@@ -501,7 +501,8 @@ def _verify_idx(src: Source, archive: str, fetched: Path, form: str) -> None:
         try:
             extract_archive(str(fetched), str(fetched.parent))
         except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile, zlib.error
-            raise _Failed(f"not a valid gzip file ({exc})", "corrupt") from exc
+            prefix = "" if archive_ok else f"{_mismatch(src.archives[archive], actual)}; "
+            raise _Failed(f"{prefix}not a valid gzip file ({exc})", "corrupt") from exc
         if not archive_ok:
             actual_content = _md5(decoded)
             if actual_content != expected_content:
@@ -608,7 +609,12 @@ def _unpack_cifar(src: Source, tarball: Path, archive_md5: str, out: Path) -> No
     """Extract (safely) and check every batch's md5. A tarball with other bytes than the
     published one is still accepted if every extracted file matches (a repacked copy)."""
     actual = _md5(tarball)
-    _extract_tar(tarball, out, src.folder)
+    try:
+        _extract_tar(tarball, out, src.folder)
+    except _Failed as failure:
+        if actual == archive_md5:
+            raise
+        raise _Failed(f"{_mismatch(archive_md5, actual)}; {failure.reason}", "corrupt") from None
     tarball.unlink()
     try:
         _check_contents(src, out / src.folder)
@@ -719,7 +725,7 @@ def _move_into_place(built: Path, dest: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def download(name: str, dest: Path, mirror: str | None = None, *,
+def download(name: str, dest: Path, mirror: str | os.PathLike[str] | None = None, *,
              retry: RetryPolicy | None = None) -> None:
     """Fetch dataset ``name`` into directory ``dest``, verified, laid out as torchvision
     leaves it (``dest/MNIST/raw/...``, ``dest/cifar-10-batches-py/...``; ``dest/digits.npz``).

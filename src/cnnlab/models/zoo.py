@@ -8,6 +8,7 @@ layers by the names the papers use, and the CPU runs only well-optimised kernels
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -32,7 +34,9 @@ from cnnlab.models.options import (
 
 __all__ = [
     "BUILDERS",
+    "AdaptiveAvgPool2d",
     "ConvNet",
+    "LocalResponseNorm",
     "build_model",
     "count_macs",
     "count_parameters",
@@ -110,10 +114,64 @@ def _pool(style: _Style) -> nn.Module:
     raise ValueError(f"unknown pooling {style.pooling!r}")
 
 
+class LocalResponseNorm(nn.LocalResponseNorm):
+    """torch's LRN, computed from shifted slices instead of ``avg_pool3d``.
+
+    Same maths and attributes, but ``avg_pool3d``'s CUDA backward has no deterministic
+    kernel, so torch's own LRN raises under the pipeline's ``use_deterministic_algorithms``.
+    On the CPU the slices are as fast.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        # Zero-pad the channel axis (dim 1 of N, C, H, W) as torch's LRN does.
+        squares = F.pad(x * x, (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
+        window = squares[:, :channels]
+        for shift in range(1, self.size):
+            window = window + squares[:, shift : shift + channels]
+        return x / window.mul(self.alpha / self.size).add(self.k).pow(self.beta)
+
+
 def _lrn() -> nn.LocalResponseNorm:
     # The reference's LRN(5, 1e-4, 0.75, 2). torch divides alpha by the window size, as
     # Caffe does; the paper's formula does not (its alpha would be 5e-4 here).
-    return nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+    return LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """torch's adaptive average pool without its CUDA backward, which is non-deterministic.
+
+    An input already at the output size passes through (the 2012 model at 224/227), an
+    evenly divisible one takes a plain average pool, and any other (the CIFAR AlexNet's
+    4x4 -> 6x6) takes two small averaging matrices: the same bins as torch's, by matmul.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_h, in_w = x.shape[-2:]
+        out_h, out_w = _adaptive_target(self.output_size, in_h, in_w)
+        if (in_h, in_w) == (out_h, out_w):
+            return x
+        if in_h % out_h == 0 and in_w % out_w == 0:
+            return F.avg_pool2d(x, (in_h // out_h, in_w // out_w))
+        rows = _bin_matrix(in_h, out_h).to(x)
+        cols = _bin_matrix(in_w, out_w).to(x)
+        return rows @ x @ cols.T
+
+
+def _adaptive_target(output_size: Any, in_h: int, in_w: int) -> tuple[int, int]:
+    out = output_size if isinstance(output_size, tuple) else (output_size, output_size)
+    return (in_h if out[0] is None else out[0], in_w if out[1] is None else out[1])
+
+
+@functools.cache
+def _bin_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out))."""
+    matrix = torch.zeros(size_out, size_in)
+    for i in range(size_out):
+        start = (i * size_in) // size_out
+        end = -((-(i + 1) * size_in) // size_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
 
 
 def _conv(
@@ -301,7 +359,7 @@ def _build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) 
     f["pool3"] = _pool(style)
     features = nn.Sequential(f)
     if options.adaptive_pool:
-        avgpool: nn.Module | None = nn.AdaptiveAvgPool2d(6)
+        avgpool: nn.Module | None = AdaptiveAvgPool2d(6)
         side = 6
     else:
         avgpool, side = None, _spatial_size(features, SMALL_INPUT_SIZE)
@@ -355,7 +413,7 @@ def _build_alexnet2012(
     classifier = _alexnet_classifier(256 * 6 * 6, num_classes, style.activation,
                                      options.dropout)
     # The adaptive pool is a no-op at 6x6; it keeps other sizes (or pooling choices) working.
-    model = ConvNet(nn.Sequential(f), classifier, nn.AdaptiveAvgPool2d(6))
+    model = ConvNet(nn.Sequential(f), classifier, AdaptiveAvgPool2d(6))
     _init_weights(model, options.effective_init, style.activation)
     return model
 
