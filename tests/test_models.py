@@ -15,6 +15,7 @@ import pytest
 import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnlab.models import options as opts
 from cnnlab.models import zoo
@@ -210,6 +211,72 @@ def test_channels_last_gives_the_same_output(name: str) -> None:
         model = model.to(memory_format=torch.channels_last)
         got = model(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- determinism
+
+#: aten ops whose CUDA backward has no deterministic kernel: under the pipeline's
+#: ``use_deterministic_algorithms(True)`` they raise on a GPU (torch's docs list them).
+_NONDETERMINISTIC_ON_CUDA = frozenset({
+    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "adaptive_avg_pool3d_backward",
+    "adaptive_max_pool2d_backward", "max_pool3d_with_indices_backward",
+    "fractional_max_pool2d_backward", "upsample_bilinear2d_backward", "index_add",
+    "scatter_add", "scatter_reduce", "index_put", "put", "embedding_dense_backward",
+})
+
+
+class _OpRecorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
+        self.ops.add(func._schema.name.split("::")[-1])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [(name, {}) for name in MODELS]
+    + [("alexnet", {"adaptive_pool": True}), ("lenet", {"norm": "lrn"})],
+)
+def test_no_op_lacks_a_deterministic_cuda_backward(name: str, options: dict[str, Any]) -> None:
+    # Checked on the meta device: which ops run does not depend on where they run.
+    model = _meta_model(name, 3, 10, options)
+    x = _batch(name, 3, batch=2, options=options, device="meta")
+    with _OpRecorder() as recorder:
+        model(x).sum().backward()
+    assert "convolution_backward" in recorder.ops  # the recorder did see the backward pass
+    assert not recorder.ops & _NONDETERMINISTIC_ON_CUDA
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(
+    ("in_size", "out_size"), [(4, 6), (13, 6), (12, 6), (6, 6), (5, 3), ((7, 9), (6, 4))]
+)
+def test_adaptive_pool_matches_torch(
+    in_size: Any, out_size: Any, memory_format: torch.memory_format
+) -> None:
+    h, w = in_size if isinstance(in_size, tuple) else (in_size, in_size)
+    x = torch.randn(2, 8, h, w).contiguous(memory_format=memory_format).requires_grad_()
+    ours, theirs = zoo.AdaptiveAvgPool2d(out_size)(x), nn.AdaptiveAvgPool2d(out_size)(x)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn_like(theirs)
+    torch.testing.assert_close(*(torch.autograd.grad(y, x, grad)[0] for y in (ours, theirs)))
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("channels", [3, 6, 96])
+def test_lrn_matches_torch(channels: int, memory_format: torch.memory_format) -> None:
+    x = 3 * torch.randn(2, channels, 5, 5).contiguous(memory_format=memory_format)
+    x.requires_grad_()
+    args = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
+    ours, theirs = zoo.LocalResponseNorm(**args)(x), nn.LocalResponseNorm(**args)(x)
+    torch.testing.assert_close(ours, theirs)
+    grad = torch.randn_like(theirs)
+    torch.testing.assert_close(*(torch.autograd.grad(y, x, grad)[0] for y in (ours, theirs)))
 
 
 # --------------------------------------------------------------------------- ablations

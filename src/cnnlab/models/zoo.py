@@ -4,6 +4,9 @@ Every model is a :class:`ConvNet` (``features`` -> optional ``avgpool`` -> flatt
 ``classifier``) made of plain ``nn.Conv2d``/``nn.Linear`` layers with named children
 (``features.conv1``, ``classifier.fc1``...), so hooks, init schemes and checkpoints can address
 layers by the names the papers use, and the CPU runs only well-optimised kernels.
+
+LRN and the adaptive pool are torch's with a different forward: torch's versions have CUDA
+backward passes that raise under the pipeline's deterministic mode.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 import torch.nn.functional as F
+from pydantic import BaseModel
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -166,7 +169,7 @@ def _adaptive_target(output_size: Any, in_h: int, in_w: int) -> tuple[int, int]:
 @functools.cache
 def _bin_matrix(size_in: int, size_out: int) -> torch.Tensor:
     """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out))."""
-    matrix = torch.zeros(size_out, size_in)
+    matrix = torch.zeros(size_out, size_in, device="cpu")  # not a surrounding device context
     for i in range(size_out):
         start = (i * size_in) // size_out
         end = -((-(i + 1) * size_in) // size_out)
