@@ -73,13 +73,16 @@ def main() -> None:
                 diverged[model] = metrics["diverged_epoch"]
             classes = list(metrics["per_class_acc"])
             plot_confusion_matrix(
-                read_confusion(name, classes), classes, f"{model} on {dataset}: test set",
+                read_confusion(name, classes),
+                classes,
+                f"{model} on {dataset}: test set",
                 COMPARE_PLOTS / f"confusion-{name}.png",
             )
         figure = COMPARE_PLOTS / f"curves-{dataset}.png"
         models = " vs ".join(MODEL_TITLES.get(m, m) for m in params.models)
-        plot_learning_curves(histories, f"{models} on {DATASETS[dataset].title}", figure,
-                             diverged=diverged)
+        plot_learning_curves(
+            histories, f"{models} on {DATASETS[dataset].title}", figure, diverged=diverged
+        )
         figures[dataset] = str(Path("..") / figure)
     write_json(REPORTS / "summary.json", summary_json(runs))
     write_text(REPORTS / "report.md", report_markdown(runs, figures))

@@ -37,12 +37,24 @@ def main(model_name: str, dataset: str) -> None:
         "model": model_name,
         "dataset": dataset,
         **{k: metrics[k] for k in ("test_acc", "test_top5", "test_loss")},
-        **{k: training[k] for k in ("best_val_acc", "best_epoch", "final_val_acc", "epochs",
-                                    "epochs_completed", "diverged", "diverged_epoch")},
+        **{
+            k: training[k]
+            for k in (
+                "best_val_acc",
+                "best_epoch",
+                "final_val_acc",
+                "epochs",
+                "epochs_completed",
+                "diverged",
+                "diverged_epoch",
+            )
+        },
         "params": count_parameters(model),
         "macs": count_macs(model.cpu(), (data.image_shape[0], size, size)),
-        **{k: training[k] for k in ("train_seconds", "train_images_per_second", "threads",
-                                    "device")},
+        **{
+            k: training[k]
+            for k in ("train_seconds", "train_images_per_second", "threads", "device")
+        },
         "test_images": metrics["test_images"],
         "per_class_acc": metrics["per_class_acc"],
     }
@@ -51,10 +63,13 @@ def main(model_name: str, dataset: str) -> None:
     write_json(METRICS / f"{name}.json", metrics)
     classes = data.meta["classes"]
     predicted = logits.argmax(1).tolist()
-    write_json(EVAL_PLOTS / name / "predictions.json", [
-        {"actual": classes[a], "predicted": classes[p]}
-        for a, p in zip(labels.tolist(), predicted, strict=True)
-    ])
+    write_json(
+        EVAL_PLOTS / name / "predictions.json",
+        [
+            {"actual": classes[a], "predicted": classes[p]}
+            for a, p in zip(labels.tolist(), predicted, strict=True)
+        ],
+    )
     status = "diverged" if training["diverged"] else "ok"
     if metrics["test_acc"] is not None:
         status += f", test acc {metrics['test_acc']:.4f}"

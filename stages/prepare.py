@@ -14,7 +14,11 @@ def main(dataset: str) -> None:
 
     raw = load_raw(dataset, RAW / dataset)
     data = split_dataset(
-        raw.train_images, raw.train_labels, raw.test_images, raw.test_labels, raw.classes,
+        raw.train_images,
+        raw.train_labels,
+        raw.test_images,
+        raw.test_labels,
+        raw.classes,
         name=dataset,
         seed=params.seed,
         val_fraction=params.data.val_fraction,
@@ -23,8 +27,10 @@ def main(dataset: str) -> None:
     )
     save_prepared(data, PREPARED / dataset)
     counts = ", ".join(f"{k} {v}" for k, v in data.meta["counts"].items())
-    print(f"{dataset}: {counts} images of {data.meta['image_shape']}; "
-          f"mean {data.meta['mean']} std {data.meta['std']}")
+    print(
+        f"{dataset}: {counts} images of {data.meta['image_shape']}; "
+        f"mean {data.meta['mean']} std {data.meta['std']}"
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def main(model_name: str, dataset: str) -> None:
     out = MODELS / name
 
     with Live(dir=str(TRAIN_LOGS / name), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+
         def log_epoch(record, state) -> None:
             live.step = record.epoch  # x axis of the plots: epochs counted from 1
             for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
@@ -38,28 +39,38 @@ def main(model_name: str, dataset: str) -> None:
 
         state = fit(run, on_epoch=log_epoch)
 
-    header = {"model": model_name, "dataset": dataset, "in_channels": data.image_shape[0],
-              "num_classes": data.num_classes,
-              "options": params.model_options(model_name).model_dump()}
+    header = {
+        "model": model_name,
+        "dataset": dataset,
+        "in_channels": data.image_shape[0],
+        "num_classes": data.num_classes,
+        "options": params.model_options(model_name).model_dump(),
+    }
     last = {k: v.cpu() for k, v in run.model.state_dict().items()}
     save_torch(out / "last.pt", {**header, "epoch": state.epoch, "state_dict": last})
-    save_torch(out / "best.pt", {**header, "epoch": state.best_epoch,
-                                 "state_dict": state.best_model or last})
+    save_torch(
+        out / "best.pt",
+        {**header, "epoch": state.best_epoch, "state_dict": state.best_model or last},
+    )
     history = state.history
-    write_json(out / "training.json", {
-        "best_val_acc": round(state.best_val_acc, 6) if history else None,
-        "best_epoch": state.best_epoch or None,
-        "final_val_acc": history[-1].val_acc if history else None,
-        "epochs": params.epochs,
-        "epochs_completed": state.epoch,
-        "diverged": state.diverged,
-        "diverged_epoch": state.diverged_epoch,
-        "train_seconds": round(state.train_seconds, 3),
-        "train_images_per_second": round(state.train_images / state.train_seconds, 1)
-        if state.train_seconds else None,
-        "threads": params.threads,
-        "device": device.type,
-    })
+    write_json(
+        out / "training.json",
+        {
+            "best_val_acc": round(state.best_val_acc, 6) if history else None,
+            "best_epoch": state.best_epoch or None,
+            "final_val_acc": history[-1].val_acc if history else None,
+            "epochs": params.epochs,
+            "epochs_completed": state.epoch,
+            "diverged": state.diverged,
+            "diverged_epoch": state.diverged_epoch,
+            "train_seconds": round(state.train_seconds, 3),
+            "train_images_per_second": round(state.train_images / state.train_seconds, 1)
+            if state.train_seconds
+            else None,
+            "threads": params.threads,
+            "device": device.type,
+        },
+    )
 
 
 if __name__ == "__main__":

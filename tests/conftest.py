@@ -21,9 +21,17 @@ def digits_prepared(max_train: int | None = 600, seed: int = 0) -> PreparedData:
     bunch = load_digits()
     images = torch.from_numpy(bunch.images * 255 / 16).round().to(torch.uint8)[:, None]
     labels = torch.from_numpy(bunch.target).long()
-    return split_dataset(images[:1400], labels[:1400], images[1400:], labels[1400:],
-                         [str(i) for i in range(10)], name="digits", seed=seed,
-                         val_fraction=0.2, max_train=max_train)
+    return split_dataset(
+        images[:1400],
+        labels[:1400],
+        images[1400:],
+        labels[1400:],
+        [str(i) for i in range(10)],
+        name="digits",
+        seed=seed,
+        val_fraction=0.2,
+        max_train=max_train,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,18 @@ CIFAR_TARBALL = "cifar-10-python.tar.gz"
 CIFAR_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 CIFAR_TEST_BATCH = "test_batch"
 CIFAR_META = "batches.meta"
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
+CIFAR_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def md5_bytes(data: bytes) -> str:
@@ -120,8 +130,14 @@ def idx_arrays(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def write_mnist_like(directory: Path, n_train: int, n_test: int, gz: bool = True,
-                     seed: int = 0, compresslevel: int = 9) -> FakeFiles:
+def write_mnist_like(
+    directory: Path,
+    n_train: int,
+    n_test: int,
+    gz: bool = True,
+    seed: int = 0,
+    compresslevel: int = 9,
+) -> FakeFiles:
     """Write the four MNIST files into ``directory``: ``*.gz`` as published (``gz=True``) or
     decompressed as torchvision leaves them in ``MNIST/raw`` (``gz=False``).
 
@@ -132,8 +148,12 @@ def write_mnist_like(directory: Path, n_train: int, n_test: int, gz: bool = True
     directory.mkdir(parents=True, exist_ok=True)
     train_x, train_y = idx_arrays(n_train, seed)
     test_x, test_y = idx_arrays(n_test, seed + 1)
-    arrays = {"train_images": train_x, "train_labels": train_y,
-              "test_images": test_x, "test_labels": test_y}
+    arrays = {
+        "train_images": train_x,
+        "train_labels": train_y,
+        "test_images": test_x,
+        "test_labels": test_y,
+    }
     archives: dict[str, str] = {}
     contents: dict[str, str] = {}
     for key, name in IDX_FILES.items():
@@ -208,8 +228,9 @@ def write_cifar10_batches(directory: Path, n_per_batch: int, seed: int = 0) -> F
     return fake
 
 
-def write_cifar10_tarball(path: Path, n_per_batch: int, seed: int = 0,
-                          extra_members: Mapping[str, bytes] | None = None) -> FakeFiles:
+def write_cifar10_tarball(
+    path: Path, n_per_batch: int, seed: int = 0, extra_members: Mapping[str, bytes] | None = None
+) -> FakeFiles:
     """Write a ``cifar-10-python.tar.gz`` like the published one (members under
     ``cifar-10-batches-py/``), plus ``extra_members`` by raw name (e.g. ``{"../evil": b""}``
     to check that extraction refuses it). ``archives`` is keyed by ``path.name``."""
@@ -334,8 +355,7 @@ class _Handler(SimpleHTTPRequestHandler):
             self.close_connection = True
         else:
             self._record("reset")
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
 
@@ -349,9 +369,10 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_directory(path: Path,
-                    failures: Mapping[str, Failure | Sequence[Failure]] | None = None,
-                    ) -> Iterator[ServedURL]:
+def serve_directory(
+    path: Path,
+    failures: Mapping[str, Failure | Sequence[Failure]] | None = None,
+) -> Iterator[ServedURL]:
     """Serve ``path`` over HTTP on 127.0.0.1 (a free port) while the block runs.
 
     ``failures`` maps a glob on the request path (relative, e.g. ``"mnist/train-*"`` or
@@ -360,23 +381,34 @@ def serve_directory(path: Path,
     times=2)]}`` answers the first two requests under mnist/ with 503, then serves files;
     ``times=None`` means "always". The first matching pattern wins.
     """
-    plan = {pattern: [f] if isinstance(f, Failure) else list(f)
-            for pattern, f in (failures or {}).items()}
+    plan = {
+        pattern: [f] if isinstance(f, Failure) else list(f)
+        for pattern, f in (failures or {}).items()
+    }
     # Copies, so that a caller's Failure objects are not used up by the server.
-    plan = {p: [Failure(f.kind, f.times, f.status, f.seconds) for f in fs]
-            for p, fs in plan.items()}
+    plan = {
+        p: [Failure(f.kind, f.times, f.status, f.seconds) for f in fs] for p, fs in plan.items()
+    }
     log: list[tuple[str, str]] = []
     stop = threading.Event()
-    handler = type("Handler", (_Handler,), {
-        "plan": plan, "lock": threading.Lock(), "stop": stop, "log_to": log,
-    })
+    handler = type(
+        "Handler",
+        (_Handler,),
+        {
+            "plan": plan,
+            "lock": threading.Lock(),
+            "stop": stop,
+            "log_to": log,
+        },
+    )
 
     def make_handler(*args: object) -> _Handler:
         return handler(*args, directory=str(path))
 
     server = _Server(("127.0.0.1", 0), make_handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     url = ServedURL(f"http://127.0.0.1:{server.server_address[1]}")
     url.requests = log

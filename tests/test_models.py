@@ -42,8 +42,7 @@ def _meta_model(name: str, in_channels: int, num_classes: int, options: Any = No
     Shape-only checks run on it so that the file stays fast with 61M-parameter models.
     """
     with torch.device("meta"):
-        return build_model(name, in_channels=in_channels, num_classes=num_classes,
-                           options=options)
+        return build_model(name, in_channels=in_channels, num_classes=num_classes, options=options)
 
 
 # --------------------------------------------------------------------------- registry
@@ -104,8 +103,11 @@ def test_input_size(name: str, options: BaseModel | None, size: int) -> None:
 # --------------------------------------------------------------------------- exact counts
 
 _ALEXNET32_CONVS = (
-    (3 * 9 + 1) * 64 + (64 * 9 + 1) * 192 + (192 * 9 + 1) * 384
-    + (384 * 9 + 1) * 256 + (256 * 9 + 1) * 256
+    (3 * 9 + 1) * 64
+    + (64 * 9 + 1) * 192
+    + (192 * 9 + 1) * 384
+    + (384 * 9 + 1) * 256
+    + (256 * 9 + 1) * 256
 )
 _ALEXNET32_FC = (4096 + 1) * 4096 + (4096 + 1) * 10
 
@@ -119,12 +121,24 @@ _ALEXNET32_FC = (4096 + 1) * 4096 + (4096 + 1) * 10
         ("alexnet2012", 1, 10, {"groups": False, "input_size": 227}, 58_299_082),
         # Not in REFERENCE.md; hand counts so the 32x32 variants cannot drift either.
         ("alexnet", 3, 10, {}, _ALEXNET32_CONVS + (256 * 16 + 1) * 4096 + _ALEXNET32_FC),
-        ("alexnet", 3, 10, {"adaptive_pool": True},
-         _ALEXNET32_CONVS + (256 * 36 + 1) * 4096 + _ALEXNET32_FC),
+        (
+            "alexnet",
+            3,
+            10,
+            {"adaptive_pool": True},
+            _ALEXNET32_CONVS + (256 * 36 + 1) * 4096 + _ALEXNET32_FC,
+        ),
         # Bias-free convs before BatchNorm; BN adds 2 per channel; 4096 -> 512 -> 10.
-        ("alexnet_bn", 3, 10, {},
-         9 * (3 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 256 * 256)
-         + 2 * 2 * (64 + 128 + 256) + (4096 + 1) * 512 + (512 + 1) * 10),
+        (
+            "alexnet_bn",
+            3,
+            10,
+            {},
+            9 * (3 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 256 * 256)
+            + 2 * 2 * (64 + 128 + 256)
+            + (4096 + 1) * 512
+            + (512 + 1) * 10,
+        ),
     ],
 )
 def test_parameter_counts(
@@ -156,7 +170,9 @@ def test_macs_of_alexnet2012_match_the_hand_count() -> None:
         + 384 * 256 * 9 * 13 * 13  # conv3
         + 384 * 192 * 9 * 13 * 13  # conv4, grouped
         + 256 * 192 * 9 * 13 * 13  # conv5, grouped
-        + 9216 * 4096 + 4096 * 4096 + 4096 * 1000
+        + 9216 * 4096
+        + 4096 * 4096
+        + 4096 * 1000
     )
     assert count_macs(model, (3, 224, 224)) == expected
 
@@ -197,8 +213,14 @@ def test_alexnet2012_feature_map_sizes(size: int) -> None:
             )
     model.features(torch.empty(1, 3, size, size, device="meta"))
     assert seen == [
-        ("conv1", 55), ("pool1", 27), ("conv2", 27), ("pool2", 13),
-        ("conv3", 13), ("conv4", 13), ("conv5", 13), ("pool3", 6),
+        ("conv1", 55),
+        ("pool1", 27),
+        ("conv2", 27),
+        ("pool2", 13),
+        ("conv3", 13),
+        ("conv4", 13),
+        ("conv5", 13),
+        ("pool3", 6),
     ]
 
 
@@ -217,12 +239,23 @@ def test_channels_last_gives_the_same_output(name: str) -> None:
 
 #: aten ops whose CUDA backward has no deterministic kernel: under the pipeline's
 #: ``use_deterministic_algorithms(True)`` they raise on a GPU (torch's docs list them).
-_NONDETERMINISTIC_ON_CUDA = frozenset({
-    "avg_pool3d_backward", "_adaptive_avg_pool2d_backward", "adaptive_avg_pool3d_backward",
-    "adaptive_max_pool2d_backward", "max_pool3d_with_indices_backward",
-    "fractional_max_pool2d_backward", "upsample_bilinear2d_backward", "index_add",
-    "scatter_add", "scatter_reduce", "index_put", "put", "embedding_dense_backward",
-})
+_NONDETERMINISTIC_ON_CUDA = frozenset(
+    {
+        "avg_pool3d_backward",
+        "_adaptive_avg_pool2d_backward",
+        "adaptive_avg_pool3d_backward",
+        "adaptive_max_pool2d_backward",
+        "max_pool3d_with_indices_backward",
+        "fractional_max_pool2d_backward",
+        "upsample_bilinear2d_backward",
+        "index_add",
+        "scatter_add",
+        "scatter_reduce",
+        "index_put",
+        "put",
+        "embedding_dense_backward",
+    }
+)
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -341,9 +374,11 @@ def test_combined_cases_cover_every_value() -> None:
         assert covered == set(_switch_values(name)) - {("paper_init", True)}
 
 
-@pytest.mark.parametrize(("name", "options"), SWITCHES,
-                         ids=[f"{n}-{','.join(f'{k}={v}' for k, v in o.items())}"
-                              for n, o in SWITCHES])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    SWITCHES,
+    ids=[f"{n}-{','.join(f'{k}={v}' for k, v in o.items())}" for n, o in SWITCHES],
+)
 def test_switch_builds_and_trains(name: str, options: dict[str, Any]) -> None:
     model = build_model(name, in_channels=3, num_classes=10, options=options)
     out = model(_batch(name, 3, batch=2 if name in ("lenet", "lenet5") else 1, options=options))
@@ -396,8 +431,7 @@ def test_defaults_are_the_reference_layers() -> None:
 
 
 def test_alexnet2012_paper_init() -> None:
-    model = build_model("alexnet2012", in_channels=3, num_classes=10,
-                        options={"paper_init": True})
+    model = build_model("alexnet2012", in_channels=3, num_classes=10, options={"paper_init": True})
     layers = dict(model.features.named_children()) | dict(model.classifier.named_children())
     for name in ("conv2", "conv4", "conv5", "fc1", "fc2"):
         assert torch.all(layers[name].bias == 1), name
@@ -456,7 +490,8 @@ def test_bad_option_is_reported_by_the_params_schema() -> None:
     from cnnlab.params import Params, ParamsError, validate_params
 
     raw = {
-        "datasets": ["digits"], "models": ["lenet"],
+        "datasets": ["digits"],
+        "models": ["lenet"],
         "optimizers": {"adam": {}},
         "model": {"lenet": {"activation": "gelu"}, "alexnet2012": {"input_size": 300}},
     }

@@ -161,8 +161,9 @@ def test_user_http_mirror_down_is_not_probed_for_other_layouts(tmp_path, expect)
     assert not dest.exists() and leftovers(dest) == []
 
 
-@pytest.mark.parametrize("failure", [truncate(), reset(), hang(seconds=10)],
-                         ids=["truncated", "reset", "timeout"])
+@pytest.mark.parametrize(
+    "failure", [truncate(), reset(), hang(seconds=10)], ids=["truncated", "reset", "timeout"]
+)
 def test_transient_failure_once_then_success(failure, tmp_path, expect):
     fake = write_mnist_like(tmp_path / "www" / "mnist", n_train=10, n_test=10)
     dest = tmp_path / "raw" / "mnist"
@@ -333,8 +334,11 @@ def test_missing_files_in_local_mirror_list_every_place_looked(tmp_path, expect)
     with pytest.raises(DataError) as info:
         download("mnist", tmp_path / "raw/mnist", mirror=str(tmp_path / "mirror"))
     message = str(info.value)
-    for place in ["mnist/t10k-images-idx3-ubyte.gz", "mnist/MNIST/raw/t10k-images-idx3-ubyte.gz",
-                  "mnist/MNIST/raw/t10k-images-idx3-ubyte"]:
+    for place in [
+        "mnist/t10k-images-idx3-ubyte.gz",
+        "mnist/MNIST/raw/t10k-images-idx3-ubyte.gz",
+        "mnist/MNIST/raw/t10k-images-idx3-ubyte",
+    ]:
         assert f"{tmp_path / 'mirror'}/{place}: not found" in message
     assert "check data.mirror in params.yaml" in message
 
@@ -345,8 +349,11 @@ def test_missing_files_in_local_mirror_list_every_place_looked(tmp_path, expect)
 
 
 def test_tar_member_outside_the_folder_is_refused(tmp_path, expect):
-    fake = write_cifar10_tarball(tmp_path / "mirror/cifar10" / CIFAR_TARBALL, n_per_batch=2,
-                                 extra_members={"../evil": b"owned"})
+    fake = write_cifar10_tarball(
+        tmp_path / "mirror/cifar10" / CIFAR_TARBALL,
+        n_per_batch=2,
+        extra_members={"../evil": b"owned"},
+    )
     expect(cifar10=fake.override())  # the md5 matches: only extraction can refuse it
     dest = tmp_path / "raw" / "cifar10"
     with pytest.raises(DataError, match=r"refusing to extract: member '\.\./evil'"):
@@ -400,9 +407,14 @@ def _damage(path: Path, how: str) -> None:
     path.write_bytes(gzip.compress(bytes(data), mtime=0))
 
 
-@pytest.mark.parametrize(("how", "words"), [("magic", "magic number 0x00000802"),
-                                            ("shape", "wrong image shape 27x29"),
-                                            ("truncated", "truncated IDX file")])
+@pytest.mark.parametrize(
+    ("how", "words"),
+    [
+        ("magic", "magic number 0x00000802"),
+        ("shape", "wrong image shape 27x29"),
+        ("truncated", "truncated IDX file"),
+    ],
+)
 def test_damaged_idx_in_local_mirror_is_named(how, words, tmp_path, expect):
     mirror = tmp_path / "mirror"
     fake = write_mnist_like(mirror / "mnist", n_train=8, n_test=8)
@@ -436,7 +448,8 @@ def test_images_and_labels_must_agree(tmp_path, expect):
     fake = write_mnist_like(tmp_path / "mirror" / "mnist", n_train=8, n_test=8)
     other = write_mnist_like(tmp_path / "other", n_train=9, n_test=8)
     (tmp_path / "other/train-labels-idx1-ubyte.gz").replace(
-        tmp_path / "mirror/mnist/train-labels-idx1-ubyte.gz")
+        tmp_path / "mirror/mnist/train-labels-idx1-ubyte.gz"
+    )
     fake.archives["train-labels-idx1-ubyte.gz"] = other.archives["train-labels-idx1-ubyte.gz"]
     expect(mnist=fake.override())
     with pytest.raises(DataError, match=r"8 images but .* 9 labels"):
@@ -527,8 +540,7 @@ def test_html_instead_of_the_file_reports_the_checksum(tmp_path, expect):
     (tmp_path / "www/mnist/train-images-idx3-ubyte.gz").write_bytes(page)
     (tmp_path / "www/cifar10" / CIFAR_TARBALL).write_bytes(page)
     with serve_directory(tmp_path / "www") as url:
-        expect(mnist=mnist.override([f"{url}/mnist/"]),
-               cifar10=cifar.override([f"{url}/cifar10/"]))
+        expect(mnist=mnist.override([f"{url}/mnist/"]), cifar10=cifar.override([f"{url}/cifar10/"]))
         with pytest.raises(DataError, match=r"expected md5 \w+, got \w+; not a valid gzip"):
             download("mnist", tmp_path / "raw/mnist", retry=FAST)
         with pytest.raises(DataError, match=r"expected md5 \w+, got \w+; cannot extract"):

@@ -21,7 +21,7 @@ def _train(data, **changes):
 
 
 def test_lenet_learns_digits(digits) -> None:
-    run, state = _train(digits, epochs=4, lr=3e-3)
+    _run, state = _train(digits, epochs=4, lr=3e-3)
     assert [r.epoch for r in state.history] == [1, 2, 3, 4]
     assert state.history[-1].train_loss < state.history[0].train_loss
     assert state.best_val_acc > 0.85  # chance is 0.10
@@ -44,7 +44,7 @@ def test_a_different_seed_gives_different_weights(digits) -> None:
 
 
 def test_divergence_is_recorded_not_raised(digits) -> None:
-    run, state = _train(digits, optimizer="sgd", lr=1e6, epochs=3)
+    _run, state = _train(digits, optimizer="sgd", lr=1e6, epochs=3)
     assert state.diverged and state.diverged_epoch == 1
     assert state.epoch == 0 and state.history == []
 

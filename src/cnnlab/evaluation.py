@@ -20,8 +20,11 @@ def classification_metrics(
     confusion = confusion.view(n_classes, n_classes)
     per_class_total = confusion.sum(dim=1)
     per_class = {
-        name: (round(confusion[i, i].item() / total, 6) if (total := per_class_total[i].item())
-               else None)
+        name: (
+            round(confusion[i, i].item() / total, 6)
+            if (total := per_class_total[i].item())
+            else None
+        )
         for i, name in enumerate(classes)
     }
     return {

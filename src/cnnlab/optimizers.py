@@ -31,17 +31,23 @@ _SGD_KEYS = frozenset({"lr", "momentum", "dampening", "weight_decay"})
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "sgd": OptimizerSpec("SGD", frozenset({"lr", "weight_decay"}), fused_on_cpu=True),
     "momentum": OptimizerSpec("SGD", _SGD_KEYS, fused_on_cpu=True),
-    "nag": OptimizerSpec("SGD", frozenset({"lr", "momentum", "weight_decay"}),
-                         fixed={"nesterov": True}, fused_on_cpu=True),
+    "nag": OptimizerSpec(
+        "SGD",
+        frozenset({"lr", "momentum", "weight_decay"}),
+        fixed={"nesterov": True},
+        fused_on_cpu=True,
+    ),
     "adagrad": OptimizerSpec("Adagrad", frozenset({"lr", "lr_decay", "weight_decay", "eps"})),
     "adadelta": OptimizerSpec("Adadelta", frozenset({"lr", "rho", "weight_decay", "eps"})),
     "rmsprop": OptimizerSpec(
         "RMSprop", frozenset({"lr", "alpha", "momentum", "weight_decay", "eps", "centered"})
     ),
-    "adam": OptimizerSpec("Adam", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}),
-                          fused_on_cpu=True),
-    "adamw": OptimizerSpec("AdamW", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}),
-                           fused_on_cpu=True),
+    "adam": OptimizerSpec(
+        "Adam", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), fused_on_cpu=True
+    ),
+    "adamw": OptimizerSpec(
+        "AdamW", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), fused_on_cpu=True
+    ),
 }
 
 
@@ -64,7 +70,10 @@ def resolve_settings(
 
 
 def build_optimizer(
-    name: str, parameters: Iterable[torch.nn.Parameter], settings: dict[str, Any], *,
+    name: str,
+    parameters: Iterable[torch.nn.Parameter],
+    settings: dict[str, Any],
+    *,
     fused: bool = False,
 ) -> torch.optim.Optimizer:
     """Build the torch optimizer; ``fused`` asks for the single-kernel step where torch has one."""

@@ -160,8 +160,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     elif len(loc) == 2 and loc[0] == "optimizers":
         section = OptimizerSettings
     elif len(loc) == 1:
-        section = {"scheduler": SchedulerParams, "augment": AugmentParams,
-                   "data": DataParams}.get(loc[0])
+        section = {"scheduler": SchedulerParams, "augment": AugmentParams, "data": DataParams}.get(
+            loc[0]
+        )
     else:
         section = Params if not loc else None
     return sorted(section.model_fields) if section is not None else None

@@ -70,14 +70,21 @@ class Run:
 
 
 def build_run(
-    params: Params, model_name: str, data: PreparedData, device: torch.device, *,
-    progress: bool = False, label: str = "",
+    params: Params,
+    model_name: str,
+    data: PreparedData,
+    device: torch.device,
+    *,
+    progress: bool = False,
+    label: str = "",
 ) -> Run:
     model = new_model(params, model_name, data).to(device)
     if params.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(
-        params.optimizer, model.parameters(), params.optimizer_settings(),
+        params.optimizer,
+        model.parameters(),
+        params.optimizer_settings(),
         fused=params.fused_optimizer and device.type == "cpu",
     )
     scheduler = build_scheduler(params.scheduler, optimizer, params.epochs)
@@ -91,7 +98,9 @@ def build_run(
         label=label,
     )
     return Run(
-        model, optimizer, scheduler,
+        model,
+        optimizer,
+        scheduler,
         batch_maker(params, model_name, data, "train", device),
         batch_maker(params, model_name, data, "val", device),
         config,
@@ -99,8 +108,18 @@ def build_run(
 
 
 def fit(
-    run: Run, *, state: TrainState | None = None,
+    run: Run,
+    *,
+    state: TrainState | None = None,
     on_epoch: Callable[[EpochRecord, TrainState], None] | None = None,
 ) -> TrainState:
-    return train(run.model, run.optimizer, run.scheduler, run.train_batches, run.val_batches,
-                 run.config, state=state, on_epoch=on_epoch)
+    return train(
+        run.model,
+        run.optimizer,
+        run.scheduler,
+        run.train_batches,
+        run.val_batches,
+        run.config,
+        state=state,
+        on_epoch=on_epoch,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -16,11 +17,15 @@ def pick_device(requested: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but no CUDA device is available; "
-                           "set device: auto or cpu in params.yaml")
+        raise RuntimeError(
+            "device: cuda was requested but no CUDA device is available; "
+            "set device: auto or cpu in params.yaml"
+        )
     if requested == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("device: mps was requested but MPS is not available; "
-                           "set device: auto or cpu in params.yaml")
+        raise RuntimeError(
+            "device: mps was requested but MPS is not available; "
+            "set device: auto or cpu in params.yaml"
+        )
     return torch.device(requested)
 
 
@@ -32,10 +37,8 @@ def make_deterministic(threads: int) -> None:
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set in this process; harmless
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set once in this process; harmless
-        pass
     torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
 

@@ -27,7 +27,7 @@ class TrainConfig:
     epochs: int
     batch_size: int
     seed: int
-    augment: Augmentation = Augmentation()
+    augment: Augmentation = field(default_factory=Augmentation)
     eval_batch_size: int = 1000
     #: A tqdm bar per epoch (terminals) or one plain line per epoch (CI logs, files).
     progress: bool = False
@@ -105,8 +105,14 @@ def _progress_bar(total: int, config: TrainConfig, epoch: int) -> Any:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=f"{config.label} epoch {epoch}/{config.epochs}",
-                unit="img", unit_scale=True, leave=False, file=sys.stderr)
+    return tqdm(
+        total=total,
+        desc=f"{config.label} epoch {epoch}/{config.epochs}",
+        unit="img",
+        unit_scale=True,
+        leave=False,
+        file=sys.stderr,
+    )
 
 
 def train(
@@ -160,12 +166,17 @@ def train(
         state.train_seconds += seconds
         if diverged:
             state.diverged_epoch = epoch
-            print(f"{config.label} epoch {epoch}: loss is not finite; the run diverged and stops "
-                  "here (lower lr, or choose another optimizer)", file=sys.stderr, flush=True)
+            print(
+                f"{config.label} epoch {epoch}: loss is not finite; the run diverged and stops "
+                "here (lower lr, or choose another optimizer)",
+                file=sys.stderr,
+                flush=True,
+            )
             break
         state.train_images += n
-        val_loss, val_logits, val_labels = evaluate_batches(model, val_batches,
-                                                            config.eval_batch_size)
+        val_loss, val_logits, val_labels = evaluate_batches(
+            model, val_batches, config.eval_batch_size
+        )
         val_acc = (val_logits.argmax(1) == val_labels).double().mean().item()
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
@@ -186,9 +197,12 @@ def train(
         if val_acc > state.best_val_acc:
             state.best_val_acc, state.best_epoch = val_acc, epoch
             state.best_model = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        print(f"{config.label} epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f}"
-              f" acc {record.train_acc:.4f} | val loss {record.val_loss:.4f}"
-              f" acc {record.val_acc:.4f} | {n / seconds:,.0f} img/s", flush=True)
+        print(
+            f"{config.label} epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f}"
+            f" acc {record.train_acc:.4f} | val loss {record.val_loss:.4f}"
+            f" acc {record.val_acc:.4f} | {n / seconds:,.0f} img/s",
+            flush=True,
+        )
         if on_epoch is not None:
             on_epoch(record, state)
     return state

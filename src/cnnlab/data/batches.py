@@ -83,8 +83,9 @@ class BatchMaker:
         x = x.sub_(self.mean).mul_(self.inv_std)
         if self.repeat > 1:
             x = x.expand(-1, self.repeat, -1, -1)
-        x = x.contiguous(memory_format=torch.channels_last if self.channels_last
-                         else torch.contiguous_format)
+        x = x.contiguous(
+            memory_format=torch.channels_last if self.channels_last else torch.contiguous_format
+        )
         return x, self.labels[index]
 
 

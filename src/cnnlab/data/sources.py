@@ -177,8 +177,9 @@ def _apply_override(base: Source, entry: dict, path: str) -> Source:
     where = f"{OVERRIDE_ENV}={path}, dataset '{base.name}'"
     unknown = set(entry) - {"mirrors", "archives", "contents"}
     if unknown:
-        raise DataError(f"{where}: unknown keys {sorted(unknown)}; allowed: mirrors, "
-                        "archives, contents")
+        raise DataError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: mirrors, archives, contents"
+        )
     changes: dict = {}
     if "mirrors" in entry:
         mirrors = entry["mirrors"]
@@ -194,8 +195,10 @@ def _apply_override(base: Source, entry: dict, path: str) -> Source:
         ):
             raise DataError(f"{where}: '{key}' must map file names to 32-digit md5 strings")
         if not set(table) <= allowed:
-            raise DataError(f"{where}: '{key}' names {sorted(set(table) - allowed)}; "
-                            f"the file names are fixed: {sorted(allowed)}")
+            raise DataError(
+                f"{where}: '{key}' names {sorted(set(table) - allowed)}; "
+                f"the file names are fixed: {sorted(allowed)}"
+            )
         changes[key] = dict(table)
     if set(changes.get("archives", base.archives)) != set(base.archives):
         raise DataError(f"{where}: 'archives' must list every file: {sorted(base.archives)}")
@@ -300,8 +303,14 @@ def _fetch_url(url: str, target: Path, retry: RetryPolicy) -> None:
             reason = _describe(exc)
         if attempt < attempts:
             delay = retry.backoff * 2 ** (attempt - 1)
-            log.warning("%s: %s; retrying in %.3g s (attempt %d of %d)",
-                        url, reason, delay, attempt + 1, attempts)
+            log.warning(
+                "%s: %s; retrying in %.3g s (attempt %d of %d)",
+                url,
+                reason,
+                delay,
+                attempt + 1,
+                attempts,
+            )
             time.sleep(delay)
     raise _Failed(f"{reason} (gave up after {attempts} attempts)", "network")
 
@@ -335,8 +344,10 @@ def _fetch_url_once(url: str, target: Path, timeout: float) -> None:
                 out.write(chunk)
                 received += len(chunk)
         if expected is not None and received != expected:
-            raise _Transient(f"truncated body: received {received} of {expected} bytes "
-                             "announced by Content-Length")
+            raise _Transient(
+                f"truncated body: received {received} of {expected} bytes "
+                "announced by Content-Length"
+            )
         part.replace(target)
     finally:
         part.unlink(missing_ok=True)
@@ -369,7 +380,7 @@ def _mirror_root(name: str, mirror: str | os.PathLike | None) -> str | None:
         return None
     text = os.fspath(mirror).strip()
     if text.startswith("file://"):
-        text = text[len("file://"):]
+        text = text[len("file://") :]
     if _is_url(text):
         return _join(text, name)
     root = Path(text).expanduser()
@@ -399,25 +410,32 @@ def _layout_hint(src: Source) -> str:
     return f"the published files (e.g. {published}) or torchvision's layout (e.g. {laid_out})"
 
 
-def _unavailable(src: Source, what: str, tried: list[tuple[str, _Failed]],
-                 mirror: str | None) -> DataError:
+def _unavailable(
+    src: Source, what: str, tried: list[tuple[str, _Failed]], mirror: str | None
+) -> DataError:
     lines = [f"could not get a verified copy of {what} for {DATASETS[src.name].title}. Tried:"]
     lines += [f"  - {location}: {failure.reason}" for location, failure in tried]
     categories = {failure.category for _, failure in tried}
     lines.append("What to do:")
     if "corrupt" in categories:
-        lines.append("  - a file above is damaged or is not the published version: replace it "
-                     "with the published file (or point data.mirror at a good copy) and rerun")
+        lines.append(
+            "  - a file above is damaged or is not the published version: replace it "
+            "with the published file (or point data.mirror at a good copy) and rerun"
+        )
     if mirror is None:
         lines.append("  - if the network or the server is having trouble, retry later")
-        lines.append("  - on a machine without internet access, set data.mirror in params.yaml "
-                     "to a local directory or an http(s) URL holding a "
-                     f"'{src.name}/' folder with {_layout_hint(src)}")
+        lines.append(
+            "  - on a machine without internet access, set data.mirror in params.yaml "
+            "to a local directory or an http(s) URL holding a "
+            f"'{src.name}/' folder with {_layout_hint(src)}"
+        )
     else:
         if "network" in categories:
             lines.append(f"  - the mirror {mirror} did not answer properly: retry later")
-        lines.append(f"  - check data.mirror in params.yaml ({mirror}): it should hold a "
-                     f"'{src.name}/' folder with {_layout_hint(src)}")
+        lines.append(
+            f"  - check data.mirror in params.yaml ({mirror}): it should hold a "
+            f"'{src.name}/' folder with {_layout_hint(src)}"
+        )
     return DataError("\n".join(lines))
 
 
@@ -460,21 +478,29 @@ def _idx_count(path: Path) -> int:
         raise _Failed(f"truncated IDX file: only {size} bytes", "corrupt")
     magic = int.from_bytes(header[:4], "big")
     if magic != _IDX_MAGIC[role]:
-        raise _Failed(f"not an IDX {role} file: magic number 0x{magic:08x}, expected "
-                      f"0x{_IDX_MAGIC[role]:08x} (unsigned bytes, {ndim}-d)", "corrupt")
+        raise _Failed(
+            f"not an IDX {role} file: magic number 0x{magic:08x}, expected "
+            f"0x{_IDX_MAGIC[role]:08x} (unsigned bytes, {ndim}-d)",
+            "corrupt",
+        )
     if len(header) < header_size:
         raise _Failed(f"truncated IDX file: {size} bytes, shorter than its header", "corrupt")
     dims = struct.unpack(f">{ndim}I", header[4:])
     if role == "images" and dims[1:] != _IMAGE_HW:
-        raise _Failed(f"wrong image shape {dims[1]}x{dims[2]}, expected "
-                      f"{_IMAGE_HW[0]}x{_IMAGE_HW[1]}", "corrupt")
+        raise _Failed(
+            f"wrong image shape {dims[1]}x{dims[2]}, expected {_IMAGE_HW[0]}x{_IMAGE_HW[1]}",
+            "corrupt",
+        )
     expected = header_size + int(np.prod(dims, dtype=np.int64))
     if size < expected:
-        raise _Failed(f"truncated IDX file: {size} bytes, the header announces {expected}",
-                      "corrupt")
+        raise _Failed(
+            f"truncated IDX file: {size} bytes, the header announces {expected}", "corrupt"
+        )
     if size > expected:
-        raise _Failed(f"IDX file has {size - expected} bytes after the {expected} its header "
-                      "announces", "corrupt")
+        raise _Failed(
+            f"IDX file has {size - expected} bytes after the {expected} its header announces",
+            "corrupt",
+        )
     if role == "labels" and dims[0]:
         labels = np.fromfile(path, dtype=np.uint8, offset=header_size)
         if int(labels.max()) > 9:
@@ -497,7 +523,9 @@ def _verify_idx(src: Source, archive: str, fetched: Path, form: str) -> None:
             raise _Failed(
                 f"{_mismatch(src.archives[archive], actual)}; if this is a recompressed copy "
                 f"it cannot be verified, because no md5 of the decompressed {content} is "
-                "known: use the published .gz file", "corrupt")
+                "known: use the published .gz file",
+                "corrupt",
+            )
         try:
             extract_archive(str(fetched), str(fetched.parent))
         except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile, zlib.error
@@ -508,11 +536,16 @@ def _verify_idx(src: Source, archive: str, fetched: Path, form: str) -> None:
             if actual_content != expected_content:
                 raise _Failed(
                     f"{_mismatch(src.archives[archive], actual)}; decompressed, "
-                    f"{_mismatch(expected_content, actual_content)}", "corrupt")
+                    f"{_mismatch(expected_content, actual_content)}",
+                    "corrupt",
+                )
     else:
         if expected_content is None:
-            raise _Failed(f"no md5 of the decompressed {content} is known, so this copy "
-                          f"cannot be verified: provide the published {archive}", "corrupt")
+            raise _Failed(
+                f"no md5 of the decompressed {content} is known, so this copy "
+                f"cannot be verified: provide the published {archive}",
+                "corrupt",
+            )
         actual_content = _md5(decoded)
         if actual_content != expected_content:
             raise _Failed(_mismatch(expected_content, actual_content), "corrupt")
@@ -524,8 +557,9 @@ def _verify_idx(src: Source, archive: str, fetched: Path, form: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _build_idx(src: Source, root: str | None, mirror: str | None, out: Path,
-               retry: RetryPolicy) -> None:
+def _build_idx(
+    src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy
+) -> None:
     raw = out / src.folder
     raw.mkdir(parents=True)
     for archive in src.archives:
@@ -568,12 +602,14 @@ def _check_idx_pairs(raw: Path) -> None:
         if n_images != n_labels:
             raise DataError(
                 f"{images} holds {n_images} images but {labels} holds {n_labels} labels: the "
-                "files do not belong together. Replace them with the published files.")
+                "files do not belong together. Replace them with the published files."
+            )
 
 
-def _build_cifar(src: Source, root: str | None, mirror: str | None, out: Path,
-                 retry: RetryPolicy) -> None:
-    (archive, archive_md5), = src.archives.items()
+def _build_cifar(
+    src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy
+) -> None:
+    ((archive, archive_md5),) = src.archives.items()
     tried: list[tuple[str, _Failed]] = []
     tarballs = [m + archive for m in src.mirrors] if root is None else [_join(root, archive)]
     for location in tarballs:
@@ -621,8 +657,10 @@ def _unpack_cifar(src: Source, tarball: Path, archive_md5: str, out: Path) -> No
     except _Failed as failure:
         if actual == archive_md5:
             raise
-        raise _Failed(f"{_mismatch(archive_md5, actual)}; its contents do not match either: "
-                      f"{failure.reason}", "corrupt") from None
+        raise _Failed(
+            f"{_mismatch(archive_md5, actual)}; its contents do not match either: {failure.reason}",
+            "corrupt",
+        ) from None
 
 
 def _check_contents(src: Source, folder: Path) -> None:
@@ -639,20 +677,25 @@ def _extract_tar(tarball: Path, into: Path, folder: str) -> None:
     """Refuse anything but plain files and folders under ``folder/``, then let tarfile's
     "data" filter enforce the same again: an archive must never write outside ``into``."""
     if not hasattr(tarfile, "data_filter"):  # pragma: no cover - Python < 3.10.12 / 3.11.4
-        raise DataError("this Python's tarfile has no extraction filters; use Python "
-                        ">= 3.11.4 (or 3.10.12) so archives can be extracted safely")
+        raise DataError(
+            "this Python's tarfile has no extraction filters; use Python "
+            ">= 3.11.4 (or 3.10.12) so archives can be extracted safely"
+        )
     try:
         with tarfile.open(tarball, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
                 parts = PurePosixPath(member.name).parts
-                if member.name.startswith("/") or ".." in parts or not parts or \
-                        parts[0] != folder:
-                    raise _Failed(f"refusing to extract: member '{member.name}' lies outside "
-                                  f"'{folder}/'", "corrupt")
+                if member.name.startswith("/") or ".." in parts or not parts or parts[0] != folder:
+                    raise _Failed(
+                        f"refusing to extract: member '{member.name}' lies outside '{folder}/'",
+                        "corrupt",
+                    )
                 if not (member.isfile() or member.isdir()):
-                    raise _Failed(f"refusing to extract: member '{member.name}' is a link or "
-                                  "a special file", "corrupt")
+                    raise _Failed(
+                        f"refusing to extract: member '{member.name}' is a link or a special file",
+                        "corrupt",
+                    )
             tar.extractall(into, members=members, filter="data")
     except tarfile.TarError as exc:  # includes the filter's refusals
         raise _Failed(f"cannot extract the archive safely ({exc})", "corrupt") from exc
@@ -725,8 +768,13 @@ def _move_into_place(built: Path, dest: Path) -> None:
             old.unlink(missing_ok=True)
 
 
-def download(name: str, dest: Path, mirror: str | os.PathLike[str] | None = None, *,
-             retry: RetryPolicy | None = None) -> None:
+def download(
+    name: str,
+    dest: Path,
+    mirror: str | os.PathLike[str] | None = None,
+    *,
+    retry: RetryPolicy | None = None,
+) -> None:
     """Fetch dataset ``name`` into directory ``dest``, verified, laid out as torchvision
     leaves it (``dest/MNIST/raw/...``, ``dest/cifar-10-batches-py/...``; ``dest/digits.npz``).
 
@@ -812,8 +860,10 @@ def _load_idx(src: Source, raw_dir: Path) -> RawDataset:
         try:
             ds = cls(str(raw_dir), train=train, download=False)
         except Exception as exc:
-            raise DataError(f"torchvision could not decode {folder} ({type(exc).__name__}: "
-                            f"{exc}); {_redownload_hint(src.name)}") from exc
+            raise DataError(
+                f"torchvision could not decode {folder} ({type(exc).__name__}: "
+                f"{exc}); {_redownload_hint(src.name)}"
+            ) from exc
         splits.append((ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)))
     (train_x, train_y), (test_x, test_y) = splits
     return RawDataset(train_x, train_y, test_x, test_y, list(cls.classes))
@@ -833,29 +883,37 @@ def _load_cifar(src: Source, raw_dir: Path) -> RawDataset:
     meta = dict(base.meta)
     meta["md5"] = src.contents[meta["filename"]]
     # torchvision re-checks the md5s it knows; give it ours, so an override applies to both.
-    verified = type("CIFAR10", (base,), {
-        "train_list": [[f, src.contents[f]] for f, _ in base.train_list],
-        "test_list": [[f, src.contents[f]] for f, _ in base.test_list],
-        "meta": meta,
-    })
+    verified = type(
+        "CIFAR10",
+        (base,),
+        {
+            "train_list": [[f, src.contents[f]] for f, _ in base.train_list],
+            "test_list": [[f, src.contents[f]] for f, _ in base.test_list],
+            "meta": meta,
+        },
+    )
     splits = []
     for train in (True, False):
         try:
             ds = verified(str(raw_dir), train=train, download=False)
         except Exception as exc:
-            raise DataError(f"torchvision could not decode {folder} ({type(exc).__name__}: "
-                            f"{exc}); {_redownload_hint(src.name)}") from exc
+            raise DataError(
+                f"torchvision could not decode {folder} ({type(exc).__name__}: "
+                f"{exc}); {_redownload_hint(src.name)}"
+            ) from exc
         data = np.asarray(ds.data)
-        if data.dtype != np.uint8 or data.shape[1:] != (32, 32, 3) \
-                or len(ds.targets) != len(data):
-            raise DataError(f"{folder}: unexpected batch contents (images {data.shape} "
-                            f"{data.dtype}, {len(ds.targets)} labels); "
-                            f"{_redownload_hint(src.name)}")
+        if data.dtype != np.uint8 or data.shape[1:] != (32, 32, 3) or len(ds.targets) != len(data):
+            raise DataError(
+                f"{folder}: unexpected batch contents (images {data.shape} "
+                f"{data.dtype}, {len(ds.targets)} labels); "
+                f"{_redownload_hint(src.name)}"
+            )
         images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
         labels = torch.as_tensor(ds.targets, dtype=torch.int64)
         if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(ds.classes):
-            raise DataError(f"{folder}: labels outside 0..{len(ds.classes) - 1}; "
-                            f"{_redownload_hint(src.name)}")
+            raise DataError(
+                f"{folder}: labels outside 0..{len(ds.classes) - 1}; {_redownload_hint(src.name)}"
+            )
         splits.append((images, labels, list(ds.classes)))
     (train_x, train_y, classes), (test_x, test_y, _) = splits
     return RawDataset(train_x, train_y, test_x, test_y, classes)
@@ -873,10 +931,18 @@ def _load_digits(raw_dir: Path) -> RawDataset:
             images, labels = npz["images"], npz["labels"]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read it ({exc}); {_redownload_hint('digits')}") from exc
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (8, 8) \
-            or labels.shape != images.shape[:1] or labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{path}: unexpected contents (images {images.shape} {images.dtype}, "
-                        f"labels {labels.shape}); {_redownload_hint('digits')}")
+    if (
+        images.dtype != np.uint8
+        or images.ndim != 3
+        or images.shape[1:] != (8, 8)
+        or labels.shape != images.shape[:1]
+        or labels.min() < 0
+        or labels.max() > 9
+    ):
+        raise DataError(
+            f"{path}: unexpected contents (images {images.shape} {images.dtype}, "
+            f"labels {labels.shape}); {_redownload_hint('digits')}"
+        )
     n = len(images)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(n)
     n_test = round(n * DIGITS_TEST_FRACTION)

@@ -195,7 +195,12 @@ def _conv(
     batchnorm = style.norm == "batchnorm" and batchnorm_ok
     # A bias right before BatchNorm is cancelled by its mean subtraction: pure waste.
     layers[f"conv{tag}"] = nn.Conv2d(
-        in_channels, out_channels, kernel_size, stride, padding, groups=groups,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        padding,
+        groups=groups,
         bias=not batchnorm,
     )
     if batchnorm:
@@ -366,8 +371,9 @@ def _build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) 
         side = 6
     else:
         avgpool, side = None, _spatial_size(features, SMALL_INPUT_SIZE)
-    classifier = _alexnet_classifier(256 * side * side, num_classes, style.activation,
-                                     options.dropout)
+    classifier = _alexnet_classifier(
+        256 * side * side, num_classes, style.activation, options.dropout
+    )
     model = ConvNet(features, classifier, avgpool)
     _init_weights(model, options.init, style.activation)
     return model
@@ -387,8 +393,7 @@ def _build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOpti
     c: OrderedDict[str, nn.Module] = OrderedDict()
     flat = channels * side * side
     if options.hidden:
-        _linear(c, "1", flat, options.hidden, activation=style.activation,
-                dropout=options.dropout)
+        _linear(c, "1", flat, options.hidden, activation=style.activation, dropout=options.dropout)
         _linear(c, "2", options.hidden, num_classes, activation=None, dropout=options.dropout)
     else:
         _linear(c, "1", flat, num_classes, activation=None, dropout=options.dropout)
@@ -397,9 +402,7 @@ def _build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOpti
     return model
 
 
-def _build_alexnet2012(
-    in_channels: int, num_classes: int, options: AlexNet2012Options
-) -> ConvNet:
+def _build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Options) -> ConvNet:
     style = _style(options, pad_overlap=False)
     g = 2 if options.groups else 1
     # 227 is the paper's unpadded convention, 224 torchvision's padded one: both give 55.
@@ -413,8 +416,7 @@ def _build_alexnet2012(
     _conv(f, "4", 384, 384, 3, style, padding=1, groups=g)
     _conv(f, "5", 384, 256, 3, style, padding=1, groups=g)
     f["pool3"] = _pool(style)
-    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, style.activation,
-                                     options.dropout)
+    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, style.activation, options.dropout)
     # The adaptive pool is a no-op at 6x6; it keeps other sizes (or pooling choices) working.
     model = ConvNet(nn.Sequential(f), classifier, AdaptiveAvgPool2d(6))
     _init_weights(model, options.effective_init, style.activation)
