@@ -60,7 +60,7 @@ def main() -> None:
     runs = []
     figures: dict[str, str] = {}
     from cnnlab.data.catalog import DATASETS
-    from cnnlab.reporting import MODEL_TITLES
+    from cnnlab.models.options import MODEL_TITLES
 
     for dataset in params.datasets:
         histories, diverged = {}, {}

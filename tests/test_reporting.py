@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import cnnlab.files
 from cnnlab import figures, reporting
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -355,7 +356,7 @@ def test_failed_write_leaves_old_file_and_no_temp(
     def boom(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(figures.os, "replace", boom)
+    monkeypatch.setattr(cnnlab.files.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         figures.plot_confusion_matrix([[1]], ["a"], "t", target)
     assert target.read_bytes() == b"old"

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +30,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+
+from cnnlab.files import write_bytes
 
 __all__ = ["OKABE_ITO", "plot_confusion_matrix", "plot_learning_curves"]
 
@@ -85,32 +85,11 @@ _HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 # writing
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers only ever see a complete file.
-
-    ``os.open(..., 0o666)`` lets the umask decide the permissions, as a plain ``open`` would;
-    ``tempfile.mkstemp`` would leave the published file readable by its owner only.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _save_png(fig: Figure, path: Path) -> None:
     FigureCanvasAgg(fig)  # attach the Agg canvas: no backend switch, no pyplot
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, metadata=_PNG_METADATA)
-    _write_atomic(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------------------------

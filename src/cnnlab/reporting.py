@@ -27,11 +27,10 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.data.catalog import DATASETS
+from cnnlab.models.options import MODEL_TITLES
 
 __all__ = ["comparison_table", "report_markdown", "summary_json", "summary_table"]
 
-#: Display names for the models the pipeline knows; unknown models show their key.
-MODEL_TITLES: dict[str, str] = {"lenet": "LeNet", "alexnet": "AlexNet"}
 
 #: Metrics that describe what a model learned; blanked for a diverged run.
 _QUALITY_KEYS = ("best_val_acc", "test_acc", "test_top5", "final_val_acc", "test_loss")

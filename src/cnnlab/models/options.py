@@ -127,6 +127,15 @@ MODEL_OPTIONS: dict[str, type[_Options]] = {
     "alexnet2012": AlexNet2012Options,
 }
 
+#: Names for tables and figure legends.
+MODEL_TITLES: dict[str, str] = {
+    "lenet": "LeNet",
+    "lenet5": "LeNet-5 (1998)",
+    "alexnet": "AlexNet",
+    "alexnet_bn": "AlexNet-BN",
+    "alexnet2012": "AlexNet (2012)",
+}
+
 
 def resolve_options(name: str, options: BaseModel | Mapping[str, Any] | None = None) -> Any:
     """The options object for model ``name``: defaults for ``None``, validated for a mapping.
