@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from common import EVAL_PLOTS, METRICS, MODELS, PREPARED, run_name, run_stage
+from common import EVAL_PLOTS, METRICS, MODELS, PREPARED, TRAIN_LOGS, run_name, run_stage
 
 from cnnlab.params import load_params
 
@@ -24,7 +24,7 @@ def main(model_name: str, dataset: str) -> None:
     name = run_name(model_name, dataset)
     data = load_prepared(PREPARED / dataset)
     checkpoint = load_torch(MODELS / name / "best.pt")
-    training = json.loads((MODELS / name / "training.json").read_text())
+    training = json.loads((TRAIN_LOGS / name / "metrics.json").read_text())
     model = new_model(params, model_name, data)
     model.load_state_dict(checkpoint["state_dict"])
     model.to(device)

@@ -1,7 +1,9 @@
 """train@<model>-<dataset>: train on the prepared tensors, keep the best and the last weights.
 
 Per-epoch metrics go through DVCLive into plots/train/<run>/ (declared in dvc.yaml, so DVCLive
-is told not to touch dvc.yaml).
+is told not to touch dvc.yaml); its summary, plots/train/<run>/metrics.json, records the run:
+best epoch, divergence, training time. The checkpoints hold weights only, so their bytes
+repeat from run to run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ def main(model_name: str, dataset: str) -> None:
     from dvclive import Live
 
     from cnnlab.data.prepare import load_prepared
-    from cnnlab.files import save_torch, write_json
+    from cnnlab.files import save_torch
     from cnnlab.recipe import build_run, fit
     from cnnlab.runtime import make_deterministic, pick_device
 
@@ -38,6 +40,25 @@ def main(model_name: str, dataset: str) -> None:
             live.next_step()
 
         state = fit(run, on_epoch=log_epoch)
+        history = state.history
+        # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
+        live.summary.update(
+            {
+                "best_val_acc": round(state.best_val_acc, 6) if history else None,
+                "best_epoch": state.best_epoch or None,
+                "final_val_acc": history[-1].val_acc if history else None,
+                "epochs": params.epochs,
+                "epochs_completed": state.epoch,
+                "diverged": state.diverged,
+                "diverged_epoch": state.diverged_epoch,
+                "train_seconds": round(state.train_seconds, 3),
+                "train_images_per_second": round(state.train_images / state.train_seconds, 1)
+                if state.train_seconds
+                else None,
+                "threads": params.threads,
+                "device": device.type,
+            }
+        )
 
     header = {
         "model": model_name,
@@ -51,25 +72,6 @@ def main(model_name: str, dataset: str) -> None:
     save_torch(
         out / "best.pt",
         {**header, "epoch": state.best_epoch, "state_dict": state.best_model or last},
-    )
-    history = state.history
-    write_json(
-        out / "training.json",
-        {
-            "best_val_acc": round(state.best_val_acc, 6) if history else None,
-            "best_epoch": state.best_epoch or None,
-            "final_val_acc": history[-1].val_acc if history else None,
-            "epochs": params.epochs,
-            "epochs_completed": state.epoch,
-            "diverged": state.diverged,
-            "diverged_epoch": state.diverged_epoch,
-            "train_seconds": round(state.train_seconds, 3),
-            "train_images_per_second": round(state.train_images / state.train_seconds, 1)
-            if state.train_seconds
-            else None,
-            "threads": params.threads,
-            "device": device.type,
-        },
     )
 
 
