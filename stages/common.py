@@ -6,6 +6,7 @@ The library (src/cnnlab) knows no paths; this module is the one place that does.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 MODELS = Path("models")
+CHECKPOINTS = Path("checkpoints")  # resume states: git-ignored, not DVC outputs
 METRICS = Path("metrics")
 TRAIN_LOGS = Path("plots/train")
 EVAL_PLOTS = Path("plots/eval")
@@ -28,6 +30,10 @@ def run_name(model: str, dataset: str) -> str:
 def interactive() -> bool:
     """A progress bar on a terminal; plain lines in CI logs and redirected output."""
     return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
@@ -45,6 +51,7 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
         expected += (DataError,)
     except ImportError:
         pass
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, preemption: end like Ctrl-C
     args = sys.argv[1:]
     if len(args) != n_args:
         sys.exit(f"usage: {usage}")
@@ -54,7 +61,11 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted; no partial output was kept", file=sys.stderr)
+        print(
+            "interrupted: no output was written; a training run resumes from its last "
+            "completed epoch at the next `dvc repro`",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except MemoryError:
         traceback.print_exc()

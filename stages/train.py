@@ -4,11 +4,15 @@ Per-epoch metrics go through DVCLive into plots/train/<run>/ (declared in dvc.ya
 is told not to touch dvc.yaml); its summary, plots/train/<run>/metrics.json, records the run:
 best epoch, divergence, training time. The checkpoints hold weights only, so their bytes
 repeat from run to run.
+
+After every epoch a resume state goes to checkpoints/<run>.pt (outside DVC's outputs, which
+DVC deletes before a rerun); a killed or interrupted run continues from there on the next
+`dvc repro` and ends with the same bytes as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-from common import MODELS, PREPARED, TRAIN_LOGS, interactive, run_name, run_stage
+from common import CHECKPOINTS, MODELS, PREPARED, TRAIN_LOGS, interactive, run_name, run_stage
 
 from cnnlab.params import load_params
 
@@ -20,6 +24,7 @@ def main(model_name: str, dataset: str) -> None:
     from cnnlab.data.prepare import load_prepared
     from cnnlab.files import save_torch
     from cnnlab.recipe import build_run, fit
+    from cnnlab.resume import ResumePoint, fingerprint
     from cnnlab.runtime import make_deterministic, pick_device
 
     make_deterministic(params.threads)
@@ -28,10 +33,17 @@ def main(model_name: str, dataset: str) -> None:
     name = run_name(model_name, dataset)
     run = build_run(params, model_name, data, device, progress=interactive(), label=name)
     out = MODELS / name
+    settings = params.model_dump(exclude={"datasets", "models"})
+    resume = ResumePoint(
+        CHECKPOINTS / f"{name}.pt", fingerprint({"run": name, **settings}, PREPARED / dataset)
+    )
+    state, message = resume.load(run.model, run.optimizer, run.scheduler)
+    if message:
+        print(f"{name}: {message}", flush=True)
 
     with Live(dir=str(TRAIN_LOGS / name), dvcyaml=False, save_dvc_exp=False, report=None) as live:
 
-        def log_epoch(record, state) -> None:
+        def log(record) -> None:
             live.step = record.epoch  # x axis of the plots: epochs counted from 1
             for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
                 split, metric = key.split("_")
@@ -39,7 +51,13 @@ def main(model_name: str, dataset: str) -> None:
             live.log_metric("lr", record.lr)
             live.next_step()
 
-        state = fit(run, on_epoch=log_epoch)
+        def log_and_save(record, state) -> None:
+            log(record)
+            resume.save(run.model, run.optimizer, run.scheduler, state)
+
+        for record in state.history if state else []:  # DVC removed the old logs: replay them
+            log(record)
+        state = fit(run, state=state, on_epoch=log_and_save)
         history = state.history
         # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
         live.summary.update(
@@ -73,6 +91,8 @@ def main(model_name: str, dataset: str) -> None:
         out / "best.pt",
         {**header, "epoch": state.best_epoch, "state_dict": state.best_model or last},
     )
+
+    resume.discard()  # the outputs are complete; a rerun starts afresh
 
 
 if __name__ == "__main__":

@@ -43,16 +43,21 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save through a buffer: given a path, torch names the archive's records after the
+    file, and the temporary file's random name would make every checkpoint's bytes differ."""
+    import io
+
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def load_torch(path: str | Path) -> Any:

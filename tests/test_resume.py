@@ -1,0 +1,107 @@
+"""Interrupted training: killed at a random point, resumed, the same bytes as never killed."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, digits_prepared
+
+from cnnlab.data.prepare import save_prepared
+
+OUTPUTS = (
+    "models/lenet-digits/best.pt",
+    "models/lenet-digits/last.pt",
+    "plots/train/lenet-digits/plots/metrics/val/acc.tsv",
+    "plots/train/lenet-digits/plots/metrics/train/loss.tsv",
+)
+
+
+def _workdir(path: Path, epochs: int = 6) -> Path:
+    path.mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(datasets=["digits"], models=["lenet"], epochs=epochs, batch_size=16)
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    save_prepared(digits_prepared(max_train=1000), path / "data/prepared/digits")
+    return path
+
+
+def _train(cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "CI": "true"}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _outputs(cwd: Path) -> dict[str, bytes]:
+    return {name: (cwd / name).read_bytes() for name in OUTPUTS}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    cwd = _workdir(tmp_path_factory.mktemp("resume") / "straight")
+    process = _train(cwd)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert not (cwd / "checkpoints" / "lenet-digits.pt").exists()  # removed once complete
+    return _outputs(cwd)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_identical_bytes(tmp_path: Path, uninterrupted, sig) -> None:
+    cwd = _workdir(tmp_path / "killed")
+    process = _train(cwd)
+    checkpoint = cwd / "checkpoints" / "lenet-digits.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.Random(os.getpid()).uniform(0, 0.2))  # somewhere inside a later epoch
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0, f"finished before the signal; output:\n{output}"
+    if sig == signal.SIGTERM:
+        assert "interrupted" in output and "Traceback" not in output
+    assert not (cwd / "models/lenet-digits/best.pt").exists()
+    rerun = _train(cwd)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    assert "lenet-digits: resuming after epoch" in output
+    assert _outputs(cwd) == uninterrupted
+
+
+def test_resume_state_from_other_params_is_discarded(tmp_path: Path, uninterrupted) -> None:
+    cwd = _workdir(tmp_path / "changed")
+    process = _train(cwd)
+    checkpoint = cwd / "checkpoints" / "lenet-digits.pt"
+    while not checkpoint.exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "lr": 0.002}))
+    rerun = _train(cwd)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    assert "discarded a resume state from different params, data or code" in output
+    assert "epoch 1/6" in output
+
+
+def test_damaged_resume_state_is_discarded(tmp_path: Path, uninterrupted) -> None:
+    cwd = _workdir(tmp_path / "damaged")
+    (cwd / "checkpoints").mkdir()
+    (cwd / "checkpoints" / "lenet-digits.pt").write_bytes(b"not a checkpoint")
+    process = _train(cwd)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "discarded an unreadable resume state" in output
+    assert _outputs(cwd) == uninterrupted
+    shutil.rmtree(cwd)
