@@ -5,6 +5,7 @@ The library (src/cnnlab) knows no paths; this module is the one place that does.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -67,6 +68,13 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"error: no space left on the device while writing {exc.filename or 'an output'}; "
+              "free some space (e.g. `dvc gc`, or remove old experiments) and rerun; "
+              "nothing half-written was kept", file=sys.stderr)
+        sys.exit(2)
     except MemoryError:
         traceback.print_exc()
         sys.exit("error: out of memory; lower batch_size / eval_batch_size or data.max_train")

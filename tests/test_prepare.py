@@ -57,3 +57,20 @@ def test_saved_files_round_trip(tmp_path: Path) -> None:
     assert torch.equal(loaded.images["test"], data.images["test"])
     assert loaded.labels["train"].dtype == torch.int64
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "tensors.pt"]
+
+
+def test_a_failed_save_keeps_the_previous_complete_output(tmp_path: Path, monkeypatch) -> None:
+    import cnnlab.data.prepare as prepare
+
+    first = split_dataset(*_data(), name="x", seed=1, val_fraction=0.2)
+    save_prepared(first, tmp_path / "out")
+
+    def disk_full(path, data) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(prepare, "write_json", disk_full)
+    second = split_dataset(*_data(), name="x", seed=2, val_fraction=0.2)
+    with pytest.raises(OSError, match="No space left"):
+        save_prepared(second, tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary directory left
+    assert torch.equal(load_prepared(tmp_path / "out").images["val"], first.images["val"])

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.files import load_torch, save_torch, write_json
+from cnnlab.files import atomic_directory, load_torch, save_torch, write_json
 
 TENSORS_FILE = "tensors.pt"
 META_FILE = "meta.json"
@@ -117,12 +117,14 @@ def split_dataset(
 
 
 def save_prepared(data: PreparedData, directory: Path) -> None:
+    """Tensors and metadata are replaced together, so they always describe the same split."""
     tensors = {}
     for split in SPLITS:
         tensors[f"{split}_images"] = data.images[split]
         tensors[f"{split}_labels"] = data.labels[split]
-    save_torch(directory / TENSORS_FILE, tensors)
-    write_json(directory / META_FILE, data.meta)
+    with atomic_directory(directory) as tmp:
+        save_torch(tmp / TENSORS_FILE, tensors)
+        write_json(tmp / META_FILE, data.meta)
 
 
 def load_prepared(directory: Path) -> PreparedData:

@@ -1,0 +1,52 @@
+"""What a user sees when a stage fails for a reason that is theirs to fix: one line, no trace."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "stages"))
+from common import run_stage
+
+from cnnlab.params import ParamsError
+
+
+def _run(monkeypatch, error: BaseException, capsys) -> tuple[int, str]:
+    def main() -> None:
+        raise error
+
+    monkeypatch.setattr(sys, "argv", ["stage.py"])
+    with pytest.raises(SystemExit) as info:
+        run_stage(main, 0, "python stages/stage.py")
+    return info.value.code, capsys.readouterr().err
+
+
+def test_bad_params_give_the_message_and_exit_2(monkeypatch, capsys) -> None:
+    code, err = _run(monkeypatch, ParamsError("params.yaml: lr: got -1"), capsys)
+    assert code == 2 and err == "error: params.yaml: lr: got -1\n"
+
+
+def test_a_full_disk_is_named(monkeypatch, capsys) -> None:
+    error = OSError(28, "No space left on device", "models/x/best.pt")
+    code, err = _run(monkeypatch, error, capsys)
+    assert code == 2
+    assert "no space left on the device while writing models/x/best.pt" in err
+
+
+def test_interrupt_says_how_to_continue(monkeypatch, capsys) -> None:
+    code, err = _run(monkeypatch, KeyboardInterrupt(), capsys)
+    assert code == 130 and "resumes from its last completed epoch" in err
+
+
+def test_other_errors_keep_their_traceback(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["stage.py"])
+    with pytest.raises(OSError, match="Permission denied"):
+        run_stage(lambda: (_ for _ in ()).throw(OSError(13, "Permission denied")), 0, "x")
+
+
+def test_wrong_arguments_print_usage(monkeypatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["stage.py", "extra"])
+    with pytest.raises(SystemExit, match=r"usage: python stages/stage\.py"):
+        run_stage(lambda: None, 0, "python stages/stage.py")
