@@ -15,7 +15,7 @@ def main(model_name: str, dataset: str) -> None:
     from cnnlab.evaluation import classification_metrics
     from cnnlab.files import load_torch, write_json
     from cnnlab.models.zoo import count_macs, count_parameters
-    from cnnlab.recipe import batch_maker, new_model
+    from cnnlab.recipe import batch_maker, input_shape, new_model
     from cnnlab.runtime import make_deterministic, pick_device
     from cnnlab.training import evaluate_batches
 
@@ -32,7 +32,6 @@ def main(model_name: str, dataset: str) -> None:
     _, logits, labels = evaluate_batches(model, batches, params.eval_batch_size)
     metrics = classification_metrics(logits, labels, data.meta["classes"])
     metrics.pop("confusion")  # compare rebuilds it from predictions.json, the DVC plot
-    size = batches.size
     metrics = {
         "model": model_name,
         "dataset": dataset,
@@ -50,7 +49,7 @@ def main(model_name: str, dataset: str) -> None:
             )
         },
         "params": count_parameters(model),
-        "macs": count_macs(model.cpu(), (data.image_shape[0], size, size)),
+        "macs": count_macs(model.cpu(), input_shape(params, model_name, data)),
         **{
             k: training[k]
             for k in ("train_seconds", "train_images_per_second", "threads", "device")

@@ -81,7 +81,7 @@ def main(model_name: str, dataset: str) -> None:
     header = {
         "model": model_name,
         "dataset": dataset,
-        "in_channels": data.image_shape[0],
+        "in_channels": run.train_batches.out_channels,
         "num_classes": data.num_classes,
         "options": params.model_options(model_name).model_dump(),
     }

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnlab.params import ParamsError, load_params, validate_params
+from cnnlab.params import (
+    AugmentParams,
+    DataParams,
+    Params,
+    ParamsError,
+    SchedulerParams,
+    load_params,
+    validate_params,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +50,10 @@ def test_nag_is_sgd_with_nesterov(raw: dict) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"optimiser": "adam"}, "optimiser: unknown key (a typo?); allowed keys here: augment"),
+        (
+            {"optimiser": "adam"},
+            "optimiser: unknown key (a typo?); allowed keys here: amp, augment",
+        ),
         ({"optimizer": "adamm"}, "optimizer: got 'adamm': Input should be 'sgd', 'momentum'"),
         ({"lr": -1}, "lr: got -1: Input should be greater than 0"),
         ({"epochs": 0}, "epochs: got 0: Input should be greater than or equal to 1"),
@@ -54,13 +65,48 @@ def test_nag_is_sgd_with_nesterov(raw: dict) -> None:
         (
             {"data": {"max_tran": 5}},
             "data.max_tran: unknown key (a typo?); allowed keys here: "
-            "max_test, max_train, mirror, val_fraction",
+            "channels, max_test, max_train, mean, mirror, pad_to_size, std, val_fraction",
         ),
-        ({"scheduler": {"name": "cos"}}, "scheduler.name: got 'cos': Input should be 'none'"),
         ({"model": {"alexnet": {"dropot": 0.3}}}, "model.alexnet.dropot: unknown key (a typo?)"),
         ({"model": {"alexnet": {"dropout": 1.5}}}, "model.alexnet.dropout: got 1.5"),
         ({"model": {"vgg": {}}}, "unknown model 'vgg'; known models: "),
         ({"device": "gpu"}, "device: got 'gpu': Input should be 'auto', 'cpu', 'cuda' or 'mps'"),
+        (
+            {"scheduler": {"name": "cos"}},
+            "scheduler.name: got 'cos': Input should be 'none', 'step', 'multistep', 'cosine', "
+            "'onecycle' or 'plateau'",
+        ),
+        ({"scheduler": {"gamma": 0}}, "scheduler.gamma: got 0: Input should be greater than 0"),
+        ({"scheduler": {"milestones": [5, 3]}}, "scheduler.milestones: got [5, 3]: milestones"),
+        ({"scheduler": {"monitor": "acc"}}, "Input should be 'val_acc' or 'val_loss'"),
+        ({"scheduler": {"factor": 1}}, "scheduler.factor: got 1: Input should be less than 1"),
+        ({"scheduler": {"warmup": 2}}, "scheduler.warmup: unknown key (a typo?); allowed keys"),
+        (
+            {"scheduler": {"name": "onecycle", "warmup_epochs": 1}},
+            "scheduler.warmup_epochs: got 1.0: onecycle has its own warm-up",
+        ),
+        ({"scheduler": {"warmup_epochs": 5}}, "warmup_epochs: got 5.0: must not exceed epochs"),
+        ({"augment": {"hue": 0.7}}, "augment.hue: got 0.7: Input should be less than or equal"),
+        ({"augment": {"brightness": -1}}, "augment.brightness: got -1"),
+        ({"augment": {"crop_padding": 40}}, "augment.crop_padding: got 40"),
+        (
+            {"augment": {"jitter": 0.4}},
+            "augment.jitter: unknown key (a typo?); allowed keys here: brightness, contrast, "
+            "crop_padding, hflip, hue, pca_lighting, saturation",
+        ),
+        ({"data": {"channels": 2}}, "data.channels: got 2: Input should be 1 or 3"),
+        (
+            {"datasets": ["cifar10"], "data": {"channels": 1}},
+            "data.channels: got 1: cifar10 has 3-channel images; allowed: null (as stored) or 3",
+        ),
+        (
+            {"datasets": ["mnist"], "data": {"mean": [0.5, 0.5, 0.5]}},
+            "data.mean: got [0.5, 0.5, 0.5]: mnist has 1-channel images; give 1 value",
+        ),
+        ({"data": {"std": [0.0]}}, "data.std: got [0.0]: standard deviations must be > 0"),
+        ({"amp": "bf32"}, "amp: got 'bf32': Input should be 'auto', 'off', 'fp16' or 'bf16'"),
+        ({"label_smoothing": 1.0}, "label_smoothing: got 1.0: Input should be less than 1"),
+        ({"clip_grad_norm": 0}, "clip_grad_norm: got 0: Input should be greater than 0"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(raw: dict, change: dict, expected: str):
@@ -95,3 +141,29 @@ def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("- a list\n")
     with pytest.raises(ParamsError, match="expected a mapping"):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("name", ["momentum", "nag"])
+def test_momentum_rows_need_momentum(raw: dict, name: str) -> None:
+    optimizers = {**raw["optimizers"], name: {"lr": 0.01, "momentum": None}}
+    with pytest.raises(ParamsError, match=rf"optimizers\.{name}\.momentum: got None: {name} needs"):
+        validate_params({**raw, "optimizers": optimizers})
+
+
+def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
+    """Every key is in the file (DVC's ``-S`` cannot set a key the file lacks without ``+``)
+    and at the schema's default, which is today's recipe: StepLR(2, 0.5), crop and flip from
+    the dataset, nothing else switched on."""
+    for section, schema in [
+        (raw, Params),
+        (raw["scheduler"], SchedulerParams),
+        (raw["augment"], AugmentParams),
+        (raw["data"], DataParams),
+    ]:
+        assert set(section) == set(schema.model_fields)
+    committed = load_params(ROOT / "params.yaml")
+    assert committed.scheduler == SchedulerParams()
+    assert committed.augment == AugmentParams() and committed.data == DataParams()
+    assert (committed.scheduler.name, committed.scheduler.step_size) == ("step", 2)
+    assert committed.scheduler.gamma == 0.5 and committed.scheduler.warmup_epochs == 0
+    assert (committed.label_smoothing, committed.clip_grad_norm) == (0, None)

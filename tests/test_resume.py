@@ -28,7 +28,7 @@ OUTPUTS = (
 def _workdir(path: Path, epochs: int = 6) -> Path:
     path.mkdir()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params.update(datasets=["digits"], models=["lenet"], epochs=epochs, batch_size=16)
+    params.update(datasets=["digits"], models=["lenet"], epochs=epochs, batch_size=16, threads=1)
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     save_prepared(digits_prepared(max_train=1000), path / "data/prepared/digits")
     return path

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from conftest import make_params
+import torch.nn.functional as F
+from conftest import digits_prepared, make_params
 
 from cnnlab.evaluation import classification_metrics
-from cnnlab.recipe import augmentation_for, build_run, fit
+from cnnlab.recipe import amp_dtype, augmentation_for, build_run, fit, new_model
 from cnnlab.runtime import make_deterministic
 from cnnlab.training import evaluate_batches
 
@@ -14,7 +16,8 @@ CPU = torch.device("cpu")
 
 
 def _train(data, **changes):
-    make_deterministic(2)
+    # One thread: two OpenMP threads on a shared 2-core machine can run many times slower.
+    make_deterministic(1)
     params = make_params(**{"epochs": 3, "batch_size": 32, **changes})
     run = build_run(params, "lenet", data, CPU)
     return run, fit(run)
@@ -65,3 +68,65 @@ def test_test_metrics(digits) -> None:
     assert 0 < metrics["test_acc"] <= metrics["test_top5"] <= 1
     assert sum(map(sum, metrics["confusion"])) == len(labels)
     assert set(metrics["per_class_acc"]) == {str(i) for i in range(10)}
+
+
+@pytest.fixture(scope="module")
+def one_batch():
+    """32 training images: with batch_size 32 an epoch is exactly one optimizer step."""
+    return digits_prepared(max_train=40)
+
+
+def run_params(**changes):
+    return make_params(
+        **{"optimizer": "sgd", "weight_decay": 0.0, "epochs": 1, "batch_size": 32, **changes}
+    )
+
+
+def _sgd_step(data, **changes):
+    """One plain SGD step (no momentum, no weight decay) from the seed's initial weights."""
+    make_deterministic(1)
+    params = run_params(**changes)
+    run = build_run(params, "lenet", data, CPU)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    state = fit(run)
+    delta = torch.cat([(run.model.state_dict()[k] - v).flatten() for k, v in before.items()])
+    return run, state, delta
+
+
+def test_label_smoothing_changes_the_gradients_not_the_recorded_loss(one_batch) -> None:
+    run, plain_state, plain = _sgd_step(one_batch, lr=1.0)
+    _, smooth_state, smooth = _sgd_step(one_batch, lr=1.0, label_smoothing=0.3)
+    assert run.config.label_smoothing == 0 and not torch.allclose(plain, smooth)
+    # Both record the plain cross-entropy of the initial weights on the one batch, which the
+    # smoothed objective (what the gradient came from) is not.
+    recorded = smooth_state.history[0].train_loss
+    assert recorded == plain_state.history[0].train_loss
+    model = new_model(run_params(label_smoothing=0.3), "lenet", one_batch)
+    model.train()
+    x, y = run.train_batches.batch(slice(0, 32))
+    with torch.no_grad():
+        logits = model(x)
+    assert recorded == pytest.approx(F.cross_entropy(logits, y).item(), abs=1e-5)
+    assert abs(recorded - F.cross_entropy(logits, y, label_smoothing=0.3).item()) > 1e-3
+
+
+def test_gradient_clipping_bounds_the_step(one_batch) -> None:
+    _, _, free = _sgd_step(one_batch, lr=1.0)
+    _, _, clipped = _sgd_step(one_batch, lr=1.0, clip_grad_norm=1e-3)
+    assert free.norm() > 0.01  # the unclipped gradient is far larger than the bound
+    assert clipped.norm().item() == pytest.approx(1e-3, rel=1e-3)  # lr 1 x the clipped norm
+    assert torch.allclose(clipped / clipped.norm(), free / free.norm(), atol=1e-4)
+
+
+def test_mixed_precision_is_cuda_only() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [amp_dtype(a, cpu) for a in ("auto", "off", "fp16", "bf16")] == [None] * 4
+    assert amp_dtype("auto", cuda) == amp_dtype("fp16", cuda) == torch.float16
+    assert amp_dtype("bf16", cuda) == torch.bfloat16 and amp_dtype("off", cuda) is None
+
+
+def test_fp16_on_the_cpu_trains_in_float32_and_says_so(one_batch, capsys) -> None:
+    _, _, default = _sgd_step(one_batch, lr=0.1, amp="off")
+    run, _, asked = _sgd_step(one_batch, lr=0.1, amp="fp16")
+    assert run.config.amp_dtype is None and torch.equal(default, asked)
+    assert "amp: fp16 runs on CUDA only; training in float32 on cpu" in capsys.readouterr().err

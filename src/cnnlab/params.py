@@ -60,18 +60,60 @@ class OptimizerSettings(_Section):
 
 
 class SchedulerParams(_Section):
-    """Learning-rate schedule, stepped once per epoch."""
+    """Learning-rate schedule (``schedulers.py``): one flat section so every key is ``-S``-able.
 
-    name: Literal["none", "step", "cosine"] = "step"
+    Each schedule reads only its own keys; the others are ignored, so switching ``name``
+    needs no other edit. Epoch schedules change the lr between epochs, ``onecycle`` and the
+    warm-up between batches.
+    """
+
+    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "step"
+    #: step: multiply the lr by ``gamma`` every ``step_size`` epochs.
     step_size: int = Field(2, ge=1)
+    #: multistep: multiply the lr by ``gamma`` once each of these many epochs is done.
+    milestones: list[int] = Field(default_factory=lambda: [10, 20])
     gamma: float = Field(0.5, gt=0, le=1)
+    #: cosine: the lr reached at the end; plateau: the floor no reduction goes below.
+    min_lr: float = Field(0.0, ge=0)
+    #: onecycle: share of the batches spent rising from lr / div_factor to lr (the peak).
+    pct_start: float = Field(0.3, gt=0, lt=1)
+    div_factor: float = Field(25.0, ge=1)
+    #: onecycle: the final lr is lr / (div_factor * final_div_factor).
+    final_div_factor: float = Field(1e4, ge=1)
+    #: plateau: the validation metric watched, and what happens when it stalls.
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(3, ge=0)
+    threshold: float = Field(1e-4, ge=0, lt=1)
+    cooldown: int = Field(0, ge=0)
+    #: Linear warm-up over this many epochs (fractions allowed), batch by batch; 0 = off.
+    warmup_epochs: float = Field(0.0, ge=0)
+
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+            raise ValueError(f"milestones must be increasing epochs >= 1, got {milestones}")
+        return milestones
 
 
 class AugmentParams(_Section):
-    """Batched augmentation on tensors; ``null`` takes the dataset's usual recipe."""
+    """Batched augmentation on tensors (``batches.py``), training images only.
 
-    crop_padding: int | None = Field(None, ge=0, le=16)
+    ``crop_padding``/``hflip`` ``null`` take the dataset's usual recipe (``catalog.py``); the
+    colour ones are plain numbers, 0 = off, and skip gray images where they mean nothing.
+    """
+
+    crop_padding: int | None = Field(None, ge=0, le=32)
     hflip: bool | None = None
+    #: Colour jitter as torchvision's ColorJitter: factors drawn from [1 - x, 1 + x].
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    #: Hue rotation drawn from [-hue, hue] turns.
+    hue: float = Field(0.0, ge=0, le=0.5)
+    #: AlexNet's PCA colour lighting: std of the per-image principal-component weights.
+    pca_lighting: float = Field(0.0, ge=0, le=1)
 
 
 class DataParams(_Section):
@@ -79,6 +121,27 @@ class DataParams(_Section):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     max_train: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
+    #: Channels fed to the model: null = as stored; 3 copies gray images to three channels.
+    channels: Literal[1, 3] | None = None
+    #: Normalisation: null = the training split's statistics; one value = every channel.
+    mean: list[float] | None = Field(None, min_length=1, max_length=3)
+    std: list[float] | None = Field(None, min_length=1, max_length=3)
+    #: true: 28x28 images are zero-padded to a 32x32 model (LeNet-5's way); false: resized.
+    pad_to_size: bool = True
+
+    @field_validator("mean")
+    @classmethod
+    def _mean_in_range(cls, mean: list[float] | None) -> list[float] | None:
+        if mean is not None and not all(0 <= m <= 1 for m in mean):
+            raise ValueError(f"means are on the 0..1 pixel scale, got {mean}")
+        return mean
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, std: list[float] | None) -> list[float] | None:
+        if std is not None and not all(s > 0 for s in std):
+            raise ValueError(f"standard deviations must be > 0, got {std}")
+        return std
 
 
 class Params(_Section):
@@ -100,6 +163,12 @@ class Params(_Section):
     eval_batch_size: int = Field(1000, ge=1)
     channels_last: bool = True
     fused_optimizer: bool = True
+    #: Cross-entropy label smoothing (0 = plain one-hot targets).
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    #: Clip the gradients' global L2 norm to this before each step; null = no clipping.
+    clip_grad_norm: float | None = Field(None, gt=0)
+    #: Mixed precision, on CUDA only: anywhere else every choice trains in float32.
+    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
 
     @field_validator("datasets", "models")
     @classmethod
@@ -146,10 +215,48 @@ def _section_problems(params: Params) -> list[str]:
                 f"optimizers.{name}.{key}: {name} does not take {key!r}; "
                 f"it takes: {', '.join(sorted(OPTIMIZERS[name].keys))}"
             )
+    for name in ("momentum", "nag"):
+        row = params.optimizers.get(name)
+        if row is not None and not row.momentum:
+            problems.append(
+                f"optimizers.{name}.momentum: got {row.momentum!r}: {name} needs momentum > 0 "
+                "(e.g. 0.9); without it use optimizer `sgd`"
+            )
     if params.optimizer not in params.optimizers:
         problems.append(
             f"optimizers.{params.optimizer}: the chosen optimizer has no row in `optimizers:`"
         )
+    return problems + _recipe_problems(params)
+
+
+def _recipe_problems(params: Params) -> list[str]:
+    """Values that are fine alone but not together with the schedule length or the datasets."""
+    problems = []
+    sched = params.scheduler
+    if sched.warmup_epochs and sched.name == "onecycle":
+        problems.append(
+            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: onecycle has its own warm-up "
+            "(pct_start); set warmup_epochs: 0"
+        )
+    if sched.warmup_epochs > params.epochs:
+        problems.append(
+            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
+            f"({params.epochs})"
+        )
+    for dataset in params.datasets:
+        stored = DATASETS[dataset].channels
+        if params.data.channels == 1 and stored != 1:
+            problems.append(
+                f"data.channels: got 1: {dataset} has {stored}-channel images; "
+                "allowed: null (as stored) or 3"
+            )
+        for key in ("mean", "std"):
+            values = getattr(params.data, key)
+            if values is not None and len(values) not in (1, stored):
+                problems.append(
+                    f"data.{key}: got {values}: {dataset} has {stored}-channel images; "
+                    f"give 1 value (every channel){f' or {stored}' if stored > 1 else ''}"
+                )
     return problems
 
 

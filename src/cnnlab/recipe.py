@@ -6,9 +6,9 @@ a run means the same thing everywhere.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -19,27 +19,48 @@ from cnnlab.data.prepare import PreparedData
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
 from cnnlab.params import Params
-from cnnlab.schedulers import build_scheduler
+from cnnlab.schedulers import LRSchedule, build_scheduler
 from cnnlab.training import EpochRecord, TrainConfig, TrainState, train
 
 
 def augmentation_for(params: Params, dataset: str) -> Augmentation:
-    """params.yaml's ``augment:`` where set, the dataset's usual recipe where ``null``."""
+    """params.yaml's ``augment:``; crop and flip take the dataset's usual recipe where ``null``.
+
+    The colour steps need no per-dataset default: they are off unless asked for, and skip
+    gray images on their own.
+    """
     info = DATASETS.get(dataset)
-    crop = params.augment.crop_padding
-    flip = params.augment.hflip
+    aug = params.augment
+    crop = aug.crop_padding
+    flip = aug.hflip
     return Augmentation(
         crop_padding=crop if crop is not None else (info.crop_padding if info else 0),
         hflip=flip if flip is not None else (info.hflip_ok if info else False),
+        brightness=aug.brightness,
+        contrast=aug.contrast,
+        saturation=aug.saturation,
+        hue=aug.hue,
+        pca_lighting=aug.pca_lighting,
     )
 
 
+def input_channels(params: Params, data: PreparedData) -> int:
+    """Channels the model sees: ``data.channels``, or the stored images' own."""
+    return params.data.channels or data.image_shape[0]
+
+
+def input_shape(params: Params, model_name: str, data: PreparedData) -> tuple[int, int, int]:
+    """(C, H, W) of one model input, e.g. for counting MACs."""
+    size = input_size(model_name, params.model_options(model_name))
+    return input_channels(params, data), size, size
+
+
 def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
-    """The model for ``data``'s channels and classes, initialised from ``seed``."""
+    """The model for ``data``'s classes and the channels it is fed, initialised from ``seed``."""
     torch.manual_seed(params.seed)
     return build_model(
         model_name,
-        in_channels=data.image_shape[0],
+        in_channels=input_channels(params, data),
         num_classes=data.num_classes,
         options=params.model_options(model_name),
     )
@@ -48,22 +69,40 @@ def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
 def batch_maker(
     params: Params, model_name: str, data: PreparedData, split: str, device: torch.device
 ) -> BatchMaker:
+    """Batches of ``split`` as the model takes them: size, channels, normalisation.
+
+    ``data.mean``/``data.std`` replace the training split's statistics when set (the
+    reference recipes' published constants, or 0.5/0.5).
+    """
     return BatchMaker(
         data.images[split],
         data.labels[split],
-        mean=data.meta["mean"],
-        std=data.meta["std"],
+        mean=params.data.mean or data.meta["mean"],
+        std=params.data.std or data.meta["std"],
         size=input_size(model_name, params.model_options(model_name)),
+        in_channels=input_channels(params, data),
         device=device,
         channels_last=params.channels_last,
+        pad_to_size=params.data.pad_to_size,
     )
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for params ``amp`` on ``device``: None (float32) off CUDA.
+
+    On the CPU autocast would mean bf16, which ran 3-35x slower than float32 on this
+    project's machine, so every choice is float32 there.
+    """
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 @dataclass
 class Run:
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    scheduler: LRSchedule
     train_batches: BatchMaker
     val_batches: BatchMaker
     config: TrainConfig
@@ -87,13 +126,24 @@ def build_run(
         params.optimizer_settings(),
         fused=params.fused_optimizer and device.type == "cpu",
     )
-    scheduler = build_scheduler(params.scheduler, optimizer, params.epochs)
+    train_batches = batch_maker(params, model_name, data, "train", device)
+    steps_per_epoch = -(-len(train_batches) // params.batch_size)
+    scheduler = build_scheduler(params.scheduler, optimizer, params.epochs, steps_per_epoch)
+    if params.amp in ("fp16", "bf16") and device.type != "cuda":
+        print(
+            f"{label or 'train'}: amp: {params.amp} runs on CUDA only; training in float32 "
+            f"on {device.type}",
+            file=sys.stderr,
+        )
     config = TrainConfig(
         epochs=params.epochs,
         batch_size=params.batch_size,
         seed=params.seed,
         augment=augmentation_for(params, data.meta["dataset"]),
         eval_batch_size=params.eval_batch_size,
+        label_smoothing=params.label_smoothing,
+        clip_grad_norm=params.clip_grad_norm,
+        amp_dtype=amp_dtype(params.amp, device),
         progress=progress,
         label=label,
     )
@@ -101,7 +151,7 @@ def build_run(
         model,
         optimizer,
         scheduler,
-        batch_maker(params, model_name, data, "train", device),
+        train_batches,
         batch_maker(params, model_name, data, "val", device),
         config,
     )
