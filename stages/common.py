@@ -71,9 +71,12 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        print(f"error: no space left on the device while writing {exc.filename or 'an output'}; "
-              "free some space (e.g. `dvc gc`, or remove old experiments) and rerun; "
-              "nothing half-written was kept", file=sys.stderr)
+        print(
+            f"error: no space left on the device while writing {exc.filename or 'an output'}; "
+            "free some space (e.g. `dvc gc`, or remove old experiments) and rerun; "
+            "nothing half-written was kept",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except MemoryError:
         traceback.print_exc()

@@ -64,24 +64,24 @@ def main() -> None:
 
     for dataset in params.datasets:
         histories, diverged = {}, {}
+        title = DATASETS[dataset].title
         for model in params.models:
-            name = run_name(model, dataset)
+            name, label = run_name(model, dataset), MODEL_TITLES.get(model, model)
             metrics = json.loads((METRICS / f"{name}.json").read_text())
             runs.append(metrics)
-            histories[model] = read_history(name)
+            histories[label] = read_history(name)
             if metrics["diverged"]:
-                diverged[model] = metrics["diverged_epoch"]
+                diverged[label] = metrics["diverged_epoch"]
             classes = list(metrics["per_class_acc"])
             plot_confusion_matrix(
                 read_confusion(name, classes),
                 classes,
-                f"{model} on {dataset}: test set",
+                f"{label} on {title}: test set",
                 COMPARE_PLOTS / f"confusion-{name}.png",
             )
         figure = COMPARE_PLOTS / f"curves-{dataset}.png"
-        models = " vs ".join(MODEL_TITLES.get(m, m) for m in params.models)
         plot_learning_curves(
-            histories, f"{models} on {DATASETS[dataset].title}", figure, diverged=diverged
+            histories, f"{' vs '.join(histories)} on {title}", figure, diverged=diverged
         )
         figures[dataset] = str(Path("..") / figure)
     write_json(REPORTS / "summary.json", summary_json(runs))

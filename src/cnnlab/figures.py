@@ -136,12 +136,14 @@ def _first_nonfinite_epoch(history: pd.DataFrame) -> int | None:
 def _loss_top(values: list[np.ndarray]) -> float | None:
     """An upper y-limit that keeps a blown-up loss (1e6 before the NaN) from flattening every
     other curve into the x-axis; the clipped line visibly leaves the panel at the top."""
-    finite = np.concatenate(values) if values else np.array([])
-    finite = finite[np.isfinite(finite)]
+    curves = [v[np.isfinite(v)] for v in values]
+    finite = np.concatenate(curves) if curves else np.array([])
     if finite.size == 0:
         return None
-    median = float(np.median(finite))
-    inliers = finite[finite <= 5.0 * median] if median > 0 else finite
+    # Losses fall by orders of magnitude in healthy training, so the scale is set by where
+    # the curves start, not by their median: only a blow-up far above every start is cut.
+    start = max(float(c[0]) for c in curves if c.size)
+    inliers = finite[finite <= 10.0 * start] if start > 0 else finite
     top = float(inliers.max()) if inliers.size else float(finite.max())
     return top * 1.05 if top > 0 else None
 
