@@ -23,7 +23,7 @@ repro: setup
 
 # The whole suite, end-to-end tests that drive the real `dvc` included (a few minutes).
 test: setup
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "e2e or not e2e"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -m "e2e or not e2e" --durations=10
 
 # Unit tests only (what plain `pytest` runs): seconds, for the edit-test loop.
 test-fast: setup

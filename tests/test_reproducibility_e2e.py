@@ -1,4 +1,4 @@
-"""The reproducibility check itself: it passes on the project and catches a noisy stage."""
+"""The reproducibility check itself catches a noisy stage (CI runs it on the project)."""
 
 from __future__ import annotations
 
@@ -56,12 +56,6 @@ def _project_repo(tmp_path: Path, noisy: bool) -> Path:
     ):
         subprocess.run(cmd, cwd=repo, check=True)
     return repo
-
-
-def test_check_passes_on_the_project(tmp_path: Path, capsys) -> None:
-    repo = _project_repo(tmp_path, noisy=False)
-    check.check_runs(repo, TINY, fresh_clone=False)
-    assert "reproducible: every output of 5 stages is identical" in capsys.readouterr().out
 
 
 def test_check_names_the_stage_that_made_noise(tmp_path: Path) -> None:
