@@ -72,7 +72,7 @@ def main() -> None:
             histories[label] = read_history(name)
             if metrics["diverged"]:
                 diverged[label] = metrics["diverged_epoch"]
-            classes = list(metrics["per_class_acc"])
+            classes = metrics["classes"]
             plot_confusion_matrix(
                 read_confusion(name, classes),
                 classes,

@@ -23,56 +23,55 @@ def main(model_name: str, dataset: str) -> None:
     device = pick_device(params.device)
     name = run_name(model_name, dataset)
     data = load_prepared(PREPARED / dataset)
-    checkpoint = load_torch(MODELS / name / "best.pt")
     training = json.loads((TRAIN_LOGS / name / "metrics.json").read_text())
+    classes = data.meta["classes"]
     model = new_model(params, model_name, data)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.to(device)
-    batches = batch_maker(params, model_name, data, "test", device)
-    _, logits, labels = evaluate_batches(model, batches, params.eval_batch_size)
-    metrics = classification_metrics(logits, labels, data.meta["classes"])
-    metrics.pop("confusion")  # compare rebuilds it from predictions.json, the DVC plot
+    if training["best_epoch"] is not None:
+        model.load_state_dict(load_torch(MODELS / name / "best.pt")["state_dict"])
+        batches = batch_maker(params, model_name, data, "test", device)
+        _, logits, labels = evaluate_batches(model.to(device), batches, params.eval_batch_size)
+        test = classification_metrics(logits, labels, classes)
+        predictions = [
+            {"actual": classes[a], "predicted": classes[p]}
+            for a, p in zip(labels.tolist(), logits.argmax(1).tolist(), strict=True)
+        ]
+    else:  # diverged in its first epoch: no weights worth testing
+        test = {
+            "test_acc": None,
+            "test_top5": None,
+            "test_loss": None,
+            "test_images": len(data.labels["test"]),
+            "per_class_acc": None,
+        }
+        predictions = []
+    training_keys = (
+        "best_val_acc",
+        "best_epoch",
+        "final_val_acc",
+        "epochs",
+        "epochs_completed",
+        "diverged",
+        "diverged_epoch",
+    )
+    measured_keys = ("train_seconds", "train_images_per_second", "threads", "device")
     metrics = {
         "model": model_name,
         "dataset": dataset,
-        **{k: metrics[k] for k in ("test_acc", "test_top5", "test_loss")},
-        **{
-            k: training[k]
-            for k in (
-                "best_val_acc",
-                "best_epoch",
-                "final_val_acc",
-                "epochs",
-                "epochs_completed",
-                "diverged",
-                "diverged_epoch",
-            )
-        },
+        **{k: test[k] for k in ("test_acc", "test_top5", "test_loss")},
+        **{k: training[k] for k in training_keys},
         "params": count_parameters(model),
         "macs": count_macs(model.cpu(), input_shape(params, model_name, data)),
-        **{
-            k: training[k]
-            for k in ("train_seconds", "train_images_per_second", "threads", "device")
-        },
-        "test_images": metrics["test_images"],
-        "per_class_acc": metrics["per_class_acc"],
+        **{k: training[k] for k in measured_keys},
+        "test_images": test["test_images"],
+        "classes": classes,
+        "per_class_acc": test["per_class_acc"],
     }
-    if training["best_epoch"] is None:  # diverged in its first epoch: no weights worth testing
-        metrics["test_acc"] = metrics["test_top5"] = metrics["test_loss"] = None
     write_json(METRICS / f"{name}.json", metrics)
-    classes = data.meta["classes"]
-    predicted = logits.argmax(1).tolist()
-    write_json(
-        EVAL_PLOTS / name / "predictions.json",
-        [
-            {"actual": classes[a], "predicted": classes[p]}
-            for a, p in zip(labels.tolist(), predicted, strict=True)
-        ],
-    )
-    status = "diverged" if training["diverged"] else "ok"
+    write_json(EVAL_PLOTS / name / "predictions.json", predictions)
+    status = f"diverged at epoch {training['diverged_epoch']}" if training["diverged"] else "ok"
     if metrics["test_acc"] is not None:
-        status += f", test acc {metrics['test_acc']:.4f}"
-    print(f"{name}: {status}, top-5 {metrics['test_top5']}, {metrics['params']:,} params")
+        status += f", test acc {metrics['test_acc']:.4f}, top-5 {metrics['test_top5']:.4f}"
+    print(f"{name}: {status}, {metrics['params']:,} params")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def main(model_name: str, dataset: str) -> None:
                 "diverged_epoch": state.diverged_epoch,
                 "train_seconds": round(state.train_seconds, 3),
                 "train_images_per_second": round(state.train_images / state.train_seconds, 1)
-                if state.train_seconds
+                if state.train_images
                 else None,
                 "threads": params.threads,
                 "device": device.type,
@@ -92,6 +92,8 @@ def main(model_name: str, dataset: str) -> None:
         {**header, "epoch": state.best_epoch, "state_dict": state.best_model or last},
     )
 
+    # A run that diverged in its first epoch logged no epoch; its plots output still exists.
+    (TRAIN_LOGS / name / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     resume.discard()  # the outputs are complete; a rerun starts afresh
 
 

@@ -178,6 +178,18 @@ def test_experiment_reruns_training_but_not_data(project: Path, first_repro) -> 
     assert "optimizer" in shown.splitlines()[0] and "sgd" in shown
 
 
+def test_a_diverging_run_is_reported_and_the_pipeline_goes_on(project: Path, first_repro):
+    result = dvc(
+        "exp", "run", "-S", "optimizer=sgd", "-S", "lr=1e6", "-S", "models=[lenet]", cwd=project
+    )
+    assert "loss is not finite; the run diverged" in result.stderr + result.stdout
+    assert {"evaluate@lenet-digits", "compare"} <= set(stages_run(result.stdout))
+    metrics = json.loads((project / "metrics" / "lenet-digits.json").read_text())
+    assert metrics["diverged"] is True and metrics["diverged_epoch"] == 1
+    assert metrics["test_acc"] is None
+    assert "| LeNet | – | diverged (epoch 1) |" in (project / "reports" / "report.md").read_text()
+
+
 def test_a_typo_fails_before_any_work(project: Path, first_repro) -> None:
     params = project / "params.yaml"
     saved = params.read_text()

@@ -38,7 +38,11 @@ def _train(cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "CI": "true"}
     return subprocess.Popen(
         [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
-        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
