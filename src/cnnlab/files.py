@@ -43,15 +43,30 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
-    old = tmp.with_suffix(".old")
     try:
         yield tmp
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
+        replace_directory(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def replace_directory(built: Path, dest: Path) -> None:
+    """Swap ``built`` in for ``dest``; an old ``dest`` stays until the new one is in place."""
+    old: Path | None = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.old")
+        dest.rename(old)
+    try:
+        built.rename(dest)
+    except BaseException:
+        if old is not None:
+            old.rename(dest)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

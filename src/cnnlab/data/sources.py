@@ -30,7 +30,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from cnnlab.data.catalog import DATASETS
+from cnnlab.files import replace_directory
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +71,7 @@ class DataError(RuntimeError):
 #: md5 of the *decompressed* IDX files. torchvision only lists the md5 of the published .gz
 #: files; these let a recompressed copy (same data, different gzip bytes) be verified too.
 DECOMPRESSED_MD5: dict[str, dict[str, str]] = {
-    # From /work/shared/datasets/README.md (the team's offline copy of the originals); the same
+    # From the README of the team's offline copy of the originals (shared/datasets); the same
     # values appear in many public MNIST loaders.
     "mnist": {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -749,25 +749,6 @@ def _scratch_sibling(dest: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _move_into_place(built: Path, dest: Path) -> None:
-    """Swap ``built`` in for ``dest``; an old ``dest`` stays until the new one is in place."""
-    old: Path | None = None
-    if dest.exists() or dest.is_symlink():
-        old = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.old")
-        dest.rename(old)
-    try:
-        built.rename(dest)
-    except BaseException:
-        if old is not None:
-            old.rename(dest)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
-
-
 def download(
     name: str,
     dest: Path,
@@ -799,7 +780,7 @@ def download(
                 _build_idx(src, root, label, built, retry)
             else:
                 _build_cifar(src, root, label, built, retry)
-        _move_into_place(built, dest)
+        replace_directory(built, dest)
 
 
 # --------------------------------------------------------------------------------------------
