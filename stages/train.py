@@ -58,25 +58,9 @@ def main(model_name: str, dataset: str) -> None:
         for record in state.history if state else []:  # DVC removed the old logs: replay them
             log(record)
         state = fit(run, state=state, on_epoch=log_and_save)
-        history = state.history
         # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
-        live.summary.update(
-            {
-                "best_val_acc": round(state.best_val_acc, 6) if history else None,
-                "best_epoch": state.best_epoch or None,
-                "final_val_acc": history[-1].val_acc if history else None,
-                "epochs": params.epochs,
-                "epochs_completed": state.epoch,
-                "diverged": state.diverged,
-                "diverged_epoch": state.diverged_epoch,
-                "train_seconds": round(state.train_seconds, 3),
-                "train_images_per_second": round(state.train_images / state.train_seconds, 1)
-                if state.train_images
-                else None,
-                "threads": params.threads,
-                "device": device.type,
-            }
-        )
+        live.summary.update(state.summary(params.epochs))
+        live.summary.update({"threads": params.threads, "device": device.type})
 
     header = {
         "model": model_name,

@@ -130,3 +130,11 @@ def test_fp16_on_the_cpu_trains_in_float32_and_says_so(one_batch, capsys) -> Non
     run, _, asked = _sgd_step(one_batch, lr=0.1, amp="fp16")
     assert run.config.amp_dtype is None and torch.equal(default, asked)
     assert "amp: fp16 runs on CUDA only; training in float32 on cpu" in capsys.readouterr().err
+
+
+def test_summary_of_a_run_that_never_finished_an_epoch(digits) -> None:
+    _, state = _train(digits, optimizer="sgd", lr=1e6, epochs=3)
+    summary = state.summary(epochs=3)
+    assert summary["diverged"] is True and summary["diverged_epoch"] == 1
+    assert summary["best_epoch"] is None and summary["best_val_acc"] is None
+    assert summary["train_images_per_second"] is None and summary["epochs_completed"] == 0

@@ -73,6 +73,23 @@ class TrainState:
     def diverged(self) -> bool:
         return self.diverged_epoch is not None
 
+    def summary(self, epochs: int) -> dict[str, Any]:
+        """What the run achieved, for metrics files: nulls where no epoch completed."""
+        done = bool(self.history)
+        return {
+            "best_val_acc": round(self.best_val_acc, 6) if done else None,
+            "best_epoch": self.best_epoch or None,
+            "final_val_acc": self.history[-1].val_acc if done else None,
+            "epochs": epochs,
+            "epochs_completed": self.epoch,
+            "diverged": self.diverged,
+            "diverged_epoch": self.diverged_epoch,
+            "train_seconds": round(self.train_seconds, 3),
+            "train_images_per_second": (
+                round(self.train_images / self.train_seconds, 1) if self.train_images else None
+            ),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
