@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from conftest import digits_prepared, make_params
 
+from cnnlab.data.prepare import split_dataset
 from cnnlab.evaluation import classification_metrics
 from cnnlab.recipe import amp_dtype, augmentation_for, build_run, fit, new_model
 from cnnlab.runtime import make_deterministic
@@ -138,3 +139,24 @@ def test_summary_of_a_run_that_never_finished_an_epoch(digits) -> None:
     assert summary["diverged"] is True and summary["diverged_epoch"] == 1
     assert summary["best_epoch"] is None and summary["best_val_acc"] is None
     assert summary["train_images_per_second"] is None and summary["epochs_completed"] == 0
+
+
+@pytest.mark.parametrize("model", ["lenet", "lenet5", "alexnet", "alexnet_bn", "alexnet2012"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32)], ids=str)
+def test_every_model_takes_every_dataset_shape(model: str, shape: tuple[int, int, int]) -> None:
+    """MNIST-sized, digits-sized and CIFAR-sized images: padded or resized to the model's input
+    by the batch code, one optimizer step, weights move."""
+    make_deterministic(1)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, *shape), dtype=torch.uint8, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3])
+    data = split_dataset(
+        images, labels, images, labels, list("abcd"), name="x", seed=0, val_fraction=0.25
+    )
+    run = build_run(make_params(batch_size=3, epochs=1), model, data, CPU)
+    before = [p.detach().clone() for p in run.model.parameters()]
+    x, y = run.train_batches.batch(torch.arange(3))
+    torch.nn.functional.cross_entropy(run.model(x), y).backward()
+    run.optimizer.step()
+    assert x.shape[1] == shape[0] and x.shape[-1] == run.train_batches.size
+    assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
