@@ -315,7 +315,7 @@ def comparison_table(
 def summary_json(
     runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"
 ) -> dict[str, Any]:
-    """The content of ``metrics/summary.json``: selected metrics per run and the comparison.
+    """The content of ``reports/summary.json``: selected metrics per run and the comparison.
 
     Keys come in a fixed order (runs by dataset then model, fields in a fixed list) so that the
     file is byte-stable and ``git diff`` shows real changes only. Per-class accuracies are left

@@ -16,22 +16,14 @@ class DatasetInfo:
     hflip_ok: bool
     #: Random-crop padding of the usual recipe (0: no crop).
     crop_padding: int
-    #: Whether the dataset needs a download (digits ships with scikit-learn).
-    needs_network: bool
     #: Channels of the stored images: params validation checks per-channel values against it
     #: (``data.mean`` with three values cannot normalise gray images) before any data is read.
     channels: int = 1
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", hflip_ok=False, crop_padding=0, needs_network=True),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist", "Fashion-MNIST", hflip_ok=False, crop_padding=0, needs_network=True
-    ),
-    "cifar10": DatasetInfo(
-        "cifar10", "CIFAR-10", hflip_ok=True, crop_padding=4, needs_network=True, channels=3
-    ),
-    "digits": DatasetInfo(
-        "digits", "scikit-learn digits", hflip_ok=False, crop_padding=0, needs_network=False
-    ),
+    "mnist": DatasetInfo("mnist", "MNIST", hflip_ok=False, crop_padding=0),
+    "fashion_mnist": DatasetInfo("fashion_mnist", "Fashion-MNIST", hflip_ok=False, crop_padding=0),
+    "cifar10": DatasetInfo("cifar10", "CIFAR-10", hflip_ok=True, crop_padding=4, channels=3),
+    "digits": DatasetInfo("digits", "scikit-learn digits", hflip_ok=False, crop_padding=0),
 }
