@@ -253,6 +253,28 @@ def _comparison_records(
     return records
 
 
+def _comparison_fields(rec: Mapping[str, Any], b: str, c: str, *, percent: bool) -> dict[str, Any]:
+    """One dataset's comparison under model-named keys, shared by the table and the JSON;
+    ``percent`` gives accuracies in percent (the table) instead of fractions (the JSON)."""
+    acc, suffix = (_pct, "_test_acc_pct") if percent else ((lambda v: v), "_test_acc")
+    return {
+        f"{b}{suffix}": acc(rec["base_test_acc"]),
+        f"{c}{suffix}": acc(rec["chal_test_acc"]),
+        "gain_points": rec["gain_points"],
+        f"{b}_params": rec["base_params"],
+        f"{c}_params": rec["chal_params"],
+        "params_ratio": rec["params_ratio"],
+        f"{b}_macs": rec["base_macs"],
+        f"{c}_macs": rec["chal_macs"],
+        "macs_ratio": rec["macs_ratio"],
+        f"{b}_train_seconds": rec["base_train_seconds"],
+        f"{c}_train_seconds": rec["chal_train_seconds"],
+        "train_time_ratio": rec["train_time_ratio"],
+        f"{b}_status": _status(rec["base"]),
+        f"{c}_status": _status(rec["chal"]),
+    }
+
+
 def comparison_table(
     runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"
 ) -> pd.DataFrame:
@@ -284,23 +306,7 @@ def comparison_table(
         f"{c}_status",
     ]
     rows = [
-        {
-            "dataset": rec["dataset"],
-            f"{b}_test_acc_pct": _pct(rec["base_test_acc"]),
-            f"{c}_test_acc_pct": _pct(rec["chal_test_acc"]),
-            "gain_points": rec["gain_points"],
-            f"{b}_params": rec["base_params"],
-            f"{c}_params": rec["chal_params"],
-            "params_ratio": rec["params_ratio"],
-            f"{b}_macs": rec["base_macs"],
-            f"{c}_macs": rec["chal_macs"],
-            "macs_ratio": rec["macs_ratio"],
-            f"{b}_train_seconds": rec["base_train_seconds"],
-            f"{c}_train_seconds": rec["chal_train_seconds"],
-            "train_time_ratio": rec["train_time_ratio"],
-            f"{b}_status": _status(rec["base"]),
-            f"{c}_status": _status(rec["chal"]),
-        }
+        {"dataset": rec["dataset"], **_comparison_fields(rec, b, c, percent=True)}
         for rec in _comparison_records(runs, baseline, challenger)
     ]
     table = pd.DataFrame(rows, columns=columns)
@@ -344,20 +350,7 @@ def summary_json(
             {
                 "baseline": baseline,
                 "challenger": challenger,
-                f"{baseline}_test_acc": rec["base_test_acc"],
-                f"{challenger}_test_acc": rec["chal_test_acc"],
-                "gain_points": rec["gain_points"],
-                f"{baseline}_params": rec["base_params"],
-                f"{challenger}_params": rec["chal_params"],
-                "params_ratio": rec["params_ratio"],
-                f"{baseline}_macs": rec["base_macs"],
-                f"{challenger}_macs": rec["chal_macs"],
-                "macs_ratio": rec["macs_ratio"],
-                f"{baseline}_train_seconds": rec["base_train_seconds"],
-                f"{challenger}_train_seconds": rec["chal_train_seconds"],
-                "train_time_ratio": rec["train_time_ratio"],
-                f"{baseline}_status": _status(rec["base"]),
-                f"{challenger}_status": _status(rec["chal"]),
+                **_comparison_fields(rec, baseline, challenger, percent=False),
             }
         )
     return {"runs": out_runs, "comparison": comparison}

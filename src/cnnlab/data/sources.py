@@ -34,7 +34,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -838,16 +838,21 @@ def _load_idx(src: Source, raw_dir: Path) -> RawDataset:
     _check_idx_pairs(folder)
     splits = []
     for train in (True, False):
-        try:
-            ds = cls(str(raw_dir), train=train, download=False)
-        except Exception as exc:
-            raise DataError(
-                f"torchvision could not decode {folder} ({type(exc).__name__}: "
-                f"{exc}); {_redownload_hint(src.name)}"
-            ) from exc
+        ds = _decode(cls, raw_dir, train, folder, src)
         splits.append((ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)))
     (train_x, train_y), (test_x, test_y) = splits
     return RawDataset(train_x, train_y, test_x, test_y, list(cls.classes))
+
+
+def _decode(cls: Any, raw_dir: Path, train: bool, folder: Path, src: Source) -> Any:
+    """One split through torchvision's own dataset class, its failures as a DataError."""
+    try:
+        return cls(str(raw_dir), train=train, download=False)
+    except Exception as exc:
+        raise DataError(
+            f"torchvision could not decode {folder} ({type(exc).__name__}: "
+            f"{exc}); {_redownload_hint(src.name)}"
+        ) from exc
 
 
 def _load_cifar(src: Source, raw_dir: Path) -> RawDataset:
@@ -875,13 +880,7 @@ def _load_cifar(src: Source, raw_dir: Path) -> RawDataset:
     )
     splits = []
     for train in (True, False):
-        try:
-            ds = verified(str(raw_dir), train=train, download=False)
-        except Exception as exc:
-            raise DataError(
-                f"torchvision could not decode {folder} ({type(exc).__name__}: "
-                f"{exc}); {_redownload_hint(src.name)}"
-            ) from exc
+        ds = _decode(verified, raw_dir, train, folder, src)
         data = np.asarray(ds.data)
         if data.dtype != np.uint8 or data.shape[1:] != (32, 32, 3) or len(ds.targets) != len(data):
             raise DataError(
