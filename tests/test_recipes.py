@@ -323,7 +323,13 @@ def test_a_short_digits_run_learns(name: str) -> None:
 # --------------------------------------------------------------------------- presets
 
 PRESETS = ROOT / "presets" / "README.md"
-PRESET_NAMES = ["lenet-vs-alexnet", "optimizers-fashion-mnist", "optimizers-cifar10", "alexnet2012"]
+PRESET_NAMES = [
+    "lenet-vs-alexnet",
+    "optimizers-fashion-mnist",
+    "optimizers-cifar10",
+    "lenet-mnist-99",
+    "alexnet2012",
+]
 
 
 def _preset_commands() -> dict[str, list[list[str]]]:
@@ -403,6 +409,15 @@ def test_optimizer_presets_sweep_the_reference_optimizers(tmp_path: Path) -> Non
     runs = _apply_preset(tmp_path, with_torch_defaults)
     assert runs[names.index("adadelta")].optimizer_settings()["lr"] == 1.0
     assert runs[names.index("rmsprop")].optimizer_settings()["alpha"] == 0.99
+
+
+def test_lenet_mnist_99_preset_is_a_short_one_cycle_adam_run(tmp_path: Path) -> None:
+    (params,) = _apply_preset(tmp_path, _preset_commands()["lenet-mnist-99"][0])
+    assert (params.datasets, params.models, params.epochs) == (["mnist"], ["lenet"], 4)
+    assert params.optimizer == "adam" and params.optimizer_settings()["lr"] == 0.004
+    assert (params.scheduler.name, params.scheduler.warmup_epochs) == ("onecycle", 0)
+    assert not augmentation_for(params, "mnist").enabled
+    assert params.threads == 2
 
 
 def test_fashion_mnist_preset_feeds_resized_gray_as_three_channels(tmp_path: Path) -> None:
