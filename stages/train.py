@@ -33,7 +33,7 @@ def main(model_name: str, dataset: str) -> None:
     params = load_params()
     from cnnlab import distributed
 
-    if params.distributed.nproc > 1 and not distributed.under_torchrun():
+    if distributed.should_launch(params.distributed.nproc):
         distributed.relaunch_under_torchrun(params.distributed.nproc, params.threads)
     from cnnlab.runtime import make_deterministic, pick_device
 

@@ -67,7 +67,7 @@ def test_unknown_distributed_key_is_named() -> None:
         make_params(distributed={"procs": 2})
 
 
-def test_torchrun_is_standalone_unless_a_multi_node_rendezvous_is_set(monkeypatch) -> None:
+def test_torchrun_launch_is_standalone_unless_a_multi_node_rendezvous_is_set(monkeypatch) -> None:
     for key in distributed.MULTI_NODE_ENV:
         monkeypatch.delenv(key, raising=False)
     command = distributed.torchrun_command(2, "stages/train.py", ["lenet", "digits"])
@@ -80,8 +80,15 @@ def test_torchrun_is_standalone_unless_a_multi_node_rendezvous_is_set(monkeypatc
         "lenet",
         "digits",
     ]
+    for key in distributed.TORCHRUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert distributed.should_launch(2) and not distributed.should_launch(1)
     monkeypatch.setenv("PET_RDZV_ENDPOINT", "node0:29400")
     assert "--standalone" not in distributed.torchrun_command(2, "stages/train.py", [])
+    assert distributed.should_launch(1)  # one process here, but part of a multi-node job
+    for key in distributed.TORCHRUN_ENV:
+        monkeypatch.setenv(key, "0")
+    assert not distributed.should_launch(2)  # already a torchrun worker: join, never nest
 
 
 # --------------------------------------------------------------------------- real DDP

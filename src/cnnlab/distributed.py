@@ -63,6 +63,16 @@ def under_torchrun() -> bool:
     return all(key in os.environ for key in TORCHRUN_ENV)
 
 
+def multi_node_requested() -> bool:
+    """torchrun's PET_* variables describe a rendezvous of several nodes."""
+    return any(os.environ.get(key) for key in MULTI_NODE_ENV)
+
+
+def should_launch(nproc: int) -> bool:
+    """Start torchrun from the stage: several processes wanted, and not already under it."""
+    return not under_torchrun() and (nproc > 1 or multi_node_requested())
+
+
 def world_from_env() -> World:
     """The rank and world size torchrun gave this process, or the single-process world."""
     if not under_torchrun():
@@ -81,7 +91,7 @@ def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[st
     a multi-node rendezvous, which torchrun then reads itself.
     """
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if not any(os.environ.get(key) for key in MULTI_NODE_ENV):
+    if not multi_node_requested():
         command.append("--standalone")
     return [*command, str(script), *args]
 
