@@ -104,7 +104,7 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
     the ``threads`` param so torchrun keeps its oversubscription warning to itself.
     """
     command = torchrun_command(nproc, sys.argv[0], sys.argv[1:])
-    print(f"launching {nproc} processes: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    print(f"launching torchrun: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     sys.stdout.flush()
     os.execv(command[0], command)
