@@ -8,38 +8,75 @@ repeat from run to run.
 After every epoch a resume state goes to checkpoints/<run>.pt (outside DVC's outputs, which
 DVC deletes before a rerun); a killed or interrupted run continues from there on the next
 `dvc repro` and ends with the same bytes as an uninterrupted one.
+
+With `distributed.nproc` > 1 the script starts itself again under torchrun (so `dvc repro`
+needs no other command); under torchrun, started by it or by the user, every rank trains
+and rank 0 alone reads the resume state and writes checkpoints, logs and metrics.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from common import CHECKPOINTS, MODELS, PREPARED, TRAIN_LOGS, interactive, run_name, run_stage
 
 from cnnlab.params import load_params
 
+if TYPE_CHECKING:
+    import torch
+
+    from cnnlab.distributed import World
+    from cnnlab.params import Params
+
 
 def main(model_name: str, dataset: str) -> None:
     params = load_params()
+    from cnnlab import distributed
+
+    if distributed.should_launch(params.distributed.nproc):
+        distributed.relaunch_under_torchrun(params.distributed.nproc, params.threads)
+    from cnnlab.runtime import make_deterministic, pick_device
+
+    world = distributed.world_from_env()
+    make_deterministic(params.threads)
+    device = distributed.rank_device(pick_device(params.device), world)
+    backend = distributed.backend_for(params.distributed.backend, device)
+    with distributed.process_group(world, backend):
+        train_and_save(params, model_name, dataset, world, device)
+
+
+def train_and_save(
+    params: Params, model_name: str, dataset: str, world: World, device: torch.device
+) -> None:
+    """Rank 0 (or the only process): the whole stage; any other rank: its share of training."""
     from dvclive import Live
 
+    from cnnlab import distributed
     from cnnlab.data.prepare import load_prepared
     from cnnlab.files import save_torch
     from cnnlab.recipe import build_run, fit
-    from cnnlab.resume import ResumePoint, fingerprint
-    from cnnlab.runtime import make_deterministic, pick_device
+    from cnnlab.resume import ResumePoint, fingerprint, restore
 
-    make_deterministic(params.threads)
-    device = pick_device(params.device)
     data = load_prepared(PREPARED / dataset)
     name = run_name(model_name, dataset)
-    run = build_run(params, model_name, data, device, progress=interactive(), label=name)
-    out = MODELS / name
-    settings = params.model_dump(exclude={"datasets", "models"})
-    resume = ResumePoint(
-        CHECKPOINTS / f"{name}.pt", fingerprint({"run": name, **settings}, PREPARED / dataset)
+    run = build_run(
+        params, model_name, data, device, progress=interactive(), label=name, world=world
     )
-    state, message = resume.load(run.model, run.optimizer, run.scheduler)
-    if message:
-        print(f"{name}: {message}", flush=True)
+    saved = None
+    if world.is_main:
+        settings = params.model_dump(exclude={"datasets", "models"})
+        resume = ResumePoint(
+            CHECKPOINTS / f"{name}.pt", fingerprint({"run": name, **settings}, PREPARED / dataset)
+        )
+        saved, message = resume.read()
+        if message:
+            print(f"{name}: {message}", flush=True)
+    saved = distributed.broadcast_from_main(saved, world)
+    state = restore(saved, run.model, run.optimizer, run.scheduler) if saved else None
+    if not world.is_main:  # trains its shard; rank 0 writes everything
+        fit(run, state=state)
+        return
+    out = MODELS / name
 
     with Live(dir=str(TRAIN_LOGS / name), dvcyaml=False, save_dvc_exp=False, report=None) as live:
 
@@ -60,7 +97,9 @@ def main(model_name: str, dataset: str) -> None:
         state = fit(run, state=state, on_epoch=log_and_save)
         # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
         live.summary.update(state.summary(params.epochs))
-        live.summary.update({"threads": params.threads, "device": device.type})
+        live.summary.update(
+            {"threads": params.threads, "device": device.type, "processes": world.size}
+        )
 
     header = {
         "model": model_name,

@@ -144,6 +144,22 @@ class DataParams(_Section):
         return std
 
 
+class DistributedParams(_Section):
+    """Data-parallel training (``distributed.py``): torchrun processes, DDP, one writer.
+
+    ``nproc`` > 1 makes the train stage start itself under torchrun on this machine; a job
+    started by the user's own torchrun (several nodes) takes its world size from torchrun.
+    """
+
+    #: Processes the train stage starts on this machine (1 = plain single process).
+    nproc: int = Field(1, ge=1, le=1024)
+    #: ``global``: ``batch_size`` is the batch of one optimizer step, split over the ranks
+    #: (same step as one process); ``rank``: each rank's batch (global = batch_size x ranks).
+    batch_size_per: Literal["global", "rank"] = "global"
+    #: auto: NCCL on CUDA, gloo on the CPU.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+
 class Params(_Section):
     datasets: list[DatasetName] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
@@ -169,6 +185,7 @@ class Params(_Section):
     clip_grad_norm: float | None = Field(None, gt=0)
     #: Mixed precision, on CUDA only: anywhere else every choice trains in float32.
     amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    distributed: DistributedParams = DistributedParams()
 
     @field_validator("datasets", "models")
     @classmethod
@@ -243,6 +260,13 @@ def _recipe_problems(params: Params) -> list[str]:
             f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
             f"({params.epochs})"
         )
+    dist = params.distributed
+    if dist.nproc > 1 and dist.batch_size_per == "global" and params.batch_size % dist.nproc:
+        problems.append(
+            f"batch_size: got {params.batch_size}: a global batch must split evenly over "
+            f"distributed.nproc={dist.nproc} processes; use a multiple of {dist.nproc} or "
+            "distributed.batch_size_per: rank"
+        )
     for dataset in params.datasets:
         stored = DATASETS[dataset].channels
         if params.data.channels == 1 and stored != 1:
@@ -267,9 +291,12 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     elif len(loc) == 2 and loc[0] == "optimizers":
         section = OptimizerSettings
     elif len(loc) == 1:
-        section = {"scheduler": SchedulerParams, "augment": AugmentParams, "data": DataParams}.get(
-            loc[0]
-        )
+        section = {
+            "scheduler": SchedulerParams,
+            "augment": AugmentParams,
+            "data": DataParams,
+            "distributed": DistributedParams,
+        }.get(loc[0])
     else:
         section = Params if not loc else None
     return sorted(section.model_fields) if section is not None else None

@@ -16,9 +16,10 @@ from torch import nn
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.prepare import PreparedData
+from cnnlab.distributed import SINGLE, World, steps_per_epoch
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
-from cnnlab.params import Params
+from cnnlab.params import Params, ParamsError
 from cnnlab.schedulers import LRSchedule, build_scheduler
 from cnnlab.training import EpochRecord, TrainConfig, TrainState, train
 
@@ -98,6 +99,19 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
+def global_batch_size(params: Params, world: World) -> int:
+    """Images per optimizer step over all ranks: ``batch_size``, or it times the ranks."""
+    if params.distributed.batch_size_per == "rank":
+        return params.batch_size * world.size
+    if params.batch_size % world.size:
+        raise ParamsError(
+            f"batch_size: got {params.batch_size}: a global batch must split evenly over "
+            f"{world.size} processes; use a multiple of {world.size} or "
+            "distributed.batch_size_per: rank"
+        )
+    return params.batch_size
+
+
 @dataclass
 class Run:
     model: nn.Module
@@ -116,7 +130,14 @@ def build_run(
     *,
     progress: bool = False,
     label: str = "",
+    world: World = SINGLE,
 ) -> Run:
+    """The run's objects; under DDP (``world``) each rank builds the same ones.
+
+    ``batch_size`` is the global batch unless ``distributed.batch_size_per`` is ``rank``;
+    the lr is never rescaled (README, "Beyond one machine").
+    """
+    batch_size = global_batch_size(params, world)
     model = new_model(params, model_name, data).to(device)
     if params.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -127,8 +148,8 @@ def build_run(
         fused=params.fused_optimizer and device.type == "cpu",
     )
     train_batches = batch_maker(params, model_name, data, "train", device)
-    steps_per_epoch = -(-len(train_batches) // params.batch_size)
-    scheduler = build_scheduler(params.scheduler, optimizer, params.epochs, steps_per_epoch)
+    steps = steps_per_epoch(len(train_batches), batch_size, world.size)
+    scheduler = build_scheduler(params.scheduler, optimizer, params.epochs, steps)
     if params.amp in ("fp16", "bf16") and device.type != "cuda":
         print(
             f"{label or 'train'}: amp: {params.amp} runs on CUDA only; training in float32 "
@@ -137,7 +158,7 @@ def build_run(
         )
     config = TrainConfig(
         epochs=params.epochs,
-        batch_size=params.batch_size,
+        batch_size=batch_size,
         seed=params.seed,
         augment=augmentation_for(params, data.meta["dataset"]),
         eval_batch_size=params.eval_batch_size,
@@ -146,6 +167,7 @@ def build_run(
         amp_dtype=amp_dtype(params.amp, device),
         progress=progress,
         label=label,
+        world=world,
     )
     return Run(
         model,

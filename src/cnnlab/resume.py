@@ -72,6 +72,17 @@ class ResumePoint:
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
     ) -> tuple[TrainState | None, str]:
         """Restore a matching state into the objects; returns it and a line for the log."""
+        saved, message = self.read()
+        if saved is None:
+            return None, message
+        return restore(saved, model, optimizer, scheduler), message
+
+    def read(self) -> tuple[dict[str, Any] | None, str]:
+        """The saved state if it belongs to this run (else None), and a line for the log.
+
+        Separate from :func:`restore` so that under DDP rank 0 alone reads the file (other
+        nodes do not have it) and hands the state to every rank.
+        """
         if not self.path.exists():
             return None, ""
         try:
@@ -85,12 +96,18 @@ class ResumePoint:
                 "discarded a resume state from different params, data or code; "
                 "starting from epoch 1"
             )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None and saved["scheduler"] is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        state = TrainState.from_dict(saved["state"])
-        return state, f"resuming after epoch {state.epoch} from {self.path}"
+        return saved, f"resuming after epoch {saved['state']['epoch']} from {self.path}"
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def restore(
+    saved: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> TrainState:
+    """Put a state read by :meth:`ResumePoint.read` back into the run's objects."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    if scheduler is not None and saved["scheduler"] is not None:
+        scheduler.load_state_dict(saved["scheduler"])
+    return TrainState.from_dict(saved["state"])

@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab import distributed
 from cnnlab.data.batches import Augmentation, BatchMaker
+from cnnlab.distributed import SINGLE, World
 from cnnlab.runtime import epoch_seed
 
 
@@ -41,6 +43,8 @@ class TrainConfig:
     #: A tqdm bar per epoch (terminals) or one plain line per epoch (CI logs, files).
     progress: bool = False
     label: str = ""
+    #: This process's rank among the DDP processes; ``batch_size`` is then the global batch.
+    world: World = SINGLE
 
 
 @dataclass
@@ -129,8 +133,33 @@ def evaluate_batches(
     return total_loss / max(1, len(labels)), logits, labels
 
 
+@torch.inference_mode()
+def _validate_sharded(
+    model: nn.Module, batches: BatchMaker, batch_size: int, world: World
+) -> tuple[float, float]:
+    """Validation split over the ranks, sums all-reduced: every rank gets the same numbers.
+
+    Every rank needs them (the lr schedule and the divergence check must agree), and each
+    rank evaluating its own contiguous slice costs 1/world of evaluating the whole split.
+    """
+    distributed.broadcast_buffers(model)
+    model.eval()
+    n = len(batches)
+    share = -(-n // world.size)
+    begin, end = min(n, world.rank * share), min(n, (world.rank + 1) * share)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.int64)
+    for start in range(begin, end, batch_size):
+        x, y = batches.batch(slice(start, min(start + batch_size, end)))
+        logits = model(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(torch.float64).cpu()
+        correct += (logits.argmax(1) == y).sum().cpu()
+    loss_sum, correct = distributed.all_reduce_sum(batches.device, loss_sum, correct)
+    return loss_sum.item() / max(1, n), correct.item() / max(1, n)
+
+
 def _progress_bar(total: int, config: TrainConfig, epoch: int) -> Any:
-    if not config.progress:
+    if not config.progress or not config.world.is_main:
         return None
     from tqdm import tqdm
 
@@ -183,9 +212,18 @@ def train(
     ``scheduler`` is an :class:`~cnnlab.schedulers.LRSchedule` (stepped after every batch
     and every epoch) or a plain torch scheduler (stepped once per epoch), or None. The lr
     recorded per epoch is the one of the epoch's last batch.
+
+    With ``config.world`` distributed (under torchrun), ``model`` is trained through DDP on
+    this rank's share of every global batch (:mod:`cnnlab.distributed`), every rank ends
+    with the same weights and the same ``state``, and only rank 0 prints.
     """
     state = state or TrainState()
     n = len(train_batches)
+    world = config.world
+    device = train_batches.device
+    net = distributed.wrap(model, world, device)
+    batches = distributed.global_batches(n, config.batch_size, world.size)
+    used = sum(length for _, length in batches)
     step_batch = getattr(scheduler, "step_batch", None)
     smoothing = config.label_smoothing
     params = [p for p in model.parameters() if p.requires_grad]
@@ -196,22 +234,32 @@ def train(
             scaler.load_state_dict(state.grad_scaler)
     while state.epoch < config.epochs and not state.diverged:
         epoch = state.epoch + 1
-        torch.manual_seed(epoch_seed(config.seed, epoch, stream=1))  # dropout
+        # dropout: its own stream per rank (rank 0's is the single process's)
+        torch.manual_seed(epoch_seed(config.seed, epoch, stream=1 + 2 * world.rank))
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator)  # the same on every rank
+        if world.distributed:  # augmentation: every rank draws for its own images
+            stream = 2 + 2 * world.rank
+            generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, stream))
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.int64)
-        bar = _progress_bar(n, config, epoch)
+        bar = _progress_bar(used, config, epoch)
         started = time.perf_counter()
         diverged = False
-        for start in range(0, n, config.batch_size):
-            index = order[start : start + config.batch_size]
+        for start, length in batches:
+            if world.distributed:
+                index = distributed.rank_slice(order, start, length, world)
+            else:
+                index = order[start : start + length]
             x, y = train_batches.batch(index, config.augment, generator)
             with _autocast(config.amp_dtype):
-                logits = model(x)
+                logits = net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-            if not torch.isfinite(loss):
+            bad = not torch.isfinite(loss)
+            if world.distributed:  # one rank's inf stops them all, or the others would hang
+                bad = distributed.any_rank(bad, device)
+            if bad:
                 diverged = True
                 break
             optimizer.zero_grad(set_to_none=True)
@@ -237,33 +285,38 @@ def train(
             loss_sum += logged.to(torch.float64).cpu() * len(y)
             correct += (logits.detach().argmax(1) == y).sum().cpu()
             if bar is not None:
-                bar.update(len(y))
+                bar.update(length)
         if bar is not None:
             bar.close()
         seconds = time.perf_counter() - started
         state.train_seconds += seconds
         if diverged:
             state.diverged_epoch = epoch
-            print(
-                f"{config.label} epoch {epoch}: loss is not finite; the run diverged and stops "
-                "here (lower lr, or choose another optimizer)",
-                file=sys.stderr,
-                flush=True,
-            )
+            if world.is_main:
+                print(
+                    f"{config.label} epoch {epoch}: loss is not finite; the run diverged and "
+                    "stops here (lower lr, or choose another optimizer)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             break
-        state.train_images += n
-        val_loss, val_logits, val_labels = evaluate_batches(
-            model, val_batches, config.eval_batch_size
-        )
-        val_acc = (val_logits.argmax(1) == val_labels).double().mean().item()
+        state.train_images += used
+        if world.distributed:
+            loss_sum, correct = distributed.all_reduce_sum(device, loss_sum, correct)
+            val_loss, val_acc = _validate_sharded(model, val_batches, config.eval_batch_size, world)
+        else:
+            val_loss, val_logits, val_labels = evaluate_batches(
+                model, val_batches, config.eval_batch_size
+            )
+            val_acc = (val_logits.argmax(1) == val_labels).double().mean().item()
         lr = optimizer.param_groups[0]["lr"]
         _step_epoch(scheduler, val_loss, val_acc)
         if scaler is not None:
             state.grad_scaler = scaler.state_dict()
         record = EpochRecord(
             epoch=epoch,
-            train_loss=round(loss_sum.item() / n, 6),
-            train_acc=round(correct.item() / n, 6),
+            train_loss=round(loss_sum.item() / used, 6),
+            train_acc=round(correct.item() / used, 6),
             val_loss=round(val_loss, 6),
             val_acc=round(val_acc, 6),
             lr=lr,
@@ -275,13 +328,16 @@ def train(
         state.history.append(record)
         if val_acc > state.best_val_acc:
             state.best_val_acc, state.best_epoch = val_acc, epoch
-            state.best_model = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        print(
-            f"{config.label} epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f}"
-            f" acc {record.train_acc:.4f} | val loss {record.val_loss:.4f}"
-            f" acc {record.val_acc:.4f} | {n / seconds:,.0f} img/s",
-            flush=True,
-        )
+            if world.is_main:  # the only rank that saves it
+                weights = {k: v.cpu() for k, v in model.state_dict().items()}
+                state.best_model = copy.deepcopy(weights)
+        if world.is_main:
+            print(
+                f"{config.label} epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f}"
+                f" acc {record.train_acc:.4f} | val loss {record.val_loss:.4f}"
+                f" acc {record.val_acc:.4f} | {used / seconds:,.0f} img/s",
+                flush=True,
+            )
         if on_epoch is not None:
             on_epoch(record, state)
     return state

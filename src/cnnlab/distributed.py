@@ -1,0 +1,224 @@
+"""Data-parallel training with PyTorch's own machinery: torchrun and DistributedDataParallel.
+
+A run is one process (the default) or ``world_size`` processes started by torchrun, each
+training on a disjoint shard of every epoch. The shards follow from one rule, so that a
+distributed run sees the same global batches as a single process with the same global batch:
+
+* every rank draws the same permutation of the training set for the epoch (seeded);
+* global batch ``k`` is ``order[k*B:(k+1)*B]``, exactly as in one process, and rank ``r``
+  takes the ``r``-th of its ``world_size`` equal slices;
+* the last, partial global batch is cut to a multiple of ``world_size`` so that every rank
+  makes the same number of equally sized steps: fewer than ``world_size`` images per epoch
+  are left out, different ones every epoch (none when the counts divide).
+
+DDP averages the ranks' gradients, and equal slices make that average the gradient of the
+global batch's mean loss: the same step as one process, up to float summation order.
+
+Nothing here knows about files; the stage decides that only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+#: Environment variables torchrun sets in every worker.
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+#: torchrun reads a rendezvous from these (its PET_* spelling of --nnodes, --rdzv-endpoint):
+#: when one is set the user has described a multi-node job, so the launch is not standalone.
+MULTI_NODE_ENV = ("PET_NNODES", "PET_RDZV_ENDPOINT", "PET_MASTER_ADDR")
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: rank 0 of 1 when not distributed."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes checkpoints, logs and metrics."""
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+def under_torchrun() -> bool:
+    return all(key in os.environ for key in TORCHRUN_ENV)
+
+
+def multi_node_requested() -> bool:
+    """torchrun's PET_* variables describe a rendezvous of several nodes."""
+    return any(os.environ.get(key) for key in MULTI_NODE_ENV)
+
+
+def should_launch(nproc: int) -> bool:
+    """Start torchrun from the stage: several processes wanted, and not already under it."""
+    return not under_torchrun() and (nproc > 1 or multi_node_requested())
+
+
+def world_from_env() -> World:
+    """The rank and world size torchrun gave this process, or the single-process world."""
+    if not under_torchrun():
+        return SINGLE
+    return World(
+        rank=int(os.environ["RANK"]),
+        size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ["LOCAL_RANK"]),
+    )
+
+
+def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[str]:
+    """The torchrun command line that starts ``nproc`` copies of ``script`` on this node.
+
+    Standalone (a free local port, one node) unless torchrun's own PET_* variables describe
+    a multi-node rendezvous, which torchrun then reads itself.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
+    if not multi_node_requested():
+        command.append("--standalone")
+    return [*command, str(script), *args]
+
+
+def relaunch_under_torchrun(nproc: int, threads: int) -> None:
+    """Replace this process by torchrun running this same script with the same arguments.
+
+    ``exec`` rather than a child process: DVC then waits on torchrun itself, and Ctrl-C or
+    SIGTERM reach torchrun, which passes them on to every worker. OMP_NUM_THREADS is set to
+    the ``threads`` param so torchrun keeps its oversubscription warning to itself.
+    """
+    command = torchrun_command(nproc, sys.argv[0], sys.argv[1:])
+    print(f"launching torchrun: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
+def backend_for(requested: str, device: torch.device) -> str:
+    """``auto``: NCCL for CUDA tensors, gloo for everything else (CPU)."""
+    if requested != "auto":
+        return requested
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device, world: World) -> torch.device:
+    """One GPU per process on a node: ``cuda:<local rank>``; other devices unchanged."""
+    if device.type == "cuda" and world.distributed:
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+@contextlib.contextmanager
+def process_group(world: World, backend: str, timeout_minutes: float = 30) -> Iterator[None]:
+    """Join torchrun's process group for the duration of a run (nothing for one process)."""
+    if not world.distributed:
+        yield
+        return
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def broadcast_from_main(value: Any, world: World) -> Any:
+    """Rank 0's ``value`` on every rank (pickled): e.g. the resume state only rank 0 read."""
+    if not world.distributed:
+        return value
+    box = [value if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# --------------------------------------------------------------------------- sharding
+
+
+def global_batches(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
+    """(start, length) of every global batch of an epoch, each a multiple of ``world_size``.
+
+    The full batches as in one process; the last partial one cut down to a multiple of
+    ``world_size`` (dropped if that leaves nothing). Raises if a global batch cannot be
+    split evenly: each rank must hold the same number of images.
+    """
+    if batch_size % world_size:
+        raise ValueError(
+            f"a global batch of {batch_size} does not split evenly over {world_size} processes"
+        )
+    batches = [(start, batch_size) for start in range(0, n - batch_size + 1, batch_size)]
+    rest = n % batch_size
+    last = rest - rest % world_size
+    if last:
+        batches.append((n - rest, last))
+    return batches
+
+
+def steps_per_epoch(n: int, batch_size: int, world_size: int) -> int:
+    """Optimizer steps per epoch: ceil(n / batch) in one process, see :func:`global_batches`."""
+    if world_size == 1:
+        return -(-n // batch_size)
+    return len(global_batches(n, batch_size, world_size))
+
+
+def rank_slice(order: torch.Tensor, start: int, length: int, world: World) -> torch.Tensor:
+    """This rank's equal share of the global batch ``order[start:start+length]``."""
+    share = length // world.size
+    begin = start + world.rank * share
+    return order[begin : begin + share]
+
+
+def all_reduce_sum(device: torch.device, *values: torch.Tensor) -> list[torch.Tensor]:
+    """Each counter summed over all ranks, back on the CPU (NCCL reduces on ``device`` only)."""
+    out = []
+    for value in values:
+        value = value.to(device, copy=True)
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        out.append(value.cpu())
+    return out
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank.
+
+    DDP syncs them at the start of each forward, but the last training forward then updates
+    each rank's copy with its own slice; validation and the checkpoint use rank 0's.
+    """
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any: ranks must stop a run together."""
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """The module the training step calls: DDP across ranks, the model itself alone.
+
+    DDP broadcasts rank 0's weights at construction (all ranks built them from the same seed
+    anyway) and averages the gradients during ``backward``.
+    """
+    if not world.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)

@@ -1,0 +1,156 @@
+"""Data-parallel training: 2 gloo processes on the CPU against one process, same global batch.
+
+The DDP run goes through the train stage itself (which starts torchrun), on the digits; the
+assertions are what a user sees: it trains to the single process's accuracy, and rank 0 alone
+writes (the same files as one process, one row per epoch, one log line per epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, digits_prepared, make_params
+
+from cnnlab import distributed
+from cnnlab.data.prepare import save_prepared
+from cnnlab.distributed import World, global_batches, rank_slice, steps_per_epoch
+from cnnlab.params import ParamsError
+from cnnlab.recipe import global_batch_size
+
+RUN = "lenet-digits"
+
+
+# --------------------------------------------------------------------------- the shards
+
+
+@pytest.mark.parametrize(("n", "batch", "world"), [(1000, 32, 2), (803, 64, 4), (10, 32, 3)])
+def test_rank_shards_are_disjoint_and_form_the_global_batches(n, batch, world) -> None:
+    if batch % world:
+        batch = batch // world * world
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    seen = []
+    for start, length in global_batches(n, batch, world):
+        shards = [rank_slice(order, start, length, World(r, world)) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1  # equal steps on every rank
+        together = torch.cat(shards)
+        assert torch.equal(together, order[start : start + length])  # one process's batch
+        seen.append(together)
+    used = torch.cat(seen) if seen else torch.empty(0, dtype=torch.long)
+    assert len(set(used.tolist())) == len(used)  # disjoint
+    assert n - world < len(used) <= n  # fewer than `world` images left out per epoch
+    assert steps_per_epoch(n, batch, world) == len(global_batches(n, batch, world))
+
+
+def test_one_process_keeps_every_image_and_batch() -> None:
+    assert global_batches(1000, 32, 1)[-1] == (992, 8)
+    assert steps_per_epoch(1000, 32, 1) == 32
+
+
+def test_global_batch_must_split_evenly() -> None:
+    with pytest.raises(ParamsError, match=r"batch_size: got 100: .* distributed.nproc=3"):
+        make_params(batch_size=100, distributed={"nproc": 3})
+    with pytest.raises(ParamsError, match="split evenly over 3 processes"):
+        global_batch_size(make_params(batch_size=100), World(0, 3))
+    per_rank = make_params(batch_size=100, distributed={"nproc": 3, "batch_size_per": "rank"})
+    assert global_batch_size(per_rank, World(1, 3)) == 300
+
+
+def test_unknown_distributed_key_is_named() -> None:
+    with pytest.raises(ParamsError, match=r"distributed.procs: unknown key .* nproc"):
+        make_params(distributed={"procs": 2})
+
+
+def test_torchrun_launch_is_standalone_unless_a_multi_node_rendezvous_is_set(monkeypatch) -> None:
+    for key in distributed.MULTI_NODE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    command = distributed.torchrun_command(2, "stages/train.py", ["lenet", "digits"])
+    assert command[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        "stages/train.py",
+        "lenet",
+        "digits",
+    ]
+    for key in distributed.TORCHRUN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert distributed.should_launch(2) and not distributed.should_launch(1)
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", "node0:29400")
+    assert "--standalone" not in distributed.torchrun_command(2, "stages/train.py", [])
+    assert distributed.should_launch(1)  # one process here, but part of a multi-node job
+    for key in distributed.TORCHRUN_ENV:
+        monkeypatch.setenv(key, "0")
+    assert not distributed.should_launch(2)  # already a torchrun worker: join, never nest
+
+
+# --------------------------------------------------------------------------- real DDP
+
+
+def _workdir(path: Path, nproc: int) -> Path:
+    path.mkdir(parents=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(datasets=["digits"], models=["lenet"], epochs=2, batch_size=32, threads=1)
+    params["distributed"]["nproc"] = nproc
+    (path / "params.yaml").write_text(yaml.safe_dump(params))
+    save_prepared(digits_prepared(max_train=1000), path / "data/prepared/digits")
+    return path
+
+
+def _train(cwd: Path) -> str:
+    env = {**os.environ, "CI": "true"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def _files(cwd: Path) -> set[str]:
+    return {p.relative_to(cwd).as_posix() for p in cwd.rglob("*") if p.is_file()}
+
+
+def _summary(cwd: Path) -> dict:
+    return json.loads((cwd / "plots/train" / RUN / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    base = tmp_path_factory.mktemp("ddp")
+    single, ddp = _workdir(base / "single", 1), _workdir(base / "ddp", 2)
+    return {"single": (single, _train(single)), "ddp": (ddp, _train(ddp))}
+
+
+@pytest.mark.e2e
+def test_two_gloo_processes_train_like_one(runs) -> None:
+    single, ddp = _summary(runs["single"][0]), _summary(runs["ddp"][0])
+    assert ddp["processes"] == 2 and single["processes"] == 1
+    assert ddp["epochs_completed"] == 2 and not ddp["diverged"]
+    # The same global batches and the same step, up to float summation order.
+    assert ddp["train"]["loss"] == pytest.approx(single["train"]["loss"], abs=0.02)
+    assert ddp["val"]["acc"] == pytest.approx(single["val"]["acc"], abs=0.03)
+    assert ddp["best_val_acc"] > 0.6  # chance is 0.1
+
+
+@pytest.mark.e2e
+def test_rank_zero_alone_writes(runs) -> None:
+    (single, _), (ddp, output) = runs["single"], runs["ddp"]
+    assert _files(ddp) == _files(single)  # no extra files from rank 1, no resume state left
+    for tsv in ("val/acc.tsv", "train/loss.tsv"):
+        rows = (ddp / "plots/train" / RUN / "plots/metrics" / tsv).read_text().splitlines()
+        assert [row.split("\t")[0] for row in rows[1:]] == ["1", "2"]  # one row per epoch
+    assert output.count(f"{RUN} epoch 1/2:") == 1  # printed by rank 0 only
+    best = torch.load(ddp / "models" / RUN / "best.pt", weights_only=True)
+    assert not any(key.startswith("module.") for key in best["state_dict"])  # not DDP's names
