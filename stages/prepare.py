@@ -42,8 +42,10 @@ def main(dataset: str) -> None:
         data.meta["skipped_files"] = skipped  # the record of what was left out, and why
     save_prepared(data, PREPARED / dataset)
     for entry in skipped:
-        print(f"{dataset}: skipped {SOURCES / dataset / entry['path']}: {entry['reason']}",
-              file=sys.stderr)
+        print(
+            f"{dataset}: skipped {SOURCES / dataset / entry['path']}: {entry['reason']}",
+            file=sys.stderr,
+        )
     counts = ", ".join(f"{k} {v}" for k, v in data.meta["counts"].items())
     print(
         f"{dataset}: {counts} images of {data.meta['image_shape']}"

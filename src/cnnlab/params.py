@@ -210,9 +210,9 @@ class Params(_Section):
 def _section_problems(params: Params) -> list[str]:
     """Checks that depend on another key's value: model options and optimizer rows."""
     problems = []
-    for name, options_class in MODEL_OPTIONS.items():
+    for name, model_options in MODEL_OPTIONS.items():
         try:
-            options_class.model_validate(params.model.get(name) or {})
+            model_options.model_validate(params.model.get(name) or {})
         except ValidationError as exc:
             problems += [_describe(e, prefix=("model", name)) for e in exc.errors()]
     for name, row in params.optimizers.items():
@@ -250,11 +250,13 @@ def _dataset_problems(params: Params) -> list[str]:
         try:
             options_class(name).model_validate(raw or {})
         except ValidationError as exc:
-            hint = (
-                f" ({name} is a built-in dataset: give your own folder another name)"
-                if not is_folder(name) and any(e["type"] == "extra_forbidden" for e in exc.errors())
-                else ""
-            )
+            hint = ""
+            if not is_folder(name) and any(e["type"] == "extra_forbidden" for e in exc.errors()):
+                takes = ", ".join(options_class(name).model_fields) or "no options"
+                hint = (
+                    f" ({name} is a built-in dataset; it takes: {takes}. A folder of your "
+                    "own images needs a name of its own)"
+                )
             problems += [_describe(e, prefix=("dataset", name)) + hint for e in exc.errors()]
     for name in params.datasets:
         if name in params.dataset:

@@ -235,8 +235,14 @@ def load(
         decoded.setdefault(entry["split"], []).append(image)
         labels.setdefault(entry["split"], []).append(index[entry["class"]])
     if skipped and options.on_bad_file == "error":
-        shown = "\n".join(f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS])
-        more = f"\n  ... and {len(skipped) - NAMED_IN_ERRORS} more" if len(skipped) > NAMED_IN_ERRORS else ""
+        shown = "\n".join(
+            f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS]
+        )
+        more = (
+            f"\n  ... and {len(skipped) - NAMED_IN_ERRORS} more"
+            if len(skipped) > NAMED_IN_ERRORS
+            else ""
+        )
         raise DataError(
             f"{len(skipped)} file(s) in {folder} are not images that can be decoded:\n{shown}"
             f"{more}\nFix or remove them, or set dataset.{name}.on_bad_file: skip to leave "
@@ -257,7 +263,9 @@ def load(
         val = stack("val") if "val" in splits else None
     else:
         all_x, all_y = stack(None)
-        test = torch.from_numpy(_test_draw(all_y.numpy(), len(classes), options.test_fraction, seed))
+        test = torch.from_numpy(
+            _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
+        )
         train_x, train_y = all_x[~test].contiguous(), all_y[~test].contiguous()
         test_x, test_y = all_x[test].contiguous(), all_y[test].contiguous()
         val = None
