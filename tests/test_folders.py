@@ -147,7 +147,7 @@ def test_a_class_left_without_readable_images_is_an_error(tmp_path: Path) -> Non
     (folder / "broken").mkdir()
     (folder / "broken" / "x.jpg").write_bytes(b"not a jpeg")
     scan("pics", folder, raw)
-    with pytest.raises(DataError, match="broken of .* have no readable training images"):
+    with pytest.raises(DataError, match=r"broken of .* have no readable training images"):
         load("pics", raw, folder, FolderOptions(), seed=0)
 
 
@@ -156,7 +156,7 @@ def test_a_file_changed_after_listing_is_refused(tmp_path: Path) -> None:
     write_image_folder(folder, per_class=2, bad_files=False)
     scan("pics", folder, raw)
     (folder / "leaf" / "leaf_00.png").write_bytes(image_bytes((0, 0, 0), (9, 9)))
-    with pytest.raises(DataError, match="leaf_00.png changed since download@pics listed it"):
+    with pytest.raises(DataError, match=r"leaf_00\.png changed since download@pics listed it"):
         load("pics", raw, folder, FolderOptions(), seed=0)
     (folder / "leaf" / "leaf_00.png").unlink()
     with pytest.raises(DataError, match="run `dvc repro`"):
