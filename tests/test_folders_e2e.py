@@ -110,5 +110,4 @@ def test_adding_an_image_reruns_only_that_dataset(project: Path, first_repro) ->
     )
     meta = json.loads((project / "data/prepared/pics/meta.json").read_text())
     assert sum(meta["counts"].values()) == 19
-    assert "Data and pipelines are up to date." in dvc("status", cwd=project).stdout
     print(f"dvc repro wall times: {TIMINGS}")
