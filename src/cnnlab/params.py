@@ -259,19 +259,15 @@ def _dataset_problems(params: Params) -> list[str]:
                 )
             problems += [_describe(e, prefix=("dataset", name)) + hint for e in exc.errors()]
     for name in params.datasets:
-        if name in params.dataset:
-            continue
-        if is_folder(name):
+        # A built-in dataset without its entry validates, as a model without one does (the
+        # defaults apply); only DVC needs it, and says so: "Parameters 'dataset.mnist' are
+        # missing from 'params.yaml'". A folder must be declared: it has no defaults to guess.
+        if name not in params.dataset and is_folder(name):
             problems.append(
                 f"datasets: got {name!r}: not a built-in dataset ({builtins}) nor a folder "
                 f"declared under `dataset:`. For your own images, put them in "
                 f"datasets/{name}/<class>/<image> and add `dataset.{name}: {{size: 64}}` "
                 "to params.yaml"
-            )
-        else:
-            problems.append(
-                f"dataset.{name}: required key is missing: every dataset in `datasets` needs "
-                f"its entry (`{name}: {{}}` for the defaults); prepare@{name} depends on it"
             )
     return problems
 
