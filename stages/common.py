@@ -13,6 +13,9 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+#: One folder per dataset: a built-in dataset's card, or the user's own images (dvc.yaml's
+#: download stage depends on datasets/<name>, so adding an image reruns that dataset alone).
+SOURCES = Path("datasets")
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
 MODELS = Path("models")

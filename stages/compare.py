@@ -59,12 +59,12 @@ def main() -> None:
 
     runs = []
     figures: dict[str, str] = {}
-    from cnnlab.data.catalog import DATASETS
+    from cnnlab.data.catalog import title as dataset_title
     from cnnlab.models.options import MODEL_TITLES
 
     for dataset in params.datasets:
         histories, diverged = {}, {}
-        title = DATASETS[dataset].title
+        title = dataset_title(dataset)
         for model in params.models:
             name, label = run_name(model, dataset), MODEL_TITLES.get(model, model)
             metrics = json.loads((METRICS / f"{name}.json").read_text())

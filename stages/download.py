@@ -1,14 +1,31 @@
-"""download@<dataset>: fetch the published files (or a local mirror's copy), checksums verified."""
+"""download@<dataset>: fetch the published files (or a local mirror's copy), checksums verified.
+
+For a folder of the user's own images (datasets/<name>/), list its files and their md5s
+instead: DVC tracks the folder as this stage's dependency, the list pins what prepare reads.
+"""
 
 from __future__ import annotations
 
-from common import RAW, run_stage
+from common import RAW, SOURCES, run_stage
 
 from cnnlab.params import load_params
 
 
 def main(dataset: str) -> None:
     params = load_params()
+    from cnnlab.data.options import is_folder
+
+    if is_folder(dataset):
+        from cnnlab.data.folders import scan
+
+        manifest = scan(dataset, SOURCES / dataset, RAW / dataset)
+        ignored = manifest["ignored"]
+        print(
+            f"{dataset}: {len(manifest['files'])} files in {len(manifest['classes'])} classes "
+            f"({', '.join(manifest['classes'])}) listed from {SOURCES / dataset}/"
+            + (f"; ignored (not in a class folder): {', '.join(ignored)}" if ignored else "")
+        )
+        return
     from cnnlab.data.sources import download
 
     download(dataset, RAW / dataset, mirror=params.data.mirror)

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from common import PREPARED, RAW, run_stage
+import sys
+
+from common import PREPARED, RAW, SOURCES, run_stage
 
 from cnnlab.params import load_params
 
 
 def main(dataset: str) -> None:
     params = load_params()
+    from cnnlab.data.options import is_folder
     from cnnlab.data.prepare import save_prepared, split_dataset
     from cnnlab.data.sources import load_raw
 
-    raw = load_raw(dataset, RAW / dataset)
+    options = params.dataset_options(dataset)
+    skipped: list[dict[str, str]] = []
+    if is_folder(dataset):
+        from cnnlab.data.folders import load
+
+        folder = load(dataset, RAW / dataset, SOURCES / dataset, options, seed=params.seed)
+        raw, skipped = folder.raw, folder.skipped
+    else:
+        raw = load_raw(dataset, RAW / dataset, options)
     data = split_dataset(
         raw.train_images,
         raw.train_labels,
@@ -24,12 +35,22 @@ def main(dataset: str) -> None:
         val_fraction=params.data.val_fraction,
         max_train=params.data.max_train,
         max_test=params.data.max_test,
+        val_images=raw.val_images,
+        val_labels=raw.val_labels,
     )
+    if is_folder(dataset):
+        data.meta["skipped_files"] = skipped  # the record of what was left out, and why
     save_prepared(data, PREPARED / dataset)
+    for entry in skipped:
+        print(
+            f"{dataset}: skipped {SOURCES / dataset / entry['path']}: {entry['reason']}",
+            file=sys.stderr,
+        )
     counts = ", ".join(f"{k} {v}" for k, v in data.meta["counts"].items())
     print(
-        f"{dataset}: {counts} images of {data.meta['image_shape']}; "
-        f"mean {data.meta['mean']} std {data.meta['std']}"
+        f"{dataset}: {counts} images of {data.meta['image_shape']}"
+        + (f" ({len(skipped)} bad file(s) skipped)" if skipped else "")
+        + f"; mean {data.meta['mean']} std {data.meta['std']}"
     )
 
 

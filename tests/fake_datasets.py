@@ -2,8 +2,10 @@
 
 There is no internet on the development and CI machines, so the download path is exercised
 against these: IDX files (gzip-compressed or not) like MNIST / Fashion-MNIST, CIFAR-10
-pickled batches and their tarball, served from 127.0.0.1 by ``serve_directory``, which can
-answer with errors, truncated bodies, resets or silence before it serves the real bytes.
+pickled batches and their tarball, Oxford Flowers-102's tarball of JPEGs and its two MATLAB
+files (written with scipy.io.savemat, as published), served from 127.0.0.1 by
+``serve_directory``, which can answer with errors, truncated bodies, resets or silence before
+it serves the real bytes. ``write_image_folder`` makes a folder dataset of the user's kind.
 
 The fakes have their own md5s, so a test tells ``cnnlab.data.sources`` to expect them with
 the ``CNNLAB_SOURCES`` override (``write_sources_override``), which also works for the real
@@ -253,6 +255,115 @@ def write_cifar10_tarball(
     path.write_bytes(packed)
     fake.archives = {path.name: md5_bytes(packed)}
     return fake
+
+
+# --------------------------------------------------------------------------------------------
+# Images: Oxford Flowers-102 and folders of the user's own photos
+# --------------------------------------------------------------------------------------------
+
+FLOWERS_TARBALL = "102flowers.tgz"
+FLOWERS_LABELS = "imagelabels.mat"
+FLOWERS_SETID = "setid.mat"
+
+
+def image_bytes(
+    colour: tuple[int, int, int], size: tuple[int, int], fmt: str = "PNG", seed: int = 0
+) -> bytes:
+    """An image of ``size`` (width, height) in ``fmt``: a flat ``colour`` with a little noise
+    (so JPEG has something to compress), and a white bar across the top third so that the
+    orientation and crop of the decoded image can be checked."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    pixels = np.clip(np.asarray(colour, dtype=np.int16) + rng.integers(-8, 9, (h, w, 3)), 0, 255)
+    pixels[: max(1, h // 3)] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+#: Class colours of the generated folders: a model can tell them apart after one epoch.
+FOLDER_COLOURS = {"apple": (200, 30, 30), "leaf": (30, 160, 40), "sky": (40, 60, 200)}
+
+
+def write_image_folder(
+    root: Path,
+    per_class: int = 6,
+    classes: Mapping[str, tuple[int, int, int]] = FOLDER_COLOURS,
+    bad_files: bool = True,
+) -> dict[str, list[str]]:
+    """A folder dataset: ``root/<class>/`` with PNGs and JPEGs of varied sizes and shapes,
+    plus (``bad_files``) one truncated JPEG and one text file posing as an image.
+    Returns the relative paths written, per class (the bad ones under ``"bad"``)."""
+    root = Path(root)
+    written: dict[str, list[str]] = {}
+    for c, (name, colour) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            fmt, ext = ("PNG", "png") if i % 2 == 0 else ("JPEG", "jpg")
+            size = (40 + 13 * i, 30 + 7 * ((i + c) % 4))  # wide, tall and square images
+            if i % 3 == 2:
+                size = size[::-1]
+            path = folder / f"{name}_{i:02d}.{ext}"
+            path.write_bytes(image_bytes(colour, size, fmt, seed=10 * c + i))
+            written.setdefault(name, []).append(path.relative_to(root).as_posix())
+    if bad_files:
+        first = next(iter(classes))
+        truncated = image_bytes(classes[first], (60, 50), "JPEG", seed=99)
+        (root / first / "corrupt.jpg").write_bytes(truncated[: len(truncated) // 3])
+        (root / first / "notes.png").write_text("not an image, despite the name\n")
+        written["bad"] = [f"{first}/corrupt.jpg", f"{first}/notes.png"]
+    return written
+
+
+def write_flowers102(
+    directory: Path, n_images: int = 12, labels: Sequence[int] | None = None, seed: int = 0
+) -> FakeFiles:
+    """Write ``102flowers.tgz`` (``jpg/image_00001.jpg``...), ``imagelabels.mat`` (``labels``,
+    1-based, shape 1xN) and ``setid.mat`` (``trnid``/``valid``/``tstid``, 1-based image
+    ids, shape 1xK) into ``directory``, as published. Images cycle through train, val, test.
+    ``archives`` holds their md5s; the arrays are left empty (the images are resized)."""
+    from scipy.io import savemat
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    labels = list(labels) if labels is not None else [1 + (i % 4) * 30 for i in range(n_images)]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        folder = tarfile.TarInfo("jpg")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for i in range(1, n_images + 1):
+            colour = tuple(int(v) for v in np.random.default_rng(seed + i).integers(0, 256, 3))
+            data = image_bytes(colour, (50 + i, 40 + 2 * i), "JPEG", seed=seed + i)
+            info = tarfile.TarInfo(f"jpg/image_{i:05d}.jpg")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    (directory / FLOWERS_TARBALL).write_bytes(gzip_bytes(buffer.getvalue()))
+    ids = np.arange(1, n_images + 1)
+    savemat(directory / FLOWERS_LABELS, {"labels": np.asarray([labels], dtype=np.uint8)})
+    savemat(
+        directory / FLOWERS_SETID,
+        {
+            "trnid": ids[0::3][None].astype(np.uint16),
+            "valid": ids[1::3][None].astype(np.uint16),
+            "tstid": ids[2::3][None].astype(np.uint16),
+        },
+    )
+    labels_array = np.asarray(labels, dtype=np.int64) - 1
+    return FakeFiles(
+        archives={
+            name: md5_file(directory / name)
+            for name in (FLOWERS_TARBALL, FLOWERS_LABELS, FLOWERS_SETID)
+        },
+        contents={},
+        train_images=np.empty(0),
+        train_labels=labels_array[0::3],
+        test_images=np.empty(0),
+        test_labels=labels_array[2::3],
+    )
 
 
 # --------------------------------------------------------------------------------------------

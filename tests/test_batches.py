@@ -208,3 +208,21 @@ def test_28_pixel_images_are_resized_not_padded_when_asked() -> None:
     x, _ = maker.batch(slice(0, 2))
     assert x.shape == (2, 3, 32, 32) and maker.out_channels == 3
     assert torch.allclose(x, torch.full_like(x, 2.0))  # (1 - 0.5) / 0.25, no zero border
+
+
+def test_shrinking_averages_instead_of_aliasing() -> None:
+    """224x224 photos fed to a 32x32 model: one-pixel stripes must shrink to flat gray, not to
+    stripes of their own (plain bilinear would sample 2 of every 7 columns)."""
+    stripes = torch.zeros(1, 3, 224, 224, dtype=torch.uint8)
+    stripes[..., 1::2] = 255
+    maker = BatchMaker(stripes, torch.zeros(1), mean=[0.0], std=[1.0], size=32)
+    x, _ = maker.batch(slice(0, 1))
+    assert x.shape == (1, 3, 32, 32)
+    assert abs(x.mean().item() - 0.5) < 0.02 and x.std().item() < 0.05
+    # Growing (64 -> 224 for alexnet2012) is unchanged: plain bilinear.
+    small = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    grown, _ = BatchMaker(small, torch.zeros(1), mean=[0.0], std=[1.0], size=224).batch(slice(0, 1))
+    expected = torch.nn.functional.interpolate(
+        small.float() / 255, size=(224, 224), mode="bilinear", align_corners=False
+    )
+    assert torch.allclose(grown, expected)

@@ -167,3 +167,77 @@ def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
     assert (committed.scheduler.name, committed.scheduler.step_size) == ("step", 2)
     assert committed.scheduler.gamma == 0.5 and committed.scheduler.warmup_epochs == 0
     assert (committed.label_smoothing, committed.clip_grad_norm) == (0, None)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def _with_datasets(raw: dict, names: list[str], **entries: dict) -> dict:
+    return {**raw, "datasets": names, "dataset": {**raw["dataset"], **entries}}
+
+
+def test_a_declared_folder_is_a_dataset_with_defaults(raw: dict) -> None:
+    params = validate_params(_with_datasets(raw, ["mnist", "my_photos"], my_photos={"size": 96}))
+    options = params.dataset_options("my_photos")
+    assert (options.size, options.resize, options.on_bad_file) == (96, "center_crop", "skip")
+    assert params.dataset_options("flowers102").size == 64
+
+
+@pytest.mark.parametrize(
+    ("names", "entries", "expected"),
+    [
+        (
+            ["my_photos"],
+            {},
+            "datasets: got 'my_photos': not a built-in dataset (mnist, fashion_mnist, cifar10, "
+            "digits, flowers102) nor a folder declared under `dataset:`. For your own images, "
+            "put them in datasets/my_photos/<class>/<image> and add `dataset.my_photos: "
+            "{size: 64}`",
+        ),
+        (
+            ["mnist"],
+            {"mnist": {"size": 64, "on_bad_file": "skip"}},
+            "dataset.mnist.size: unknown key (a typo?) (mnist is a built-in dataset; it takes: "
+            "no options. A folder of your own images needs a name of its own)",
+        ),
+        (
+            ["My-Photos"],
+            {"My-Photos": {}},
+            "dataset.My-Photos: not a usable dataset name: use lower-case letters",
+        ),
+        (
+            ["cats"],
+            {"cats": {"resize": "stretch"}},
+            "dataset.cats.resize: got 'stretch': Input should be 'center_crop' or 'letterbox'",
+        ),
+        (
+            ["cats"],
+            {"cats": {"on_bad_files": "skip"}},
+            "dataset.cats.on_bad_files: unknown key (a typo?); allowed keys here: on_bad_file",
+        ),
+        (["cats"], {"cats": {"size": 4}}, "dataset.cats.size: got 4: Input should be greater"),
+        (
+            ["flowers102"],
+            {"flowers102": {"on_bad_file": "skip"}},
+            "flowers102 is a built-in dataset; it takes: size, resize.",
+        ),
+    ],
+)
+def test_dataset_mistakes_are_named(raw: dict, names, entries, expected: str) -> None:
+    with pytest.raises(ParamsError) as info:
+        validate_params(_with_datasets(raw, names, **entries))
+    assert expected in str(info.value)
+
+
+def test_every_dataset_of_the_committed_params_has_its_entry(raw: dict) -> None:
+    """dvc.yaml's prepare stage declares `dataset.<name>`: DVC refuses to run it without."""
+    from cnnlab.data.catalog import DATASETS
+
+    assert set(raw["dataset"]) == set(DATASETS)
+
+
+def test_folders_are_colour_for_channel_checks(raw: dict) -> None:
+    with pytest.raises(ParamsError, match=r"data\.channels: got 1: cats has 3-channel images"):
+        validate_params(
+            {**_with_datasets(raw, ["cats"], cats={}), "data": {**raw["data"], "channels": 1}}
+        )

@@ -18,6 +18,9 @@ import torch
 from fake_datasets import (
     CIFAR_FOLDER,
     CIFAR_TARBALL,
+    FLOWERS_LABELS,
+    FLOWERS_SETID,
+    FLOWERS_TARBALL,
     IDX_FILES,
     FakeFiles,
     hang,
@@ -30,11 +33,13 @@ from fake_datasets import (
     truncate,
     write_cifar10_batches,
     write_cifar10_tarball,
+    write_flowers102,
     write_mnist_like,
     write_sources_override,
 )
 
 from cnnlab.data import sources
+from cnnlab.data.options import ResizedOptions
 from cnnlab.data.sources import OVERRIDE_ENV, DataError, RetryPolicy, download, load_raw
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, timeout=2.0)
@@ -486,6 +491,91 @@ def test_default_source_is_torchvisions():
     assert cifar.mirrors[0] + tvd.CIFAR10.filename == tvd.CIFAR10.url
     assert cifar.archives == {tvd.CIFAR10.filename: tvd.CIFAR10.tgz_md5}
     assert len(cifar.contents) == 7
+    flowers = sources.source("flowers102")
+    assert flowers.mirrors == (tvd.Flowers102._download_url_prefix,)
+    assert flowers.archives == {
+        "102flowers.tgz": "52808999861908f626f3c1f4e79d11fa",
+        "imagelabels.mat": "e0620be6f572b9609742df49c70aed4d",
+        "setid.mat": "a5357ecc9cb78c4bef273ce3793fc85c",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Oxford Flowers-102: a tarball of JPEGs and two MATLAB files
+# --------------------------------------------------------------------------------------------
+
+
+def test_flowers102_over_http_with_official_splits(tmp_path, expect):
+    fake = write_flowers102(tmp_path / "site", n_images=12)
+    dest = tmp_path / "raw" / "flowers102"
+    with serve_directory(tmp_path / "site", failures={"setid.mat": [status(503)]}) as url:
+        expect(flowers102=fake.override([url + "/"]))
+        download("flowers102", dest, retry=FAST)
+    assert url.outcomes("setid.mat") == ["503", "200"]
+    folder = dest / "flowers-102"
+    assert sorted(p.name for p in folder.iterdir()) == [FLOWERS_LABELS, "jpg", FLOWERS_SETID]
+    assert len(list((folder / "jpg").iterdir())) == 12  # the tarball itself is not kept
+    raw = load_raw("flowers102", dest, ResizedOptions(size=20, resize="center_crop"))
+    assert raw.train_images.shape == (4, 3, 20, 20) and raw.train_images.dtype == torch.uint8
+    assert raw.val_images is not None and raw.val_images.shape == (4, 3, 20, 20)
+    assert raw.test_images.shape == (4, 3, 20, 20)
+    assert raw.train_labels.tolist() == fake.train_labels.tolist()  # 1-based in the .mat
+    assert raw.test_labels.tolist() == fake.test_labels.tolist()
+    assert len(raw.classes) == 102 and raw.classes[0] == "pink primrose"
+    assert leftovers(dest) == []
+
+
+def test_flowers102_from_a_local_mirror(tmp_path, expect):
+    fake = write_flowers102(tmp_path / "mirror" / "flowers102", n_images=6)
+    expect(flowers102=fake.override())
+    download("flowers102", tmp_path / "raw", mirror=tmp_path / "mirror")
+    raw = load_raw("flowers102", tmp_path / "raw", ResizedOptions(size=12, resize="letterbox"))
+    assert len(raw.train_labels) == len(raw.test_labels) == 2
+
+
+def test_flowers102_checksum_mismatch_names_the_file(tmp_path, expect):
+    fake = write_flowers102(tmp_path / "mirror" / "flowers102", n_images=6)
+    archives = dict(fake.archives, **{FLOWERS_LABELS: "0" * 32})
+    expect(flowers102={"archives": archives})
+    dest = tmp_path / "raw" / "flowers102"
+    with pytest.raises(DataError) as err:
+        download("flowers102", dest, mirror=tmp_path / "mirror")
+    message = str(err.value)
+    assert f"could not get a verified copy of {FLOWERS_LABELS} for Oxford Flowers-102" in message
+    assert f"expected md5 {'0' * 32}, got {fake.archives[FLOWERS_LABELS]}" in message
+    assert not dest.exists() and leftovers(dest) == []
+
+
+def test_flowers102_archive_escaping_its_folder_is_refused(tmp_path, expect):
+    import io
+    import tarfile
+
+    site = tmp_path / "mirror" / "flowers102"
+    fake = write_flowers102(site, n_images=3)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../evil.jpg")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    (site / FLOWERS_TARBALL).write_bytes(buffer.getvalue())
+    expect(
+        flowers102={
+            "archives": dict(fake.archives, **{FLOWERS_TARBALL: md5_file(site / FLOWERS_TARBALL)})
+        }
+    )
+    with pytest.raises(DataError, match=r"refusing to extract: member '\.\./evil\.jpg'"):
+        download("flowers102", tmp_path / "raw", mirror=tmp_path / "mirror")
+    assert not (tmp_path / "evil.jpg").exists()
+
+
+def test_flowers102_damaged_label_file_is_caught_at_load(tmp_path, expect):
+    fake = write_flowers102(tmp_path / "mirror" / "flowers102", n_images=6)
+    expect(flowers102=fake.override())
+    dest = tmp_path / "raw"
+    download("flowers102", dest, mirror=tmp_path / "mirror")
+    (dest / "flowers-102" / FLOWERS_LABELS).write_bytes(b"MATLAB 5.0 damaged")
+    with pytest.raises(DataError, match=r"torchvision could not read .*run the download"):
+        load_raw("flowers102", dest, ResizedOptions(size=8))
 
 
 def test_digits(tmp_path):

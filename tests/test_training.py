@@ -142,10 +142,10 @@ def test_summary_of_a_run_that_never_finished_an_epoch(digits) -> None:
 
 
 @pytest.mark.parametrize("model", ["lenet", "lenet5", "alexnet", "alexnet_bn", "alexnet2012"])
-@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32)], ids=str)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 8, 8), (3, 32, 32), (3, 64, 64)], ids=str)
 def test_every_model_takes_every_dataset_shape(model: str, shape: tuple[int, int, int]) -> None:
-    """MNIST-sized, digits-sized and CIFAR-sized images: padded or resized to the model's input
-    by the batch code, one optimizer step, weights move."""
+    """MNIST-, digits-, CIFAR- and photo-sized images (a 64x64 folder): padded or resized to
+    the model's input by the batch code, one optimizer step, weights move."""
     make_deterministic(1)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (4, *shape), dtype=torch.uint8, generator=generator)

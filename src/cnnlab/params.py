@@ -19,11 +19,11 @@ from pydantic import (
     field_validator,
 )
 
-from cnnlab.data.catalog import DATASETS
+from cnnlab.data.catalog import DATASETS, stored_channels
+from cnnlab.data.options import NAME_PATTERN, is_folder, options_class
 from cnnlab.models.options import MODEL_OPTIONS
 from cnnlab.optimizers import OPTIMIZERS
 
-DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 ModelName = Literal[tuple(MODEL_OPTIONS)]  # type: ignore[valid-type]
 OptimizerName = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
 
@@ -161,7 +161,8 @@ class DistributedParams(_Section):
 
 
 class Params(_Section):
-    datasets: list[DatasetName] = Field(min_length=1)
+    #: Built-in datasets and folders of the user's own images (each with a ``dataset`` entry).
+    datasets: list[str] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
     seed: int = Field(42, ge=0)
     epochs: int = Field(3, ge=1)
@@ -173,6 +174,8 @@ class Params(_Section):
     scheduler: SchedulerParams = SchedulerParams()
     augment: AugmentParams = AugmentParams()
     data: DataParams = DataParams()
+    #: Per-dataset options, one entry per dataset (``cnnlab.data.options``).
+    dataset: dict[str, Any] = Field(default_factory=dict)
     model: dict[str, Any] = Field(default_factory=dict)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int = Field(2, ge=1, le=256)
@@ -205,6 +208,10 @@ class Params(_Section):
             )
         return raw
 
+    def dataset_options(self, name: str) -> BaseModel:
+        """``dataset.<name>`` validated against that dataset's options, defaults filled in."""
+        return options_class(name).model_validate(self.dataset.get(name) or {})
+
     def optimizer_settings(self) -> dict[str, Any]:
         """The chosen optimizer's keyword arguments, with ``lr``/``weight_decay`` overrides."""
         from cnnlab.optimizers import resolve_settings
@@ -220,9 +227,9 @@ class Params(_Section):
 def _section_problems(params: Params) -> list[str]:
     """Checks that depend on another key's value: model options and optimizer rows."""
     problems = []
-    for name, options_class in MODEL_OPTIONS.items():
+    for name, model_options in MODEL_OPTIONS.items():
         try:
-            options_class.model_validate(params.model.get(name) or {})
+            model_options.model_validate(params.model.get(name) or {})
         except ValidationError as exc:
             problems += [_describe(e, prefix=("model", name)) for e in exc.errors()]
     for name, row in params.optimizers.items():
@@ -243,7 +250,43 @@ def _section_problems(params: Params) -> list[str]:
         problems.append(
             f"optimizers.{params.optimizer}: the chosen optimizer has no row in `optimizers:`"
         )
-    return problems + _recipe_problems(params)
+    return problems + _dataset_problems(params) + _recipe_problems(params)
+
+
+def _dataset_problems(params: Params) -> list[str]:
+    """Every dataset named is built in or declared as a folder, and has its options entry."""
+    problems = []
+    builtins = ", ".join(DATASETS)
+    for name, raw in params.dataset.items():
+        if not NAME_PATTERN.match(str(name)):
+            problems.append(
+                f"dataset.{name}: not a usable dataset name: use lower-case letters, digits and "
+                "_ (starting with a letter); it becomes a folder name and part of stage names"
+            )
+            continue
+        try:
+            options_class(name).model_validate(raw or {})
+        except ValidationError as exc:
+            hint = ""
+            if not is_folder(name) and any(e["type"] == "extra_forbidden" for e in exc.errors()):
+                takes = ", ".join(options_class(name).model_fields) or "no options"
+                hint = (
+                    f" ({name} is a built-in dataset; it takes: {takes}. A folder of your "
+                    "own images needs a name of its own)"
+                )
+            problems += [_describe(e, prefix=("dataset", name)) + hint for e in exc.errors()]
+    for name in params.datasets:
+        # A built-in dataset without its entry validates, as a model without one does (the
+        # defaults apply); only DVC needs it, and says so: "Parameters 'dataset.mnist' are
+        # missing from 'params.yaml'". A folder must be declared: it has no defaults to guess.
+        if name not in params.dataset and is_folder(name):
+            problems.append(
+                f"datasets: got {name!r}: not a built-in dataset ({builtins}) nor a folder "
+                f"declared under `dataset:`. For your own images, put them in "
+                f"datasets/{name}/<class>/<image> and add `dataset.{name}: {{size: 64}}` "
+                "to params.yaml"
+            )
+    return problems
 
 
 def _recipe_problems(params: Params) -> list[str]:
@@ -268,7 +311,7 @@ def _recipe_problems(params: Params) -> list[str]:
             "distributed.batch_size_per: rank"
         )
     for dataset in params.datasets:
-        stored = DATASETS[dataset].channels
+        stored = stored_channels(dataset)
         if params.data.channels == 1 and stored != 1:
             problems.append(
                 f"data.channels: got 1: {dataset} has {stored}-channel images; "
@@ -288,6 +331,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     """The keys the section at ``loc`` accepts, to suggest them next to an unknown key."""
     if len(loc) == 2 and loc[0] == "model":
         section: Any = MODEL_OPTIONS.get(loc[1])
+    elif len(loc) == 2 and loc[0] == "dataset":
+        section = options_class(str(loc[1]))
     elif len(loc) == 2 and loc[0] == "optimizers":
         section = OptimizerSettings
     elif len(loc) == 1:

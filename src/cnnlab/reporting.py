@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from cnnlab.data.catalog import DATASETS
+from cnnlab.data.catalog import title as catalog_title
 from cnnlab.models.options import MODEL_TITLES
 
 __all__ = ["comparison_table", "report_markdown", "summary_json", "summary_table"]
@@ -176,8 +176,7 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _dataset_title(name: str) -> str:
-    info = DATASETS.get(name)
-    return info.title if info is not None else name
+    return catalog_title(name)
 
 
 def _model_title(name: str) -> str:

@@ -44,7 +44,8 @@ class BatchMaker:
 
     ``size`` is the model's input size: 28x28 digits are zero-padded to 32 as LeNet-5 did
     (zero is the background) unless ``pad_to_size`` is off, anything else is resized
-    bilinearly. ``mean``/``std`` hold one value per stored channel, or one for all of them.
+    bilinearly (antialiased when shrinking, e.g. 64x64 photos for LeNet's 32x32).
+    ``mean``/``std`` hold one value per stored channel, or one for all of them.
     Gray images asked to feed ``in_channels=3`` are normalised first and copied last, so the
     copy costs a view, not arithmetic.
     """
@@ -99,7 +100,15 @@ class BatchMaker:
         if self.pad_to_size and 0 < gap <= 8 and gap % 2 == 0:
             p = gap // 2
             return F.pad(x, (p, p, p, p))
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        # Shrinking (a 64x64 folder dataset fed to LeNet's 32x32) averages over each output
+        # pixel's footprint, as Pillow does, instead of sampling 4 of 16 pixels and aliasing.
+        return F.interpolate(
+            x,
+            size=(self.size, self.size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=h > self.size,
+        )
 
     def batch(
         self,

@@ -72,30 +72,40 @@ def split_dataset(
     val_fraction: float,
     max_train: int | None = None,
     max_test: int | None = None,
+    val_images: torch.Tensor | None = None,
+    val_labels: torch.Tensor | None = None,
 ) -> PreparedData:
     """Hold out a seeded validation split and optionally subsample, deterministically.
 
     ``max_train`` caps the pool the validation split is drawn from, so a quick run keeps the
-    same train/val proportions as a full one.
+    same train/val proportions as a full one. A dataset with a validation split of its own
+    (``val_images``/``val_labels``: Flowers-102's official one) keeps it whole instead, and
+    ``max_train`` caps the training split alone.
     """
     generator = torch.Generator().manual_seed(seed)
     pool = _subsample(len(train_labels), max_train, generator)
-    n_val = max(1, round(len(pool) * val_fraction))
-    if n_val >= len(pool):
-        raise ValueError(
-            f"data.val_fraction={val_fraction} leaves no training images out of {len(pool)}; "
-            "lower data.val_fraction or raise data.max_train"
-        )
-    val_idx, train_idx = pool[:n_val].sort().values, pool[n_val:].sort().values
+    if val_images is not None and val_labels is not None:
+        train_idx = pool.sort().values
+        val_source, val_source_labels = val_images, val_labels
+        val_idx = torch.arange(len(val_labels))
+    else:
+        n_val = max(1, round(len(pool) * val_fraction))
+        if n_val >= len(pool):
+            raise ValueError(
+                f"data.val_fraction={val_fraction} leaves no training images out of "
+                f"{len(pool)}; lower data.val_fraction or raise data.max_train"
+            )
+        val_idx, train_idx = pool[:n_val].sort().values, pool[n_val:].sort().values
+        val_source, val_source_labels = train_images, train_labels
     test_idx = _subsample(len(test_labels), max_test, generator).sort().values
     images = {
         "train": train_images[train_idx].contiguous(),
-        "val": train_images[val_idx].contiguous(),
+        "val": val_source[val_idx].contiguous(),
         "test": test_images[test_idx].contiguous(),
     }
     labels = {
         "train": train_labels[train_idx].to(torch.int64),
-        "val": train_labels[val_idx].to(torch.int64),
+        "val": val_source_labels[val_idx].to(torch.int64),
         "test": test_labels[test_idx].to(torch.int64),
     }
     mean, std = channel_stats(images["train"])
@@ -111,7 +121,8 @@ def split_dataset(
         "mean": mean,
         "std": std,
         "seed": seed,
-        "val_fraction": val_fraction,
+        # null: the dataset's own validation split was kept, not drawn from train.
+        "val_fraction": None if val_labels is not None else val_fraction,
     }
     return PreparedData(images, labels, meta)
 

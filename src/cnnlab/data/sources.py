@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from cnnlab.data.catalog import DATASETS
+from cnnlab.data.options import ResizedOptions
 from cnnlab.files import replace_directory
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ DECOMPRESSED_MD5: dict[str, dict[str, str]] = {
 #: its own repackaged copies can vouch for them. File names cannot change, only md5s and URLs.
 OVERRIDE_ENV = "CNNLAB_SOURCES"
 
-Kind = Literal["idx", "cifar"]
+Kind = Literal["idx", "cifar", "flowers"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,18 @@ def _torchvision_source(name: str) -> Source:
             archives={cls.filename: cls.tgz_md5},
             contents=contents,
             folder=cls.base_folder,
+        )
+    if name == "flowers102":
+        cls = tvd.Flowers102
+        # The .tgz and both .mat files are verified as published. The 8,189 JPEGs inside
+        # the archive have no md5s of their own: a repacked archive cannot be verified.
+        return Source(
+            name=name,
+            kind="flowers",
+            mirrors=(cls._download_url_prefix,),
+            archives=dict(cls._file_dict.values()),
+            contents={},
+            folder="flowers-102",
         )
     raise DataError(f"dataset '{name}' is not downloaded from the network")
 
@@ -211,6 +224,8 @@ def _apply_override(base: Source, entry: dict, path: str) -> Source:
 def _content_names(src: Source) -> set[str]:
     if src.kind == "idx":
         return {_strip_gz(a) for a in src.archives}
+    if src.kind == "flowers":
+        return set()
     return set(_torchvision_source(src.name).contents)
 
 
@@ -405,6 +420,8 @@ def _layout_hint(src: Source) -> str:
     published = f"{src.name}/{first}"
     if src.kind == "idx":
         laid_out = f"{src.name}/{src.folder}/{_strip_gz(first)}"
+    elif src.kind == "flowers":
+        laid_out = f"{src.name}/{src.folder}/{first}"
     else:
         laid_out = f"{src.name}/{src.folder}/{next(iter(src.contents))}"
     return f"the published files (e.g. {published}) or torchvision's layout (e.g. {laid_out})"
@@ -703,6 +720,41 @@ def _extract_tar(tarball: Path, into: Path, folder: str) -> None:
         raise _Failed(f"damaged archive ({exc})", "corrupt") from exc
 
 
+def _build_flowers(
+    src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy
+) -> None:
+    """The three published files, each by its md5, laid out as torchvision's Flowers102
+    expects them (``flowers-102/{jpg/, imagelabels.mat, setid.mat}``); the tarball is removed
+    once extracted, so DVC stores the images once."""
+    folder = out / src.folder
+    folder.mkdir()
+    for archive, expected in src.archives.items():
+        if root is None:
+            locations = [m + archive for m in src.mirrors]
+        else:
+            locations = [_join(root, archive), _join(root, src.folder, archive)]
+        tried: list[tuple[str, _Failed]] = []
+        for location in locations:
+            target = folder / archive
+            try:
+                _fetch(location, target, retry)
+                actual = _md5(target)
+                if actual != expected:
+                    raise _Failed(_mismatch(expected, actual), "corrupt")
+                if archive.endswith((".tgz", ".tar.gz")):
+                    _extract_tar(target, folder, "jpg")
+                    target.unlink()
+                break
+            except _Failed as failure:
+                tried.append((location, failure))
+                target.unlink(missing_ok=True)
+                shutil.rmtree(folder / "jpg", ignore_errors=True)
+                if root is not None and failure.category == "network":
+                    raise _unavailable(src, archive, tried, mirror) from None
+        else:
+            raise _unavailable(src, archive, tried, mirror)
+
+
 def _build_digits(out: Path) -> None:
     """scikit-learn ships the 8x8 digits, so no network; pixels go from 0..16 to 0..255 so
     every dataset is uint8 on the same scale. The .npz is written byte-for-byte the same
@@ -778,6 +830,8 @@ def download(
             label = None if mirror is None else os.fspath(mirror)
             if src.kind == "idx":
                 _build_idx(src, root, label, built, retry)
+            elif src.kind == "flowers":
+                _build_flowers(src, root, label, built, retry)
             else:
                 _build_cifar(src, root, label, built, retry)
         replace_directory(built, dest)
@@ -797,17 +851,22 @@ class RawDataset:
     test_images: torch.Tensor  # uint8, [M, C, H, W]
     test_labels: torch.Tensor  # int64, [M]
     classes: list[str]
+    #: The dataset's own validation split, where it has one (Flowers-102, a folder with
+    #: val/); otherwise prepare draws it from the training split.
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
 
 def _redownload_hint(name: str) -> str:
     return f"run the download of '{name}' again (it rebuilds the raw folder from verified files)"
 
 
-def load_raw(name: str, raw_dir: Path) -> RawDataset:
+def load_raw(name: str, raw_dir: Path, options: ResizedOptions | None = None) -> RawDataset:
     """Decode what ``download`` left in ``raw_dir`` with torchvision's own dataset classes.
 
     Damaged files get a message naming the file instead of torchvision's assertion or
     reshape errors; CIFAR batches are checked against their md5 before they are unpickled.
+    ``options`` (``dataset.<name>``) says the size Flowers-102's photos are resized to.
     """
     _known(name)
     raw_dir = Path(raw_dir)
@@ -818,6 +877,8 @@ def load_raw(name: str, raw_dir: Path) -> RawDataset:
     src = source(name)
     if src.kind == "idx":
         return _load_idx(src, raw_dir)
+    if src.kind == "flowers":
+        return _load_flowers(src, raw_dir, options or ResizedOptions())
     return _load_cifar(src, raw_dir)
 
 
@@ -897,6 +958,55 @@ def _load_cifar(src: Source, raw_dir: Path) -> RawDataset:
         splits.append((images, labels, list(ds.classes)))
     (train_x, train_y, classes), (test_x, test_y, _) = splits
     return RawDataset(train_x, train_y, test_x, test_y, classes)
+
+
+def _load_flowers(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+    """The official train / val / test splits (1,020 / 1,020 / 6,149 images) through
+    torchvision's Flowers102, every photo resized once to ``options.size``."""
+    import torch
+    from torchvision import datasets as tvd
+
+    from cnnlab.data import images
+
+    folder = raw_dir / src.folder
+    base = tvd.Flowers102
+    # torchvision re-checks the .mat files' md5s: give it ours, so an override applies to both.
+    verified = type(
+        "Flowers102",
+        (base,),
+        {"_file_dict": {k: (f, src.archives[f]) for k, (f, _) in base._file_dict.items()}},
+    )
+
+    def loader(path: str | Path) -> np.ndarray:
+        try:
+            return images.load(Path(path), options.size, options.resize)
+        except (images.BadImage, OSError) as exc:
+            raise DataError(f"{path}: {exc}; {_redownload_hint(src.name)}") from None
+
+    splits = []
+    for split in ("train", "val", "test"):
+        try:
+            ds = verified(str(raw_dir), split=split, loader=loader)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(
+                f"torchvision could not read {folder} ({type(exc).__name__}: {exc}); "
+                f"{_redownload_hint(src.name)}"
+            ) from exc
+        pairs = [ds[i] for i in range(len(ds))]
+        size = options.size
+        x = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8)
+        y = torch.as_tensor([p[1] for p in pairs], dtype=torch.int64)
+        if len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(base.classes):
+            raise DataError(
+                f"{folder}: labels outside 1..{len(base.classes)}; {_redownload_hint(src.name)}"
+            )
+        splits.append((torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y))
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = splits
+    return RawDataset(
+        train_x, train_y, test_x, test_y, list(base.classes), val_images=val_x, val_labels=val_y
+    )
 
 
 def _load_digits(raw_dir: Path) -> RawDataset:

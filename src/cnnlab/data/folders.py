@@ -1,0 +1,294 @@
+"""Folders of the user's own images as datasets: ``datasets/<name>/<class>/<image>``.
+
+torchvision's ImageFolder convention (one sub-folder per class, named after it, images at
+any depth below it), optionally split by the user into ``train/`` and ``test/`` (and
+``val/``) folders that each hold the class folders. Without those, prepare draws the test
+split from every class by ``seed``.
+
+Two steps, as for the downloaded datasets:
+
+- :func:`scan` (the ``download`` stage) lists every file with its class, split and md5 into
+  ``data/raw/<name>/manifest.json``. DVC tracks the folder as a dependency of that stage, so
+  adding, removing or editing an image reruns it, and the manifest pins exactly which bytes
+  the following stages used. The images are not copied: a photo folder can be large.
+- :func:`load` (the ``prepare`` stage) decodes the files the manifest lists, after checking
+  each against its md5, and resizes them once (:mod:`cnnlab.data.images`). Files that are
+  not decodable images are reported by name and skipped or refused, as
+  ``dataset.<name>.on_bad_file`` says.
+
+Hidden files and folders (``.DS_Store``, ``.git``...) are ignored, as are files lying next
+to the class folders (a README): they belong to no class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cnnlab.data import images
+from cnnlab.data.options import FolderOptions
+from cnnlab.data.sources import DataError, RawDataset
+from cnnlab.files import atomic_directory, write_json
+
+if TYPE_CHECKING:
+    import torch
+
+MANIFEST_FILE = "manifest.json"
+#: Sub-folders that split a folder dataset; train and test are required together.
+SPLIT_FOLDERS = ("train", "val", "test")
+#: At most this many bad files are named in an error message (all are counted).
+NAMED_IN_ERRORS = 20
+
+
+def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
+    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+
+
+def _children(folder: Path) -> tuple[list[str], list[str]]:
+    """Visible sub-folders and files of ``folder``, sorted by name."""
+    with os.scandir(folder) as it:
+        entries = _visible(list(it))
+    dirs = [e.name for e in entries if e.is_dir()]
+    files = [e.name for e in entries if not e.is_dir()]
+    return dirs, files
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every visible file at any depth below ``folder``, in a stable order."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / f for f in sorted(files) if not f.startswith(".")]
+    return found
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _layout(folder: Path, dirs: list[str]) -> list[str | None]:
+    """The splits the user made (``[None]``: none, prepare draws the test split)."""
+    named = [d for d in dirs if d in SPLIT_FOLDERS]
+    if not named:
+        return [None]
+    others = sorted(set(dirs) - set(SPLIT_FOLDERS))
+    if "train" not in named or "test" not in named or others:
+        raise DataError(
+            f"{folder} mixes split folders and class folders (found "
+            f"{', '.join(d + '/' for d in dirs)}). Either every class folder goes under "
+            "train/ and test/ (and optionally val/), each holding the same class folders, or "
+            f"none does and the test split is drawn by seed (dataset.<name>.test_fraction)."
+        )
+    return [s for s in SPLIT_FOLDERS if s in named]
+
+
+def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
+    """Write ``dest/manifest.json``: every file of the folder dataset, with class, split and
+    md5. Layout mistakes (no class folders, an empty class, classes only in test/) stop here,
+    with the folder named; whether each file is a readable image is prepare's business."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(
+            f"{folder} does not exist or is not a folder. Put the images of dataset '{name}' "
+            f"in {folder}/<class>/<image> (one sub-folder per class), or remove '{name}' "
+            "from `datasets` in params.yaml."
+        )
+    top_dirs, top_files = _children(folder)
+    ignored = list(top_files)
+    files: list[dict[str, Any]] = []
+    classes_of: dict[str | None, list[str]] = {}
+    for split in _layout(folder, top_dirs):
+        root = folder if split is None else folder / split
+        class_dirs, loose = _children(root) if split is not None else (top_dirs, [])
+        ignored += [f"{split}/{f}" for f in loose]
+        where = f"{root}/" if split is not None else f"{folder}/"
+        if not class_dirs:
+            raise DataError(
+                f"{where} has no class folders: expected {where}<class>/<image>, "
+                "one sub-folder per class, named after it"
+            )
+        classes_of[split] = class_dirs
+        for cls in class_dirs:
+            found = _files_below(root / cls)
+            if not found:
+                raise DataError(
+                    f"class folder {root / cls}/ holds no files: add images of '{cls}' or "
+                    "remove the folder"
+                )
+            for path in found:
+                files.append(
+                    {
+                        "path": path.relative_to(folder).as_posix(),
+                        "split": split,
+                        "class": cls,
+                        "md5": _md5(path),
+                    }
+                )
+    classes = classes_of.get("train", classes_of.get(None, []))
+    for split, names in classes_of.items():
+        extra = sorted(set(names) - set(classes))
+        if extra:
+            raise DataError(
+                f"{folder}/{split}/ has class folders that train/ lacks: {', '.join(extra)}. "
+                "A model cannot learn a class it never sees: add its training images under "
+                "train/ or remove it."
+            )
+    if len(classes) < 2:
+        raise DataError(
+            f"{folder} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a "
+            "classifier needs at least two: one sub-folder per class"
+        )
+    manifest = {
+        "dataset": name,
+        "folder": folder.as_posix(),
+        "classes": classes,
+        "splits": [s for s in classes_of if s is not None] or None,
+        "files": files,
+        "ignored": ignored,
+    }
+    with atomic_directory(dest) as tmp:
+        write_json(tmp / MANIFEST_FILE, manifest)
+    return manifest
+
+
+@dataclass
+class FolderDataset:
+    """A decoded folder dataset, and what was left out of it and why."""
+
+    raw: RawDataset
+    #: Files that are not decodable images: ``{"path": ..., "reason": ...}``.
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    #: Files next to the class folders, which belong to no class.
+    ignored: list[str] = field(default_factory=list)
+
+
+def _read_manifest(name: str, raw_dir: Path) -> dict[str, Any]:
+    path = Path(raw_dir) / MANIFEST_FILE
+    hint = f"run `dvc repro download@{name}` (it lists the folder again)"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing: {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read it ({exc}); {hint}") from None
+    if not isinstance(manifest, dict) or not {"classes", "files"} <= set(manifest):
+        raise DataError(f"{path}: not a folder manifest; {hint}")
+    return manifest
+
+
+def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -> np.ndarray:
+    """A test mask holding ``fraction`` of every class (at least one image of any class
+    that has two), drawn by ``seed``: small folders keep every class in both splits."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for cls in range(n_classes):
+        members = np.flatnonzero(labels == cls)
+        if len(members) < 2:
+            continue
+        n_test = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        test[rng.permutation(members)[:n_test]] = True
+    return test
+
+
+def load(
+    name: str, raw_dir: Path, folder: Path, options: FolderOptions, *, seed: int
+) -> FolderDataset:
+    """Decode and resize every file ``raw_dir``'s manifest lists (read from ``folder``)."""
+    import torch
+
+    manifest = _read_manifest(name, raw_dir)
+    folder = Path(folder)
+    classes: list[str] = list(manifest["classes"])
+    index = {c: i for i, c in enumerate(classes)}
+    decoded: dict[str | None, list[np.ndarray]] = {}
+    labels: dict[str | None, list[int]] = {}
+    skipped: list[dict[str, str]] = []
+    for entry in manifest["files"]:
+        path = folder / entry["path"]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DataError(
+                f"{path}: cannot read it ({exc.strerror or exc}); the folder changed since "
+                f"download@{name} listed it: run `dvc repro` (or `dvc repro download@{name}`)"
+            ) from None
+        if hashlib.md5(data).hexdigest() != entry["md5"]:
+            raise DataError(
+                f"{path} changed since download@{name} listed it: run `dvc repro` so the "
+                "download stage records the folder's current content first"
+            )
+        try:
+            image = images.decode(data, options.size, options.resize)
+        except images.BadImage as exc:
+            skipped.append({"path": entry["path"], "reason": str(exc)})
+            continue
+        decoded.setdefault(entry["split"], []).append(image)
+        labels.setdefault(entry["split"], []).append(index[entry["class"]])
+    if skipped and options.on_bad_file == "error":
+        shown = "\n".join(
+            f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS]
+        )
+        more = (
+            f"\n  ... and {len(skipped) - NAMED_IN_ERRORS} more"
+            if len(skipped) > NAMED_IN_ERRORS
+            else ""
+        )
+        raise DataError(
+            f"{len(skipped)} file(s) in {folder} are not images that can be decoded:\n{shown}"
+            f"{more}\nFix or remove them, or set dataset.{name}.on_bad_file: skip to leave "
+            "them out (they are then listed in the prepared data's meta.json)."
+        )
+
+    def stack(split: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        arrays = decoded.get(split, [])
+        size = options.size
+        x = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+        y = np.asarray(labels.get(split, []), dtype=np.int64)
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+
+    splits = manifest.get("splits")
+    if splits:
+        train_x, train_y = stack("train")
+        test_x, test_y = stack("test")
+        val = stack("val") if "val" in splits else None
+    else:
+        all_x, all_y = stack(None)
+        test = torch.from_numpy(
+            _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
+        )
+        train_x, train_y = all_x[~test].contiguous(), all_y[~test].contiguous()
+        test_x, test_y = all_x[test].contiguous(), all_y[test].contiguous()
+        val = None
+    counts = torch.bincount(train_y, minlength=len(classes)).tolist()
+    empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
+    if empty:
+        raise DataError(
+            f"class(es) {', '.join(empty)} of {folder} have no readable training images"
+            f"{' (all were skipped as bad files)' if skipped else ''}: add images or remove "
+            "the class folder"
+        )
+    if len(test_y) == 0:
+        raise DataError(
+            f"{folder}: no test images (every class has a single image, or test/ holds no "
+            "readable image): add images"
+        )
+    raw = RawDataset(
+        train_images=train_x,
+        train_labels=train_y,
+        test_images=test_x,
+        test_labels=test_y,
+        classes=classes,
+        val_images=val[0] if val else None,
+        val_labels=val[1] if val else None,
+    )
+    return FolderDataset(raw, skipped, list(manifest.get("ignored", [])))
