@@ -18,26 +18,8 @@ from common import (
     run_stage,
 )
 
+from cnnlab.history import read_history
 from cnnlab.params import load_params
-
-HISTORY_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
-
-
-def read_history(run: str):
-    """One row per epoch from DVCLive's TSV files (its ``step`` is the epoch)."""
-    import pandas as pd
-
-    frame = None
-    for column in HISTORY_COLUMNS:
-        split, metric = column.split("_")
-        path = TRAIN_LOGS / run / "plots" / "metrics" / split / f"{metric}.tsv"
-        if not path.exists():  # a run that diverged in its first epoch logged nothing
-            part = pd.DataFrame({"epoch": pd.Series(dtype="int64"), column: []})
-        else:
-            part = pd.read_csv(path, sep="\t", usecols=["step", metric])
-            part = part.rename(columns={"step": "epoch", metric: column})
-        frame = part if frame is None else frame.merge(part, on="epoch", how="outer")
-    return frame.sort_values("epoch").reset_index(drop=True)
 
 
 def read_confusion(run: str, classes: list[str]) -> list[list[int]]:
@@ -69,7 +51,7 @@ def main() -> None:
             name, label = run_name(model, dataset), MODEL_TITLES.get(model, model)
             metrics = json.loads((METRICS / f"{name}.json").read_text())
             runs.append(metrics)
-            histories[label] = read_history(name)
+            histories[label] = read_history(TRAIN_LOGS / name)
             if metrics["diverged"]:
                 diverged[label] = metrics["diverged_epoch"]
             classes = metrics["classes"]
