@@ -40,7 +40,8 @@ def main() -> None:
     from cnnlab.reporting import report_markdown, summary_json
 
     runs = []
-    figures: dict[str, str] = {}
+    figures: dict[str, str] = {}  # caption or dataset -> path relative to the report
+    confusions: dict[str, str] = {}
     from cnnlab.data.catalog import DATASETS
     from cnnlab.models.options import MODEL_TITLES
 
@@ -55,19 +56,18 @@ def main() -> None:
             if metrics["diverged"]:
                 diverged[label] = metrics["diverged_epoch"]
             classes = metrics["classes"]
+            confusion = COMPARE_PLOTS / f"confusion-{name}.png"
             plot_confusion_matrix(
-                read_confusion(name, classes),
-                classes,
-                f"{label} on {title}: test set",
-                COMPARE_PLOTS / f"confusion-{name}.png",
+                read_confusion(name, classes), classes, f"{label} on {title}: test set", confusion
             )
+            confusions[f"Confusion matrix of {label} on {title}"] = str(Path("..") / confusion)
         figure = COMPARE_PLOTS / f"curves-{dataset}.png"
         plot_learning_curves(
             histories, f"{' vs '.join(histories)} on {title}", figure, diverged=diverged
         )
         figures[dataset] = str(Path("..") / figure)
     write_json(REPORTS / "summary.json", summary_json(runs))
-    write_text(REPORTS / "report.md", report_markdown(runs, figures))
+    write_text(REPORTS / "report.md", report_markdown(runs, {**figures, **confusions}))
     print(f"compare: {len(runs)} runs -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
 
 

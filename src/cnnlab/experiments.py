@@ -30,6 +30,7 @@ __all__ = [
     "ExperimentError",
     "ExperimentRun",
     "collect_runs",
+    "dvc_json",
     "experiment_labels",
     "flatten_params",
     "list_experiments",
@@ -63,15 +64,16 @@ class ExperimentRun:
     history: pd.DataFrame  # one row per epoch (see cnnlab.history)
 
 
-def _dvc(args: Sequence[str], root: Path) -> str:
-    """Run the dvc CLI of this interpreter's environment; its own message on failure."""
+def dvc_json(args: Sequence[str], root: Path) -> Any:
+    """Run ``dvc <args> --json`` with this interpreter's dvc; DVC's own message on failure."""
+    args = [*args, "--json"]
     result = subprocess.run(
         [sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True
     )
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip().removeprefix("ERROR: ")
         raise ExperimentError(f"`dvc {' '.join(args)}` failed in {root}: {message}")
-    return result.stdout
+    return json.loads(result.stdout)
 
 
 def _check_repo(root: Path) -> None:
@@ -108,7 +110,7 @@ def list_experiments(
     start) or a baseline's branch name; one that is unknown or not finished is an error.
     """
     _check_repo(root)
-    shown = json.loads(_dvc(["exp", "show", "--json", *(["-A"] if all_commits else [])], root))
+    shown = dvc_json(["exp", "show", *(["-A"] if all_commits else [])], root)
     baselines: list[Experiment] = []
     found: list[Experiment] = []
     unfinished: dict[str, str] = {}
