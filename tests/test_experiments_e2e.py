@@ -2,9 +2,8 @@
 what each change reruns, the diffs, a `-S` typo, and the cross-experiment comparison.
 
 tests/test_pipeline_e2e.py covers the first `dvc repro`, a plain `-S optimizer=sgd` run and a
-typo written into params.yaml; this module covers what it does not. One baseline and three
-experiments (digits, 2 epochs, 64 training images, one thread) keep it near a minute and a
-half.
+typo written into params.yaml; this module covers what it does not. One baseline and two
+experiments (digits, 2 epochs, 64 training images, one thread) keep it small.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import csv
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -91,7 +89,9 @@ def test_compare_experiments_without_experiments_says_what_to_do(baseline: Path)
 
 @pytest.fixture(scope="module")
 def experiments(baseline: Path) -> dict[str, str]:
-    """Three experiments: in the workspace, in --temp, and from the queue; their logs."""
+    """Two experiments with different optimizers, one in the workspace, one in --temp
+    restricted to LeNet; their logs. (A queued run costs about 30 s more for the queue's
+    worker, over this module's budget; it was checked by hand, see the README.)"""
     logs = {}
     ran = dvc("exp", "run", "-n", "sgd", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=baseline)
     logs["sgd"] = ran.stdout
@@ -100,25 +100,14 @@ def experiments(baseline: Path) -> dict[str, str]:
     ran = dvc("exp", "run", "--temp", "-n", "mom", "-S", "optimizer=momentum", *restrict,
               cwd=baseline)  # fmt: skip
     logs["mom"] = ran.stdout
-    dvc("exp", "run", "--queue", "-n", "nag", "-S", "optimizer=nag", *restrict, cwd=baseline)
-    dvc("queue", "start", cwd=baseline)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        status = dvc("queue", "status", cwd=baseline).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(2)
-    assert "Success" in status, status
-    logs["nag"] = dvc("queue", "logs", "nag", cwd=baseline).stdout
     return logs
 
 
 def test_each_run_reruns_only_what_it_changed(experiments: dict[str, str]) -> None:
     # workspace: an optimizer change retrains both models, never touches the data
     assert set(stages_run(experiments["sgd"])) == LENET | ALEXNET | {"compare"}
-    # --temp and the queue with `models=[lenet]`: AlexNet's stages are not even defined
-    for name in ("mom", "nag"):
-        assert set(stages_run(experiments[name])) == LENET | {"compare"}, name
+    # --temp with `models=[lenet]`: AlexNet's stages are not even defined
+    assert set(stages_run(experiments["mom"])) == LENET | {"compare"}
 
 
 def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> None:
@@ -131,17 +120,17 @@ def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> Non
     assert params["lr"] == {"old": None, "new": 0.05}
     shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
     exps = {e["name"]: e["revs"][0]["data"] for e in shown[1]["experiments"]}
-    assert set(exps) == {"sgd", "mom", "nag"}
-    for name in ("mom", "nag"):  # restricted runs: LeNet's metrics only
-        assert exps[name]["params"]["params.yaml"]["data"]["models"] == ["lenet"]
-        assert set(exps[name]["metrics"]) >= {"metrics/lenet-digits.json"}
-        assert "metrics/alexnet-digits.json" not in exps[name]["metrics"]
+    assert set(exps) == {"sgd", "mom"}
+    restricted = exps["mom"]  # LeNet's metrics only
+    assert restricted["params"]["params.yaml"]["data"]["models"] == ["lenet"]
+    assert "metrics/lenet-digits.json" in restricted["metrics"]
+    assert "metrics/alexnet-digits.json" not in restricted["metrics"]
 
 
 def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> None:
     out = baseline / "reports" / "experiments"
     result = compare_experiments(baseline)
-    assert "compared 3 experiments" in result.stdout
+    assert "compared 2 experiments" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "curves-alexnet-digits.gif",
         "curves-alexnet-digits.png",
@@ -164,11 +153,7 @@ def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> N
     for key, acc in recorded.items():
         assert float(table[key]["test_acc_pct"]) == pytest.approx(acc * 100, abs=1e-3), key
     labels = {r["experiment"]: r["label"] for r in rows}
-    assert labels == {
-        "sgd": "optimizer=sgd, lr=0.05",
-        "mom": "optimizer=momentum, lr=null",
-        "nag": "optimizer=nag, lr=null",
-    }
+    assert labels == {"sgd": "optimizer=sgd, lr=0.05", "mom": "optimizer=momentum, lr=null"}
     markdown = (out / "experiments.md").read_text()
     for label in labels.values():
         assert f"| {label} |" in markdown
@@ -177,22 +162,26 @@ def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> N
     png = Image.open(out / "curves-lenet-digits.png")
     assert png.size == (1200, 900)
 
-    again = compare_experiments(baseline, "--exp", "nag", "sgd", "--out", "reports/two")
+    # the baseline by its branch name: only the optimizer differs from `mom`
+    again = compare_experiments(baseline, "--exp", "mom", "main", "--out", "reports/two")
     assert "compared 2 experiments" in again.stdout
     two = list(csv.DictReader((baseline / "reports/two/experiments.csv").open()))
-    assert {r["experiment"] for r in two} == {"nag", "sgd"}
+    assert {(r["experiment"], r["label"]) for r in two} == {
+        ("mom", "optimizer=momentum"),
+        ("main", "optimizer=adam"),
+    }
     assert (out / "curves-lenet-digits.png").read_bytes() != (
         baseline / "reports/two/curves-lenet-digits.png"
-    ).read_bytes()  # two lines, not three
+    ).read_bytes()
 
     unknown = compare_experiments(baseline, "--exp", "adamm", check=False)
     assert unknown.returncode == 2
-    assert "no finished experiment 'adamm'; known: sgd, mom, nag" in unknown.stderr
+    assert "no finished experiment 'adamm'; known: sgd, mom, main" in unknown.stderr
 
 
 def test_offline_dvc_plots_of_two_experiments(baseline: Path, experiments) -> None:
     script = baseline / "stages" / "render_dvc_plots.py"
-    run([sys.executable, str(script), "sgd", "nag", "--out", "reports/dvc"], baseline)
+    run([sys.executable, str(script), "sgd", "mom", "--out", "reports/dvc"], baseline)
     page = (baseline / "reports/dvc/index.html").read_text()
     assert page.count("<svg") == len(list((baseline / "reports/dvc").glob("*.svg"))) >= 6
     assert "<script" not in page
