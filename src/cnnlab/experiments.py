@@ -102,7 +102,7 @@ def _finished(executor: Mapping[str, Any] | None) -> bool:
 def list_experiments(
     root: Path, names: Sequence[str] | None = None, all_commits: bool = False
 ) -> list[Experiment]:
-    """The experiments to compare, oldest first (a queued sweep comes out in queue order).
+    """The experiments to compare, oldest first (by the time each one's result was committed).
 
     Without ``names``: every finished experiment of the current commit (of every commit with
     ``all_commits``), baselines left out; queued, running and failed ones are skipped with a
@@ -162,7 +162,7 @@ def _pick(
     if name in unfinished:
         raise ExperimentError(
             f"experiment {name!r} is {unfinished[name]}, not finished: wait for it "
-            "(`dvc queue status`) or see why (`dvc queue logs {name}`)"
+            f"(`dvc queue status`) or see why (`dvc queue logs {name}`)"
         )
     for pool in (found, baselines):
         matches = [e for e in pool if name == e.name]
