@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             data_title = DATASETS[dataset].title if dataset in DATASETS else dataset
             title = f"{MODEL_TITLES.get(model, model)} on {data_title}"
             if varied:
-                title += f": {', '.join(varied)}"
+                title += f", by {', '.join(varied)}"
             name = f"curves-{run_name(model, dataset)}"
             # Best-accuracy labels stack up; past four lines the table says it better.
             plot_learning_curves(
