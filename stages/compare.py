@@ -18,26 +18,8 @@ from common import (
     run_stage,
 )
 
+from cnnlab.history import read_history
 from cnnlab.params import load_params
-
-HISTORY_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
-
-
-def read_history(run: str):
-    """One row per epoch from DVCLive's TSV files (its ``step`` is the epoch)."""
-    import pandas as pd
-
-    frame = None
-    for column in HISTORY_COLUMNS:
-        split, metric = column.split("_")
-        path = TRAIN_LOGS / run / "plots" / "metrics" / split / f"{metric}.tsv"
-        if not path.exists():  # a run that diverged in its first epoch logged nothing
-            part = pd.DataFrame({"epoch": pd.Series(dtype="int64"), column: []})
-        else:
-            part = pd.read_csv(path, sep="\t", usecols=["step", metric])
-            part = part.rename(columns={"step": "epoch", metric: column})
-        frame = part if frame is None else frame.merge(part, on="epoch", how="outer")
-    return frame.sort_values("epoch").reset_index(drop=True)
 
 
 def read_confusion(run: str, classes: list[str]) -> list[list[int]]:
@@ -58,7 +40,8 @@ def main() -> None:
     from cnnlab.reporting import report_markdown, summary_json
 
     runs = []
-    figures: dict[str, str] = {}
+    figures: dict[str, str] = {}  # caption or dataset -> path relative to the report
+    confusions: dict[str, str] = {}
     from cnnlab.data.catalog import title as dataset_title
     from cnnlab.models.options import MODEL_TITLES
 
@@ -69,23 +52,22 @@ def main() -> None:
             name, label = run_name(model, dataset), MODEL_TITLES.get(model, model)
             metrics = json.loads((METRICS / f"{name}.json").read_text())
             runs.append(metrics)
-            histories[label] = read_history(name)
+            histories[label] = read_history(TRAIN_LOGS / name)
             if metrics["diverged"]:
                 diverged[label] = metrics["diverged_epoch"]
             classes = metrics["classes"]
+            confusion = COMPARE_PLOTS / f"confusion-{name}.png"
             plot_confusion_matrix(
-                read_confusion(name, classes),
-                classes,
-                f"{label} on {title}: test set",
-                COMPARE_PLOTS / f"confusion-{name}.png",
+                read_confusion(name, classes), classes, f"{label} on {title}: test set", confusion
             )
+            confusions[f"Confusion matrix of {label} on {title}"] = str(Path("..") / confusion)
         figure = COMPARE_PLOTS / f"curves-{dataset}.png"
         plot_learning_curves(
             histories, f"{' vs '.join(histories)} on {title}", figure, diverged=diverged
         )
         figures[dataset] = str(Path("..") / figure)
     write_json(REPORTS / "summary.json", summary_json(runs))
-    write_text(REPORTS / "report.md", report_markdown(runs, figures))
+    write_text(REPORTS / "report.md", report_markdown(runs, {**figures, **confusions}))
     print(f"compare: {len(runs)} runs -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
 
 

@@ -33,7 +33,12 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.files import write_bytes
 
-__all__ = ["OKABE_ITO", "plot_confusion_matrix", "plot_learning_curves"]
+__all__ = [
+    "OKABE_ITO",
+    "animate_learning_curves",
+    "plot_confusion_matrix",
+    "plot_learning_curves",
+]
 
 #: Okabe & Ito's colour-blind-safe palette, reordered so that the first colours are the most
 #: distinct on white (yellow last: it is hard to see as a thin line).
@@ -51,6 +56,7 @@ OKABE_ITO: tuple[str, ...] = (
 _MARKERS: tuple[str, ...] = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 _DPI = 120
+_GIF_DPI = 80  # 800x600 px frames: a 20-epoch animation stays a few MB
 _CURVES_SIZE = (10.0, 7.5)  # inches -> 1200x900 px
 _CONFUSION_SIZE = (7.5, 6.5)  # inches -> 900x780 px
 _PNG_METADATA: dict[str, str | None] = {"Software": None}
@@ -195,6 +201,8 @@ def plot_learning_curves(
     title: str,
     path: Path,
     diverged: Mapping[str, int | None] | None = None,
+    *,
+    mark_best: bool = True,
 ) -> None:
     """Save a 2x2 figure (train/val loss on top, train/val accuracy below), one line per label.
 
@@ -205,87 +213,165 @@ def plot_learning_curves(
     history logs a non-finite loss or when ``diverged`` names it (label -> epoch, or None if
     unknown): the trainer stops before logging an epoch whose training loss went NaN, so the
     history alone cannot always tell; pass the evaluate metrics' ``diverged_epoch`` here.
+    ``mark_best`` draws each line's best validation accuracy as a dashed, labelled line.
 
     One legend for the whole figure, below the panels, since every panel shows the same runs;
     per-panel legends would repeat it four times and hide data.
     """
+    with mpl.style.context(["default", _STYLE]):
+        fig, _ = _curves_figure(histories, title, diverged, mark_best=mark_best, dpi=_DPI)
+        _save_png(fig, path)
+
+
+def animate_learning_curves(
+    histories: dict[str, pd.DataFrame],
+    title: str,
+    path: Path,
+    diverged: Mapping[str, int | None] | None = None,
+    *,
+    frame_ms: int = 700,
+    hold_ms: int = 3000,
+) -> None:
+    """Save the 2x2 learning curves as an animated GIF that grows one epoch per frame.
+
+    The same picture as :func:`plot_learning_curves` (without the best-accuracy labels, which
+    would give the end away), drawn once with every epoch so that the axes are fixed at their
+    final limits, then redrawn with the lines cut at each epoch: nothing jumps between frames.
+    The last frame is held for ``hold_ms``. Frames are rendered by Agg and quantised by
+    Pillow to one palette taken from the last frame (which holds every colour) without
+    dithering, and Pillow writes no timestamps: the same histories give the same GIF bytes.
+    (matplotlib's ``PillowWriter`` was not used because it can only write to a path, which
+    rules out the atomic write, and quantises each frame on its own.)
+    """
+    from PIL import Image
+
+    with mpl.style.context(["default", _STYLE]):
+        fig, traces = _curves_figure(histories, title, diverged, mark_best=False, dpi=_GIF_DPI)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()  # lays the figure out and autoscales the axes to the full histories
+        fig.set_layout_engine("none")  # freeze the layout: the epoch counter must not move it
+        for ax in fig.axes:
+            ax.set_xlim(ax.get_xlim())
+            ax.set_ylim(ax.get_ylim())
+        finite = [x[np.isfinite(x)] for _, x, _ in traces]
+        epochs = np.unique(np.concatenate(finite)) if finite else np.array([])
+        if epochs.size == 0:
+            raise ValueError("animate_learning_curves needs at least one logged epoch")
+        counter = fig.text(0.99, 0.99, "", ha="right", va="top", fontsize=10)
+        frames = []
+        for epoch in epochs:
+            for line, x, y in traces:
+                keep = x <= epoch
+                line.set_data(x[keep], y[keep])
+            counter.set_text(f"epoch {epoch:g} of {epochs[-1]:g}")
+            canvas.draw()
+            rgba = np.asarray(canvas.buffer_rgba())
+            frames.append(Image.fromarray(rgba[..., :3].copy(), mode="RGB"))
+    palette = frames[-1].quantize(
+        colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+    )
+    indexed = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    buffer = io.BytesIO()
+    indexed[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=indexed[1:],
+        duration=[frame_ms] * (len(indexed) - 1) + [hold_ms],
+        loop=0,
+    )
+    write_bytes(path, buffer.getvalue())
+
+
+def _curves_figure(
+    histories: dict[str, pd.DataFrame],
+    title: str,
+    diverged: Mapping[str, int | None] | None,
+    *,
+    mark_best: bool,
+    dpi: float,
+) -> tuple[Figure, list[tuple[Line2D, np.ndarray, np.ndarray]]]:
+    """Build the 2x2 learning-curve figure; also return every drawn line with its full data
+    (the animation redraws them cut at each epoch). Call inside the style context."""
     if not histories:
-        raise ValueError("plot_learning_curves needs at least one history")
+        raise ValueError("a learning-curve figure needs at least one history")
     for label, history in histories.items():
         missing = [c for c in _HISTORY_COLUMNS if c not in history.columns]
         if missing:
             raise ValueError(f"history {label!r} lacks column(s) {', '.join(missing)}")
     diverged = dict(diverged or {})
 
-    with mpl.style.context(["default", _STYLE]):
-        fig = Figure(figsize=_CURVES_SIZE, dpi=_DPI, layout="constrained")
-        axes = fig.subplots(2, 2, sharex=True)
-        panels = {
-            "train_loss": (axes[0, 0], "Training loss", "cross-entropy loss"),
-            "val_loss": (axes[0, 1], "Validation loss", "cross-entropy loss"),
-            "train_acc": (axes[1, 0], "Training accuracy", "accuracy (%)"),
-            "val_acc": (axes[1, 1], "Validation accuracy", "accuracy (%)"),
-        }
-        handles: list[Line2D] = []
-        losses: list[np.ndarray] = []
-        bests: list[tuple[float, int, str]] = []
-        all_epochs: list[np.ndarray] = []
+    fig = Figure(figsize=_CURVES_SIZE, dpi=dpi, layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True)
+    panels = {
+        "train_loss": (axes[0, 0], "Training loss", "cross-entropy loss"),
+        "val_loss": (axes[0, 1], "Validation loss", "cross-entropy loss"),
+        "train_acc": (axes[1, 0], "Training accuracy", "accuracy (%)"),
+        "val_acc": (axes[1, 1], "Validation accuracy", "accuracy (%)"),
+    }
+    handles: list[Line2D] = []
+    losses: list[np.ndarray] = []
+    bests: list[tuple[float, int, str]] = []
+    all_epochs: list[np.ndarray] = []
+    traces: list[tuple[Line2D, np.ndarray, np.ndarray]] = []
 
-        for index, (label, history) in enumerate(histories.items()):
-            colour = OKABE_ITO[index % len(OKABE_ITO)]
-            marker = _MARKERS[index % len(_MARKERS)]
-            # Past 8 runs colours repeat; a different dash keeps lines apart.
-            linestyle = "-" if index < len(OKABE_ITO) else (0, (4, 1.5))
-            epochs = _column(history, "epoch")
-            all_epochs.append(epochs[np.isfinite(epochs)])
-            acc_scale = _accuracy_scale(history)
-            markevery = max(1, len(history) // 20)
+    for index, (label, history) in enumerate(histories.items()):
+        colour = OKABE_ITO[index % len(OKABE_ITO)]
+        marker = _MARKERS[index % len(_MARKERS)]
+        # Past 8 runs colours repeat; a different dash keeps lines apart.
+        linestyle = "-" if index < len(OKABE_ITO) else (0, (4, 1.5))
+        epochs = _column(history, "epoch")
+        all_epochs.append(epochs[np.isfinite(epochs)])
+        acc_scale = _accuracy_scale(history)
+        markevery = max(1, len(history) // 20)
 
-            for column, (ax, _, _) in panels.items():
-                scale = acc_scale if column.endswith("acc") else 1.0
-                x, y = _finite(epochs, _column(history, column) * scale)
-                if column.endswith("loss"):
-                    losses.append(y)
-                ax.plot(
-                    x,
-                    y,
-                    color=colour,
-                    marker=marker,
-                    linestyle=linestyle,
-                    markevery=markevery,
-                    label=label,
-                )
-                if column == "val_acc" and y.size:
-                    best = int(np.argmax(y))  # first maximum: the checkpoint rule keeps ties old
-                    bests.append((float(y[best]), int(x[best]), colour))
-
-            nan_epoch = _first_nonfinite_epoch(history)
-            legend_label = str(label)
-            if label in diverged or nan_epoch is not None:
-                epoch = diverged.get(label, nan_epoch)
-                epoch = nan_epoch if epoch is None else epoch
-                legend_label += " (diverged)" if epoch is None else f" (diverged at epoch {epoch})"
-            handles.append(
-                Line2D([], [], color=colour, marker=marker, linestyle=linestyle, label=legend_label)
-            )
-
-        for column, (ax, panel_title, ylabel) in panels.items():
-            ax.set_title(panel_title)
-            ax.set_ylabel(ylabel)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        for column, (ax, _, _) in panels.items():
+            scale = acc_scale if column.endswith("acc") else 1.0
+            x, y = _finite(epochs, _column(history, column) * scale)
             if column.endswith("loss"):
-                top = _loss_top(losses)
-                ax.set_ylim(0.0, top) if top is not None else ax.set_ylim(bottom=0.0)
-        for ax in axes[1]:
-            ax.set_xlabel("epoch")
-        finite_epochs = np.concatenate(all_epochs)
-        if finite_epochs.size:
-            axes[0, 0].set_xlim(finite_epochs.min() - 0.5, finite_epochs.max() + 0.5)
+                losses.append(y)
+            (line,) = ax.plot(
+                x,
+                y,
+                color=colour,
+                marker=marker,
+                linestyle=linestyle,
+                markevery=markevery,
+                label=label,
+            )
+            traces.append((line, x, y))
+            if column == "val_acc" and y.size:
+                best = int(np.argmax(y))  # first maximum: the checkpoint rule keeps ties old
+                bests.append((float(y[best]), int(x[best]), colour))
+
+        nan_epoch = _first_nonfinite_epoch(history)
+        legend_label = str(label)
+        if label in diverged or nan_epoch is not None:
+            epoch = diverged.get(label, nan_epoch)
+            epoch = nan_epoch if epoch is None else epoch
+            legend_label += " (diverged)" if epoch is None else f" (diverged at epoch {epoch})"
+        handles.append(
+            Line2D([], [], color=colour, marker=marker, linestyle=linestyle, label=legend_label)
+        )
+
+    for column, (ax, panel_title, ylabel) in panels.items():
+        ax.set_title(panel_title)
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if column.endswith("loss"):
+            top = _loss_top(losses)
+            ax.set_ylim(0.0, top) if top is not None else ax.set_ylim(bottom=0.0)
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    finite_epochs = np.concatenate(all_epochs)
+    if finite_epochs.size:
+        axes[0, 0].set_xlim(finite_epochs.min() - 0.5, finite_epochs.max() + 0.5)
+    if mark_best:
         _best_labels(axes[1, 1], bests)
 
-        fig.suptitle(title, fontsize=12)
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
-        _save_png(fig, path)
+    fig.suptitle(title, fontsize=12)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
+    return fig, traces
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,15 @@ import pandas as pd
 from cnnlab.data.catalog import title as catalog_title
 from cnnlab.models.options import MODEL_TITLES
 
-__all__ = ["comparison_table", "report_markdown", "summary_json", "summary_table"]
+__all__ = [
+    "comparison_table",
+    "experiment_markdown",
+    "experiment_table",
+    "param_text",
+    "report_markdown",
+    "summary_json",
+    "summary_table",
+]
 
 
 #: Metrics that describe what a model learned; blanked for a diverged run.
@@ -539,4 +547,150 @@ def report_markdown(
             caption = caption.replace("[", "(").replace("]", ")")
             parts += ["", f"### {caption}", "", f"![{caption}]({_link_target(figures[key])})"]
 
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# across experiments
+
+_EXPERIMENT_RUN_COLUMNS = [
+    "dataset",
+    "model",
+    "test_acc_pct",
+    "test_top5_pct",
+    "best_val_acc_pct",
+    "best_epoch",
+    "final_val_acc_pct",
+    "epochs_completed",
+    "train_seconds",
+    "status",
+]
+
+
+def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -> pd.DataFrame:
+    """One row per experiment and run: what the experiment changed, then how the run did.
+
+    ``rows`` hold ``experiment`` (its name), ``rev``, ``label``, ``params`` (the experiment's
+    flattened params) and ``run`` (the evaluate stage's metrics). ``varied`` names the params
+    that differ between the experiments; each gets a column, so the CSV can be filtered and
+    pivoted on them. Rows come by dataset, then model, then experiment in the given order
+    (the order the experiments were run), which keeps each comparison together.
+    """
+    records = []
+    order: dict[str, int] = {}
+    for row in rows:
+        order.setdefault(str(row["experiment"]), len(order))
+        run = row["run"]
+        record: dict[str, Any] = {
+            "experiment": str(row["experiment"]),
+            "rev": str(row["rev"])[:7],
+            "label": str(row["label"]),
+        }
+        record.update({key: param_text(row["params"].get(key)) for key in varied})
+        record.update(
+            {
+                "dataset": str(run["dataset"]),
+                "model": str(run["model"]),
+                "test_acc_pct": _pct(_quality(run, "test_acc")),
+                "test_top5_pct": _pct(_quality(run, "test_top5")),
+                "best_val_acc_pct": _pct(_quality(run, "best_val_acc")),
+                "best_epoch": _int(run.get("best_epoch")),
+                "final_val_acc_pct": _pct(_quality(run, "final_val_acc")),
+                "epochs_completed": _int(run.get("epochs_completed")),
+                "train_seconds": _float(run.get("train_seconds")),
+                "status": _status(run),
+            }
+        )
+        records.append(record)
+    columns = ["experiment", "rev", "label", *varied, *_EXPERIMENT_RUN_COLUMNS]
+    table = pd.DataFrame(records, columns=columns)
+    if not table.empty:
+        datasets = list(dict.fromkeys(table["dataset"]))
+        models = list(dict.fromkeys(table["model"]))
+        table = table.sort_values(
+            ["dataset", "model", "experiment"],
+            key=lambda col: col.map(
+                {"dataset": datasets.index, "model": models.index, "experiment": order.get}[
+                    str(col.name)
+                ]
+            ),
+            kind="stable",
+        ).reset_index(drop=True)
+    return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
+
+
+def param_text(value: Any) -> str:
+    """A param value as one would type it after ``-S key=``: null, true, [a, b]."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(param_text(v) for v in value) + "]"
+    return str(value)
+
+
+def experiment_markdown(table: pd.DataFrame, varied: Sequence[str], figures: Sequence[str]) -> str:
+    """The Markdown page of a cross-experiment comparison.
+
+    First the reference's shape (one row per experiment, one column per dataset and model,
+    the test accuracy), then every number per run, then the figures (``figures`` are file
+    names relative to the page). Accuracies are those of the best checkpoint by validation
+    accuracy, as everywhere in this project, not the last epoch's: the last epoch's is the
+    "final val acc" column.
+    """
+    parts = ["# Experiments compared", ""]
+    what = ", ".join(f"`{k}`" for k in varied) if varied else "nothing (labels are names)"
+    parts.append(
+        f"What varies between the experiments: {what}. Accuracies in percent on the test "
+        "split, with the checkpoint of the best validation accuracy; \"final val\" is the "
+        "last epoch's validation accuracy."
+    )
+    if table.empty:
+        return "\n".join([*parts, "", "_No runs._"]) + "\n"
+
+    runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
+    labels = list(dict.fromkeys(table["label"]))
+    header = ["Experiment"] + [f"{_dataset_title(d)} {_model_title(m)}" for d, m in runs]
+    cells: dict[tuple[str, str, str], str] = {}
+    for row in table.itertuples(index=False):
+        text = row.status if row.status != "ok" else _fmt_float(row.test_acc_pct, 2)
+        cells[(row.label, row.dataset, row.model)] = text
+    rows = [[label] + [cells.get((label, d, m), _DASH) for d, m in runs] for label in labels]
+    parts += ["", "## Test accuracy (%)", "", _markdown_table(header, rows, "l" + "r" * len(runs))]
+
+    header = [
+        "Experiment",
+        "Dataset",
+        "Model",
+        "Test acc (%)",
+        "Top-5 (%)",
+        "Best val acc (%)",
+        "Best epoch",
+        "Final val acc (%)",
+        "Epochs",
+        "Train time (s)",
+        "Status",
+    ]
+    rows = [
+        [
+            row.label,
+            _dataset_title(row.dataset),
+            _model_title(row.model),
+            _fmt_float(row.test_acc_pct, 2),
+            _fmt_float(row.test_top5_pct, 2),
+            _fmt_float(row.best_val_acc_pct, 2),
+            _fmt_int(row.best_epoch),
+            _fmt_float(row.final_val_acc_pct, 2),
+            _fmt_int(row.epochs_completed),
+            _fmt_float(row.train_seconds, 1),
+            row.status,
+        ]
+        for row in table.itertuples(index=False)
+    ]
+    parts += ["", "## Every run", "", _markdown_table(header, rows, "lllrrrrrrrl")]
+    if figures:
+        parts += ["", "## Figures"]
+        for name in figures:
+            parts += ["", f"![{name}]({_link_target(name)})"]
     return "\n".join(parts) + "\n"

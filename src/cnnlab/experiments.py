@@ -1,0 +1,273 @@
+"""Finished DVC experiments and what they recorded, for comparisons across experiments.
+
+The ``compare`` stage sees one experiment (the workspace). Comparing experiments means
+reading what each one committed: the list comes from ``dvc exp show --json`` (the documented
+machine-readable form, which carries full revisions, names and queue states; the flattened
+``dvc.api.exp_show`` drops the file prefix of a metric whenever its name is unique, so its
+keys change with the set of runs), and the files (metrics, DVCLive's per-epoch TSVs) from
+``dvc.api.DVCFileSystem`` at each experiment's revision, which reads DVC-tracked outputs
+from the local cache. Nothing here knows the project's file layout: the caller passes the
+paths of a run's files.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnnlab.history import history_from_texts, tsv_path
+from cnnlab.reporting import param_text
+
+__all__ = [
+    "Experiment",
+    "ExperimentError",
+    "ExperimentRun",
+    "collect_runs",
+    "dvc_json",
+    "experiment_labels",
+    "flatten_params",
+    "list_experiments",
+    "varying_params",
+]
+
+#: Params that choose which runs exist rather than how they train: the figures and tables are
+#: already split by dataset and model, so these never label a line.
+_RUN_CHOICE_KEYS = ("datasets", "models")
+
+
+class ExperimentError(Exception):
+    """Something the user can fix: not a DVC repository, no experiments, missing metrics."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # the experiment's name, or the baseline's branch name / short revision
+    rev: str  # the full git revision that holds its dvc.lock
+    baseline: bool
+    timestamp: str
+    params: dict[str, Any] = field(repr=False)  # params.yaml as that revision has it
+
+
+@dataclass(frozen=True)
+class ExperimentRun:
+    experiment: Experiment
+    model: str
+    dataset: str
+    metrics: dict[str, Any]  # the evaluate stage's metrics of this run
+    history: pd.DataFrame  # one row per epoch (see cnnlab.history)
+
+
+def dvc_json(args: Sequence[str], root: Path) -> Any:
+    """Run ``dvc <args> --json`` with this interpreter's dvc; DVC's own message on failure."""
+    args = [*args, "--json"]
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().removeprefix("ERROR: ")
+        raise ExperimentError(f"`dvc {' '.join(args)}` failed in {root}: {message}")
+    return json.loads(result.stdout)
+
+
+def _check_repo(root: Path) -> None:
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        Repo.find_root(str(root))
+    except NotDvcRepoError:
+        raise ExperimentError(
+            f"{root.resolve()} is not inside a DVC repository (no .dvc/ folder here or above): "
+            "run this from the project's folder, or pass --repo"
+        ) from None
+
+
+def _params_of(entry: Mapping[str, Any]) -> dict[str, Any]:
+    params = ((entry.get("data") or {}).get("params") or {}).get("params.yaml") or {}
+    return dict(params.get("data") or {})
+
+
+def _finished(executor: Mapping[str, Any] | None) -> bool:
+    """A collected experiment has no executor left; a queue-run one may say 'success'."""
+    return executor is None or executor.get("state") == "success"
+
+
+def list_experiments(
+    root: Path, names: Sequence[str] | None = None, all_commits: bool = False
+) -> list[Experiment]:
+    """The experiments to compare, oldest first (by the time each one's result was committed).
+
+    Without ``names``: every finished experiment of the current commit (of every commit with
+    ``all_commits``), baselines left out; queued, running and failed ones are skipped with a
+    note on stderr. With ``names``: exactly those, each an experiment name, a revision (or its
+    start) or a baseline's branch name; one that is unknown or not finished is an error.
+    """
+    _check_repo(root)
+    shown = dvc_json(["exp", "show", *(["-A"] if all_commits else [])], root)
+    baselines: list[Experiment] = []
+    found: list[Experiment] = []
+    unfinished: dict[str, str] = {}
+    for commit in shown:
+        if commit.get("rev") == "workspace":
+            continue
+        baselines.append(
+            Experiment(
+                name=commit.get("name") or commit["rev"][:7],
+                rev=commit["rev"],
+                baseline=True,
+                timestamp=str((commit.get("data") or {}).get("timestamp") or ""),
+                params=_params_of(commit),
+            )
+        )
+        for exp in commit.get("experiments") or []:
+            tip = exp["revs"][0]
+            name = exp.get("name") or tip.get("name") or tip["rev"][:7]
+            if not _finished(exp.get("executor")):
+                unfinished[name] = str((exp.get("executor") or {}).get("state"))
+                continue
+            found.append(
+                Experiment(
+                    name=name,
+                    rev=tip["rev"],
+                    baseline=False,
+                    timestamp=str((tip.get("data") or {}).get("timestamp") or ""),
+                    params=_params_of(tip),
+                )
+            )
+    found.sort(key=lambda e: (e.timestamp, e.name))
+    if names:
+        return [_pick(name, found, baselines, unfinished) for name in dict.fromkeys(names)]
+    for name, state in unfinished.items():
+        print(f"note: skipping experiment {name!r} ({state})", file=sys.stderr)
+    if not found:
+        where = "any commit" if all_commits else "the current commit"
+        raise ExperimentError(
+            f"no finished experiments of {where}: run some first, e.g. "
+            "`dvc exp run -S optimizer=sgd` (see `dvc exp show`)"
+            + ("" if all_commits else ", or pass --all for every commit's")
+        )
+    return found
+
+
+def _pick(
+    name: str, found: list[Experiment], baselines: list[Experiment], unfinished: dict[str, str]
+) -> Experiment:
+    if name in unfinished:
+        raise ExperimentError(
+            f"experiment {name!r} is {unfinished[name]}, not finished: wait for it "
+            f"(`dvc queue status`) or see why (`dvc queue logs {name}`)"
+        )
+    for pool in (found, baselines):
+        matches = [e for e in pool if name == e.name]
+        matches = matches or [e for e in pool if len(name) >= 4 and e.rev.startswith(name)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ExperimentError(f"{name!r} matches several experiments; give its revision")
+    known = ", ".join(e.name for e in [*found, *baselines]) or "none"
+    raise ExperimentError(f"no finished experiment {name!r}; known: {known}")
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"alexnet": {"dropout": 0.5}}}`` -> ``{"model.alexnet.dropout": 0.5}``,
+    the key spelling of ``dvc exp run -S``. Lists stay values (``datasets=[mnist]``)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def varying_params(experiments: Sequence[Experiment]) -> list[str]:
+    """The params (``-S`` spelling) whose values differ between the experiments, in
+    params.yaml's order; ``datasets`` and ``models`` left out (figures are split by them)."""
+    flats = [flatten_params(e.params) for e in experiments]
+    keys = list(dict.fromkeys(k for flat in flats for k in flat))
+    return [
+        k
+        for k in keys
+        if k not in _RUN_CHOICE_KEYS
+        and len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1
+    ]
+
+
+def experiment_labels(experiments: Sequence[Experiment], varied: Sequence[str]) -> dict[str, str]:
+    """A line label per experiment: what it changed (``optimizer=sgd, lr=0.05``).
+
+    The name is used when nothing varies or when two experiments would get the same label
+    (the same params run twice): a legend must tell every line apart.
+    """
+    labels = {}
+    for exp in experiments:
+        flat = flatten_params(exp.params)
+        labels[exp.name] = ", ".join(f"{k}={param_text(flat.get(k))}" for k in varied)
+    if not varied or len(set(labels.values())) < len(labels):
+        return {e.name: (f"{e.name}: {labels[e.name]}" if varied else e.name) for e in experiments}
+    return labels
+
+
+def collect_runs(
+    root: Path,
+    experiments: Iterable[Experiment],
+    metrics_path: Callable[[str, str], str],
+    log_dir: Callable[[str, str], str],
+    strict: bool,
+) -> list[ExperimentRun]:
+    """Every run (model x dataset of its params) of every experiment, with metrics and history.
+
+    ``metrics_path(model, dataset)`` and ``log_dir(model, dataset)`` give a run's evaluate
+    metrics file and DVCLive directory, relative to the repository. An experiment whose
+    metrics cannot be read (it failed, or its outputs are not in this machine's DVC cache)
+    is an error when ``strict`` (the user named it) and is skipped with a note otherwise.
+    """
+    from dvc.api import DVCFileSystem
+
+    runs: list[ExperimentRun] = []
+    for exp in experiments:
+        fs = DVCFileSystem(str(root), rev=exp.rev)
+
+        def read(path: str, fs: DVCFileSystem = fs) -> str | None:
+            try:
+                return fs.read_text(path)
+            except FileNotFoundError:
+                return None
+
+        found: list[ExperimentRun] = []
+        missing: list[str] = []
+        for dataset in exp.params.get("datasets") or []:
+            for model in exp.params.get("models") or []:
+                text = read(metrics_path(model, dataset))
+                if text is None:
+                    missing.append(metrics_path(model, dataset))
+                    continue
+                logs = log_dir(model, dataset)
+                history = history_from_texts(
+                    lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
+                )
+                found.append(ExperimentRun(exp, model, dataset, json.loads(text), history))
+        if missing:
+            message = (
+                f"experiment {exp.name!r} ({exp.rev[:7]}) has no metrics in "
+                f"{', '.join(missing)}: it failed before evaluating, or its outputs are not "
+                "in this machine's DVC cache (`dvc exp pull <remote> "
+                f"{exp.name}` fetches them)"
+            )
+            if strict:
+                raise ExperimentError(message)
+            print(f"note: skipping: {message}", file=sys.stderr)
+            continue
+        runs.extend(found)
+    if not runs:
+        raise ExperimentError("none of the chosen experiments has metrics to compare")
+    return runs
+

@@ -1,0 +1,46 @@
+"""Render DVC's plots to SVG and one self-contained HTML page that needs no internet.
+
+    python stages/render_dvc_plots.py                 # the workspace (`dvc plots show`)
+    python stages/render_dvc_plots.py main sgd adam   # these revisions (`dvc plots diff`)
+
+Writes <out>/index.html (every plot inline) and one .svg per plot (default out:
+reports/dvc-plots). `dvc plots show` alone writes a page that loads vega from a CDN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+OUT = Path("reports/dvc-plots")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("revs", nargs="*", help="revisions or experiment names to compare")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
+    args = parser.parse_args(argv)
+
+    from cnnlab.dvcplots import render_specs
+    from cnnlab.experiments import ExperimentError, dvc_json
+    from cnnlab.files import atomic_directory
+
+    command = ["plots", "diff", *args.revs] if args.revs else ["plots", "show"]
+    try:
+        shown = dvc_json(command, Path("."))
+    except ExperimentError as exc:
+        sys.exit(f"error: {exc}")
+    svgs, page = render_specs(shown)
+    if not svgs:
+        sys.exit("error: DVC found no plots to render: run `dvc repro` (or an experiment) first")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(args.out) as out:
+        for name, svg in svgs.items():
+            (out / name).write_text(svg)
+        (out / "index.html").write_text(page)
+    print(f"{len(svgs)} plots -> {args.out}/index.html")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The experiment workflow end to end: `dvc exp run` in the workspace, `--temp` and the queue,
+what each change reruns, the diffs, a `-S` typo, and the cross-experiment comparison.
+
+tests/test_pipeline_e2e.py covers the first `dvc repro`, a plain `-S optimizer=sgd` run and a
+typo written into params.yaml; this module covers what it does not. One baseline and two
+experiments (digits, 2 epochs, 64 training images, one thread) keep it small.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from test_pipeline_e2e import ROOT, copy_ignore, dvc, run, stages_run
+
+pytestmark = pytest.mark.e2e
+
+COMMIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+LENET = {"train@lenet-digits", "evaluate@lenet-digits"}
+ALEXNET = {"train@alexnet-digits", "evaluate@alexnet-digits"}
+DATA = {"download@digits", "prepare@digits"}
+
+
+def compare_experiments(project: Path, *args: str, check: bool = True):
+    script = project / "stages" / "compare_experiments.py"
+    return run([sys.executable, str(script), *args], project, check=check)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed, reproduced tiny project: LeNet and AlexNet on digits, Adam."""
+    path = tmp_path_factory.mktemp("exps") / "repo"
+    shutil.copytree(ROOT, path, ignore=copy_ignore)
+    params = yaml.safe_load((path / "params.yaml").read_text())
+    params.update(
+        datasets=["digits"],
+        models=["lenet", "alexnet"],
+        epochs=2,
+        batch_size=32,
+        eval_batch_size=100,
+        threads=1,
+    )
+    params["data"].update(max_train=64, max_test=100)
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], path)
+    run(["git", "add", "-A"], path)
+    run([*COMMIT, "tiny"], path)
+    dvc("repro", cwd=path)
+    run(["git", "add", "-A"], path)
+    run([*COMMIT, "baseline"], path)
+    return path
+
+
+def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:
+    """`-S` applied with DVC's own parser, then `dvc status`: the stages whose inputs changed.
+    (Stages further down rerun only if those stages' outputs then change.)"""
+    from dvc.utils.hydra import apply_overrides
+
+    params = baseline / "params.yaml"
+    saved = params.read_text()
+    cases = {
+        ("optimizer=sgd",): {"train@lenet-digits", "train@alexnet-digits", "compare"},
+        ("epochs=3", "lr=0.003"): {"train@lenet-digits", "train@alexnet-digits", "compare"},
+        ("model.alexnet.dropout=0.3",): ALEXNET | {"compare"},
+        ("+model.lenet.activation=tanh",): LENET | {"compare"},
+    }
+    try:
+        for overrides, expected in cases.items():
+            apply_overrides(params, list(overrides))
+            status = json.loads(dvc("status", "--json", cwd=baseline).stdout)
+            assert set(status) == expected, overrides
+            params.write_text(saved)
+    finally:
+        params.write_text(saved)
+
+
+def test_compare_experiments_without_experiments_says_what_to_do(baseline: Path) -> None:
+    result = compare_experiments(baseline, check=False)
+    assert result.returncode == 2
+    assert "no finished experiments of the current commit" in result.stderr
+    assert "dvc exp run -S optimizer=sgd" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def experiments(baseline: Path) -> dict[str, str]:
+    """Two experiments with different optimizers, one in the workspace, one in --temp
+    restricted to LeNet; their logs. (A queued run costs about 30 s more for the queue's
+    worker, over this module's budget; it was checked by hand, see the README.)"""
+    logs = {}
+    ran = dvc("exp", "run", "-n", "sgd", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=baseline)
+    logs["sgd"] = ran.stdout
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], baseline)  # back to the baseline
+    restrict = ["-S", "lr=null", "-S", "models=[lenet]"]
+    ran = dvc("exp", "run", "--temp", "-n", "mom", "-S", "optimizer=momentum", *restrict,
+              cwd=baseline)  # fmt: skip
+    logs["mom"] = ran.stdout
+    return logs
+
+
+def test_each_run_reruns_only_what_it_changed(experiments: dict[str, str]) -> None:
+    # workspace: an optimizer change retrains both models, never touches the data
+    assert set(stages_run(experiments["sgd"])) == LENET | ALEXNET | {"compare"}
+    # --temp with `models=[lenet]`: AlexNet's stages are not even defined
+    assert set(stages_run(experiments["mom"])) == LENET | {"compare"}
+
+
+def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> None:
+    diff = json.loads(dvc("exp", "diff", "--all", "main", "sgd", "--json", cwd=baseline).stdout)
+    for run_name in ("lenet-digits", "alexnet-digits"):
+        change = diff["metrics"][f"metrics/{run_name}.json"]["test_acc"]
+        assert 0 <= change["old"] <= 1 and 0 <= change["new"] <= 1, change
+    params = diff["params"]["params.yaml"]
+    assert params["optimizer"] == {"old": "adam", "new": "sgd"}
+    assert params["lr"] == {"old": None, "new": 0.05}
+    shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
+    exps = {e["name"]: e["revs"][0]["data"] for e in shown[1]["experiments"]}
+    assert set(exps) == {"sgd", "mom"}
+    restricted = exps["mom"]  # LeNet's metrics only
+    assert restricted["params"]["params.yaml"]["data"]["models"] == ["lenet"]
+    assert "metrics/lenet-digits.json" in restricted["metrics"]
+    assert "metrics/alexnet-digits.json" not in restricted["metrics"]
+
+
+def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> None:
+    out = baseline / "reports" / "experiments"
+    result = compare_experiments(baseline)
+    assert "compared 2 experiments" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves-alexnet-digits.gif",
+        "curves-alexnet-digits.png",
+        "curves-lenet-digits.gif",
+        "curves-lenet-digits.png",
+        "experiments.csv",
+        "experiments.md",
+    ]
+    rows = list(csv.DictReader((out / "experiments.csv").open()))
+    shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
+    recorded = {
+        (e["name"], path.split("/")[1].removesuffix(".json")): m["data"]["test_acc"]
+        for e in shown[1]["experiments"]
+        for path, m in e["revs"][0]["data"]["metrics"].items()
+        if path.startswith("metrics/")
+    }
+    # one row per experiment and run, each with the accuracy that experiment recorded
+    table = {(r["experiment"], f"{r['model']}-{r['dataset']}"): r for r in rows}
+    assert set(table) == set(recorded)
+    for key, acc in recorded.items():
+        assert float(table[key]["test_acc_pct"]) == pytest.approx(acc * 100, abs=1e-3), key
+    labels = {r["experiment"]: r["label"] for r in rows}
+    assert labels == {"sgd": "optimizer=sgd, lr=0.05", "mom": "optimizer=momentum, lr=null"}
+    markdown = (out / "experiments.md").read_text()
+    for label in labels.values():
+        assert f"| {label} |" in markdown
+    gif = Image.open(out / "curves-lenet-digits.gif")
+    assert gif.n_frames == 2  # one frame per epoch
+    png = Image.open(out / "curves-lenet-digits.png")
+    assert png.size == (1200, 900)
+
+    # the baseline by its branch name: only the optimizer differs from `mom`
+    again = compare_experiments(baseline, "--exp", "mom", "main", "--out", "reports/two")
+    assert "compared 2 experiments" in again.stdout
+    two = list(csv.DictReader((baseline / "reports/two/experiments.csv").open()))
+    assert {(r["experiment"], r["label"]) for r in two} == {
+        ("mom", "optimizer=momentum"),
+        ("main", "optimizer=adam"),
+    }
+    assert (out / "curves-lenet-digits.png").read_bytes() != (
+        baseline / "reports/two/curves-lenet-digits.png"
+    ).read_bytes()
+
+    unknown = compare_experiments(baseline, "--exp", "adamm", check=False)
+    assert unknown.returncode == 2
+    assert "no finished experiment 'adamm'; known: sgd, mom, main" in unknown.stderr
+
+
+def test_offline_dvc_plots_of_two_experiments(baseline: Path, experiments) -> None:
+    script = baseline / "stages" / "render_dvc_plots.py"
+    run([sys.executable, str(script), "sgd", "mom", "--out", "reports/dvc"], baseline)
+    page = (baseline / "reports/dvc/index.html").read_text()
+    assert page.count("<svg") == len(list((baseline / "reports/dvc").glob("*.svg"))) >= 6
+    assert "<script" not in page
+    assert "train_lenet-digits_plots_metrics_val_acc.tsv.svg" in {
+        p.name for p in (baseline / "reports/dvc").iterdir()
+    }
+
+
+def test_s_typos_fail_before_any_work(baseline: Path, experiments) -> None:
+    bad_value = dvc("exp", "run", "-S", "optimizer=adamm", cwd=baseline, check=False)
+    assert bad_value.returncode != 0
+    text = bad_value.stdout + bad_value.stderr
+    assert "optimizer: got 'adamm': Input should be 'sgd', 'momentum'" in text
+    assert "epoch" not in text.lower().replace("epochs", "")  # no training happened
+    unknown_key = dvc("exp", "run", "-S", "optimizr=sgd", cwd=baseline, check=False)
+    assert unknown_key.returncode != 0
+    assert "Key 'optimizr' is not in struct" in unknown_key.stderr
+    assert stages_run(unknown_key.stdout) == []
+    run(["git", "checkout", "--", "params.yaml"], baseline)
