@@ -179,7 +179,7 @@ class Params(_Section):
     model: dict[str, Any] = Field(default_factory=dict)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int = Field(2, ge=1, le=256)
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(250, ge=1)
     channels_last: bool = True
     fused_optimizer: bool = True
     #: Cross-entropy label smoothing (0 = plain one-hot targets).

@@ -33,7 +33,7 @@ class TrainConfig:
     batch_size: int
     seed: int
     augment: Augmentation = field(default_factory=Augmentation)
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250
     #: Cross-entropy label smoothing of the training loss (validation loss stays plain).
     label_smoothing: float = 0.0
     #: Max global L2 norm of the gradients before each step; None = no clipping.
