@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,20 @@ def make_params(**changes) -> Params:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw.update(changes)
     return validate_params(raw)
+
+
+@pytest.fixture(scope="session")
+def reproduced_digits(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny project (digits, LeNet + AlexNet, 2 epochs) after its first `dvc repro`,
+    committed, and that run's output. The end-to-end modules that start from a reproduced
+    project copy it (test_pipeline_e2e.copy_repository) instead of each paying for the run.
+    """
+    from test_pipeline_e2e import COMMIT, TINY_DATA, TINY_PARAMS, dvc, run, tiny_project
+
+    path = tiny_project(tmp_path_factory.mktemp("shared") / "repo", TINY_PARAMS, TINY_DATA)
+    first = dvc("repro", cwd=path)
+    run(["git", "add", "-A"], path)
+    run([*COMMIT, "baseline"], path)
+    return path, first

@@ -2,26 +2,23 @@
 what each change reruns, the diffs, a `-S` typo, and the cross-experiment comparison.
 
 tests/test_pipeline_e2e.py covers the first `dvc repro`, a plain `-S optimizer=sgd` run and a
-typo written into params.yaml; this module covers what it does not. One baseline and two
-experiments (digits, 2 epochs, 64 training images, one thread) keep it small.
+typo written into params.yaml; this module covers what it does not. One baseline (the
+session's tiny project, see conftest) and two experiments keep it small.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from PIL import Image
-from test_pipeline_e2e import ROOT, copy_ignore, dvc, run, stages_run
+from test_pipeline_e2e import copy_repository, dvc, run, stages_run
 
 pytestmark = pytest.mark.e2e
 
-COMMIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
 LENET = {"train@lenet-digits", "evaluate@lenet-digits"}
 ALEXNET = {"train@alexnet-digits", "evaluate@alexnet-digits"}
 DATA = {"download@digits", "prepare@digits"}
@@ -33,28 +30,11 @@ def compare_experiments(project: Path, *args: str, check: bool = True):
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A committed, reproduced tiny project: LeNet and AlexNet on digits, Adam."""
-    path = tmp_path_factory.mktemp("exps") / "repo"
-    shutil.copytree(ROOT, path, ignore=copy_ignore)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params.update(
-        datasets=["digits"],
-        models=["lenet", "alexnet"],
-        epochs=2,
-        batch_size=32,
-        eval_batch_size=100,
-        threads=1,
-    )
-    params["data"].update(max_train=64, max_test=100)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], path)
-    run(["git", "add", "-A"], path)
-    run([*COMMIT, "tiny"], path)
-    dvc("repro", cwd=path)
-    run(["git", "add", "-A"], path)
-    run([*COMMIT, "baseline"], path)
-    return path
+def baseline(reproduced_digits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed, reproduced tiny project: LeNet and AlexNet on digits, Adam (a copy of
+    the session's, see conftest)."""
+    source, _ = reproduced_digits
+    return copy_repository(source, tmp_path_factory.mktemp("exps") / "repo")
 
 
 def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:

@@ -79,33 +79,49 @@ def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git repository holding a copy of the project, set to a tiny configuration."""
-    path = tmp_path_factory.mktemp("project") / "repo"
+#: The tiny configuration of the shared reproduced project (conftest's ``reproduced_digits``).
+TINY_PARAMS = {
+    "datasets": ["digits"],
+    "models": ["lenet", "alexnet"],
+    "epochs": 2,
+    "batch_size": 32,
+    "eval_batch_size": 100,
+    "threads": 2,  # one stage runs at a time: both cores are free
+}
+TINY_DATA = {"max_train": 400, "max_test": 200}
+COMMIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
+
+
+def tiny_project(path: Path, params: dict, data: dict) -> Path:
+    """A git repository holding a copy of the project with these params, committed."""
     shutil.copytree(ROOT, path, ignore=copy_ignore)
-    params = yaml.safe_load((path / "params.yaml").read_text())
-    params.update(
-        datasets=["digits"],
-        models=["lenet", "alexnet"],
-        epochs=2,
-        batch_size=32,
-        eval_batch_size=200,
-    )
-    params["data"].update(max_train=400, max_test=200)
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
-    ):
-        run(cmd, path)
+    values = yaml.safe_load((path / "params.yaml").read_text())
+    values.update(params)
+    values["data"].update(data)
+    (path / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    run(["git", "init", "-q", "-b", "main"], path)
+    run(["git", "add", "-A"], path)
+    run([*COMMIT, "tiny"], path)
     return path
 
 
+def copy_repository(source: Path, dest: Path) -> Path:
+    """A copy of a reproduced repository: git, DVC cache and outputs, as they are."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest
+
+
 @pytest.fixture(scope="module")
-def first_repro(project: Path) -> subprocess.CompletedProcess:
-    return dvc("repro", cwd=project)
+def project(reproduced_digits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's copy of the shared tiny project, reproduced and committed."""
+    source, _ = reproduced_digits
+    return copy_repository(source, tmp_path_factory.mktemp("project") / "repo")
+
+
+@pytest.fixture(scope="module")
+def first_repro(reproduced_digits) -> subprocess.CompletedProcess:
+    """The first `dvc repro` of the shared project (its output)."""
+    return reproduced_digits[1]
 
 
 def test_repro_runs_every_stage_by_name(project: Path, first_repro) -> None:
@@ -166,8 +182,6 @@ def test_second_repro_runs_nothing(project: Path, first_repro) -> None:
 
 
 def test_experiment_reruns_training_but_not_data(project: Path, first_repro) -> None:
-    run(["git", "add", "-A"], project)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
     result = dvc("exp", "run", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=project)
     ran = stages_run(result.stdout)
     assert "download@digits" not in ran and "prepare@digits" not in ran
