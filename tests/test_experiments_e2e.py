@@ -48,7 +48,7 @@ def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:
         ("optimizer=sgd",): {"train@lenet-digits", "train@alexnet-digits", "compare"},
         ("epochs=3", "lr=0.003"): {"train@lenet-digits", "train@alexnet-digits", "compare"},
         ("model.alexnet.dropout=0.3",): ALEXNET | {"compare"},
-        ("+model.lenet.activation=tanh",): LENET | {"compare"},
+        ("model.lenet.activation=tanh",): LENET | {"compare"},
     }
     try:
         for overrides, expected in cases.items():
