@@ -1,15 +1,17 @@
 """The experiment workflow end to end: `dvc exp run` in the workspace, `--temp` and the queue,
-what each change reruns, the diffs, a `-S` typo, and the cross-experiment comparison.
+what each change reruns, the diffs and `dvc exp show`, a `-S` typo, and the cross-experiment
+comparison.
 
-tests/test_pipeline_e2e.py covers the first `dvc repro`, a plain `-S optimizer=sgd` run and a
-typo written into params.yaml; this module covers what it does not. One baseline (the
-session's tiny project, see conftest) and two experiments keep it small.
+tests/test_pipeline_e2e.py covers the first `dvc repro`, a diverging run and a typo written
+into params.yaml; this module covers the experiments. One baseline (the session's tiny
+project, see conftest) and two experiments keep it small.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -105,6 +107,11 @@ def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> Non
     assert restricted["params"]["params.yaml"]["data"]["models"] == ["lenet"]
     assert "metrics/lenet-digits.json" in restricted["metrics"]
     assert "metrics/alexnet-digits.json" not in restricted["metrics"]
+    # the table a user reads: the experiment's own metrics, not DVC's "!" for missing ones
+    table = dvc("exp", "show", "--no-pager", "--csv", cwd=baseline).stdout.splitlines()
+    column = table[0].split(",").index("metrics/lenet-digits.json:test_acc")
+    row = next(line.split(",") for line in table[1:] if ",sgd," in line)
+    assert 0 < float(row[column]) <= 1
 
 
 def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> None:
@@ -181,3 +188,20 @@ def test_s_typos_fail_before_any_work(baseline: Path, experiments) -> None:
     assert "Key 'optimizr' is not in struct" in unknown_key.stderr
     assert stages_run(unknown_key.stdout) == []
     run(["git", "checkout", "--", "params.yaml"], baseline)
+
+
+def test_a_queued_run_keeps_its_restriction(baseline: Path, experiments) -> None:
+    """The sweep's path: `--queue`, then the queue's worker (`--run-all` waits for it), with
+    `models=[lenet]`; one epoch, as only what the queue adds is under test here."""
+    dvc("exp", "run", "--queue", "-n", "queued", "-S", "optimizer=nag", "-S", "lr=null",
+        "-S", "models=[lenet]", "-S", "epochs=1", "-S", "threads=1", cwd=baseline)  # fmt: skip
+    dvc("exp", "run", "--run-all", cwd=baseline)
+    status = dvc("queue", "status", cwd=baseline).stdout
+    assert re.search(r"^\w+\s+queued\s.*\sSuccess\s*$", status, re.MULTILINE), status
+    logs = dvc("queue", "logs", "queued", cwd=baseline).stdout
+    assert set(stages_run(logs)) == LENET | {"compare"}  # AlexNet's stages are not defined
+    shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
+    queued = next(e for e in shown[1]["experiments"] if e["name"] == "queued")
+    metrics = queued["revs"][0]["data"]["metrics"]
+    assert "metrics/lenet-digits.json" in metrics
+    assert "metrics/alexnet-digits.json" not in metrics

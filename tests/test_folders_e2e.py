@@ -61,9 +61,7 @@ def first_repro(project: Path):
 
 def test_the_folder_runs_through_every_stage(project: Path, first_repro) -> None:
     ran = stages_run(first_repro.stdout)
-    assert {"download@pics", "prepare@pics", "train@lenet-pics", "evaluate@lenet-pics"} <= set(
-        ran
-    )
+    assert {"download@pics", "prepare@pics", "train@lenet-pics", "evaluate@lenet-pics"} <= set(ran)
     assert ran[-1] == "compare"
     assert "20 files in 3 classes (apple, leaf, sky)" in first_repro.stdout
     assert "ignored (not in a class folder): README.md" in first_repro.stdout

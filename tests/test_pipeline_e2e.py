@@ -181,20 +181,6 @@ def test_second_repro_runs_nothing(project: Path, first_repro) -> None:
     assert "Data and pipelines are up to date." in again.stdout
 
 
-def test_experiment_reruns_training_but_not_data(project: Path, first_repro) -> None:
-    result = dvc("exp", "run", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=project)
-    ran = stages_run(result.stdout)
-    assert "download@digits" not in ran and "prepare@digits" not in ran
-    assert {"train@lenet-digits", "train@alexnet-digits", "compare"} <= set(ran)
-    diff = json.loads(dvc("metrics", "diff", "--json", cwd=project).stdout)
-    assert "test_acc" in diff["metrics/lenet-digits.json"]
-    shown = dvc("exp", "show", "--no-pager", "--csv", cwd=project).stdout.splitlines()
-    header = shown[0].split(",")
-    column = header.index("metrics/lenet-digits.json:test_acc")
-    experiment = next(row.split(",") for row in shown[1:] if ",sgd," in row)
-    assert 0 < float(experiment[column]) <= 1  # the experiment's own metrics, not "!"
-
-
 def test_a_diverging_run_is_reported_and_the_pipeline_goes_on(project: Path, first_repro):
     result = dvc(
         "exp", "run", "-S", "optimizer=sgd", "-S", "lr=1e6", "-S", "models=[lenet]", cwd=project

@@ -7,12 +7,10 @@ files under files/md5/); the commands are the README's, "Beyond one machine".
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from test_pipeline_e2e import ROOT, copy_ignore, dvc, run, stages_run
+from test_pipeline_e2e import copy_repository, dvc, run, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -35,20 +33,13 @@ def _metrics(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pushed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A project with a local-directory remote, reproduced, committed and pushed."""
+def pushed(reproduced_digits, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A reproduced project (a copy of the session's, see conftest) given a local-directory
+    remote, committed and pushed."""
     base = tmp_path_factory.mktemp("remote")
-    origin, remote = base / "origin", base / "store"
-    shutil.copytree(ROOT, origin, ignore=copy_ignore)
-    params = yaml.safe_load((origin / "params.yaml").read_text())
-    params.update(datasets=["digits"], models=["lenet"], epochs=1, batch_size=32, threads=1)
-    params["data"].update(max_train=300, max_test=200)
-    (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], origin)
+    origin, remote = copy_repository(reproduced_digits[0], base / "origin"), base / "store"
     dvc("remote", "add", "-d", "store", str(remote), cwd=origin)
-    _commit(origin, "tiny project with a remote")
-    dvc("repro", cwd=origin)
-    _commit(origin, "results")  # dvc.lock and the remote's config travel with git
+    _commit(origin, "the remote")  # the remote's config travels with git, as dvc.lock does
     result = dvc("push", cwd=origin)
     assert "pushed" in result.stdout, result.stdout
     return origin, remote

@@ -270,4 +270,3 @@ def collect_runs(
     if not runs:
         raise ExperimentError("none of the chosen experiments has metrics to compare")
     return runs
-

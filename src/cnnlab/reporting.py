@@ -643,7 +643,7 @@ def experiment_markdown(table: pd.DataFrame, varied: Sequence[str], figures: Seq
     what = ", ".join(f"`{k}`" for k in varied) if varied else "nothing (labels are names)"
     parts.append(
         f"What varies between the experiments: {what}. Accuracies in percent on the test "
-        "split, with the checkpoint of the best validation accuracy; \"final val\" is the "
+        'split, with the checkpoint of the best validation accuracy; "final val" is the '
         "last epoch's validation accuracy."
     )
     if table.empty:
