@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,41 @@ def test_rank_zero_alone_writes(runs) -> None:
     assert output.count(f"{RUN} epoch 1/2:") == 1  # printed by rank 0 only
     best = torch.load(ddp / "models" / RUN / "best.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in best["state_dict"])  # not DDP's names
+
+
+@pytest.mark.e2e
+def test_a_killed_ddp_run_resumes_to_the_same_bytes(runs, tmp_path: Path) -> None:
+    """A preempted job: torchrun and both ranks killed with SIGKILL inside epoch 2 (torchrun
+    starts each rank in its own session, so the whole process tree is killed, as a node
+    loss would). The rerun resumes from rank 0's state, which it broadcasts to rank 1."""
+    import psutil
+
+    reference, _ = runs["ddp"]
+    cwd = _workdir(tmp_path / "killed", 2)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env={**os.environ, "CI": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    checkpoint = cwd / "checkpoints" / f"{RUN}.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tree = psutil.Process(process.pid)
+    for proc in [*tree.children(recursive=True), tree]:
+        proc.kill()
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0, f"finished before the kill; output:\n{output}"
+    assert not (cwd / "models" / RUN / "best.pt").exists()
+    assert "resuming after epoch 1" in _train(cwd)
+    for name in (
+        f"models/{RUN}/best.pt",
+        f"models/{RUN}/last.pt",
+        f"plots/train/{RUN}/plots/metrics/val/acc.tsv",
+        f"plots/train/{RUN}/plots/metrics/train/loss.tsv",
+    ):
+        assert (cwd / name).read_bytes() == (reference / name).read_bytes(), name
+    assert not checkpoint.exists()
