@@ -4,7 +4,7 @@ comparison.
 
 tests/test_pipeline_e2e.py covers the first `dvc repro`, a diverging run and a typo written
 into params.yaml; this module covers the experiments. One baseline (the session's tiny
-project, see conftest) and two experiments keep it small.
+project, see conftest), two experiments and, last, one queued LeNet-only epoch keep it small.
 """
 
 from __future__ import annotations
