@@ -72,8 +72,8 @@ def test_compare_experiments_without_experiments_says_what_to_do(baseline: Path)
 @pytest.fixture(scope="module")
 def experiments(baseline: Path) -> dict[str, str]:
     """Two experiments with different optimizers, one in the workspace, one in --temp
-    restricted to LeNet; their logs. (A queued run costs about 30 s more for the queue's
-    worker, over this module's budget; it was checked by hand, see the README.)"""
+    restricted to LeNet; their logs. (The queue has its own test, last: its worker costs
+    about 20 s more than a --temp run.)"""
     logs = {}
     ran = dvc("exp", "run", "-n", "sgd", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=baseline)
     logs["sgd"] = ran.stdout
