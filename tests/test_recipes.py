@@ -413,8 +413,8 @@ def test_optimizer_presets_sweep_the_reference_optimizers(tmp_path: Path) -> Non
 
 def test_lenet_mnist_99_preset_is_a_short_one_cycle_adam_run(tmp_path: Path) -> None:
     (params,) = _apply_preset(tmp_path, _preset_commands()["lenet-mnist-99"][0])
-    assert (params.datasets, params.models, params.epochs) == (["mnist"], ["lenet"], 4)
-    assert params.optimizer == "adam" and params.optimizer_settings()["lr"] == 0.004
+    assert (params.datasets, params.models, params.epochs) == (["mnist"], ["lenet"], 3)
+    assert params.optimizer == "adam" and params.optimizer_settings()["lr"] == 0.006
     assert (params.scheduler.name, params.scheduler.warmup_epochs) == ("onecycle", 0)
     assert not augmentation_for(params, "mnist").enabled
     assert params.threads == 2
