@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnnlab.models.options import MODEL_OPTIONS
 from cnnlab.params import (
     AugmentParams,
     DataParams,
@@ -167,6 +168,15 @@ def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
     assert (committed.scheduler.name, committed.scheduler.step_size) == ("step", 2)
     assert committed.scheduler.gamma == 0.5 and committed.scheduler.warmup_epochs == 0
     assert (committed.label_smoothing, committed.clip_grad_norm) == (0, None)
+
+
+def test_params_yaml_writes_out_every_models_options_at_their_defaults(raw: dict) -> None:
+    """So that ``-S model.lenet.activation=tanh`` needs no ``+``, and the committed file
+    builds the architectures of REFERENCE.md (the schema's defaults, with their counts)."""
+    assert set(raw["model"]) == set(MODEL_OPTIONS)
+    for name, options in MODEL_OPTIONS.items():
+        assert set(raw["model"][name]) == set(options.model_fields), name
+        assert options.model_validate(raw["model"][name]) == options(), name
 
 
 # ----------------------------------------------------------------------------- datasets
