@@ -77,6 +77,7 @@ def experiments(baseline: Path) -> dict[str, str]:
     logs = {}
     ran = dvc("exp", "run", "-n", "sgd", "-S", "optimizer=sgd", "-S", "lr=0.05", cwd=baseline)
     logs["sgd"] = ran.stdout
+    logs["sgd_metrics_diff"] = dvc("metrics", "diff", "--json", cwd=baseline).stdout
     run(["git", "checkout", "--", "params.yaml", "dvc.lock"], baseline)  # back to the baseline
     restrict = ["-S", "lr=null", "-S", "models=[lenet]"]
     ran = dvc("exp", "run", "--temp", "-n", "mom", "-S", "optimizer=momentum", *restrict,
@@ -93,6 +94,8 @@ def test_each_run_reruns_only_what_it_changed(experiments: dict[str, str]) -> No
 
 
 def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> None:
+    # the workspace's run against HEAD, as `dvc metrics diff` shows it right after the run
+    assert "test_acc" in json.loads(experiments["sgd_metrics_diff"])["metrics/lenet-digits.json"]
     diff = json.loads(dvc("exp", "diff", "--all", "main", "sgd", "--json", cwd=baseline).stdout)
     for run_name in ("lenet-digits", "alexnet-digits"):
         change = diff["metrics"][f"metrics/{run_name}.json"]["test_acc"]
