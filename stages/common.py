@@ -43,25 +43,18 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
     """Run ``main(*argv)``, turning expected failures into one clear message and exit code 2.
 
-    Bad params, bad data and missing inputs are the user's to fix, so they get the message
-    alone; anything else is a bug and keeps its traceback.
+    A :class:`~cnnlab.errors.UserError` (bad params, bad data, a missing input) is the user's
+    to fix, so it gets the message alone; anything else is a bug and keeps its traceback.
     """
-    from cnnlab.params import ParamsError
+    from cnnlab.errors import UserError
 
-    expected: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)
-    try:
-        from cnnlab.data.sources import DataError
-
-        expected += (DataError,)
-    except ImportError:
-        pass
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, preemption: end like Ctrl-C
     args = sys.argv[1:]
     if len(args) != n_args:
         sys.exit(f"usage: {usage}")
     try:
         main(*args)
-    except expected as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

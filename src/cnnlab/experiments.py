@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from cnnlab.errors import UserError
 from cnnlab.history import history_from_texts, tsv_path
 from cnnlab.reporting import param_text
 
@@ -42,7 +43,7 @@ __all__ = [
 _RUN_CHOICE_KEYS = ("datasets", "models")
 
 
-class ExperimentError(Exception):
+class ExperimentError(UserError):
     """Something the user can fix: not a DVC repository, no experiments, missing metrics."""
 
 

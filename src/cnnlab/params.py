@@ -21,6 +21,7 @@ from pydantic import (
 
 from cnnlab.data.catalog import DATASETS, stored_channels
 from cnnlab.data.options import NAME_PATTERN, is_folder, options_class
+from cnnlab.errors import UserError
 from cnnlab.models.options import MODEL_OPTIONS
 from cnnlab.optimizers import OPTIMIZERS
 
@@ -28,7 +29,7 @@ ModelName = Literal[tuple(MODEL_OPTIONS)]  # type: ignore[valid-type]
 OptimizerName = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml is unreadable or holds a value the pipeline cannot use."""
 
 

@@ -143,9 +143,9 @@ def load_prepared(directory: Path) -> PreparedData:
 
     meta_path = directory / META_FILE
     if not meta_path.exists():
-        raise FileNotFoundError(
-            f"{directory}: no prepared data; run `dvc repro prepare@<dataset>` first"
-        )
+        from cnnlab.errors import UserError
+
+        raise UserError(f"{directory}: no prepared data; run `dvc repro prepare@<dataset>` first")
     meta = json.loads(meta_path.read_text())
     tensors = load_torch(directory / TENSORS_FILE)
     images = {split: tensors[f"{split}_images"] for split in SPLITS}

@@ -40,6 +40,7 @@ import numpy as np
 
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.options import ResizedOptions
+from cnnlab.errors import UserError
 from cnnlab.files import replace_directory
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or decoded; the message says what to do."""
 
 
