@@ -25,6 +25,11 @@ TRAIN_LOGS = Path("plots/train")
 EVAL_PLOTS = Path("plots/eval")
 COMPARE_PLOTS = Path("plots/compare")
 REPORTS = Path("reports")
+#: Written by the validate stage; every other stage depends on it, so validation runs first.
+PARAMS_OK = Path("data/params-ok")
+#: Training time and throughput per run: top-level DVC metrics, never a stage output, so the
+#: measurements that differ from run to run stay out of dvc.lock.
+TIMINGS = Path("timings")
 
 
 def run_name(model: str, dataset: str) -> str:

@@ -1,4 +1,5 @@
-"""compare: one table of every run, LeNet vs AlexNet per dataset, learning-curve figures.
+"""compare: one table of every run, the first model of `models` against each other per dataset
+(LeNet vs AlexNet with the default params), learning-curve figures.
 
 Writes reports/summary.json (DVC metrics), reports/report.md and plots/compare/*.png.
 """
@@ -20,6 +21,10 @@ from common import (
 
 from cnnlab.history import read_history
 from cnnlab.params import load_params
+
+
+def read_classes(run: str) -> list[str]:
+    return [row["class"] for row in json.loads((EVAL_PLOTS / run / "classes.json").read_text())]
 
 
 def read_confusion(run: str, classes: list[str]) -> list[list[int]]:
@@ -55,7 +60,7 @@ def main() -> None:
             histories[label] = read_history(TRAIN_LOGS / name)
             if metrics["diverged"]:
                 diverged[label] = metrics["diverged_epoch"]
-            classes = metrics["classes"]
+            classes = read_classes(name)
             confusion = COMPARE_PLOTS / f"confusion-{name}.png"
             plot_confusion_matrix(
                 read_confusion(name, classes), classes, f"{label} on {title}: test set", confusion
@@ -66,9 +71,12 @@ def main() -> None:
             histories, f"{' vs '.join(histories)} on {title}", figure, diverged=diverged
         )
         figures[dataset] = str(Path("..") / figure)
-    write_json(REPORTS / "summary.json", summary_json(runs))
-    write_text(REPORTS / "report.md", report_markdown(runs, {**figures, **confusions}))
-    print(f"compare: {len(runs)} runs -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
+    # The first model is the baseline; the second (if any) is compared against it.
+    pair = {"baseline": params.models[0], "challenger": (params.models[1:] or [None])[0]}
+    write_json(REPORTS / "summary.json", summary_json(runs, **pair))
+    write_text(REPORTS / "report.md", report_markdown(runs, {**figures, **confusions}, **pair))
+    plural = "run" if len(runs) == 1 else "runs"
+    print(f"compare: {len(runs)} {plural} -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import METRICS, TRAIN_LOGS, run_name
+from common import METRICS, TIMINGS, TRAIN_LOGS, run_name
 
 OUT = Path("reports/experiments")
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics_path=lambda model, dataset: f"{METRICS}/{run_name(model, dataset)}.json",
         log_dir=lambda model, dataset: f"{TRAIN_LOGS}/{run_name(model, dataset)}",
         strict=bool(args.exp),
+        timings_path=lambda model, dataset: f"{TIMINGS}/{run_name(model, dataset)}.json",
     )
     table = experiment_table(
         [

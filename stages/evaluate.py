@@ -1,8 +1,14 @@
-"""evaluate@<model>-<dataset>: the best checkpoint on the test split -> metrics/<run>.json."""
+"""evaluate@<model>-<dataset>: the best checkpoint on the test split -> metrics/<run>.json.
+
+The metrics file holds the few numbers `dvc exp show` and `dvc metrics diff` compare; the bulky
+per-class accuracies go to plots/eval/<run>/classes.json, each test image's prediction to
+predictions.json (DVC's confusion-matrix plot).
+"""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from common import EVAL_PLOTS, METRICS, MODELS, PREPARED, TRAIN_LOGS, run_name, run_stage
 
@@ -53,7 +59,6 @@ def main(model_name: str, dataset: str) -> None:
         "diverged",
         "diverged_epoch",
     )
-    measured_keys = ("train_seconds", "train_images_per_second", "threads", "device")
     metrics = {
         "model": model_name,
         "dataset": dataset,
@@ -61,13 +66,17 @@ def main(model_name: str, dataset: str) -> None:
         **{k: training[k] for k in training_keys},
         "params": count_parameters(model),
         "macs": count_macs(model.cpu(), input_shape(params, model_name, data)),
-        **{k: training[k] for k in measured_keys},
         "test_images": test["test_images"],
-        "classes": classes,
-        "per_class_acc": test["per_class_acc"],
     }
+    per_class = test["per_class_acc"] or {}
+    counts = Counter(data.labels["test"].tolist())
+    class_rows = [
+        {"class": c, "accuracy": per_class.get(c), "images": counts.get(i, 0)}
+        for i, c in enumerate(classes)
+    ]
     write_json(METRICS / f"{name}.json", metrics)
     write_json(EVAL_PLOTS / name / "predictions.json", predictions)
+    write_json(EVAL_PLOTS / name / "classes.json", class_rows)
     status = f"diverged at epoch {training['diverged_epoch']}" if training["diverged"] else "ok"
     if metrics["test_acc"] is not None:
         status += f", test acc {metrics['test_acc']:.4f}, top-5 {metrics['test_top5']:.4f}"

@@ -2,8 +2,9 @@
 
 Per-epoch metrics go through DVCLive into plots/train/<run>/ (declared in dvc.yaml, so DVCLive
 is told not to touch dvc.yaml); its summary, plots/train/<run>/metrics.json, records the run:
-best epoch, divergence, training time. The checkpoints hold weights only, so their bytes
-repeat from run to run.
+best epoch, divergence. Training time and throughput differ from run to run, so they go to
+timings/<run>.json, which is no stage's output (dvc.lock stays byte-identical on a rerun).
+The checkpoints hold weights only, so their bytes repeat from run to run.
 
 After every epoch a resume state goes to checkpoints/<run>.pt (outside DVC's outputs, which
 DVC deletes before a rerun); a killed or interrupted run continues from there on the next
@@ -18,7 +19,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common import CHECKPOINTS, MODELS, PREPARED, TRAIN_LOGS, interactive, run_name, run_stage
+from common import (
+    CHECKPOINTS,
+    MODELS,
+    PREPARED,
+    TIMINGS,
+    TRAIN_LOGS,
+    interactive,
+    run_name,
+    run_stage,
+)
 
 from cnnlab.params import load_params
 
@@ -53,7 +63,7 @@ def train_and_save(
 
     from cnnlab import distributed
     from cnnlab.data.prepare import load_prepared
-    from cnnlab.files import save_torch
+    from cnnlab.files import save_torch, write_json
     from cnnlab.recipe import build_run, fit
     from cnnlab.resume import ResumePoint, fingerprint, restore
 
@@ -97,9 +107,6 @@ def train_and_save(
         state = fit(run, state=state, on_epoch=log_and_save)
         # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
         live.summary.update(state.summary(params.epochs))
-        live.summary.update(
-            {"threads": params.threads, "device": device.type, "processes": world.size}
-        )
 
     header = {
         "model": model_name,
@@ -117,6 +124,8 @@ def train_and_save(
 
     # A run that diverged in its first epoch logged no epoch; its plots output still exists.
     (TRAIN_LOGS / name / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+    timing = {"device": device.type, "threads": params.threads, "processes": world.size}
+    write_json(TIMINGS / f"{name}.json", {**state.timings(), **timing})
     resume.discard()  # the outputs are complete; a rerun starts afresh
 
 

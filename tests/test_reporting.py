@@ -87,8 +87,8 @@ def test_summary_table_rows_order_and_units(runs: list[dict]) -> None:
     assert row["final_val_acc_pct"] == pytest.approx(98.4)
     assert row["params"] == 61706
     assert row["macs"] == 429_128
-    assert row["train_seconds"] == 12.0
-    assert row["images_per_second"] == 13000.0
+    # Measured times differ from run to run: kept out of the reproducible report (timings/).
+    assert "train_seconds" not in table.columns and "images_per_second" not in table.columns
     assert row["status"] == "ok"
     assert str(table["params"].dtype) == "Int64"
 
@@ -129,7 +129,7 @@ def test_comparison_gain_in_points_and_ratios(runs: list[dict]) -> None:
     assert mnist["alexnet_params"] == 58_299_082
     assert mnist["params_ratio"] == pytest.approx(58_299_082 / 61706, abs=1e-4)
     assert mnist["macs_ratio"] == pytest.approx(170_000_000 / 429_128, abs=1e-4)
-    assert mnist["train_time_ratio"] == pytest.approx(8.0)
+    assert "train_time_ratio" not in mnist.index
 
 
 def test_comparison_with_diverged_challenger_has_no_gain(runs: list[dict]) -> None:
@@ -203,8 +203,7 @@ def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
     assert text.startswith("# LeNet vs AlexNet\n")
     lines = text.splitlines()
     assert (
-        "| MNIST | LeNet | 98.50 | 98.71 | 99.98 | 98.40 | 61,706 | 429,128 | 12.0 | 13,000 | ok |"
-        in lines
+        "| MNIST | LeNet | 98.50 | 98.71 | 99.98 | 98.40 | 61,706 | 429,128 | ok |" in lines
     )
     diverged_row = next(line for line in lines if line.startswith("| CIFAR-10 | AlexNet |"))
     assert "diverged (epoch 2)" in diverged_row
@@ -226,8 +225,22 @@ def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
 
 def test_report_markdown_without_pairs_says_so() -> None:
     text = reporting.report_markdown([make_run("lenet", "mnist", 0.9)], {})
-    assert "No dataset has both" in text
+    assert "No dataset has runs of both LeNet and AlexNet" in text
     assert "## Figures" not in text
+
+
+def test_report_of_one_model_compares_nothing_and_names_it() -> None:
+    runs = [make_run("lenet5", "mnist", 0.9)]
+    text = reporting.report_markdown(runs, {}, baseline="lenet5", challenger=None)
+    assert text.startswith("# LeNet-5 (1998)\n") and " vs " not in text
+    assert reporting.summary_json(runs, baseline="lenet5", challenger=None)["comparison"] == {}
+
+
+def test_report_compares_the_models_it_is_given() -> None:
+    runs = [make_run("lenet5", "mnist", 0.9), make_run("alexnet_bn", "mnist", 0.95)]
+    text = reporting.report_markdown(runs, {}, baseline="lenet5", challenger="alexnet_bn")
+    assert text.startswith("# LeNet-5 (1998) vs AlexNet-BN\n")
+    assert "+5.00" in text
 
 
 def test_reporting_does_not_import_matplotlib_at_module_level() -> None:

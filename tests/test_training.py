@@ -138,7 +138,7 @@ def test_summary_of_a_run_that_never_finished_an_epoch(digits) -> None:
     summary = state.summary(epochs=3)
     assert summary["diverged"] is True and summary["diverged_epoch"] == 1
     assert summary["best_epoch"] is None and summary["best_val_acc"] is None
-    assert summary["train_images_per_second"] is None and summary["epochs_completed"] == 0
+    assert state.timings()["train_images_per_second"] is None and summary["epochs_completed"] == 0
 
 
 @pytest.mark.parametrize("model", ["lenet", "lenet5", "alexnet", "alexnet_bn", "alexnet2012"])

@@ -223,11 +223,13 @@ def collect_runs(
     metrics_path: Callable[[str, str], str],
     log_dir: Callable[[str, str], str],
     strict: bool,
+    timings_path: Callable[[str, str], str] | None = None,
 ) -> list[ExperimentRun]:
     """Every run (model x dataset of its params) of every experiment, with metrics and history.
 
     ``metrics_path(model, dataset)`` and ``log_dir(model, dataset)`` give a run's evaluate
-    metrics file and DVCLive directory, relative to the repository. An experiment whose
+    metrics file and DVCLive directory, relative to the repository; ``timings_path`` its
+    measured training time, merged into the metrics when the experiment kept it. An experiment whose
     metrics cannot be read (it failed, or its outputs are not in this machine's DVC cache)
     is an error when ``strict`` (the user named it) and is skipped with a note otherwise.
     """
@@ -255,7 +257,11 @@ def collect_runs(
                 history = history_from_texts(
                     lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
                 )
-                found.append(ExperimentRun(exp, model, dataset, json.loads(text), history))
+                metrics = json.loads(text)
+                timing = read(timings_path(model, dataset)) if timings_path else None
+                if timing is not None:
+                    metrics = {**json.loads(timing), **metrics}
+                found.append(ExperimentRun(exp, model, dataset, metrics, history))
         if missing:
             message = (
                 f"experiment {exp.name!r} ({exp.rev[:7]}) has no metrics in "

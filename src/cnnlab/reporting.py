@@ -60,8 +60,6 @@ _JSON_RUN_KEYS = (
     "epochs_completed",
     "params",
     "macs",
-    "train_seconds",
-    "train_images_per_second",
 )
 
 _SUMMARY_COLUMNS = [
@@ -73,8 +71,6 @@ _SUMMARY_COLUMNS = [
     "final_val_acc_pct",
     "params",
     "macs",
-    "train_seconds",
-    "images_per_second",
     "status",
 ]
 
@@ -213,8 +209,6 @@ def summary_table(runs: list[dict]) -> pd.DataFrame:
                 "final_val_acc_pct": _pct(_quality(run, "final_val_acc")),
                 "params": _int(run.get("params")),
                 "macs": _int(run.get("macs")),
-                "train_seconds": _float(run.get("train_seconds")),
-                "images_per_second": _float(run.get("train_images_per_second")),
                 "status": _status(run),
             }
         )
@@ -252,9 +246,6 @@ def _comparison_records(
                 "base_macs": _int(base.get("macs")),
                 "chal_macs": _int(chal.get("macs")),
                 "macs_ratio": _ratio(chal.get("macs"), base.get("macs")),
-                "base_train_seconds": _float(base.get("train_seconds")),
-                "chal_train_seconds": _float(chal.get("train_seconds")),
-                "train_time_ratio": _ratio(chal.get("train_seconds"), base.get("train_seconds")),
             }
         )
     return records
@@ -274,9 +265,6 @@ def _comparison_fields(rec: Mapping[str, Any], b: str, c: str, *, percent: bool)
         f"{b}_macs": rec["base_macs"],
         f"{c}_macs": rec["chal_macs"],
         "macs_ratio": rec["macs_ratio"],
-        f"{b}_train_seconds": rec["base_train_seconds"],
-        f"{c}_train_seconds": rec["chal_train_seconds"],
-        "train_time_ratio": rec["train_time_ratio"],
         f"{b}_status": _status(rec["base"]),
         f"{c}_status": _status(rec["chal"]),
     }
@@ -306,9 +294,6 @@ def comparison_table(
         f"{b}_macs",
         f"{c}_macs",
         "macs_ratio",
-        f"{b}_train_seconds",
-        f"{c}_train_seconds",
-        "train_time_ratio",
         f"{b}_status",
         f"{c}_status",
     ]
@@ -326,7 +311,7 @@ def comparison_table(
 
 
 def summary_json(
-    runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"
+    runs: list[dict], baseline: str = "lenet", challenger: str | None = "alexnet"
 ) -> dict[str, Any]:
     """The content of ``reports/summary.json``: selected metrics per run and the comparison.
 
@@ -352,7 +337,7 @@ def summary_json(
         out_runs[_run_key(run)] = entry
 
     comparison: dict[str, Any] = {}
-    for rec in _comparison_records(runs, baseline, challenger):
+    for rec in _comparison_records(runs, baseline, challenger) if challenger else []:
         comparison[rec["dataset"]] = _json_value(
             {
                 "baseline": baseline,
@@ -429,7 +414,7 @@ def report_markdown(
     runs: list[dict],
     figures: dict[str, str],
     baseline: str = "lenet",
-    challenger: str = "alexnet",
+    challenger: str | None = "alexnet",
 ) -> str:
     """The human-readable report (``plots/report.md`` or similar): summary, comparison, figures.
 
@@ -439,12 +424,15 @@ def report_markdown(
     (a confusion matrix, say) need no change here.
     """
     ordered = _ordered(runs)
-    b_title, c_title = _model_title(baseline), _model_title(challenger)
-    parts: list[str] = [f"# {b_title} vs {c_title}", ""]
+    b_title, c_title = _model_title(baseline), _model_title(challenger or "")
+    title = b_title if challenger is None else f"{b_title} vs {c_title}"
+    parts: list[str] = [f"# {title}", ""]
     parts.append(
         "Accuracies are in percent on the held-out test split (top-1 unless marked top-5), "
         "measured once with the checkpoint that had the best validation accuracy. "
-        "MACs are multiply-accumulates per image."
+        "MACs are multiply-accumulates per image. Training time and throughput are "
+        "measurements, not results, and differ from run to run, so they are kept out of this "
+        "report (which reproduces byte for byte): `dvc metrics show timings` lists them."
     )
     parts += ["", "## Summary", ""]
 
@@ -457,8 +445,6 @@ def report_markdown(
         "Final val acc (%)",
         "Params",
         "MACs",
-        "Train time (s)",
-        "Images/s",
         "Status",
     ]
     rows = []
@@ -478,18 +464,17 @@ def report_markdown(
                 acc("final_val_acc"),
                 _fmt_int(run.get("params")),
                 _fmt_int(run.get("macs")),
-                _fmt_float(run.get("train_seconds"), 1),
-                _fmt_float(run.get("train_images_per_second"), 0),
                 _diverged_text(run) if diverged else "ok",
             ]
         )
-    parts.append(_markdown_table(header, rows, numeric="llrrrrrrrrl") if rows else "_No runs._")
+    parts.append(_markdown_table(header, rows, numeric="llrrrrrrl") if rows else "_No runs._")
 
-    parts += ["", f"## {b_title} vs {c_title} per dataset", ""]
-    records = _comparison_records(runs, baseline, challenger)
-    if not records:
-        parts.append(f"_No dataset has both a {b_title} and a {c_title} run._")
-    else:
+    records = [] if challenger is None else _comparison_records(runs, baseline, challenger)
+    if challenger is not None:
+        parts += ["", f"## {b_title} vs {c_title} per dataset", ""]
+    if challenger is not None and not records:
+        parts.append(f"_No dataset has runs of both {b_title} and {c_title}._")
+    elif records:
         header = [
             "Dataset",
             f"{b_title} test acc (%)",
@@ -499,9 +484,6 @@ def report_markdown(
             f"{c_title} params",
             "Params ratio",
             "MACs ratio",
-            f"{b_title} time (s)",
-            f"{c_title} time (s)",
-            "Time ratio",
         ]
         rows = []
         sentences = []
@@ -519,9 +501,6 @@ def report_markdown(
                     _fmt_int(rec["chal_params"]),
                     _fmt_ratio(rec["params_ratio"]),
                     _fmt_ratio(rec["macs_ratio"]),
-                    _fmt_float(rec["base_train_seconds"], 1),
-                    _fmt_float(rec["chal_train_seconds"], 1),
-                    _fmt_ratio(rec["train_time_ratio"]),
                 ]
             )
             sentence = (
@@ -532,10 +511,8 @@ def report_markdown(
                 sentence += f" ({gain:+.2f} points for {c_title})"
             if not math.isnan(_float(rec["params_ratio"])):
                 sentence += f"; {c_title} has {_fmt_ratio(rec['params_ratio'])} the parameters"
-            if not math.isnan(_float(rec["train_time_ratio"])):
-                sentence += f" and took {_fmt_ratio(rec['train_time_ratio'])} the training time"
             sentences.append(sentence + ".")
-        parts.append(_markdown_table(header, rows, numeric="lrrrrrrrrrr"))
+        parts.append(_markdown_table(header, rows, numeric="lrrrrrrr"))
         parts += ["", *sentences]
 
     if figures:

@@ -78,7 +78,9 @@ class TrainState:
         return self.diverged_epoch is not None
 
     def summary(self, epochs: int) -> dict[str, Any]:
-        """What the run achieved, for metrics files: nulls where no epoch completed."""
+        """What the run achieved, for metrics files: nulls where no epoch completed.
+
+        Deterministic for the same params, data and code, like every DVC output."""
         done = bool(self.history)
         return {
             "best_val_acc": round(self.best_val_acc, 6) if done else None,
@@ -88,6 +90,11 @@ class TrainState:
             "epochs_completed": self.epoch,
             "diverged": self.diverged,
             "diverged_epoch": self.diverged_epoch,
+        }
+
+    def timings(self) -> dict[str, Any]:
+        """What was measured, not achieved: differs from run to run, so kept apart."""
+        return {
             "train_seconds": round(self.train_seconds, 3),
             "train_images_per_second": (
                 round(self.train_images / self.train_seconds, 1) if self.train_images else None
