@@ -18,9 +18,8 @@ def main() -> None:
 
     params = load_params()
     write_text(PARAMS_OK, "params.yaml is valid\n")  # constant: reruns nothing downstream
-    print(
-        f"params.yaml is valid: {len(params.models)} model(s) x {len(params.datasets)} dataset(s)"
-    )
+    runs = len(params.models) * len(params.datasets)
+    print(f"params.yaml is valid: {runs} run{'' if runs == 1 else 's'} to train")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,7 +33,8 @@ class ParamsError(UserError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No inf/nan: YAML 1.2 reads 1e309 as inf, which no knob can use.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OptimizerSettings(_Section):
@@ -165,7 +165,7 @@ class Params(_Section):
     #: Built-in datasets and folders of the user's own images (each with a ``dataset`` entry).
     datasets: list[str] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=2**63 - 1)  # torch's and numpy's generators take 64 bits
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: OptimizerName = "adam"
@@ -225,14 +225,23 @@ class Params(_Section):
         return MODEL_OPTIONS[name].model_validate(self.model.get(name) or {})
 
 
-def _section_problems(params: Params) -> list[str]:
-    """Checks that depend on another key's value: model options and optimizer rows."""
+def _model_problems(raw_model: Any) -> list[str]:
+    """``model.<name>`` against that model's options, read from the raw mapping so that its
+    problems are listed even when a top-level key is bad too."""
     problems = []
-    for name, model_options in MODEL_OPTIONS.items():
+    for name, options in (raw_model if isinstance(raw_model, dict) else {}).items():
+        if name not in MODEL_OPTIONS:
+            continue  # the schema names the unknown model
         try:
-            model_options.model_validate(params.model.get(name) or {})
+            MODEL_OPTIONS[name].model_validate(options or {})
         except ValidationError as exc:
             problems += [_describe(e, prefix=("model", name)) for e in exc.errors()]
+    return problems
+
+
+def _section_problems(params: Params) -> list[str]:
+    """Checks that depend on another key's value: optimizer rows, schedule, channels."""
+    problems = []
     for name, row in params.optimizers.items():
         given = {k for k, v in row.model_dump().items() if v is not None}
         for key in sorted(given - OPTIMIZERS[name].keys):
@@ -251,14 +260,18 @@ def _section_problems(params: Params) -> list[str]:
         problems.append(
             f"optimizers.{params.optimizer}: the chosen optimizer has no row in `optimizers:`"
         )
-    return problems + _dataset_problems(params) + _recipe_problems(params)
+    return problems + _recipe_problems(params)
 
 
-def _dataset_problems(params: Params) -> list[str]:
-    """Every dataset named is built in or declared as a folder, and has its options entry."""
+def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
+    """Every dataset named is built in or declared as a folder, and has its options entry.
+
+    Read from the raw values, so that these problems are listed next to any other."""
     problems = []
     builtins = ", ".join(DATASETS)
-    for name, raw in params.dataset.items():
+    dataset = dataset if isinstance(dataset, dict) else {}
+    datasets = datasets if isinstance(datasets, list) else []
+    for name, raw in dataset.items():
         if not NAME_PATTERN.match(str(name)):
             problems.append(
                 f"dataset.{name}: not a usable dataset name: use lower-case letters, digits and "
@@ -276,11 +289,18 @@ def _dataset_problems(params: Params) -> list[str]:
                     "own images needs a name of its own)"
                 )
             problems += [_describe(e, prefix=("dataset", name)) + hint for e in exc.errors()]
-    for name in params.datasets:
+    for name in datasets:
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            problems.append(
+                f"datasets: got {name!r}: not a usable dataset name: use lower-case letters, "
+                "digits and _ (starting with a letter); it becomes a folder name and part of "
+                "stage names and commands"
+            )
+            continue
         # A built-in dataset without its entry validates, as a model without one does (the
         # defaults apply); only DVC needs it, and says so: "Parameters 'dataset.mnist' are
         # missing from 'params.yaml'". A folder must be declared: it has no defaults to guess.
-        if name not in params.dataset and is_folder(name):
+        if name not in dataset and is_folder(name):
             problems.append(
                 f"datasets: got {name!r}: not a built-in dataset ({builtins}) nor a folder "
                 f"declared under `dataset:`. For your own images, put them in "
@@ -367,11 +387,15 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of keys, got {type(raw).__name__}")
     params = None
+    lines = []
     try:
         params = Params.model_validate(raw)
-        lines = _section_problems(params)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors(include_url=False)]
+        lines += [_describe(e) for e in exc.errors(include_url=False)]
+    lines += _model_problems(raw.get("model"))
+    lines += _dataset_problems(raw.get("dataset"), raw.get("datasets"))
+    if params is not None:
+        lines += _section_problems(params)
     if lines:
         raise ParamsError(
             f"{source} is not valid ({len(lines)} problem{'s' if len(lines) > 1 else ''}):\n  "
@@ -382,13 +406,24 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     return params
 
 
+def read_yaml(text: str) -> Any:
+    """YAML as DVC reads params.yaml (ruamel's YAML 1.2), so the values a stage uses are the
+    ones dvc.lock and `dvc params diff` record: PyYAML's YAML 1.1 reads ``010`` as 8 and
+    ``1:30`` as 90, where DVC reads 10 and the string '1:30'."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
+    from ruamel.yaml import YAMLError
+
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found; run from the project's top directory") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
     return validate_params(raw, str(path))

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from cnnlab.errors import UserError
+
 
 def pick_device(requested: str) -> torch.device:
     """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
@@ -17,12 +19,12 @@ def pick_device(requested: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise UserError(
             "device: cuda was requested but no CUDA device is available; "
             "set device: auto or cpu in params.yaml"
         )
     if requested == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(
+        raise UserError(
             "device: mps was requested but MPS is not available; "
             "set device: auto or cpu in params.yaml"
         )

@@ -26,7 +26,7 @@ ResizeMode = Literal["center_crop", "letterbox"]
 
 
 class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FixedSizeOptions(_Options):

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from cnnlab.errors import UserError
 from cnnlab.files import atomic_directory, load_torch, save_torch, write_json
 
 TENSORS_FILE = "tensors.pt"
@@ -91,7 +92,7 @@ def split_dataset(
     else:
         n_val = max(1, round(len(pool) * val_fraction))
         if n_val >= len(pool):
-            raise ValueError(
+            raise UserError(
                 f"data.val_fraction={val_fraction} leaves no training images out of "
                 f"{len(pool)}; lower data.val_fraction or raise data.max_train"
             )
@@ -143,8 +144,6 @@ def load_prepared(directory: Path) -> PreparedData:
 
     meta_path = directory / META_FILE
     if not meta_path.exists():
-        from cnnlab.errors import UserError
-
         raise UserError(f"{directory}: no prepared data; run `dvc repro prepare@<dataset>` first")
     meta = json.loads(meta_path.read_text())
     tensors = load_torch(directory / TENSORS_FILE)

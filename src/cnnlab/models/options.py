@@ -35,7 +35,7 @@ SMALL_INPUT_SIZE = 32
 class _Options(BaseModel):
     """Switches every model shares; dropout goes before each hidden linear layer."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     activation: ActivationName = "relu"
     pooling: PoolingName = "max"
