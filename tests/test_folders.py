@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,13 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from fake_datasets import FOLDER_COLOURS, finishes_within, image_bytes, write_image_folder
+from fake_datasets import (
+    FOLDER_COLOURS,
+    finishes_within,
+    image_bytes,
+    png_header,
+    write_image_folder,
+)
 from PIL import Image
 
 from cnnlab.data import images
@@ -203,6 +210,78 @@ def test_gray_and_transparent_images_become_rgb() -> None:
         buffer = io.BytesIO()
         Image.new(mode, (10, 7)).save(buffer, format="PNG")
         assert images.decode(buffer.getvalue(), 8, "center_crop").shape == (8, 8, 3)
+
+
+def encoded(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_sixteen_bit_and_float_images_are_scaled_not_clipped() -> None:
+    """A full-range 16-bit ramp and a 0..1 float ramp keep their mid-grey average; clipped,
+    the first came out nearly all white and the second all black."""
+    ramp16 = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    ramp_float = (ramp16 / 65535.0).astype(np.float32)
+    for data in (encoded(ramp16, "PNG"), encoded(ramp_float, "TIFF")):
+        out = images.decode(data, 64, "letterbox")
+        assert abs(out.mean() - 127.5) < 2 and (out >= 250).mean() < 0.05
+        assert (out <= 5).mean() < 0.05
+    flat = {
+        "16-bit PNG": encoded(np.full((4, 4), 100 * 257, np.uint16), "PNG"),
+        "16-bit PGM": b"P5\n4 4\n65535\n" + np.full(16, 100 * 257, ">u2").tobytes(),
+        "32-bit TIFF": encoded(np.full((4, 4), 100 * 257 * 65537 // 2, np.int32), "TIFF"),
+        "float TIFF": encoded(np.full((4, 4), 100 / 255, np.float32), "TIFF"),
+    }
+    for what, data in flat.items():
+        out = images.decode(data, 8, "center_crop")
+        assert np.abs(out.astype(int) - 100).max() <= 1, what
+
+
+@pytest.mark.parametrize(
+    ("array", "words"),
+    [
+        (np.linspace(0, 1000, 64, dtype=np.float32).reshape(8, 8), "values from 0 to 1000"),
+        (np.full((8, 8), np.nan, np.float32), "NaN or infinite"),
+        (np.full((8, 8), -5, np.int32), r"negative values \(down to -5\)"),
+    ],
+    ids=["float-range", "nan", "negative"],
+)
+def test_unscalable_bit_depths_are_refused(array: np.ndarray, words: str) -> None:
+    with pytest.raises(images.BadImage, match=words):
+        images.decode(encoded(array, "TIFF"), 8, "center_crop")
+
+
+def test_huge_dimensions_are_refused_from_the_header_before_decoding() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(images.BadImage) as err:
+            images.decode(png_header(12000, 12000), 32, "center_crop")
+    assert str(err.value).startswith("refused: 12000x12000 pixels (144 million) is more than")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    with pytest.raises(images.BadImage, match="refused: more than the 67 million pixels"):
+        images.decode(png_header(20000, 20000), 32, "center_crop")  # Pillow's own limit
+    assert images.decode(encoded(np.zeros((30, 4000), np.uint8), "PNG"), 8, "letterbox").shape
+
+
+def test_huge_and_unscalable_images_in_a_folder_are_skipped_by_name(tmp_path: Path) -> None:
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=3, bad_files=False)
+    (folder / "apple/huge.png").write_bytes(png_header(12000, 12000))
+    (folder / "leaf/scan.tif").write_bytes(
+        encoded(np.linspace(0, 4, 64, dtype=np.float32).reshape(8, 8), "TIFF")
+    )
+    deep = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    (folder / "sky/deep.png").write_bytes(encoded(deep, "PNG"))
+    scan("pics", folder, raw)
+    result = load("pics", raw, folder, FolderOptions(size=16), seed=0)
+    reasons = {s["path"]: s["reason"] for s in result.skipped}
+    assert sorted(reasons) == ["apple/huge.png", "leaf/scan.tif"]
+    assert reasons["apple/huge.png"].startswith("refused: 12000x12000 pixels")
+    assert "values from 0 to 4" in reasons["leaf/scan.tif"]
+    assert len(result.raw.train_labels) + len(result.raw.test_labels) == 10  # deep.png kept
+    with pytest.raises(DataError, match=r"apple/huge\.png: refused: 12000x12000 pixels"):
+        load("pics", raw, folder, FolderOptions(on_bad_file="error"), seed=0)
 
 
 # ----------------------------------------------------------------------------- hostile folders
