@@ -219,6 +219,19 @@ def test_tar_with_too_many_members_is_refused(tmp_path, expect, tar_rules):
     assert not (tmp_path / "raw/cifar10").exists()
 
 
+def test_tar_headers_are_capped_too(tmp_path, expect, tar_rules):
+    """A member of no size with 4 MiB of pax headers: what tarfile reads is bounded as well,
+    not only the members' sizes."""
+    path = tmp_path / "mirror/cifar10" / CIFAR_TARBALL
+    big = member(f"{CIFAR_FOLDER}/x", pax_headers={"comment": "x" * (4 << 20)})
+    md5 = tarball(path, [big], {f"{CIFAR_FOLDER}/x": b""})
+    limits = {"max_bytes": 1000, "max_members": 16}  # about 54 KB of tar data in all
+    expect(cifar10={"archives": {CIFAR_TARBALL: md5}, "unpacked": {CIFAR_TARBALL: limits}})
+    with pytest.raises(DataError, match=r"more than \d+ bytes of tar data \(headers included\)"):
+        download("cifar10", tmp_path / "raw/cifar10", mirror=tmp_path / "mirror", retry=FAST)
+    assert not (tmp_path / "raw/cifar10").exists()
+
+
 def test_flowers102_tarball_is_extracted(tmp_path, expect, tar_rules):
     folder = tmp_path / "mirror/flowers102"
     folder.mkdir(parents=True)

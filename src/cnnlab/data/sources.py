@@ -180,7 +180,9 @@ UNPACKED: dict[str, dict[str, TarLimits]] = {
         )
     },
     "flowers102": {
-        "102flowers.tgz": TarLimits(max_bytes=344862509 * 5 // 4, max_members=8_200),
+        "102flowers.tgz": TarLimits(
+            max_bytes=SIZES["flowers102"]["102flowers.tgz"] * 5 // 4, max_members=8_200
+        ),
     },
 }
 
@@ -994,7 +996,8 @@ class _Capped:
         self._read += len(data)
         if self._read > self._cap:
             raise _Failed(
-                f"refusing to extract: it decompresses to more than {self._cap} bytes",
+                f"refusing to extract: more than {self._cap} bytes of tar data (headers "
+                "included), more than the published archive has",
                 "corrupt",
             )
         return data
