@@ -37,6 +37,7 @@ itself may be a link: that is where the user chose to keep the photos.)
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -143,10 +144,15 @@ def _open_regular(path: Path) -> int:
     """A descriptor for ``path`` if it is a regular file when opened: ``O_NOFOLLOW`` refuses a
     link put in its place since it was listed, ``O_NONBLOCK`` keeps a FIFO from blocking."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a link
+            raise OSError("it is now a symbolic link, which is not followed") from None
+        raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise OSError(f"{path} is no longer a regular file")
+        raise OSError("it is no longer a regular file")
     return fd
 
 
@@ -192,7 +198,7 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
         )
     top = _children(folder)
     ignored = [*top.files, *(f"{d}/" for d in top.hidden_dirs)]
-    skipped = [{"path": name, "reason": reason} for name, reason in top.not_read]
+    skipped = [{"path": entry, "reason": reason} for entry, reason in top.not_read]
     files: list[dict[str, Any]] = []
     classes_of: dict[str | None, list[str]] = {}
     for split in _layout(folder, top.dirs):
