@@ -6,6 +6,8 @@ instead: DVC tracks the folder as this stage's dependency, the list pins what pr
 
 from __future__ import annotations
 
+import sys
+
 from common import RAW, SOURCES, run_stage
 
 from cnnlab.params import load_params
@@ -19,11 +21,17 @@ def main(dataset: str) -> None:
         from cnnlab.data.folders import scan
 
         manifest = scan(dataset, SOURCES / dataset, RAW / dataset)
-        ignored = manifest["ignored"]
+        ignored, skipped = manifest["ignored"], manifest["skipped"]
+        for entry in skipped:  # links and special files: never followed nor read
+            print(
+                f"{dataset}: skipped {SOURCES / dataset / entry['path']}: {entry['reason']}",
+                file=sys.stderr,
+            )
         print(
             f"{dataset}: {len(manifest['files'])} files in {len(manifest['classes'])} classes "
             f"({', '.join(manifest['classes'])}) listed from {SOURCES / dataset}/"
             + (f"; ignored (not in a class folder): {', '.join(ignored)}" if ignored else "")
+            + (f"; {len(skipped)} link(s) or special file(s) skipped" if skipped else "")
         )
         return
     from cnnlab.data.sources import download

@@ -1,23 +1,32 @@
-"""Shared fixtures: small real data (scikit-learn's digits) prepared the pipeline's way."""
+"""Shared fixtures: small real data (scikit-learn's digits) prepared the pipeline's way.
+
+torch is imported where it is used, not here: the torch-free test modules
+(test_downloads_hostile.py) also run in a small environment without it (see .ci/run).
+"""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 import yaml
 
-from cnnlab.data.prepare import PreparedData, split_dataset
 from cnnlab.params import Params, validate_params
+
+if TYPE_CHECKING:
+    from cnnlab.data.prepare import PreparedData
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def digits_prepared(max_train: int | None = 600, seed: int = 0) -> PreparedData:
     """sklearn's 8x8 digits as uint8 [N, 1, 8, 8]; the models' batch code upsamples them."""
+    import torch
     from sklearn.datasets import load_digits
+
+    from cnnlab.data.prepare import split_dataset
 
     bunch = load_digits()
     images = torch.from_numpy(bunch.images * 255 / 16).round().to(torch.uint8)[:, None]

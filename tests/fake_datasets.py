@@ -4,8 +4,9 @@ There is no internet on the development and CI machines, so the download path is
 against these: IDX files (gzip-compressed or not) like MNIST / Fashion-MNIST, CIFAR-10
 pickled batches and their tarball, Oxford Flowers-102's tarball of JPEGs and its two MATLAB
 files (written with scipy.io.savemat, as published), served from 127.0.0.1 by
-``serve_directory``, which can answer with errors, truncated bodies, resets or silence before
-it serves the real bytes. ``write_image_folder`` makes a folder dataset of the user's kind.
+``serve_directory``, which can answer with errors, truncated, endless or trickling bodies,
+resets or silence before it serves the real bytes. ``write_image_folder`` makes a folder
+dataset of the user's kind.
 
 The fakes have their own md5s, so a test tells ``cnnlab.data.sources`` to expect them with
 the ``CNNLAB_SOURCES`` override (``write_sources_override``), which also works for the real
@@ -33,13 +34,16 @@ import socket
 import struct
 import tarfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -66,6 +70,26 @@ CIFAR_CLASSES = [
 ]
 
 
+def finishes_within(seconds: float, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``fn(*args, **kwargs)``, run in a thread so that a regression that blocks (reading a
+    FIFO, a device, a stalled socket) fails the test after ``seconds`` instead of hanging it."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn.__name__} still running after {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def md5_bytes(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -76,8 +100,8 @@ def md5_file(path: Path) -> str:
 
 @dataclass
 class FakeFiles:
-    """What a writer produced: the md5 tables ``cnnlab.data.sources`` checks, and the arrays
-    the loader must give back ([N, C, H, W] uint8 images, int64 labels)."""
+    """What a writer produced: the md5 tables and sizes ``cnnlab.data.sources`` checks, and
+    the arrays the loader must give back ([N, C, H, W] uint8 images, int64 labels)."""
 
     archives: dict[str, str]
     contents: dict[str, str]
@@ -86,9 +110,12 @@ class FakeFiles:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: list[str] | None = None
+    #: Byte size of every file written (archives and contents), the fakes' own size limits.
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def override(self, mirrors: Sequence[str] | None = None) -> dict:
-        """One dataset's entry for ``CNNLAB_SOURCES``: these md5s, and optionally mirrors."""
+        """One dataset's entry for ``CNNLAB_SOURCES``: these md5s and sizes, and optionally
+        mirrors."""
         entry: dict = {}
         if mirrors is not None:
             entry["mirrors"] = list(mirrors)
@@ -96,6 +123,8 @@ class FakeFiles:
             entry["archives"] = dict(self.archives)
         if self.contents:
             entry["contents"] = dict(self.contents)
+        if self.sizes:
+            entry["sizes"] = dict(self.sizes)
         return entry
 
 
@@ -158,11 +187,13 @@ def write_mnist_like(
     }
     archives: dict[str, str] = {}
     contents: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     for key, name in IDX_FILES.items():
         raw = idx_bytes(arrays[key])
         packed = gzip_bytes(raw, compresslevel)
         archives[f"{name}.gz"] = md5_bytes(packed)
         contents[name] = md5_bytes(raw)
+        sizes[f"{name}.gz"], sizes[name] = len(packed), len(raw)
         if gz:
             (directory / f"{name}.gz").write_bytes(packed)
         else:
@@ -174,6 +205,7 @@ def write_mnist_like(
         train_labels=train_y.astype(np.int64),
         test_images=test_x[:, None],
         test_labels=test_y.astype(np.int64),
+        sizes=sizes,
     )
 
 
@@ -216,6 +248,7 @@ def _cifar_pickles(n_per_batch: int, seed: int) -> tuple[dict[str, bytes], FakeF
         test_images=images[CIFAR_TEST_BATCH],
         test_labels=labels[CIFAR_TEST_BATCH],
         classes=list(CIFAR_CLASSES),
+        sizes={name: len(data) for name, data in files.items()},
     )
     return files, fake
 
@@ -231,11 +264,17 @@ def write_cifar10_batches(directory: Path, n_per_batch: int, seed: int = 0) -> F
 
 
 def write_cifar10_tarball(
-    path: Path, n_per_batch: int, seed: int = 0, extra_members: Mapping[str, bytes] | None = None
+    path: Path,
+    n_per_batch: int,
+    seed: int = 0,
+    extra_members: Mapping[str, bytes] | None = None,
+    mode: int = 0o644,
+    uid: int = 0,
 ) -> FakeFiles:
     """Write a ``cifar-10-python.tar.gz`` like the published one (members under
     ``cifar-10-batches-py/``), plus ``extra_members`` by raw name (e.g. ``{"../evil": b""}``
-    to check that extraction refuses it). ``archives`` is keyed by ``path.name``."""
+    to check that extraction refuses it); every file member has ``mode`` and owner ``uid``.
+    ``archives`` is keyed by ``path.name``."""
     files, fake = _cifar_pickles(n_per_batch, seed)
     members = {f"{CIFAR_FOLDER}/{name}": data for name, data in files.items()}
     members[f"{CIFAR_FOLDER}/readme.html"] = b"<html>fake CIFAR-10</html>\n"
@@ -247,13 +286,14 @@ def write_cifar10_tarball(
         tar.addfile(folder)
         for name, data in members.items():
             info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o644
+            info.size, info.mode, info.uid, info.gid = len(data), mode, uid, uid
             tar.addfile(info, io.BytesIO(data))
     packed = gzip_bytes(buffer.getvalue())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(packed)
     fake.archives = {path.name: md5_bytes(packed)}
+    fake.sizes[path.name] = len(packed)
     return fake
 
 
@@ -281,6 +321,23 @@ def image_bytes(
     buffer = io.BytesIO()
     Image.fromarray(pixels.astype(np.uint8)).save(buffer, format=fmt)
     return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that announces ``width`` x ``height`` 8-bit gray pixels but holds one row: what
+    a decoder sees before decoding (a 12000 x 12000 PNG of zeros is 140 KB), in 100 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
+        + chunk(b"IEND", b"")
+    )
 
 
 #: Class colours of the generated folders: a model can tell them apart after one epoch.
@@ -318,6 +375,22 @@ def write_image_folder(
     return written
 
 
+def flowers_tarball(n_images: int, seed: int = 0) -> bytes:
+    """The bytes of a ``102flowers.tgz``: ``jpg/image_00001.jpg``... of varied colours."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        folder = tarfile.TarInfo("jpg")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        for i in range(1, n_images + 1):
+            colour = tuple(int(v) for v in np.random.default_rng(seed + i).integers(0, 256, 3))
+            data = image_bytes(colour, (50 + i, 40 + 2 * i), "JPEG", seed=seed + i)
+            info = tarfile.TarInfo(f"jpg/image_{i:05d}.jpg")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return gzip_bytes(buffer.getvalue())
+
+
 def write_flowers102(
     directory: Path, n_images: int = 12, labels: Sequence[int] | None = None, seed: int = 0
 ) -> FakeFiles:
@@ -330,18 +403,7 @@ def write_flowers102(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     labels = list(labels) if labels is not None else [1 + (i % 4) * 30 for i in range(n_images)]
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        folder = tarfile.TarInfo("jpg")
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(folder)
-        for i in range(1, n_images + 1):
-            colour = tuple(int(v) for v in np.random.default_rng(seed + i).integers(0, 256, 3))
-            data = image_bytes(colour, (50 + i, 40 + 2 * i), "JPEG", seed=seed + i)
-            info = tarfile.TarInfo(f"jpg/image_{i:05d}.jpg")
-            info.size, info.mode = len(data), 0o644
-            tar.addfile(info, io.BytesIO(data))
-    (directory / FLOWERS_TARBALL).write_bytes(gzip_bytes(buffer.getvalue()))
+    (directory / FLOWERS_TARBALL).write_bytes(flowers_tarball(n_images, seed))
     ids = np.arange(1, n_images + 1)
     savemat(directory / FLOWERS_LABELS, {"labels": np.asarray([labels], dtype=np.uint8)})
     savemat(
@@ -353,16 +415,15 @@ def write_flowers102(
         },
     )
     labels_array = np.asarray(labels, dtype=np.int64) - 1
+    names = (FLOWERS_TARBALL, FLOWERS_LABELS, FLOWERS_SETID)
     return FakeFiles(
-        archives={
-            name: md5_file(directory / name)
-            for name in (FLOWERS_TARBALL, FLOWERS_LABELS, FLOWERS_SETID)
-        },
+        archives={name: md5_file(directory / name) for name in names},
         contents={},
         train_images=np.empty(0),
         train_labels=labels_array[0::3],
         test_images=np.empty(0),
         test_labels=labels_array[2::3],
+        sizes={name: (directory / name).stat().st_size for name in names},
     )
 
 
@@ -377,10 +438,12 @@ class Failure:
 
     kind: "status" (answer ``status`` with a short body), "truncate" (200 with the full
     Content-Length but only half the body, then close), "hang" (read the request, then say
-    nothing for ``seconds`` or until the server stops), "reset" (close with a TCP reset).
+    nothing for ``seconds`` or until the server stops), "reset" (close with a TCP reset),
+    "endless" (200 without Content-Length, then zeros until the client hangs up), "drip"
+    (200 without Content-Length, then one byte every ``seconds``: no read ever times out).
     """
 
-    kind: Literal["status", "truncate", "hang", "reset"]
+    kind: Literal["status", "truncate", "hang", "reset", "endless", "drip"]
     times: int | None = 1
     status: int = 503
     seconds: float = 30.0
@@ -400,6 +463,14 @@ def hang(times: int | None = 1, seconds: float = 30.0) -> Failure:
 
 def reset(times: int | None = 1) -> Failure:
     return Failure("reset", times=times)
+
+
+def endless(times: int | None = 1) -> Failure:
+    return Failure("endless", times=times)
+
+
+def drip(times: int | None = 1, seconds: float = 0.1) -> Failure:
+    return Failure("drip", times=times, seconds=seconds)
 
 
 class ServedURL(str):
@@ -463,6 +534,20 @@ class _Handler(SimpleHTTPRequestHandler):
         elif failure.kind == "hang":
             self._record("hang")
             self.stop.wait(failure.seconds)
+            self.close_connection = True
+        elif failure.kind in ("endless", "drip"):
+            self._record(failure.kind)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()  # no Content-Length: the body ends when the connection does
+            with contextlib.suppress(OSError):  # the client hung up: what it should do
+                if failure.kind == "endless":
+                    chunk = bytes(64 << 10)
+                    while not self.stop.is_set():
+                        self.wfile.write(chunk)
+                else:
+                    while not self.stop.wait(failure.seconds):
+                        self.wfile.write(b"\0")
             self.close_connection = True
         else:
             self._record("reset")

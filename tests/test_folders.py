@@ -3,14 +3,28 @@ the bad-file policy, the user's own splits, and the mistakes a user makes with t
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import socket
+import stat
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from fake_datasets import FOLDER_COLOURS, image_bytes, write_image_folder
+import yaml
+from conftest import ROOT
+from fake_datasets import (
+    FOLDER_COLOURS,
+    finishes_within,
+    image_bytes,
+    png_header,
+    write_image_folder,
+)
 from PIL import Image
 
 from cnnlab.data import images
@@ -19,6 +33,7 @@ from cnnlab.data.options import FolderOptions
 from cnnlab.data.sources import DataError
 
 CLASSES = sorted(FOLDER_COLOURS)
+LINK = "a symbolic link, which is not followed"
 
 
 def listed(tmp_path: Path, name: str = "pics") -> tuple[Path, Path]:
@@ -108,7 +123,7 @@ def test_user_splits_are_kept(tmp_path: Path) -> None:
     [
         (lambda f: None, "does not exist or is not a folder"),
         (lambda f: (f.mkdir(parents=True), (f / "a.png").write_bytes(b"x")), "no class folders"),
-        (lambda f: (f / "cat").mkdir(parents=True), "holds no files"),
+        (lambda f: (f / "cat").mkdir(parents=True), "holds no regular files"),
         (
             lambda f: write_image_folder(f, per_class=1, classes={"only": (1, 2, 3)}),
             "a classifier needs at least two",
@@ -195,3 +210,200 @@ def test_gray_and_transparent_images_become_rgb() -> None:
         buffer = io.BytesIO()
         Image.new(mode, (10, 7)).save(buffer, format="PNG")
         assert images.decode(buffer.getvalue(), 8, "center_crop").shape == (8, 8, 3)
+
+
+def encoded(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_sixteen_bit_and_float_images_are_scaled_not_clipped() -> None:
+    """A full-range 16-bit ramp and a 0..1 float ramp keep their mid-grey average; clipped,
+    the first came out nearly all white and the second all black."""
+    ramp16 = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    ramp_float = (ramp16 / 65535.0).astype(np.float32)
+    for data in (encoded(ramp16, "PNG"), encoded(ramp_float, "TIFF")):
+        out = images.decode(data, 64, "letterbox")
+        assert abs(out.mean() - 127.5) < 2 and (out >= 250).mean() < 0.05
+        assert (out <= 5).mean() < 0.05
+    flat = {
+        "16-bit PNG": encoded(np.full((4, 4), 100 * 257, np.uint16), "PNG"),
+        "16-bit PGM": b"P5\n4 4\n65535\n" + np.full(16, 100 * 257, ">u2").tobytes(),
+        "32-bit TIFF": encoded(np.full((4, 4), 100 * 257 * 65537 // 2, np.int32), "TIFF"),
+        "float TIFF": encoded(np.full((4, 4), 100 / 255, np.float32), "TIFF"),
+    }
+    for what, data in flat.items():
+        out = images.decode(data, 8, "center_crop")
+        assert np.abs(out.astype(int) - 100).max() <= 1, what
+
+
+@pytest.mark.parametrize(
+    ("array", "words"),
+    [
+        (np.linspace(0, 1000, 64, dtype=np.float32).reshape(8, 8), "values from 0 to 1000"),
+        (np.full((8, 8), np.nan, np.float32), "NaN or infinite"),
+        (np.full((8, 8), -5, np.int32), r"negative values \(down to -5\)"),
+    ],
+    ids=["float-range", "nan", "negative"],
+)
+def test_unscalable_bit_depths_are_refused(array: np.ndarray, words: str) -> None:
+    with pytest.raises(images.BadImage, match=words):
+        images.decode(encoded(array, "TIFF"), 8, "center_crop")
+
+
+def test_huge_dimensions_are_refused_from_the_header_before_decoding() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(images.BadImage) as err:
+            images.decode(png_header(12000, 12000), 32, "center_crop")
+    assert str(err.value).startswith("refused: 12000x12000 pixels (144 million) is more than")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    with pytest.raises(images.BadImage, match="refused: more than the 67 million pixels"):
+        images.decode(png_header(20000, 20000), 32, "center_crop")  # Pillow's own limit
+    assert images.decode(encoded(np.zeros((30, 4000), np.uint8), "PNG"), 8, "letterbox").shape
+
+
+def test_huge_and_unscalable_images_in_a_folder_are_skipped_by_name(tmp_path: Path) -> None:
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=3, bad_files=False)
+    (folder / "apple/huge.png").write_bytes(png_header(12000, 12000))
+    (folder / "leaf/scan.tif").write_bytes(
+        encoded(np.linspace(0, 4, 64, dtype=np.float32).reshape(8, 8), "TIFF")
+    )
+    deep = np.arange(1 << 16, dtype=np.uint16).reshape(256, 256)
+    (folder / "sky/deep.png").write_bytes(encoded(deep, "PNG"))
+    scan("pics", folder, raw)
+    result = load("pics", raw, folder, FolderOptions(size=16), seed=0)
+    reasons = {s["path"]: s["reason"] for s in result.skipped}
+    assert sorted(reasons) == ["apple/huge.png", "leaf/scan.tif"]
+    assert reasons["apple/huge.png"].startswith("refused: 12000x12000 pixels")
+    assert "values from 0 to 4" in reasons["leaf/scan.tif"]
+    assert len(result.raw.train_labels) + len(result.raw.test_labels) == 10  # deep.png kept
+    with pytest.raises(DataError, match=r"apple/huge\.png: refused: 12000x12000 pixels"):
+        load("pics", raw, folder, FolderOptions(on_bad_file="error"), seed=0)
+
+
+# ----------------------------------------------------------------------------- hostile folders
+
+
+def hostile_folder(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, str]]:
+    """A folder dataset with every kind of entry that must not be read, each where a user
+    could put it: links to a file and to a folder outside, a linked class folder, a link to
+    /dev/zero, a FIFO, a socket, a link loop, and (when allowed here) a device file. The
+    outside images are real images, so that following a link would visibly pull them in.
+    Returns (folder, raw, outside, {relative path: start of the reason})."""
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=3, bad_files=False)
+    outside = tmp_path / "outside"
+    (outside / "more").mkdir(parents=True)
+    (outside / "secret.png").write_bytes(image_bytes((1, 2, 3), (20, 20), seed=7))
+    for i in range(3):
+        (outside / "more" / f"m{i}.png").write_bytes(image_bytes((9, 9, 9), (20, 20), seed=i))
+    expected = {
+        "apple/x.png": LINK,
+        "apple/more": LINK,
+        "dog": LINK,
+        "leaf/zero.png": LINK,
+        "leaf/pipe.png": "a FIFO (named pipe), which is not read",
+        "sky/loop": LINK,
+        "sky/s.sock": "a socket, which is not read",
+    }
+    (folder / "apple/x.png").symlink_to(outside / "secret.png")
+    (folder / "apple/more").symlink_to(outside / "more", target_is_directory=True)
+    (folder / "dog").symlink_to(outside / "more", target_is_directory=True)
+    (folder / "leaf/zero.png").symlink_to("/dev/zero")
+    os.mkfifo(folder / "leaf/pipe.png")
+    (folder / "sky/loop").symlink_to(folder / "sky/loop")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(folder / "sky/s.sock"))
+    try:
+        os.mknod(folder / "sky/null.png", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        expected["sky/null.png"] = "a device file, which is not read"
+    except PermissionError:  # not root: no device file in this test
+        pass
+    return folder, raw, outside, expected
+
+
+def test_links_and_special_files_are_skipped_by_name_never_read(tmp_path: Path) -> None:
+    folder, raw, outside, expected = hostile_folder(tmp_path)
+    manifest = finishes_within(30, scan, "pics", folder, raw)  # a FIFO read would block
+    assert manifest["classes"] == CLASSES  # the linked "dog" folder is not a class
+    assert len(manifest["files"]) == 9 and all(
+        f["path"].split("/")[-1].startswith(f["class"]) for f in manifest["files"]
+    )
+    reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    assert sorted(reasons) == sorted(expected)
+    for path, start in expected.items():
+        assert reasons[path].startswith(start), path
+    assert "copy the file or folder itself here instead" in reasons["apple/x.png"]
+    written = (raw / MANIFEST_FILE).read_text()
+    secret_md5 = hashlib.md5((outside / "secret.png").read_bytes()).hexdigest()
+    assert secret_md5 not in written and "outside" not in written
+
+    result = finishes_within(30, load, "pics", raw, folder, FolderOptions(size=16), seed=0)
+    assert [s["path"] for s in result.skipped] == [s["path"] for s in manifest["skipped"]]
+    assert len(result.raw.train_labels) + len(result.raw.test_labels) == 9
+
+    with pytest.raises(DataError) as err:
+        load("pics", raw, folder, FolderOptions(on_bad_file="error"), seed=0)
+    message = str(err.value)
+    assert f"{len(expected)} file(s) in {folder} cannot be used as images" in message
+    assert f"{folder}/apple/x.png: {LINK}" in message
+    assert f"{folder}/leaf/pipe.png: a FIFO" in message
+
+
+def test_a_file_swapped_for_a_link_after_listing_is_not_followed(tmp_path: Path) -> None:
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=2, bad_files=False)
+    scan("pics", folder, raw)
+    target = folder / "leaf/leaf_00.png"
+    target.unlink()
+    target.symlink_to("/dev/zero")
+    words = r"leaf_00\.png: cannot read it \(it is now a symbolic link, which is not followed\)"
+    with pytest.raises(DataError, match=words):
+        finishes_within(30, load, "pics", raw, folder, FolderOptions(), seed=0)
+
+
+def test_a_class_of_links_only_says_so(tmp_path: Path) -> None:
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=2, bad_files=False)
+    (folder / "cat").mkdir()
+    (folder / "cat/a.png").symlink_to(folder / "leaf/leaf_00.png")
+    with pytest.raises(DataError, match=r"cat/ holds no regular files \(1 link\(s\) or special"):
+        scan("pics", folder, raw)
+    assert not raw.exists()
+
+
+def test_hidden_class_folders_are_listed_as_ignored(tmp_path: Path) -> None:
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder / "train", per_class=2, bad_files=False)
+    write_image_folder(folder / "test", per_class=1, bad_files=False)
+    write_image_folder(folder / ".hidden", per_class=2, bad_files=False)
+    write_image_folder(folder / "train/.drafts", per_class=1, bad_files=False)
+    (folder / "train/leaf/.thumbnails").mkdir()  # inside a class: left out without mention
+    (folder / "train/leaf/.thumbnails/t.png").write_bytes(image_bytes((0, 0, 0), (8, 8)))
+    manifest = scan("pics", folder, raw)
+    assert manifest["ignored"] == [".hidden/", "train/.drafts/"]
+    assert not any("/." in f["path"] or f["path"].startswith(".") for f in manifest["files"])
+    assert manifest["classes"] == CLASSES
+
+
+def test_download_stage_names_what_it_skipped_and_ignored(tmp_path, monkeypatch, capsys):
+    folder, _, _, expected = hostile_folder(tmp_path)
+    write_image_folder(folder / ".hidden", per_class=1, bad_files=False)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["datasets"] = ["pics"]
+    params["dataset"]["pics"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "stages"))
+    sys.modules.pop("download", None)
+    import download
+
+    finishes_within(30, download.main, "pics")
+    out, err = capsys.readouterr()
+    assert "ignored (not in a class folder): .hidden/" in out
+    assert f"{len(expected)} link(s) or special file(s) skipped" in out
+    assert f"pics: skipped datasets/pics/apple/x.png: {LINK}" in err
+    assert "pics: skipped datasets/pics/leaf/pipe.png: a FIFO (named pipe)" in err

@@ -374,3 +374,68 @@ def test_failed_write_leaves_old_file_and_no_temp(
         figures.plot_confusion_matrix([[1]], ["a"], "t", target)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+
+
+DOLLAR_NAMES = ["cost $\\foo$", "cost 5$ or 6$", "a \\$ b"]
+
+
+def drawn_figures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The figures ``figures`` saves, kept for inspection after the PNG is written."""
+    saved: list = []
+    save = figures._save_png
+
+    def keep(fig, path: Path) -> None:
+        save(fig, path)
+        saved.append(fig)
+
+    monkeypatch.setattr(figures, "_save_png", keep)
+    return saved
+
+
+def assert_drawn_literally(fig, text, expected: str) -> None:
+    """``text`` takes exactly the room of ``expected`` drawn with mathtext off: the same
+    characters, not math (which drops the $ and italicises what lies between)."""
+    from matplotlib.text import Text
+
+    renderer = fig.canvas.get_renderer()
+    literal = Text(
+        text=expected,
+        fontproperties=text.get_fontproperties(),
+        rotation=text.get_rotation(),
+        parse_math=False,
+    )
+    literal.set_figure(fig)
+    got, want = text.get_window_extent(renderer), literal.get_window_extent(renderer)
+    assert (got.width, got.height) == pytest.approx((want.width, want.height)), expected
+
+
+def test_dollar_signs_in_class_names_and_titles_are_drawn_literally(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = drawn_figures(monkeypatch)
+    matrix = [[3, 1, 0], [0, 4, 0], [1, 0, 2]]
+    title = "pics $\\foo$: LeNet"
+    figures.plot_confusion_matrix(matrix, DOLLAR_NAMES, title, tmp_path / "cm.png")
+    assert_png(tmp_path / "cm.png")
+    (fig,) = saved
+    ax = fig.axes[0]
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        for label, name in zip(labels, DOLLAR_NAMES, strict=True):
+            assert_drawn_literally(fig, label, name)
+    assert_drawn_literally(fig, fig._suptitle, title)
+
+
+def test_dollar_signs_in_legends_and_titles_of_learning_curves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = drawn_figures(monkeypatch)
+    histories = {name: history(3) for name in DOLLAR_NAMES}
+    figures.plot_learning_curves(histories, "$\\foo$ 5$", tmp_path / "c.png")
+    assert_png(tmp_path / "c.png")
+    (fig,) = saved
+    texts = fig.legends[0].get_texts()
+    for text, name in zip(texts, DOLLAR_NAMES, strict=True):
+        assert_drawn_literally(fig, text, name)
+    assert_drawn_literally(fig, fig._suptitle, "$\\foo$ 5$")
+    figures.animate_learning_curves(histories, "$\\foo$", tmp_path / "c.gif")  # no crash
+    assert (tmp_path / "c.gif").read_bytes().startswith(b"GIF8")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -43,7 +44,8 @@ from cnnlab.data.options import ResizedOptions
 from cnnlab.data.sources import OVERRIDE_ENV, DataError, RetryPolicy, download, load_raw
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, timeout=2.0)
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+#: A local mirror holding the real MNIST files (``<mirror>/mnist/*.gz``), when one is at hand.
+REAL_MIRROR_ENV = "CNNLAB_TEST_REAL_MIRROR"
 TV_FOLDER = {"mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
 
 
@@ -284,7 +286,7 @@ def test_local_mirror_torchvision_layout_idx(tmp_path, expect):
 
 def test_local_mirror_torchvision_layout_cifar(tmp_path, expect):
     fake = write_cifar10_batches(tmp_path / "mirror" / "cifar10", n_per_batch=4)
-    expect(cifar10={"contents": fake.contents})
+    expect(cifar10={"contents": fake.contents, "sizes": fake.sizes})
     dest = tmp_path / "raw" / "cifar10"
     download("cifar10", dest, mirror=str(tmp_path / "mirror"), retry=FAST)
     assert_matches(load_raw("cifar10", dest), fake, (3, 32, 32))
@@ -292,7 +294,7 @@ def test_local_mirror_torchvision_layout_cifar(tmp_path, expect):
 
 def test_http_mirror_torchvision_layout_cifar(tmp_path, expect):
     fake = write_cifar10_batches(tmp_path / "www" / "cifar10", n_per_batch=4)
-    expect(cifar10={"contents": fake.contents})
+    expect(cifar10={"contents": fake.contents, "sizes": fake.sizes})
     dest = tmp_path / "raw" / "cifar10"
     with serve_directory(tmp_path / "www") as url:
         download("cifar10", dest, mirror=url, retry=FAST)
@@ -386,7 +388,7 @@ def test_tar_symlink_member_is_refused(tmp_path, expect):
 def test_cifar_batch_with_wrong_md5_is_never_unpickled(tmp_path, expect, monkeypatch):
     fake = write_cifar10_batches(tmp_path / "mirror" / "cifar10", n_per_batch=3)
     contents = dict(fake.contents, data_batch_3="f" * 32)
-    expect(cifar10={"contents": contents})
+    expect(cifar10={"contents": contents, "sizes": fake.sizes})
     monkeypatch.setattr(pickle, "load", lambda *a, **k: pytest.fail("unpickled"))
     with pytest.raises(DataError, match=f"data_batch_3: .*expected md5 {'f' * 32}"):
         download("cifar10", tmp_path / "raw/cifar10", mirror=str(tmp_path / "mirror"))
@@ -456,6 +458,7 @@ def test_images_and_labels_must_agree(tmp_path, expect):
         tmp_path / "mirror/mnist/train-labels-idx1-ubyte.gz"
     )
     fake.archives["train-labels-idx1-ubyte.gz"] = other.archives["train-labels-idx1-ubyte.gz"]
+    fake.sizes["train-labels-idx1-ubyte"] = other.sizes["train-labels-idx1-ubyte"]
     expect(mnist=fake.override())
     with pytest.raises(DataError, match=r"8 images but .* 9 labels"):
         download("mnist", tmp_path / "raw/mnist", mirror=str(tmp_path / "mirror"))
@@ -478,6 +481,15 @@ def test_override_file_is_validated(tmp_path, monkeypatch):
     table.write_text(json.dumps({"mnist": {"checksums": {}}}))
     with pytest.raises(DataError, match="unknown keys"):
         sources.source("mnist")
+    table.write_text(json.dumps({"mnist": {"sizes": {"train-images-idx3-ubyte": -1}}}))
+    with pytest.raises(DataError, match=r"'sizes' must map file names to sizes in bytes"):
+        sources.source("mnist")
+    table.write_text(json.dumps({"cifar10": {"unpacked": {"other.tgz": {}}}}))
+    with pytest.raises(DataError, match="'unpacked' must map archive names to"):
+        sources.source("cifar10")
+    limits = {"max_bytes": 10, "max_members": 2}
+    table.write_text(json.dumps({"cifar10": {"unpacked": {"cifar-10-python.tar.gz": limits}}}))
+    assert sources.source("cifar10").unpacked["cifar-10-python.tar.gz"] == sources.TarLimits(10, 2)
 
 
 def test_default_source_is_torchvisions():
@@ -493,6 +505,12 @@ def test_default_source_is_torchvisions():
     assert len(cifar.contents) == 7
     flowers = sources.source("flowers102")
     assert flowers.mirrors == (tvd.Flowers102._download_url_prefix,)
+    for src in (mnist, sources.source("fashion_mnist"), cifar, flowers):
+        # every file has a size limit, every tarball limits on what it unpacks to
+        assert set(src.sizes) == set(src.archives) | sources._content_names(src), src.name
+        assert set(src.unpacked) == {a for a in src.archives if ".t" in a and "gz" in a}
+    assert mnist.sizes["train-images-idx3-ubyte"] == 16 + 60000 * 28 * 28
+    assert cifar.sizes[tvd.CIFAR10.filename] == 170498071
     assert flowers.archives == {
         "102flowers.tgz": "52808999861908f626f3c1f4e79d11fa",
         "imagelabels.mat": "e0620be6f572b9609742df49c70aed4d",
@@ -605,15 +623,18 @@ def test_unknown_dataset():
 
 
 # --------------------------------------------------------------------------------------------
-# The real thing, from the team's offline copy
+# The real thing, from a local mirror of the published files
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"{SHARED_MNIST} not available")
+@pytest.mark.skipif(
+    not os.environ.get(REAL_MIRROR_ENV),
+    reason=f"set {REAL_MIRROR_ENV} to a local mirror holding mnist/ with the published files",
+)
 def test_real_mnist_from_local_mirror(tmp_path, monkeypatch):
     monkeypatch.delenv(OVERRIDE_ENV, raising=False)
     dest = tmp_path / "raw" / "mnist"
-    download("mnist", dest, mirror=str(SHARED_MNIST.parent))
+    download("mnist", dest, mirror=os.environ[REAL_MIRROR_ENV])
     raw = load_raw("mnist", dest)
     assert raw.train_images.shape == (60000, 1, 28, 28)
     assert raw.test_images.shape == (10000, 1, 28, 28)

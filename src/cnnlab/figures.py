@@ -12,6 +12,12 @@ for no reason reruns everything downstream and makes ``dvc repro`` look non-dete
 * the file is written to a temporary name in the target directory and ``os.replace``-d into
   place, so a killed run leaves either the old file or the new one, never half a PNG, and a
   DVC cache link at the target is replaced rather than written through.
+
+Every string that comes from the user (class names, which are folder names; dataset, model
+and optimizer names in titles and legends) goes through :func:`_literal` before it is drawn:
+matplotlib reads text between two ``$`` as mathtext, so a class folder named
+``cost $\\foo$`` would stop the compare stage and ``cost 5$ or 6$`` would be drawn as
+"cost 5*or*6" in italics.
 """
 
 from __future__ import annotations
@@ -85,6 +91,12 @@ _STYLE: dict[str, object] = {
 }
 
 _HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def _literal(text: object) -> str:
+    """``text`` as matplotlib should draw it, character for character: every ``$`` escaped,
+    so that nothing is read as mathtext (a lone ``\\$`` stays as typed, too)."""
+    return str(text).replace("$", r"\$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,7 +357,7 @@ def _curves_figure(
                 bests.append((float(y[best]), int(x[best]), colour))
 
         nan_epoch = _first_nonfinite_epoch(history)
-        legend_label = str(label)
+        legend_label = _literal(label)
         if label in diverged or nan_epoch is not None:
             epoch = diverged.get(label, nan_epoch)
             epoch = nan_epoch if epoch is None else epoch
@@ -369,7 +381,7 @@ def _curves_figure(
     if mark_best:
         _best_labels(axes[1, 1], bests)
 
-    fig.suptitle(title, fontsize=12)
+    fig.suptitle(_literal(title), fontsize=12)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
     return fig, traces
 
@@ -415,12 +427,12 @@ def plot_confusion_matrix(
 
         ax.set_xticks(
             range(n),
-            labels=[str(c) for c in classes],
+            labels=[_literal(c) for c in classes],
             rotation=45,
             ha="right",
             rotation_mode="anchor",
         )
-        ax.set_yticks(range(n), labels=[str(c) for c in classes])
+        ax.set_yticks(range(n), labels=[_literal(c) for c in classes])
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         for spine in ax.spines.values():
@@ -440,7 +452,7 @@ def plot_confusion_matrix(
                         color="white" if share[row, col] > 55.0 else "black",
                     )
 
-        fig.suptitle(title, fontsize=12)
+        fig.suptitle(_literal(title), fontsize=12)
         subtitle = (
             f"{int(total):,} images"
             if math.isnan(accuracy)

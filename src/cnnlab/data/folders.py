@@ -16,15 +16,32 @@ Two steps, as for the downloaded datasets:
   not decodable images are reported by name and skipped or refused, as
   ``dataset.<name>.on_bad_file`` says.
 
-Hidden files and folders (``.DS_Store``, ``.git``...) are ignored, as are files lying next
-to the class folders (a README): they belong to no class.
+Hidden files (``.DS_Store``) are ignored anywhere, and so are hidden folders inside a class
+folder (``.thumbnails/``), without mention. A hidden folder where a class folder would be
+(``.hidden/``, ``train/.hidden/``) and files lying next to the class folders (a README)
+belong to no class: they are listed under ``ignored`` in the manifest and in the download
+stage's output, so that images left out that way do not go unnoticed.
+
+Only regular files and real folders are read. Symbolic links, devices, FIFOs and sockets
+inside the dataset folder are never followed nor opened (checked with ``lstat``, and opened
+with ``O_NOFOLLOW | O_NONBLOCK`` in case the folder changes meanwhile): a link can point
+anywhere (``/etc/shadow``, another folder of photos, ``/dev/zero``, back to itself) and a
+FIFO would block the stage forever, while a dataset must be the folder's own content, the
+content DVC tracks. They are skipped by name rather than refused, like files that are not
+images: listed with the reason under ``skipped`` in the manifest and in the download
+stage's output, then left out by prepare with ``on_bad_file: skip`` (and listed in
+meta.json) or an error with ``on_bad_file: error``. A linked class folder is not descended
+into. To use a file from elsewhere, copy it in. (The dataset folder ``datasets/<name>``
+itself may be a link: that is where the user chose to keep the photos.)
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,31 +63,107 @@ SPLIT_FOLDERS = ("train", "val", "test")
 NAMED_IN_ERRORS = 20
 
 
-def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
-    return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+def _not_read(entry: os.DirEntry) -> str | None:
+    """Why ``entry`` is not read, or None for a regular file or a real folder. Never follows
+    a link: ``DirEntry`` answers from ``lstat``."""
+    if entry.is_symlink():
+        return (
+            "a symbolic link, which is not followed (it could point anywhere): copy the "
+            "file or folder itself here instead"
+        )
+    if entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+        return None
+    mode = entry.stat(follow_symlinks=False).st_mode
+    if stat.S_ISFIFO(mode):
+        what = "a FIFO (named pipe)"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device file"
+    else:
+        what = "not a regular file"
+    return f"{what}, which is not read: only regular files are"
 
 
-def _children(folder: Path) -> tuple[list[str], list[str]]:
-    """Visible sub-folders and files of ``folder``, sorted by name."""
-    with os.scandir(folder) as it:
-        entries = _visible(list(it))
-    dirs = [e.name for e in entries if e.is_dir()]
-    files = [e.name for e in entries if not e.is_dir()]
-    return dirs, files
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The entries of ``folder``, sorted by name; an unreadable folder is the user's to fix."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(
+            f"cannot list {folder}/ ({exc.strerror or exc}): fix its permissions or remove it"
+        ) from None
 
 
-def _files_below(folder: Path) -> list[Path]:
-    """Every visible file at any depth below ``folder``, in a stable order."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / f for f in sorted(files) if not f.startswith(".")]
-    return found
+@dataclass
+class _Listing:
+    """One folder's visible entries, sorted by name, by what becomes of them."""
+
+    dirs: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    hidden_dirs: list[str] = field(default_factory=list)
+    #: Links and special files: (name, reason).
+    not_read: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _children(folder: Path) -> _Listing:
+    """The sub-folders, files, hidden sub-folders and unreadable entries of ``folder``."""
+    listing = _Listing()
+    for entry in _entries(folder):
+        reason = _not_read(entry)
+        if entry.name.startswith("."):
+            if reason is None and entry.is_dir(follow_symlinks=False):
+                listing.hidden_dirs.append(entry.name)
+        elif reason is not None:
+            listing.not_read.append((entry.name, reason))
+        elif entry.is_dir(follow_symlinks=False):
+            listing.dirs.append(entry.name)
+        else:
+            listing.files.append(entry.name)
+    return listing
+
+
+def _files_below(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every visible regular file at any depth below ``folder`` (in os.walk's top-down order,
+    which earlier manifests used), and the links and special files met on the way. A stack,
+    not recursion: a deeply nested folder cannot exhaust Python's recursion limit."""
+    found: list[Path] = []
+    not_read: list[tuple[Path, str]] = []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        listing = _children(current)
+        found += [current / name for name in listing.files]
+        not_read += [(current / name, reason) for name, reason in listing.not_read]
+        stack += [current / name for name in reversed(listing.dirs)]
+    return found, not_read
+
+
+def _open_regular(path: Path) -> int:
+    """A descriptor for ``path`` if it is a regular file when opened: ``O_NOFOLLOW`` refuses a
+    link put in its place since it was listed, ``O_NONBLOCK`` keeps a FIFO from blocking."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a link
+            raise OSError("it is now a symbolic link, which is not followed") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError("it is no longer a regular file")
+    return fd
+
+
+def _read_regular(path: Path) -> bytes:
+    with os.fdopen(_open_regular(path), "rb") as f:
+        return f.read()
 
 
 def _md5(path: Path) -> str:
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with os.fdopen(_open_regular(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -103,14 +196,19 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
             f"in {folder}/<class>/<image> (one sub-folder per class), or remove '{name}' "
             "from `datasets` in params.yaml."
         )
-    top_dirs, top_files = _children(folder)
-    ignored = list(top_files)
+    top = _children(folder)
+    ignored = [*top.files, *(f"{d}/" for d in top.hidden_dirs)]
+    skipped = [{"path": entry, "reason": reason} for entry, reason in top.not_read]
     files: list[dict[str, Any]] = []
     classes_of: dict[str | None, list[str]] = {}
-    for split in _layout(folder, top_dirs):
+    for split in _layout(folder, top.dirs):
         root = folder if split is None else folder / split
-        class_dirs, loose = _children(root) if split is not None else (top_dirs, [])
-        ignored += [f"{split}/{f}" for f in loose]
+        level = _children(root) if split is not None else top
+        if split is not None:
+            ignored += [f"{split}/{f}" for f in level.files]
+            ignored += [f"{split}/{d}/" for d in level.hidden_dirs]
+            skipped += [{"path": f"{split}/{n}", "reason": r} for n, r in level.not_read]
+        class_dirs = level.dirs
         where = f"{root}/" if split is not None else f"{folder}/"
         if not class_dirs:
             raise DataError(
@@ -119,19 +217,33 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
             )
         classes_of[split] = class_dirs
         for cls in class_dirs:
-            found = _files_below(root / cls)
+            found, not_read = _files_below(root / cls)
+            skipped += [
+                {"path": path.relative_to(folder).as_posix(), "reason": reason}
+                for path, reason in not_read
+            ]
             if not found:
+                links = (
+                    f" ({len(not_read)} link(s) or special file(s), not read)" if not_read else ""
+                )
                 raise DataError(
-                    f"class folder {root / cls}/ holds no files: add images of '{cls}' or "
-                    "remove the folder"
+                    f"class folder {root / cls}/ holds no regular files{links}: add images "
+                    f"of '{cls}' or remove the folder"
                 )
             for path in found:
+                try:
+                    md5 = _md5(path)
+                except OSError as exc:
+                    raise DataError(
+                        f"cannot read {path} ({exc.strerror or exc}): fix its permissions, or "
+                        "if the folder was changing, run the download stage again"
+                    ) from None
                 files.append(
                     {
                         "path": path.relative_to(folder).as_posix(),
                         "split": split,
                         "class": cls,
-                        "md5": _md5(path),
+                        "md5": md5,
                     }
                 )
     classes = classes_of.get("train", classes_of.get(None, []))
@@ -155,6 +267,7 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
         "splits": [s for s in classes_of if s is not None] or None,
         "files": files,
         "ignored": ignored,
+        "skipped": skipped,
     }
     with atomic_directory(dest) as tmp:
         write_json(tmp / MANIFEST_FILE, manifest)
@@ -166,7 +279,8 @@ class FolderDataset:
     """A decoded folder dataset, and what was left out of it and why."""
 
     raw: RawDataset
-    #: Files that are not decodable images: ``{"path": ..., "reason": ...}``.
+    #: Entries that are not decodable images (links and special files included, which the
+    #: listing never read): ``{"path": ..., "reason": ...}``.
     skipped: list[dict[str, str]] = field(default_factory=list)
     #: Files next to the class folders, which belong to no class.
     ignored: list[str] = field(default_factory=list)
@@ -212,11 +326,11 @@ def load(
     index = {c: i for i, c in enumerate(classes)}
     decoded: dict[str | None, list[np.ndarray]] = {}
     labels: dict[str | None, list[int]] = {}
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
     for entry in manifest["files"]:
         path = folder / entry["path"]
         try:
-            data = path.read_bytes()
+            data = _read_regular(path)
         except OSError as exc:
             raise DataError(
                 f"{path}: cannot read it ({exc.strerror or exc}); the folder changed since "
@@ -244,7 +358,7 @@ def load(
             else ""
         )
         raise DataError(
-            f"{len(skipped)} file(s) in {folder} are not images that can be decoded:\n{shown}"
+            f"{len(skipped)} file(s) in {folder} cannot be used as images:\n{shown}"
             f"{more}\nFix or remove them, or set dataset.{name}.on_bad_file: skip to leave "
             "them out (they are then listed in the prepared data's meta.json)."
         )

@@ -7,7 +7,18 @@ data is identical. Nothing is unpickled (CIFAR batches are pickles) before its m
 
 ``download`` builds the dataset in a temporary sibling of its destination and renames it into
 place only after everything verified, so an interrupted or failed download never leaves a
-half-written directory for DVC (or the next stage) to mistake for data.
+half-written directory for DVC (or the next stage) to mistake for data. A scratch directory
+left by a run that was killed outright (SIGKILL, power loss) is removed by the next download
+of that dataset; one that a running download still holds (a lock on it) is left alone.
+
+Nothing a server or a mirror sends is trusted to be small or quick: every file is capped at
+the size its checksum belongs to (``SIZES``, with a margin only where a recompressed copy can
+still be verified), decompression is capped at the decompressed file's size, tar extraction
+at the bytes and member count the published archive unpacks to (``UNPACKED``), and each file
+has an overall time budget (``RetryPolicy``), not only a timeout per read. Tar archives are
+extracted with tarfile's ``data`` filter where this Python has it (3.10.12+, 3.11.4+) and
+with the same rules checked here otherwise: regular files and folders only, inside the
+expected folder, no links or devices, no special mode bits, no change of owner.
 
 torchvision costs about two seconds to import, so it is imported inside the functions that
 need it; params validation and ``digits`` never pay for it.
@@ -15,28 +26,41 @@ need it; params validation and ``digits`` never pay for it.
 
 from __future__ import annotations
 
+import bz2
 import contextlib
+import copy
+import glob
+import gzip
 import http.client
 import io
 import json
 import logging
+import lzma
 import os
 import shutil
 import socket
 import ssl
+import stat
 import struct
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.options import ResizedOptions
@@ -50,10 +74,13 @@ __all__ = [
     "DECOMPRESSED_MD5",
     "OVERRIDE_ENV",
     "RETRY",
+    "SIZES",
+    "UNPACKED",
     "DataError",
     "RawDataset",
     "RetryPolicy",
     "Source",
+    "TarLimits",
     "download",
     "load_raw",
     "source",
@@ -73,8 +100,8 @@ class DataError(UserError, RuntimeError):
 #: md5 of the *decompressed* IDX files. torchvision only lists the md5 of the published .gz
 #: files; these let a recompressed copy (same data, different gzip bytes) be verified too.
 DECOMPRESSED_MD5: dict[str, dict[str, str]] = {
-    # From the README of the team's offline copy of the originals (shared/datasets); the same
-    # values appear in many public MNIST loaders.
+    # Checked against the published files after `gunzip`; the same values appear in many
+    # public MNIST loaders.
     "mnist": {
         "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
         "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
@@ -92,11 +119,80 @@ DECOMPRESSED_MD5: dict[str, dict[str, str]] = {
     },
 }
 
-#: Environment variable naming a JSON file that replaces mirrors and checksums per dataset:
-#: ``{"mnist": {"mirrors": [...], "archives": {file: md5}, "contents": {file: md5}}}``.
+_IDX_SIZES = {  # header + data: 16 + 60000 * 28 * 28, 8 + 60000, 16 + 10000 * 28 * 28, 8 + 10000
+    "train-images-idx3-ubyte": 47040016,
+    "train-labels-idx1-ubyte": 60008,
+    "t10k-images-idx3-ubyte": 7840016,
+    "t10k-labels-idx1-ubyte": 10008,
+}
+
+#: Byte size of every published file and of what it decompresses to, as the publishers'
+#: servers report them (Content-Length) and public listings agree. A download may never grow
+#: past the size its checksum belongs to, so a broken or hostile mirror cannot fill the disk
+#: before the md5 check rejects the file (``_download_cap`` adds a margin only for copies that
+#: are verified another way: a recompressed .gz, a repacked CIFAR-10 tarball).
+SIZES: dict[str, dict[str, int]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+        **_IDX_SIZES,
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": 26421880,
+        "train-labels-idx1-ubyte.gz": 29515,
+        "t10k-images-idx3-ubyte.gz": 4422102,
+        "t10k-labels-idx1-ubyte.gz": 5148,
+        **_IDX_SIZES,
+    },
+    "cifar10": {
+        "cifar-10-python.tar.gz": 170498071,
+        "data_batch_1": 31035704,
+        "data_batch_2": 31035320,
+        "data_batch_3": 31035999,
+        "data_batch_4": 31035696,
+        "data_batch_5": 31035623,
+        "test_batch": 31035526,
+        "batches.meta": 158,
+    },
+    "flowers102": {"102flowers.tgz": 344862509, "imagelabels.mat": 502, "setid.mat": 14989},
+}
+
+
+@dataclass(frozen=True)
+class TarLimits:
+    """The most a tar archive may unpack to: the sum of its members' sizes, and their count."""
+
+    max_bytes: int
+    max_members: int
+
+
+#: What each published tarball unpacks to, at most. CIFAR-10: its seven batches and a readme
+#: in one folder. Flowers-102: 8,189 JPEGs in jpg/; JPEGs do not compress, so they hold about
+#: as many bytes as the archive, and a quarter more leaves room.
+UNPACKED: dict[str, dict[str, TarLimits]] = {
+    "cifar10": {
+        "cifar-10-python.tar.gz": TarLimits(
+            max_bytes=sum(v for k, v in SIZES["cifar10"].items() if not k.endswith(".gz"))
+            + (64 << 10),
+            max_members=16,
+        )
+    },
+    "flowers102": {
+        "102flowers.tgz": TarLimits(
+            max_bytes=SIZES["flowers102"]["102flowers.tgz"] * 5 // 4, max_members=8_200
+        ),
+    },
+}
+
+#: Environment variable naming a JSON file that replaces mirrors, checksums and size limits
+#: per dataset: ``{"mnist": {"mirrors": [...], "archives": {file: md5}, "contents": {file:
+#: md5}, "sizes": {file: bytes}, "unpacked": {archive: {"max_bytes": n, "max_members": n}}}}``.
 #: It exists so that tests (including end-to-end runs of the real ``dvc`` CLI, where nothing
 #: can be monkeypatched) can serve small files of the real formats, and so that a site with
-#: its own repackaged copies can vouch for them. File names cannot change, only md5s and URLs.
+#: its own repackaged copies can vouch for them (with their sizes, where they are larger than
+#: the published ones). File names cannot change, only md5s, sizes and URLs.
 OVERRIDE_ENV = "CNNLAB_SOURCES"
 
 Kind = Literal["idx", "cifar", "flowers"]
@@ -109,6 +205,7 @@ class Source:
     ``archives`` are the files as published (what a mirror serves); ``contents`` are the files
     torchvision decodes from, inside ``folder`` (relative to the download directory), which is
     where torchvision itself leaves them so its dataset classes can read them unchanged.
+    ``sizes`` bounds every one of those files in bytes, ``unpacked`` each tar archive.
     """
 
     name: str
@@ -117,6 +214,8 @@ class Source:
     archives: Mapping[str, str]
     contents: Mapping[str, str]
     folder: str
+    sizes: Mapping[str, int]
+    unpacked: Mapping[str, TarLimits]
 
 
 def _torchvision_source(name: str) -> Source:
@@ -132,6 +231,8 @@ def _torchvision_source(name: str) -> Source:
             archives=dict(cls.resources),
             contents=dict(DECOMPRESSED_MD5.get(name, {})),
             folder=f"{cls.__name__}/raw",
+            sizes=dict(SIZES[name]),
+            unpacked=dict(UNPACKED.get(name, {})),
         )
     if name == "cifar10":
         cls = tvd.CIFAR10
@@ -146,6 +247,8 @@ def _torchvision_source(name: str) -> Source:
             archives={cls.filename: cls.tgz_md5},
             contents=contents,
             folder=cls.base_folder,
+            sizes=dict(SIZES[name]),
+            unpacked=dict(UNPACKED.get(name, {})),
         )
     if name == "flowers102":
         cls = tvd.Flowers102
@@ -158,6 +261,8 @@ def _torchvision_source(name: str) -> Source:
             archives=dict(cls._file_dict.values()),
             contents={},
             folder="flowers-102",
+            sizes=dict(SIZES[name]),
+            unpacked=dict(UNPACKED.get(name, {})),
         )
     raise DataError(f"dataset '{name}' is not downloaded from the network")
 
@@ -189,11 +294,10 @@ def _read_override(path: str) -> dict[str, dict]:
 
 def _apply_override(base: Source, entry: dict, path: str) -> Source:
     where = f"{OVERRIDE_ENV}={path}, dataset '{base.name}'"
-    unknown = set(entry) - {"mirrors", "archives", "contents"}
+    keys = ("mirrors", "archives", "contents", "sizes", "unpacked")
+    unknown = set(entry) - set(keys)
     if unknown:
-        raise DataError(
-            f"{where}: unknown keys {sorted(unknown)}; allowed: mirrors, archives, contents"
-        )
+        raise DataError(f"{where}: unknown keys {sorted(unknown)}; allowed: {', '.join(keys)}")
     changes: dict = {}
     if "mirrors" in entry:
         mirrors = entry["mirrors"]
@@ -214,12 +318,53 @@ def _apply_override(base: Source, entry: dict, path: str) -> Source:
                 f"the file names are fixed: {sorted(allowed)}"
             )
         changes[key] = dict(table)
+    if "sizes" in entry:
+        changes["sizes"] = {**base.sizes, **_sizes_override(entry["sizes"], base, where)}
+    if "unpacked" in entry:
+        changes["unpacked"] = {
+            **base.unpacked,
+            **_unpacked_override(entry["unpacked"], base, where),
+        }
     if set(changes.get("archives", base.archives)) != set(base.archives):
         raise DataError(f"{where}: 'archives' must list every file: {sorted(base.archives)}")
     if base.kind == "cifar" and set(changes.get("contents", base.contents)) != set(base.contents):
         # Every batch is fetched and checked by this table: a partial one would skip files.
         raise DataError(f"{where}: 'contents' must list every file: {sorted(base.contents)}")
     return replace(base, **changes)
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _sizes_override(table: object, base: Source, where: str) -> dict[str, int]:
+    allowed = set(base.archives) | _content_names(base)
+    if not isinstance(table, dict) or not all(_positive_int(v) for v in table.values()):
+        raise DataError(f"{where}: 'sizes' must map file names to sizes in bytes (> 0)")
+    if not set(table) <= allowed:
+        raise DataError(
+            f"{where}: 'sizes' names {sorted(set(table) - allowed)}; "
+            f"the file names are fixed: {sorted(allowed)}"
+        )
+    return dict(table)
+
+
+def _unpacked_override(table: object, base: Source, where: str) -> dict[str, TarLimits]:
+    fields = {"max_bytes", "max_members"}
+    if not isinstance(table, dict) or not all(
+        isinstance(v, dict) and set(v) == fields and all(map(_positive_int, v.values()))
+        for v in table.values()
+    ):
+        raise DataError(
+            f"{where}: 'unpacked' must map archive names to "
+            '{"max_bytes": n, "max_members": n} (both > 0)'
+        )
+    if not set(table) <= set(base.unpacked):
+        raise DataError(
+            f"{where}: 'unpacked' names {sorted(set(table) - set(base.unpacked))}; "
+            f"the tar archives are: {sorted(base.unpacked)}"
+        )
+    return {name: TarLimits(**limits) for name, limits in table.items()}
 
 
 def _content_names(src: Source) -> set[str]:
@@ -244,13 +389,21 @@ class RetryPolicy:
     """How hard to try one URL before moving on: servers and networks fail transiently.
 
     ``attempts`` includes the first try; the waits between tries are backoff, 2*backoff, ...
-    ``timeout`` bounds connecting and every single read, so a stalled server cannot hang a
-    pipeline forever.
+    ``timeout`` bounds connecting and every single read. A server that sends one byte every
+    few seconds never trips that, so each file also has an overall time budget from one URL,
+    all attempts and waits together: ``budget`` seconds plus one second per ``min_rate``
+    bytes the file may have (its size cap).
     """
 
     attempts: int = 4
     backoff: float = 1.0
     timeout: float = 60.0
+    budget: float = 300.0
+    min_rate: float = 50_000.0
+
+    def time_budget(self, cap: int) -> float:
+        """Seconds one file of at most ``cap`` bytes may take from one URL."""
+        return self.budget + cap / self.min_rate
 
 
 #: The default policy; tests pass a faster one to ``download(..., retry=...)``.
@@ -272,35 +425,67 @@ class _Transient(Exception):
     pass
 
 
+class _OutOfTime(Exception):
+    """The file's time budget ran out: no further attempt at this URL."""
+
+
 def _is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def _fetch(location: str, target: Path, retry: RetryPolicy) -> None:
-    """Put the file at ``location`` (URL or path) at ``target``, or raise ``_Failed``."""
+def _too_big(what: str, cap: int, name: str) -> _Failed:
+    """``what`` ("1234 bytes", "the server announces 1234 bytes"...) exceeds ``cap``."""
+    return _Failed(
+        f"{what}, more than the {cap} bytes {name} can have: this is not the published "
+        "file, and nothing past that limit was written",
+        "corrupt",
+    )
+
+
+def _fetch(location: str, target: Path, retry: RetryPolicy, cap: int) -> None:
+    """Put the file at ``location`` (URL or path) at ``target``, at most ``cap`` bytes of it,
+    or raise ``_Failed``."""
     if _is_url(location):
-        _fetch_url(location, target, retry)
+        _fetch_url(location, target, retry, cap)
         return
     src = Path(location)
-    if not src.is_file():
-        raise _Failed("not found", "missing")
+    try:
+        info = src.stat()  # a link in the user's own mirror is followed: md5s vouch for it
+    except (FileNotFoundError, NotADirectoryError):
+        raise _Failed("not found", "missing") from None
+    except OSError as exc:
+        raise _Failed(f"cannot read it ({exc.strerror or exc})", "missing") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise _Failed("is a directory, not a file: put the file itself at this path", "missing")
+    if not stat.S_ISREG(info.st_mode):
+        raise _Failed(
+            "is not a regular file (a device, FIFO or socket), so it is not read: put the "
+            "file itself at this path",
+            "missing",
+        )
+    if info.st_size > cap:
+        raise _too_big(f"{info.st_size} bytes", cap, target.name)
     try:
         shutil.copyfile(src, target)
     except OSError as exc:
         raise _Failed(f"cannot read it ({exc.strerror or exc})", "missing") from exc
 
 
-def _fetch_url(url: str, target: Path, retry: RetryPolicy) -> None:
+def _fetch_url(url: str, target: Path, retry: RetryPolicy, cap: int) -> None:
     """Retry what is likely to pass on a second try (5xx, 429, timeouts, resets, short
-    bodies); give up at once on what will not (403/404, unknown host, bad certificate), so
-    the caller can move on to the next mirror quickly."""
+    bodies); give up at once on what will not (403/404, unknown host, bad certificate, too
+    large a body, the time budget spent), so the caller can move on to the next mirror."""
+    budget = retry.time_budget(cap)
+    deadline = time.monotonic() + budget
     reason = "no attempt made"
     attempts = max(1, retry.attempts)
     for attempt in range(1, attempts + 1):
         try:
             log.info("fetching %s", url)
-            _fetch_url_once(url, target, retry.timeout)
+            _fetch_url_once(url, target, retry.timeout, cap, deadline)
             return
+        except _OutOfTime as exc:
+            raise _out_of_time(budget, str(exc)) from None
         except urllib.error.HTTPError as exc:
             exc.close()
             reason = f"HTTP {exc.code} {exc.reason}"
@@ -319,6 +504,8 @@ def _fetch_url(url: str, target: Path, retry: RetryPolicy) -> None:
             reason = _describe(exc)
         if attempt < attempts:
             delay = retry.backoff * 2 ** (attempt - 1)
+            if time.monotonic() + delay >= deadline:
+                raise _out_of_time(budget, f"last attempt: {reason}")
             log.warning(
                 "%s: %s; retrying in %.3g s (attempt %d of %d)",
                 url,
@@ -331,6 +518,15 @@ def _fetch_url(url: str, target: Path, retry: RetryPolicy) -> None:
     raise _Failed(f"{reason} (gave up after {attempts} attempts)", "network")
 
 
+def _out_of_time(budget: float, detail: str) -> _Failed:
+    return _Failed(
+        f"no complete file within its time budget of {budget:.3g} s ({detail}): the server "
+        "is too slow or has stalled. Retry later, or fetch the file some other way and set "
+        "data.mirror in params.yaml to a folder that holds it",
+        "network",
+    )
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
@@ -341,32 +537,79 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _fetch_url_once(url: str, target: Path, timeout: float) -> None:
-    part = target.with_name(target.name + ".part")
+@dataclass
+class _Transfer:
+    """What the receiving thread reports back: bytes so far, and how it ended."""
+
+    received: int = 0
+    error: BaseException | None = None
+
+
+def _fetch_url_once(url: str, target: Path, timeout: float, cap: int, deadline: float) -> None:
+    """One attempt, received in a worker thread so that the caller can stop waiting at
+    ``deadline`` whatever the socket does (a trickle keeps every single read under
+    ``timeout``). The worker writes only to a file descriptor opened here, so an abandoned
+    attempt cannot leave a file behind; it notices ``cancel`` at its next read and ends."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    part = Path(name)
+    transfer = _Transfer()
+    cancel = threading.Event()
+    worker = threading.Thread(
+        target=_receive,
+        args=(url, os.fdopen(fd, "wb"), timeout, cap, target.name, cancel, transfer),
+        name=f"download {url}",
+        daemon=True,
+    )
+    try:
+        worker.start()
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            cancel.set()
+            raise _OutOfTime(f"{transfer.received} bytes received")
+        if transfer.error is not None:
+            raise transfer.error
+        part.replace(target)
+    finally:
+        cancel.set()
+        part.unlink(missing_ok=True)
+
+
+def _receive(
+    url: str,
+    out: io.BufferedWriter,
+    timeout: float,
+    cap: int,
+    name: str,
+    cancel: threading.Event,
+    transfer: _Transfer,
+) -> None:
+    """The body of one attempt (runs in the worker thread): at most ``cap`` bytes."""
     request = urllib.request.Request(url, headers={"User-Agent": "cnnlab (dataset download)"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp, open(part, "wb") as out:
+        with out, urllib.request.urlopen(request, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
-            received = 0
-            while True:
+            if expected is not None and expected > cap:
+                raise _too_big(f"the server announces {expected} bytes", cap, name)
+            while not cancel.is_set():
                 try:
-                    chunk = resp.read(1 << 20)
+                    chunk = resp.read1(1 << 20)  # whatever has arrived: read() would wait
                 except http.client.IncompleteRead as exc:
-                    received += len(exc.partial)
+                    transfer.received += len(exc.partial)
                     chunk = b""
                 if not chunk:
                     break
+                if transfer.received + len(chunk) > cap:
+                    raise _too_big("the server kept sending", cap, name)
                 out.write(chunk)
-                received += len(chunk)
-        if expected is not None and received != expected:
+                transfer.received += len(chunk)
+        if not cancel.is_set() and expected is not None and transfer.received != expected:
             raise _Transient(
-                f"truncated body: received {received} of {expected} bytes "
+                f"truncated body: received {transfer.received} of {expected} bytes "
                 "announced by Content-Length"
             )
-        part.replace(target)
-    finally:
-        part.unlink(missing_ok=True)
+    except Exception as exc:  # handed to the caller's thread, which decides what it means
+        transfer.error = exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,6 +715,47 @@ def _mismatch(expected: str, actual: str) -> str:
     return f"checksum mismatch: expected md5 {expected}, got {actual}"
 
 
+def _compressed_bound(size: int) -> int:
+    """The most bytes gzip (or bz2, xz) can take to store ``size`` bytes, with room for a
+    header: deflate's stored blocks add 5 bytes per 64 KiB, so 0.1% is plenty."""
+    return size + size // 1000 + (16 << 10)
+
+
+def _tar_bound(limits: TarLimits) -> int:
+    """The most bytes a tar stream of these members can have: a header block or two (pax)
+    and padding per member, the end-of-archive blocks and a last record's padding."""
+    return limits.max_bytes + 2048 * limits.max_members + (20 << 10)
+
+
+def _download_cap(src: Source, archive: str) -> int:
+    """The most bytes a download of ``archive`` may have: its published size, or more for
+    copies that are verified another way (a recompressed .gz by its decompressed md5, a
+    repacked tarball by the md5s of its members)."""
+    cap = src.sizes[archive]
+    content = _strip_gz(archive)
+    if src.kind == "idx" and content in src.contents:
+        cap = max(cap, _compressed_bound(src.sizes[content]))
+    elif archive in src.unpacked and src.contents:
+        cap = max(cap, _compressed_bound(_tar_bound(src.unpacked[archive])))
+    return cap
+
+
+def _gunzip(packed: Path, out: Path, cap: int) -> None:
+    """Decompress ``packed`` into ``out``, stopping past ``cap`` bytes: torchvision's
+    extract_archive has no limit, so a small gzip bomb would fill the disk first."""
+    written = 0
+    with gzip.open(packed, "rb") as source, open(out, "wb") as target:
+        while chunk := source.read(1 << 20):
+            written += len(chunk)
+            if written > cap:
+                raise _Failed(
+                    f"decompresses to more than the {cap} bytes {out.name} has: this is not "
+                    "the published file (decompression stopped there)",
+                    "corrupt",
+                )
+            target.write(chunk)
+
+
 _IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # uint8 data, 3 or 1 dimensions
 _IMAGE_HW = (28, 28)
 
@@ -529,8 +813,6 @@ def _idx_count(path: Path) -> int:
 def _verify_idx(src: Source, archive: str, fetched: Path, form: str) -> None:
     """Accept the published .gz by its md5, or any file whose decompressed bytes have the
     published md5 (a recompressed copy); leave the decompressed file next to it."""
-    from torchvision.datasets.utils import extract_archive
-
     content = _strip_gz(archive)
     decoded = fetched.with_name(content)
     expected_content = src.contents.get(content)
@@ -545,8 +827,11 @@ def _verify_idx(src: Source, archive: str, fetched: Path, form: str) -> None:
                 "corrupt",
             )
         try:
-            extract_archive(str(fetched), str(fetched.parent))
-        except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile, zlib.error
+            _gunzip(fetched, decoded, src.sizes[content])
+        except _Failed as failure:
+            prefix = "" if archive_ok else f"{_mismatch(src.archives[archive], actual)}; "
+            raise _Failed(prefix + failure.reason, failure.category) from None
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile...
             prefix = "" if archive_ok else f"{_mismatch(src.archives[archive], actual)}; "
             raise _Failed(f"{prefix}not a valid gzip file ({exc})", "corrupt") from exc
         if not archive_ok:
@@ -593,8 +878,9 @@ def _build_idx(
         tried: list[tuple[str, _Failed]] = []
         for cand in candidates:
             target = raw / (archive if cand.form == "archive" else content)
+            cap = _download_cap(src, archive) if cand.form == "archive" else src.sizes[content]
             try:
-                _fetch(cand.location, target, retry)
+                _fetch(cand.location, target, retry, cap)
                 _verify_idx(src, archive, target, cand.form)
                 break
             except _Failed as failure:
@@ -633,8 +919,8 @@ def _build_cifar(
     for location in tarballs:
         target = out / archive
         try:
-            _fetch(location, target, retry)
-            _unpack_cifar(src, target, archive_md5, out)
+            _fetch(location, target, retry, _download_cap(src, archive))
+            _unpack_cifar(src, target, archive, archive_md5, out)
             return
         except _Failed as failure:
             tried.append((location, failure))
@@ -648,7 +934,7 @@ def _build_cifar(
         try:
             for member in src.contents:
                 try:
-                    _fetch(_join(location, member), folder / member, retry)
+                    _fetch(_join(location, member), folder / member, retry, src.sizes[member])
                 except _Failed as failure:
                     raise _Failed(f"{member}: {failure.reason}", failure.category) from None
             _check_contents(src, folder)
@@ -659,12 +945,12 @@ def _build_cifar(
     raise _unavailable(src, archive, tried, mirror)
 
 
-def _unpack_cifar(src: Source, tarball: Path, archive_md5: str, out: Path) -> None:
+def _unpack_cifar(src: Source, tarball: Path, archive: str, archive_md5: str, out: Path) -> None:
     """Extract (safely) and check every batch's md5. A tarball with other bytes than the
     published one is still accepted if every extracted file matches (a repacked copy)."""
     actual = _md5(tarball)
     try:
-        _extract_tar(tarball, out, src.folder)
+        _extract_tar(tarball, out, src.folder, src.unpacked[archive])
     except _Failed as failure:
         if actual == archive_md5:
             raise
@@ -691,33 +977,98 @@ def _check_contents(src: Source, folder: Path) -> None:
             raise _Failed(f"{member}: {_mismatch(expected, actual)}", "corrupt")
 
 
-def _extract_tar(tarball: Path, into: Path, folder: str) -> None:
-    """Refuse anything but plain files and folders under ``folder/``, then let tarfile's
-    "data" filter enforce the same again: an archive must never write outside ``into``."""
-    if not hasattr(tarfile, "data_filter"):  # pragma: no cover - Python < 3.10.12 / 3.11.4
-        raise DataError(
-            "this Python's tarfile has no extraction filters; use Python "
-            ">= 3.11.4 (or 3.10.12) so archives can be extracted safely"
-        )
+_DECOMPRESSORS: dict[bytes, Any] = {
+    b"\x1f\x8b": gzip.GzipFile,
+    b"BZh": bz2.BZ2File,
+    b"\xfd7zXZ\x00": lzma.LZMAFile,
+}
+
+
+class _Capped:
+    """A read-only stream that fails once more than ``cap`` bytes were read from it: bounds
+    what tarfile reads (headers included), whatever the members claim."""
+
+    def __init__(self, stream: Any, cap: int) -> None:
+        self._stream, self._cap, self._read = stream, cap, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._read += len(data)
+        if self._read > self._cap:
+            raise _Failed(
+                f"refusing to extract: more than {self._cap} bytes of tar data (headers "
+                "included), more than the published archive has",
+                "corrupt",
+            )
+        return data
+
+
+def _checked_members(
+    tar: tarfile.TarFile, folder: str, limits: TarLimits, filtered: bool
+) -> Iterator[tarfile.TarInfo]:
+    """Each member, once it passed the checks, so that extraction stops at the first bad one
+    before anything of it is written; made :func:`_plain` unless tarfile will ``filter``."""
+    total = 0
+    for count, member in enumerate(tar, start=1):
+        if count > limits.max_members:
+            raise _Failed(
+                f"refusing to extract: more than {limits.max_members} members (the published "
+                "archive has fewer)",
+                "corrupt",
+            )
+        parts = PurePosixPath(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not parts or parts[0] != folder:
+            raise _Failed(
+                f"refusing to extract: member '{member.name}' lies outside '{folder}/'",
+                "corrupt",
+            )
+        if not (member.isfile() or member.isdir()):
+            raise _Failed(
+                f"refusing to extract: member '{member.name}' is a link or a special file",
+                "corrupt",
+            )
+        total += member.size
+        if total > limits.max_bytes:
+            raise _Failed(
+                f"refusing to extract: its members hold more than {limits.max_bytes} bytes "
+                f"(at '{member.name}'; the published archive holds fewer)",
+                "corrupt",
+            )
+        yield member if filtered else _plain(member)
+
+
+def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What the "data" filter would make of a plain file or folder: no setuid, setgid or
+    sticky bit, no write access for others, readable and writable by its owner, and owned by
+    whoever extracts it (run as root, tarfile would otherwise chown to the archive's ids)."""
+    member = copy.copy(member)
+    owner = 0o700 if member.isdir() else 0o600
+    member.mode = (member.mode & 0o755) | owner
+    member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+    return member
+
+
+def _extract_tar(tarball: Path, into: Path, folder: str, limits: TarLimits) -> None:
+    """Extract the plain files and folders of ``tarball`` under ``into/folder/``, or refuse
+    the archive: nothing may be written outside ``into``, nor more than ``limits``. Where
+    this Python has tarfile's "data" filter it enforces the same rules a second time."""
+    # tarfile's extraction filters exist from 3.10.12 and 3.11.4 on; without them the same
+    # rules are applied by _checked_members and _plain alone.
+    filtered = hasattr(tarfile, "data_filter")
+    extra = {"filter": "data"} if filtered else {}
     try:
-        with tarfile.open(tarball, "r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
-                parts = PurePosixPath(member.name).parts
-                if member.name.startswith("/") or ".." in parts or not parts or parts[0] != folder:
-                    raise _Failed(
-                        f"refusing to extract: member '{member.name}' lies outside '{folder}/'",
-                        "corrupt",
-                    )
-                if not (member.isfile() or member.isdir()):
-                    raise _Failed(
-                        f"refusing to extract: member '{member.name}' is a link or a special file",
-                        "corrupt",
-                    )
-            tar.extractall(into, members=members, filter="data")
+        with open(tarball, "rb") as raw, contextlib.ExitStack() as stack:
+            magic = raw.read(6)
+            raw.seek(0)
+            opener = next((o for m, o in _DECOMPRESSORS.items() if magic.startswith(m)), None)
+            stream = stack.enter_context(opener(fileobj=raw)) if opener else raw
+            # Stream mode ("r|"): one forward pass, so every byte tarfile reads is counted.
+            capped = _Capped(stream, _tar_bound(limits))
+            tar = stack.enter_context(tarfile.open(fileobj=capped, mode="r|"))
+            tar.extractall(into, members=_checked_members(tar, folder, limits, filtered), **extra)
     except tarfile.TarError as exc:  # includes the filter's refusals
         raise _Failed(f"cannot extract the archive safely ({exc})", "corrupt") from exc
-    except (EOFError, OSError) as exc:
+    except (EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
         raise _Failed(f"damaged archive ({exc})", "corrupt") from exc
 
 
@@ -738,12 +1089,12 @@ def _build_flowers(
         for location in locations:
             target = folder / archive
             try:
-                _fetch(location, target, retry)
+                _fetch(location, target, retry, src.sizes[archive])
                 actual = _md5(target)
                 if actual != expected:
                     raise _Failed(_mismatch(expected, actual), "corrupt")
-                if archive.endswith((".tgz", ".tar.gz")):
-                    _extract_tar(target, folder, "jpg")
+                if archive in src.unpacked:
+                    _extract_tar(target, folder, "jpg", src.unpacked[archive])
                     target.unlink()
                 break
             except _Failed as failure:
@@ -790,16 +1141,54 @@ def _known(name: str) -> None:
         raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(DATASETS)}")
 
 
+def _lock(directory: Path) -> int | None:
+    """An open descriptor holding an exclusive lock on ``directory``, or None if another
+    process holds one. The kernel drops the lock when its holder dies, however it dies."""
+    fd = os.open(directory, os.O_RDONLY)
+    if fcntl is None:  # pragma: no cover - not POSIX: no lock, and no cleanup either
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_scratch(dest: Path) -> None:
+    """Remove what a killed download of ``dest`` left next to it (a scratch directory it
+    could not clean up, with its ``.part`` files); one still locked is a download running
+    right now, in another process, and is left alone."""
+    if fcntl is None or not dest.parent.is_dir():  # pragma: no cover - not POSIX
+        return
+    for stale in dest.parent.glob(glob.escape(f".{dest.name}.") + "*.partial"):
+        if stale.is_symlink() or not stale.is_dir():
+            continue
+        fd = _lock(stale)
+        if fd is None:
+            continue
+        try:
+            log.info("removing %s, left by an interrupted download", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def _scratch_sibling(dest: Path) -> Iterator[Path]:
     """A scratch directory on the same filesystem as ``dest`` (so the final rename is
-    atomic), removed whatever happens, including Ctrl-C."""
+    atomic), locked while in use, removed whatever happens, including Ctrl-C (and by the
+    next download if this process is killed outright)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_scratch(dest)
     scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    fd = _lock(scratch)
     try:
         yield scratch
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
 
 
 def download(
