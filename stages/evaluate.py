@@ -10,7 +10,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from common import EVAL_PLOTS, METRICS, MODELS, PREPARED, TRAIN_LOGS, run_name, run_stage
+from common import (
+    CHECKPOINTS,
+    EVAL_PLOTS,
+    METRICS,
+    MODELS,
+    PREPARED,
+    TRAIN_LOGS,
+    run_name,
+    run_stage,
+)
 
 from cnnlab.params import load_params
 
@@ -28,6 +37,8 @@ def main(model_name: str, dataset: str) -> None:
     make_deterministic(params.threads)
     device = pick_device(params.device)
     name = run_name(model_name, dataset)
+    # DVC recorded train@<run> before starting this stage: its resume state is spent.
+    (CHECKPOINTS / f"{name}.pt").unlink(missing_ok=True)
     data = load_prepared(PREPARED / dataset)
     training = json.loads((TRAIN_LOGS / name / "metrics.json").read_text())
     classes = data.meta["classes"]

@@ -8,7 +8,9 @@ The checkpoints hold weights only, so their bytes repeat from run to run.
 
 After every epoch a resume state goes to checkpoints/<run>.pt (outside DVC's outputs, which
 DVC deletes before a rerun); a killed or interrupted run continues from there on the next
-`dvc repro` and ends with the same bytes as an uninterrupted one.
+`dvc repro` and ends with the same bytes as an uninterrupted one. A complete state is kept
+until evaluate@<run> starts, so a kill between training's end and DVC's record of it costs
+no retraining.
 
 With `distributed.nproc` > 1 the script starts itself again under torchrun (so `dvc repro`
 needs no other command); under torchrun, started by it or by the user, every rank trains
@@ -126,7 +128,9 @@ def train_and_save(
     (TRAIN_LOGS / name / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     timing = {"device": device.type, "threads": params.threads, "processes": world.size}
     write_json(TIMINGS / f"{name}.json", {**state.timings(), **timing})
-    resume.discard()  # the outputs are complete; a rerun starts afresh
+    # The resume state stays until evaluate@<run> starts (DVC has recorded this stage by
+    # then): killed before DVC wrote dvc.lock, the rerun rewrites these outputs from it
+    # instead of training again.
 
 
 if __name__ == "__main__":

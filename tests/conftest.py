@@ -6,6 +6,7 @@ torch is imported where it is used, not here: the torch-free test modules
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,8 +50,64 @@ def digits() -> PreparedData:
     return digits_prepared()
 
 
+#: Files that `dvc exp run` and `dvc repro` rewrite in the workspace: tests take them as
+#: committed, so that a suite run after a workspace experiment tests the project, not it.
+EXPERIMENT_FILES = ("params.yaml", "dvc.lock")
+
+
+def committed_text(name: str) -> str | None:
+    """``name`` as committed (HEAD), or the file on disk outside a git checkout; None when
+    neither exists (dvc.lock before the first commit of one)."""
+    result = subprocess.run(
+        ["git", "show", f"HEAD:{name}"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if result.returncode == 0:
+        return result.stdout
+    path = ROOT / name
+    inside = subprocess.run(["git", "rev-parse"], cwd=ROOT, capture_output=True, check=False)
+    return path.read_text() if inside.returncode != 0 and path.exists() else None
+
+
+def clean_params_text() -> str:
+    """The committed params.yaml, whatever a workspace experiment left on disk."""
+    text = committed_text("params.yaml")
+    assert text is not None, "params.yaml is not committed"
+    return text
+
+
+def copy_clean_checkout(dest: Path) -> Path:
+    """A copy of the project as a fresh clone would have it, plus uncommitted work on code:
+    the files git tracks or would track (never ignored outputs, caches or the venv), with
+    params.yaml and dvc.lock as committed."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if name in EXPERIMENT_FILES or not source.is_file():
+            continue  # deleted in the workspace but not yet in git
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    for name in EXPERIMENT_FILES:
+        text = committed_text(name)
+        if text is not None:
+            (dest / name).write_text(text)
+    return dest
+
+
+def load_clean_params() -> Params:
+    """The committed params.yaml, read and validated as the stages do."""
+    from cnnlab.params import read_yaml
+
+    return validate_params(read_yaml(clean_params_text()))
+
+
 def make_params(**changes) -> Params:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(clean_params_text())
     raw.update(changes)
     return validate_params(raw)
 

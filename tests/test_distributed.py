@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, digits_prepared, make_params
+from conftest import ROOT, clean_params_text, digits_prepared, make_params
 
 from cnnlab import distributed
 from cnnlab.data.prepare import save_prepared
@@ -97,7 +97,7 @@ def test_torchrun_launch_is_standalone_unless_a_multi_node_rendezvous_is_set(mon
 
 def _workdir(path: Path, nproc: int) -> Path:
     path.mkdir(parents=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(clean_params_text())
     params.update(datasets=["digits"], models=["lenet"], epochs=2, batch_size=32, threads=1)
     params["distributed"]["nproc"] = nproc
     (path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import clean_params_text
 from PIL import Image
 
 from cnnlab import figures, reporting
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def experiment(name: str, **changes: object) -> Experiment:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(clean_params_text())
     for key, value in changes.items():
         *path, last = key.split("__")
         target = params

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import ROOT, clean_params_text
 from fake_datasets import (
     FOLDER_COLOURS,
     finishes_within,
@@ -392,7 +392,7 @@ def test_hidden_class_folders_are_listed_as_ignored(tmp_path: Path) -> None:
 def test_download_stage_names_what_it_skipped_and_ignored(tmp_path, monkeypatch, capsys):
     folder, _, _, expected = hostile_folder(tmp_path)
     write_image_folder(folder / ".hidden", per_class=1, bad_files=False)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(clean_params_text())
     params["datasets"] = ["pics"]
     params["dataset"]["pics"] = {}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -9,14 +9,14 @@ stages (and compare) while the digits' stages stay as they were.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_clean_checkout
 from fake_datasets import FOLDER_COLOURS, image_bytes, write_image_folder
-from test_pipeline_e2e import ROOT, copy_ignore, dvc, run, stages_run
+from test_pipeline_e2e import dvc, run, stages_run
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ TIMINGS: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("folders") / "repo"
-    shutil.copytree(ROOT, path, ignore=copy_ignore)
+    copy_clean_checkout(path)
     write_image_folder(path / "datasets" / "pics", per_class=6)
     (path / "datasets" / "pics" / "README.md").write_text("Three colours, generated.\n")
     params = yaml.safe_load((path / "params.yaml").read_text())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import clean_params_text, load_clean_params
 
 from cnnlab.models.options import MODEL_OPTIONS
 from cnnlab.params import (
@@ -23,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def raw() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return yaml.safe_load(clean_params_text())
 
 
 def test_committed_params_are_valid() -> None:
-    params = load_params(ROOT / "params.yaml")
+    params = load_clean_params()
     assert params.optimizer == "adam"
     assert params.optimizer_settings() == {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 1e-4}
 
@@ -162,10 +163,10 @@ def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
         (raw["data"], DataParams),
     ]:
         assert set(section) == set(schema.model_fields)
-    committed = load_params(ROOT / "params.yaml")
+    committed = load_clean_params()
     assert committed.scheduler == SchedulerParams()
     assert committed.augment == AugmentParams() and committed.data == DataParams()
-    assert (committed.scheduler.name, committed.scheduler.step_size) == ("step", 2)
+    assert (committed.scheduler.name, committed.scheduler.step_size) == ("onecycle", 2)
     assert committed.scheduler.gamma == 0.5 and committed.scheduler.warmup_epochs == 0
     assert (committed.label_smoothing, committed.clip_grad_norm) == (0, None)
 

@@ -15,34 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import copy_clean_checkout
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL_IGNORED = {
-    ".venv",
-    ".git",
-    "data",
-    "models",
-    "metrics",
-    "plots",
-    "reports",
-    ".pytest_cache",
-    ".ruff_cache",
-}
-ANYWHERE_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "cache", "tmp")
-
-
-def copy_ignore(directory: str, names: list[str]) -> set[str]:
-    """Leave out the venv, git, DVC outputs and caches: the copy is a fresh clone's content."""
-    ignored = set(ANYWHERE_IGNORED(directory, names))
-    if Path(directory) == ROOT:
-        ignored |= TOP_LEVEL_IGNORED & set(names)
-    elif Path(directory) != ROOT / ".dvc":
-        ignored -= {"cache", "tmp"}
-    return ignored
-
-
 METRIC_KEYS = {
     "test_acc",
     "test_top5",
@@ -52,8 +29,6 @@ METRIC_KEYS = {
     "epochs",
     "params",
     "macs",
-    "train_seconds",
-    "train_images_per_second",
     "diverged",
 }
 
@@ -94,7 +69,7 @@ COMMIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
 
 def tiny_project(path: Path, params: dict, data: dict) -> Path:
     """A git repository holding a copy of the project with these params, committed."""
-    shutil.copytree(ROOT, path, ignore=copy_ignore)
+    copy_clean_checkout(path)
     values = yaml.safe_load((path / "params.yaml").read_text())
     values.update(params)
     values["data"].update(data)

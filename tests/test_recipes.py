@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import re
 import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import ROOT, digits_prepared, make_params
+from conftest import ROOT, clean_params_text, digits_prepared, make_params
 from torch import nn
 
 from cnnlab.data.prepare import PreparedData
@@ -82,7 +81,7 @@ def test_the_table_holds_the_reference_settings() -> None:
 
 def test_pytorch_defaults_are_expressible() -> None:
     """A row key left out (or null) is PyTorch's default; a row value overrides it."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = yaml.safe_load(clean_params_text())
     raw["optimizers"] = {**raw["optimizers"], "rmsprop": {}, "adadelta": {"lr": 1.0}}
     for name, expected in {
         "rmsprop": {"lr": 0.01, "alpha": 0.99, "weight_decay": 0},
@@ -360,7 +359,7 @@ def _apply_preset(tmp_path: Path, sets: list[str]) -> list[Params]:
     results = []
     for i, sweep in enumerate(hydra.get_hydra_sweeps({"params.yaml": sets})):
         path = tmp_path / f"params-{i}.yaml"
-        shutil.copy(ROOT / "params.yaml", path)
+        path.write_text(clean_params_text())
         hydra.apply_overrides(path, sweep["params.yaml"])
         results.append(validate_params(yaml.safe_load(path.read_text()), str(path)))
     return results

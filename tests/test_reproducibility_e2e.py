@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,10 +35,10 @@ TINY = {
 def _project_repo(tmp_path: Path, noisy: bool) -> Path:
     """A committed copy of the project; ``noisy`` makes prepare write random bytes."""
 
-    from test_pipeline_e2e import copy_ignore
+    from conftest import copy_clean_checkout
 
     repo = tmp_path / "repo"
-    shutil.copytree(ROOT, repo, ignore=copy_ignore)
+    copy_clean_checkout(repo)
     if noisy:
         stage = repo / "stages" / "prepare.py"
         stage.write_text(

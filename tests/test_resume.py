@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, digits_prepared
+from conftest import ROOT, clean_params_text, digits_prepared
 
 from cnnlab.data.prepare import save_prepared
 
@@ -27,7 +27,7 @@ OUTPUTS = (
 
 def _workdir(path: Path, epochs: int = 6) -> Path:
     path.mkdir()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(clean_params_text())
     params.update(datasets=["digits"], models=["lenet"], epochs=epochs, batch_size=16, threads=1)
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     save_prepared(digits_prepared(max_train=1000), path / "data/prepared/digits")
@@ -56,7 +56,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     process = _train(cwd)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
-    assert not (cwd / "checkpoints" / "lenet-digits.pt").exists()  # removed once complete
+    # Kept, complete, until evaluate@lenet-digits starts (DVC has recorded train by then).
+    assert (cwd / "checkpoints" / "lenet-digits.pt").exists()
     return _outputs(cwd)
 
 
@@ -86,7 +87,8 @@ def test_resume_state_from_other_params_is_discarded(tmp_path: Path, uninterrupt
     cwd = _workdir(tmp_path / "changed")
     process = _train(cwd)
     checkpoint = cwd / "checkpoints" / "lenet-digits.pt"
-    while not checkpoint.exists():
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
@@ -97,6 +99,25 @@ def test_resume_state_from_other_params_is_discarded(tmp_path: Path, uninterrupt
     assert rerun.returncode == 0, output
     assert "discarded a resume state from different params, data or code" in output
     assert "epoch 1/6" in output
+
+
+def test_a_kill_after_training_but_before_dvc_recorded_it_costs_no_retraining(
+    tmp_path: Path, uninterrupted
+) -> None:
+    """DVC deletes the outputs of a stage it has not recorded before rerunning it; the
+    complete resume state rewrites them, byte for byte, without a training epoch."""
+    cwd = _workdir(tmp_path / "late")
+    process = _train(cwd)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    shutil.rmtree(cwd / "models")
+    shutil.rmtree(cwd / "plots")
+    rerun = _train(cwd)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    assert "lenet-digits: resuming after epoch 6" in output
+    assert "epoch 1/6" not in output and "epoch 6/6" not in output  # nothing trained
+    assert _outputs(cwd) == uninterrupted
 
 
 def test_damaged_resume_state_is_discarded(tmp_path: Path, uninterrupted) -> None:

@@ -68,7 +68,7 @@ class SchedulerParams(_Section):
     warm-up between batches.
     """
 
-    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "step"
+    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "onecycle"
     #: step: multiply the lr by ``gamma`` every ``step_size`` epochs.
     step_size: int = Field(2, ge=1)
     #: multistep: multiply the lr by ``gamma`` once each of these many epochs is done.
@@ -166,8 +166,8 @@ class Params(_Section):
     datasets: list[str] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
     seed: int = Field(42, ge=0, le=2**63 - 1)  # torch's and numpy's generators take 64 bits
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)
     optimizer: OptimizerName = "adam"
     lr: float | None = Field(None, gt=0)
     weight_decay: float | None = Field(None, ge=0)
