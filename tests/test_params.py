@@ -87,7 +87,10 @@ def test_nag_is_sgd_with_nesterov(raw: dict) -> None:
             {"scheduler": {"name": "onecycle", "warmup_epochs": 1}},
             "scheduler.warmup_epochs: got 1.0: onecycle has its own warm-up",
         ),
-        ({"scheduler": {"warmup_epochs": 5}}, "warmup_epochs: got 5.0: must not exceed epochs"),
+        (
+            {"scheduler": {"name": "step", "warmup_epochs": 9}},
+            "warmup_epochs: got 9.0: must not exceed epochs",
+        ),
         ({"augment": {"hue": 0.7}}, "augment.hue: got 0.7: Input should be less than or equal"),
         ({"augment": {"brightness": -1}}, "augment.brightness: got -1"),
         ({"augment": {"crop_padding": 40}}, "augment.crop_padding: got 40"),

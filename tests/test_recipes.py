@@ -162,8 +162,9 @@ def test_epoch_schedules_match_torch(changes: dict[str, Any], make: Any) -> None
     assert [epoch[0] for epoch in lrs] == pytest.approx(_torch_epoch_lrs(make, 8), rel=1e-12)
 
 
-def test_step_schedule_is_the_committed_default() -> None:
-    schedule, optimizer = _schedule(6, 1, **make_params().scheduler.model_dump())
+def test_step_schedule_halves_every_two_epochs() -> None:
+    changes = {**make_params().scheduler.model_dump(), "name": "step"}
+    schedule, optimizer = _schedule(6, 1, **changes)
     lrs = [e[0] for e in _run_schedule(schedule, optimizer, 6, 1)]
     assert lrs == [BASE_LR * f for f in (1, 1, 0.5, 0.5, 0.25, 0.25)]
 
@@ -313,8 +314,8 @@ def test_a_short_digits_run_learns(name: str) -> None:
         )
     settings = dict(LEARNING_RUNS[name])
     data = digits_prepared(max_train=settings.pop("max_train"))
-    run = build_run(make_params(optimizer="adam", **settings), name, data, CPU)
-    state = fit(run)
+    params = make_params(optimizer="adam", scheduler={"name": "step"}, **settings)
+    state = fit(build_run(params, name, data, CPU))
     assert not state.diverged
     assert state.best_val_acc > 0.5, [r.val_acc for r in state.history]  # chance is 0.1
 
@@ -459,6 +460,7 @@ def test_alexnet2012_preset_is_the_paper_recipe(tmp_path: Path) -> None:
 
 
 def test_a_plain_torch_scheduler_still_steps_once_per_epoch(tiny_digits) -> None:
-    run = build_run(make_params(epochs=2, batch_size=32, lr=1e-3), "lenet", tiny_digits, CPU)
+    params = make_params(epochs=2, batch_size=32, lr=1e-3, scheduler={"name": "none"})
+    run = build_run(params, "lenet", tiny_digits, CPU)
     run.scheduler = torch.optim.lr_scheduler.StepLR(run.optimizer, step_size=1, gamma=0.1)
     assert [r.lr for r in fit(run).history] == pytest.approx([1e-3, 1e-4])
