@@ -1,10 +1,10 @@
 """How long `dvc repro` takes when nothing needs to run: the price of every check-in.
 
     .venv/bin/python benchmarks/noop_repro.py                  # digits: LeNet + AlexNet
-    .venv/bin/python benchmarks/noop_repro.py --config mnist --mirror ../shared/datasets
+    .venv/bin/python benchmarks/noop_repro.py --config mnist --mirror DIR
 
-Clones the committed project (HEAD) into a temporary directory with one of
-ci/check_reproducible.py's small configurations, runs `dvc repro` once to fill it, then times
+Clones the committed project (HEAD) into a temporary directory with a small configuration
+(CONFIGS below), runs `dvc repro` once to fill it, then times
 `dvc repro` again --repeats times and prints every time, the median and the stage count.
 Most of the time is DVC's own start-up and its hashing of the stages' dependencies (it keeps
 file hashes by inode and mtime, so data is not read again).
@@ -13,16 +13,47 @@ file hashes by inode and mtime, so data is not read again).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "ci"))
 
-from check_reproducible import CONFIGS, clone, dvc  # noqa: E402
+CONFIGS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "datasets": ["digits"],
+        "models": ["lenet", "alexnet"],
+        "epochs": 2,
+        "data": {"max_train": 600, "max_test": 300},
+    },
+    "mnist": {"datasets": ["mnist"], "models": ["lenet"], "epochs": 2},
+}
+
+
+def dvc(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def clone(source: Path, dest: Path, config: dict[str, Any]) -> None:
+    """A fresh clone of HEAD with ``config`` merged into params.yaml, committed."""
+    subprocess.run(["git", "clone", "-q", str(source), str(dest)], check=True)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for key, value in config.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run([*git, "commit", "-qam", "small configuration"], cwd=dest, check=True)
 
 
 def main() -> None:

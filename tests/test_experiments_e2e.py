@@ -46,11 +46,18 @@ def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:
 
     params = baseline / "params.yaml"
     saved = params.read_text()
+    trains = {"train@lenet-digits", "train@alexnet-digits"}
+    # validate reads every param (a second's check whose output never changes) and compare
+    # only `datasets` and `models`.
     cases = {
-        ("optimizer=sgd",): {"train@lenet-digits", "train@alexnet-digits", "compare"},
-        ("epochs=3", "lr=0.003"): {"train@lenet-digits", "train@alexnet-digits", "compare"},
-        ("model.alexnet.dropout=0.3",): ALEXNET | {"compare"},
-        ("model.lenet.activation=tanh",): LENET | {"compare"},
+        ("optimizer=sgd",): trains | {"validate"},
+        ("epochs=3", "lr=0.003"): trains | {"validate"},
+        ("optimizers.sgd.lr=0.02",): {"validate"},  # not the chosen optimizer's row
+        ("optimizers.adam.lr=0.002",): trains | {"validate"},
+        ("model.alexnet.dropout=0.3",): ALEXNET | {"validate"},
+        ("model.lenet.activation=tanh",): LENET | {"validate"},
+        ("data.max_test=100",): {"prepare@digits", "validate"},
+        ("models=[lenet]",): {"compare", "validate"},
     }
     try:
         for overrides, expected in cases.items():
@@ -88,9 +95,9 @@ def experiments(baseline: Path) -> dict[str, str]:
 
 def test_each_run_reruns_only_what_it_changed(experiments: dict[str, str]) -> None:
     # workspace: an optimizer change retrains both models, never touches the data
-    assert set(stages_run(experiments["sgd"])) == LENET | ALEXNET | {"compare"}
+    assert set(stages_run(experiments["sgd"])) == LENET | ALEXNET | {"compare", "validate"}
     # --temp with `models=[lenet]`: AlexNet's stages are not even defined
-    assert set(stages_run(experiments["mom"])) == LENET | {"compare"}
+    assert set(stages_run(experiments["mom"])) == LENET | {"compare", "validate"}
 
 
 def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> None:
@@ -202,7 +209,7 @@ def test_a_queued_run_keeps_its_restriction(baseline: Path, experiments) -> None
     status = dvc("queue", "status", cwd=baseline).stdout
     assert re.search(r"^\w+\s+queued\s.*\sSuccess\s*$", status, re.MULTILINE), status
     logs = dvc("queue", "logs", "queued", cwd=baseline).stdout
-    assert set(stages_run(logs)) == LENET | {"compare"}  # AlexNet's stages are not defined
+    assert set(stages_run(logs)) == LENET | {"compare", "validate"}  # no AlexNet stages
     shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
     queued = next(e for e in shown[1]["experiments"] if e["name"] == "queued")
     metrics = queued["revs"][0]["data"]["metrics"]

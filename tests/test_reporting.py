@@ -202,9 +202,7 @@ def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
     )
     assert text.startswith("# LeNet vs AlexNet\n")
     lines = text.splitlines()
-    assert (
-        "| MNIST | LeNet | 98.50 | 98.71 | 99.98 | 98.40 | 61,706 | 429,128 | ok |" in lines
-    )
+    assert "| MNIST | LeNet | 98.50 | 98.71 | 99.98 | 98.40 | 61,706 | 429,128 | ok |" in lines
     diverged_row = next(line for line in lines if line.startswith("| CIFAR-10 | AlexNet |"))
     assert "diverged (epoch 2)" in diverged_row
     assert "10.00" not in diverged_row  # its best_val_acc of 0.1 is not shown as a result

@@ -155,15 +155,15 @@ def test_every_stage_declares_exactly_the_code_it_runs(traced) -> None:
 
 def test_a_planted_gap_is_named_with_its_stage_and_path(traced) -> None:
     path, loaded, deps = traced
-    planted = {
-        name: [d for d in ds if d != "src/cnnlab/runtime.py"] for name, ds in deps.items()
-    }
+    planted = {name: [d for d in ds if d != "src/cnnlab/runtime.py"] for name, ds in deps.items()}
     problems = coverage_problems(planted, loaded, path)
     assert problems == [
         "evaluate: loads src/cnnlab/runtime.py, which is not among its deps in dvc.yaml",
         "train: loads src/cnnlab/runtime.py, which is not among its deps in dvc.yaml",
     ]
-    extra = {name: [*ds, "src/cnnlab/dvcplots.py"] for name, ds in deps.items() if name == "compare"}
+    extra = {
+        name: [*ds, "src/cnnlab/dvcplots.py"] for name, ds in deps.items() if name == "compare"
+    }
     assert coverage_problems({**deps, **extra}, loaded, path) == [
         "compare: declares src/cnnlab/dvcplots.py but never loads src/cnnlab/dvcplots.py: "
         "edits to it would rerun the stage for nothing"
