@@ -27,9 +27,10 @@ COMPARE_PLOTS = Path("plots/compare")
 REPORTS = Path("reports")
 #: Written by the validate stage; every other stage depends on it, so validation runs first.
 PARAMS_OK = Path("data/params-ok")
-#: Training time and throughput per run: top-level DVC metrics, never a stage output, so the
-#: measurements that differ from run to run stay out of dvc.lock.
-TIMINGS = Path("timings")
+#: Training time and throughput, one entry per run: dvc.yaml's top-level metrics, never a
+#: stage output (measurements differ from run to run and would change dvc.lock), and tracked
+#: by git, so every experiment commit keeps its own.
+TIMINGS = Path("timings.json")
 
 
 def run_name(model: str, dataset: str) -> str:

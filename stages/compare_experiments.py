@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics_path=lambda model, dataset: f"{METRICS}/{run_name(model, dataset)}.json",
         log_dir=lambda model, dataset: f"{TRAIN_LOGS}/{run_name(model, dataset)}",
         strict=bool(args.exp),
-        timings_path=lambda model, dataset: f"{TIMINGS}/{run_name(model, dataset)}.json",
+        timings=(str(TIMINGS), run_name),
     )
     table = experiment_table(
         [

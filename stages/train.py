@@ -3,7 +3,7 @@
 Per-epoch metrics go through DVCLive into plots/train/<run>/ (declared in dvc.yaml, so DVCLive
 is told not to touch dvc.yaml); its summary, plots/train/<run>/metrics.json, records the run:
 best epoch, divergence. Training time and throughput differ from run to run, so they go to
-timings/<run>.json, which is no stage's output (dvc.lock stays byte-identical on a rerun).
+timings.json, which is no stage's output (dvc.lock stays byte-identical on a rerun).
 The checkpoints hold weights only, so their bytes repeat from run to run.
 
 After every epoch a resume state goes to checkpoints/<run>.pt (outside DVC's outputs, which
@@ -65,7 +65,7 @@ def train_and_save(
 
     from cnnlab import distributed
     from cnnlab.data.prepare import load_prepared
-    from cnnlab.files import save_torch, write_json
+    from cnnlab.files import save_torch
     from cnnlab.recipe import build_run, fit
     from cnnlab.resume import ResumePoint, fingerprint, restore
 
@@ -127,7 +127,22 @@ def train_and_save(
     # A run that diverged in its first epoch logged no epoch; its plots output still exists.
     (TRAIN_LOGS / name / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     timing = {"device": device.type, "threads": params.threads, "processes": world.size}
-    write_json(TIMINGS / f"{name}.json", {**state.timings(), **timing})
+    runs = {run_name(m, d) for m in params.models for d in params.datasets}
+    record_timing(name, {**state.timings(), **timing}, runs)
+
+
+def record_timing(name: str, timing: dict, runs: set[str]) -> None:
+    """This run's entry in timings.json; entries of runs the params no longer name go."""
+    import json
+
+    from cnnlab.files import write_json
+
+    try:
+        table = json.loads(TIMINGS.read_text())
+    except (FileNotFoundError, ValueError):
+        table = {}
+    table = {k: v for k, v in table.items() if k in runs} if isinstance(table, dict) else {}
+    write_json(TIMINGS, dict(sorted({**table, name: timing}.items())))
     # The resume state stays until evaluate@<run> starts (DVC has recorded this stage by
     # then): killed before DVC wrote dvc.lock, the rerun rewrites these outputs from it
     # instead of training again.

@@ -223,13 +223,14 @@ def collect_runs(
     metrics_path: Callable[[str, str], str],
     log_dir: Callable[[str, str], str],
     strict: bool,
-    timings_path: Callable[[str, str], str] | None = None,
+    timings: tuple[str, Callable[[str, str], str]] | None = None,
 ) -> list[ExperimentRun]:
     """Every run (model x dataset of its params) of every experiment, with metrics and history.
 
     ``metrics_path(model, dataset)`` and ``log_dir(model, dataset)`` give a run's evaluate
-    metrics file and DVCLive directory, relative to the repository; ``timings_path`` its
-    measured training time, merged into the metrics when the experiment kept it. An experiment whose
+    metrics file and DVCLive directory, relative to the repository; ``timings`` is the file of
+    measured training times and the key of a run in it, merged into the run's metrics where
+    the experiment kept one. An experiment whose
     metrics cannot be read (it failed, or its outputs are not in this machine's DVC cache)
     is an error when ``strict`` (the user named it) and is skipped with a note otherwise.
     """
@@ -245,6 +246,7 @@ def collect_runs(
             except FileNotFoundError:
                 return None
 
+        table = json.loads(read(timings[0]) or "{}") if timings else {}
         found: list[ExperimentRun] = []
         missing: list[str] = []
         for dataset in exp.params.get("datasets") or []:
@@ -258,9 +260,8 @@ def collect_runs(
                     lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
                 )
                 metrics = json.loads(text)
-                timing = read(timings_path(model, dataset)) if timings_path else None
-                if timing is not None:
-                    metrics = {**json.loads(timing), **metrics}
+                if timings and isinstance(table.get(timings[1](model, dataset)), dict):
+                    metrics = {**table[timings[1](model, dataset)], **metrics}
                 found.append(ExperimentRun(exp, model, dataset, metrics, history))
         if missing:
             message = (

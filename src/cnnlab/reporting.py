@@ -432,7 +432,7 @@ def report_markdown(
         "measured once with the checkpoint that had the best validation accuracy. "
         "MACs are multiply-accumulates per image. Training time and throughput are "
         "measurements, not results, and differ from run to run, so they are kept out of this "
-        "report (which reproduces byte for byte): `dvc metrics show timings` lists them."
+        "report (which reproduces byte for byte): `dvc metrics show timings.json` lists them."
     )
     parts += ["", "## Summary", ""]
 
