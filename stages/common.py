@@ -25,6 +25,8 @@ TRAIN_LOGS = Path("plots/train")
 EVAL_PLOTS = Path("plots/eval")
 COMPARE_PLOTS = Path("plots/compare")
 REPORTS = Path("reports")
+#: The DVC metrics file: each run's test and best validation accuracy (compare writes it).
+METRICS_FILE = Path("metrics.json")
 #: Written by the validate stage; every other stage depends on it, so validation runs first.
 PARAMS_OK = Path("data/params-ok")
 #: Training time and throughput, one entry per run: dvc.yaml's top-level metrics, never a

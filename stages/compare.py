@@ -1,7 +1,8 @@
-"""compare: one table of every run, the first model of `models` against each other per dataset
-(LeNet vs AlexNet with the default params), learning-curve figures.
+"""compare: one table of every run, the first model of `models` against the second per dataset
+(LeNet vs AlexNet with the default params), learning curves and confusion matrices.
 
-Writes reports/summary.json (DVC metrics), reports/report.md and plots/compare/*.png.
+Writes metrics.json (DVC's metrics: accuracy per run), reports/summary.json (the table),
+reports/report.md and plots/compare/*.png.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from common import (
     COMPARE_PLOTS,
     EVAL_PLOTS,
     METRICS,
+    METRICS_FILE,
     REPORTS,
     TRAIN_LOGS,
     run_name,
@@ -36,6 +38,19 @@ def read_confusion(run: str, classes: list[str]) -> list[list[int]]:
         index=classes, columns=classes, fill_value=0
     )
     return table.astype(int).values.tolist()
+
+
+def run_metrics(runs: list[dict]) -> dict[str, dict]:
+    """What `dvc exp show` and `dvc metrics diff` compare: a few numbers per run (a diverged
+    run's accuracies are null). The rest of each run's record is in metrics/<run>.json."""
+    table = {}
+    for run in runs:
+        ok = not run["diverged"]
+        table[run_name(run["model"], run["dataset"])] = {
+            "test_acc": run["test_acc"] if ok else None,
+            "best_val_acc": run["best_val_acc"] if ok else None,
+        }
+    return dict(sorted(table.items()))
 
 
 def main() -> None:
@@ -73,6 +88,7 @@ def main() -> None:
         figures[dataset] = str(Path("..") / figure)
     # The first model is the baseline; the second (if any) is compared against it.
     pair = {"baseline": params.models[0], "challenger": (params.models[1:] or [None])[0]}
+    write_json(METRICS_FILE, run_metrics(runs))
     write_json(REPORTS / "summary.json", summary_json(runs, **pair))
     write_text(REPORTS / "report.md", report_markdown(runs, {**figures, **confusions}, **pair))
     plural = "run" if len(runs) == 1 else "runs"
