@@ -1,6 +1,6 @@
 """The model registry: exact reference architectures, every ablation switch, MAC counting.
 
-Parameter counts and MACs are checked against hand arithmetic (REFERENCE.md), so a layer
+Parameter counts and MACs are checked against hand arithmetic (docs/experiments.md), so a layer
 that drifts from the reference fails here rather than in a report months later.
 """
 
@@ -119,7 +119,7 @@ _ALEXNET32_FC = (4096 + 1) * 4096 + (4096 + 1) * 10
         ("lenet5", 1, 10, {}, 61_706),
         ("alexnet2012", 3, 1000, {}, 60_965_224),
         ("alexnet2012", 1, 10, {"groups": False, "input_size": 227}, 58_299_082),
-        # Not in REFERENCE.md; hand counts so the 32x32 variants cannot drift either.
+        # Hand counts so the 32x32 variants cannot drift either.
         ("alexnet", 3, 10, {}, _ALEXNET32_CONVS + (256 * 16 + 1) * 4096 + _ALEXNET32_FC),
         (
             "alexnet",

@@ -176,7 +176,7 @@ def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
 
 def test_params_yaml_writes_out_every_models_options_at_their_defaults(raw: dict) -> None:
     """So that ``-S model.lenet.activation=tanh`` needs no ``+``, and the committed file
-    builds the architectures of REFERENCE.md (the schema's defaults, with their counts)."""
+    builds the architectures of docs/experiments.md (the schema's defaults, with their counts)."""
     assert set(raw["model"]) == set(MODEL_OPTIONS)
     for name, options in MODEL_OPTIONS.items():
         assert set(raw["model"][name]) == set(options.model_fields), name

@@ -324,6 +324,7 @@ def test_a_short_digits_run_learns(name: str) -> None:
 
 PRESETS = ROOT / "presets" / "README.md"
 PRESET_NAMES = [
+    "classic",
     "lenet-vs-alexnet",
     "optimizers-fashion-mnist",
     "optimizers-cifar10",
@@ -391,6 +392,18 @@ def test_lenet_vs_alexnet_preset_is_experiment_one(tmp_path: Path) -> None:
     assert augment.crop_padding == 4 and augment.hflip and not augment.jitter
     assert params.data.std == [0.2023, 0.1994, 0.2010]
     assert _apply_preset(tmp_path, full)[0].epochs == 30
+
+
+def test_make_classic_runs_the_classic_preset(tmp_path: Path) -> None:
+    """`make classic` and presets/README.md say the same thing; it is the classic recipe."""
+    (sets,) = _preset_commands()["classic"]
+    recipe = (ROOT / "Makefile").read_text().split("\nclassic:", 1)[1].split("\n\n", 1)[0]
+    args = shlex.split(recipe.replace("\\\n", " "))
+    assert [args[i + 1] for i, a in enumerate(args) if a == "-S"] == sets
+    (params,) = _apply_preset(tmp_path, sets)
+    assert params.datasets == ["mnist", "fashion_mnist", "cifar10"]
+    assert (params.epochs, params.batch_size, params.scheduler.name) == (3, 128, "step")
+    assert params.models == ["lenet", "alexnet"] and params.optimizer == "adam"
 
 
 def test_optimizer_presets_sweep_the_reference_optimizers(tmp_path: Path) -> None:

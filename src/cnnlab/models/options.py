@@ -5,7 +5,7 @@ Every model in the registry has an entry here, even if it takes no options.
 
 Every model shares the same ablation switches (``activation``, ``pooling``, ``norm``,
 ``dropout``, ``init``) so that one sweep key means the same thing for all of them; each class
-only changes the defaults, and the defaults give exactly the architecture REFERENCE.md
+only changes the defaults, and the defaults give exactly the architecture docs/experiments.md
 describes, with its parameter count.
 """
 
@@ -45,14 +45,14 @@ class _Options(BaseModel):
 
 
 class LeNetOptions(_Options):
-    """The modern LeNet: ReLU and max-pooling (REFERENCE.md, "LeNet, modern").
+    """The modern LeNet: ReLU and max-pooling (docs/experiments.md, "LeNet").
 
     ``dropout`` (off by default) goes before the two hidden linear layers, as in AlexNet.
     """
 
 
 class LeNet5Options(_Options):
-    """LeNet-5 as in 1998: tanh, average pooling, C5 as a conv (REFERENCE.md).
+    """LeNet-5 as in 1998: tanh, average pooling, C5 as a conv (LeCun et al. 1998).
 
     ``init: paper`` is LeCun's uniform(-2.4/fan_in, 2.4/fan_in) with zero biases.
     """
@@ -63,7 +63,7 @@ class LeNet5Options(_Options):
 
 
 class AlexNetOptions(_Options):
-    """AlexNet adapted to 32x32 inputs (REFERENCE.md, "AlexNet for 32x32 inputs").
+    """AlexNet adapted to 32x32 inputs (docs/experiments.md, "AlexNet for 32x32 inputs").
 
     ``init: paper`` is the 2012 scheme: weights N(0, 0.01), bias 1 in conv2/4/5 and the
     hidden linear layers.
@@ -76,7 +76,7 @@ class AlexNetOptions(_Options):
 
 
 class AlexNetBNOptions(_Options):
-    """AlexNet-mini: three stages of two conv+BatchNorm+ReLU and a max-pool (REFERENCE.md).
+    """AlexNet-mini: three stages of two conv+BatchNorm+ReLU and a max-pool (docs/experiments.md).
 
     The reference leaves the classifier's width open; ``hidden`` is the one hidden linear
     layer between the features and the output (0: a single linear layer). Dropout comes
