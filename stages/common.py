@@ -67,8 +67,9 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         print(
-            "interrupted: no output was written; a training run resumes from its last "
-            "completed epoch at the next `dvc repro`",
+            "interrupted: this stage did not finish, and the next `dvc repro` runs it again "
+            "(DVC does not record half-made outputs); a training run resumes from its last "
+            "completed epoch",
             file=sys.stderr,
         )
         sys.exit(130)

@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         table.to_csv(out / "experiments.csv", index=False, lineterminator="\n")
         (out / "experiments.md").write_text(experiment_markdown(table, varied, figures))
     print(
-        f"compared {len(experiments)} experiments ({', '.join(labels.values())}) "
+        f"compared {len(experiments)} experiments "
+        f"({'; '.join(n if n == t else f'{n}: {t}' for n, t in labels.items())}) "
         f"-> {args.out}/experiments.md, experiments.csv, {len(figures)} figures"
     )
 

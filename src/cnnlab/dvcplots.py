@@ -24,6 +24,22 @@ def svg_file_name(plot_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") + ".svg"
 
 
+def _whole_epochs(spec: Any) -> Any:
+    """DVCLive's x is the epoch, counted in whole steps: integer ticks titled "epoch" (the
+    default axis of a few epochs ticks at 1.0, 1.2, ...). Walks layers and facets."""
+    if isinstance(spec, dict):
+        x = (spec.get("encoding") or {}).get("x")
+        if isinstance(x, dict) and x.get("field") == "step":
+            x["axis"] = {**(x.get("axis") or {}), "tickMinStep": 1, "format": "d"}
+            x["title"] = "epoch"
+        for value in spec.values():
+            _whole_epochs(value)
+    elif isinstance(spec, list):
+        for value in spec:
+            _whole_epochs(value)
+    return spec
+
+
 def render_specs(shown: Mapping[str, Any]) -> tuple[dict[str, str], str]:
     """SVGs and an HTML page from the output of ``dvc plots show/diff --json``.
 
@@ -39,7 +55,7 @@ def render_specs(shown: Mapping[str, Any]) -> tuple[dict[str, str], str]:
         for entry in entries:
             if entry.get("type") != "vega":
                 continue
-            svg = vl_convert.vegalite_to_svg(entry["content"])
+            svg = vl_convert.vegalite_to_svg(_whole_epochs(entry["content"]))
             name = svg_file_name(plot_id)
             svgs[name] = svg
             revisions = ", ".join(entry.get("revisions") or [])
