@@ -198,6 +198,7 @@ def test_404_everywhere_fails_with_a_useful_message(tmp_path, expect):
     for mirror in mirrors:
         assert f"{mirror}train-images-idx3-ubyte.gz: HTTP 404" in message
     assert "retry later" in message and "data.mirror" in message and "params.yaml" in message
+    assert "without any download: scikit-learn's bundled digits" in message  # the other way out
     assert not dest.exists() and leftovers(dest) == []
 
 

@@ -697,6 +697,10 @@ def _unavailable(
             f"  - check data.mirror in params.yaml ({mirror}): it should hold a "
             f"'{src.name}/' folder with {_layout_hint(src)}"
         )
+    lines.append(
+        "  - or train without any download: scikit-learn's bundled digits, the default "
+        "(`dvc exp run -S 'datasets=[digits]'`, or `git checkout params.yaml`)"
+    )
     return DataError("\n".join(lines))
 
 
