@@ -73,6 +73,15 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
+    except PermissionError as exc:
+        if not exc.filename:
+            raise
+        print(
+            f"error: permission denied on {exc.filename}: make it (and its folder) writable "
+            "by you, or remove it, and rerun",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise

@@ -255,3 +255,50 @@ def test_folders_are_colour_for_channel_checks(raw: dict) -> None:
         validate_params(
             {**_with_datasets(raw, ["cats"], cats={}), "data": {**raw["data"], "channels": 1}}
         )
+
+
+# --------------------------------------------------------------------------- hostile values
+
+
+def _problems(raw: dict, **changes) -> str:
+    with pytest.raises(ParamsError) as info:
+        validate_params({**raw, **changes})
+    return str(info.value)
+
+
+def test_params_are_read_with_the_yaml_dvc_records(tmp_path: Path) -> None:
+    """YAML 1.2, as DVC reads params.yaml into dvc.lock: 010 is ten, 1:30 is a string."""
+    text = clean_params_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("\nepochs: 8\n", "\nepochs: 010\n"))
+    assert load_params(path).epochs == 10
+    path.write_text(text.replace("\nepochs: 8\n", "\nepochs: 1:30\n"))
+    with pytest.raises(ParamsError, match=r"epochs: got '1:30': Input should be a valid integer"):
+        load_params(path)
+
+
+def test_infinite_and_huge_numbers_are_refused(raw: dict) -> None:
+    assert "lr: got inf: Input should be a finite number" in _problems(raw, lr=float("inf"))
+    message = _problems(raw, seed=18446744073709551616)
+    assert "seed: got 18446744073709551616: Input should be less than or equal to" in message
+    dropout = {**raw["model"], "lenet": {**raw["model"]["lenet"], "dropout": float("nan")}}
+    assert "model.lenet.dropout: got nan" in _problems(raw, model=dropout)
+
+
+def test_every_problem_is_listed_at_once_top_level_and_per_model(raw: dict) -> None:
+    model = {**raw["model"], "alexnet": {**raw["model"]["alexnet"], "dropout": 2}}
+    message = _problems(raw, epochs=0, model=model)
+    assert message.startswith("params.yaml is not valid (2 problems):")
+    assert "\n  epochs: got 0: Input should be greater than or equal to 1" in message
+    assert "\n  model.alexnet.dropout: got 2: Input should be less than 1" in message
+
+
+@pytest.mark.parametrize("name", ["x;echo INJECTED>injected.txt", "../etc", "Mnist", "a b"])
+def test_a_dataset_name_that_could_reach_a_shell_or_a_path_is_refused(raw: dict, name) -> None:
+    message = _problems(raw, datasets=["digits", name])
+    assert f"datasets: got {name!r}: not a usable dataset name" in message
+    assert "datasets/" not in message  # no advice to make a folder of that name
+
+
+def test_models_must_be_a_list(raw: dict) -> None:
+    assert "models: got 'lenet': Input should be a valid list" in _problems(raw, models="lenet")

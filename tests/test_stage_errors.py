@@ -42,11 +42,14 @@ def test_interrupt_says_how_to_continue(monkeypatch, capsys) -> None:
 
 def test_other_errors_keep_their_traceback(monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["stage.py"])
-    with pytest.raises(OSError, match="Permission denied"):
-        run_stage(lambda: (_ for _ in ()).throw(OSError(13, "Permission denied")), 0, "x")
+    with pytest.raises(OSError, match="Input/output error"):
+        run_stage(lambda: (_ for _ in ()).throw(OSError(5, "Input/output error")), 0, "x")
+    with pytest.raises(ValueError, match="a bug"):
+        run_stage(lambda: (_ for _ in ()).throw(ValueError("a bug")), 0, "x")
 
 
-def test_wrong_arguments_print_usage(monkeypatch) -> None:
-    monkeypatch.setattr(sys, "argv", ["stage.py", "extra"])
-    with pytest.raises(SystemExit, match=r"usage: python stages/stage\.py"):
-        run_stage(lambda: None, 0, "python stages/stage.py")
+def test_an_unwritable_output_is_named(monkeypatch, capsys) -> None:
+    error = PermissionError(13, "Permission denied", "checkpoints/lenet-digits.pt")
+    code, err = _run(monkeypatch, error, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "permission denied on checkpoints/lenet-digits.pt: make it" in err
