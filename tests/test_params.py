@@ -302,3 +302,33 @@ def test_a_dataset_name_that_could_reach_a_shell_or_a_path_is_refused(raw: dict,
 
 def test_models_must_be_a_list(raw: dict) -> None:
     assert "models: got 'lenet': Input should be a valid list" in _problems(raw, models="lenet")
+
+
+@pytest.mark.parametrize(
+    ("override", "changed"),
+    [
+        ("seed=42", 0),  # DVC rewrites the file; in its own style nothing moves
+        ("optimizer=sgd", 1),
+        ("model.lenet.activation=tanh", 1),
+        ("models=[lenet]", 1),  # one list item fewer
+        ("datasets=[mnist,cifar10]", 2),
+        ("lr=0.01", 1),
+    ],
+)
+def test_dvc_exp_run_s_changes_only_the_lines_it_sets(tmp_path: Path, override, changed) -> None:
+    """params.yaml is written the way DVC's `-S` writer writes it (empty = null, block lists),
+    so an experiment's diff of params.yaml is the lines it set, not a reformatted file."""
+    import difflib
+
+    hydra = pytest.importorskip("dvc.utils.hydra")
+    path = tmp_path / "params.yaml"
+    before = clean_params_text()
+    path.write_text(before)
+    hydra.apply_overrides(path, [override])
+    diff = [
+        line
+        for line in difflib.unified_diff(before.splitlines(), path.read_text().splitlines(), n=0)
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    added, removed = (len([x for x in diff if x.startswith(sign)]) for sign in "+-")
+    assert max(added, removed) == changed, diff
