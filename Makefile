@@ -35,10 +35,10 @@ classic: setup
 	  $(if $(MIRROR),-S data.mirror=$(abspath $(MIRROR)))
 
 # After a change to code or params: reproduce and stage the new dvc.lock and metrics, which
-# CI compares byte for byte with a fresh clone's run.
+# CI compares byte for byte with a fresh clone's run (timings.json: this machine's times).
 lock: setup
 	$(RUN) $(BIN)/dvc repro
-	git add dvc.lock metrics
+	git add dvc.lock metrics metrics.json timings.json
 
 # Everything but the CUDA tests, end-to-end tests that drive the real `dvc` included (what
 # CI runs; about 10 minutes on 2 cores).

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MIRROR = ROOT.parent / "shared" / "datasets"
 THREADS = 2
 BATCH = 128
 EVAL_BATCH = 1000  # the baseline's: the PyTorch MNIST example's test_batch_size
@@ -56,7 +55,7 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 # --------------------------------------------------------------------------- data
 
 
-def mnist_prepared(mirror: str, cache: Path):
+def mnist_prepared(mirror: str | None, cache: Path):
     """Real MNIST through the pipeline's own download and prepare code (cached in ``cache``)."""
     from cnnlab.data.prepare import load_prepared, save_prepared, split_dataset
     from cnnlab.data.sources import download, load_raw
@@ -110,7 +109,7 @@ def cifar_sized(n_train: int = 50_000, n_test: int = 10_000):
     )
 
 
-def load_data(workload: str, mirror: str, cache: Path):
+def load_data(workload: str, mirror: str | None, cache: Path):
     return mnist_prepared(mirror, cache) if workload == "lenet" else cifar_sized()
 
 
@@ -301,7 +300,7 @@ def baseline_pipeline(workload: str, data) -> dict[str, float]:
 PIPELINES = {"baseline": baseline_pipeline, "cnnlab": cnnlab_pipeline}
 
 
-def worker(pipeline: str, workload: str, mirror: str, cache: Path) -> None:
+def worker(pipeline: str, workload: str, mirror: str | None, cache: Path) -> None:
     """One measurement in this fresh process; prints one JSON line."""
     data = load_data(workload, mirror, cache)
     result = PIPELINES[pipeline](workload, data)
@@ -315,8 +314,9 @@ def worker(pipeline: str, workload: str, mirror: str, cache: Path) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def measure(pipeline: str, workload: str, mirror: str, cache: Path) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--worker", pipeline, workload, "--mirror", mirror]
+def measure(pipeline: str, workload: str, mirror: str | None, cache: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--worker", pipeline, workload]
+    cmd += ["--mirror", mirror] if mirror else []
     cmd += ["--cache", str(cache)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -367,7 +367,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=sorted(WORKLOADS), action="append")
     parser.add_argument("--pipelines", nargs="+", choices=sorted(PIPELINES), default=None)
-    parser.add_argument("--mirror", default=str(DEFAULT_MIRROR), help="where mnist/ lives")
+    parser.add_argument(
+        "--mirror",
+        default=os.environ.get("CNNLAB_MIRROR"),
+        help="a data.mirror holding mnist/ (default: $CNNLAB_MIRROR; none: download)",
+    )
     parser.add_argument("--cache", type=Path, default=None, help="prepared MNIST cache")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument(

@@ -125,13 +125,18 @@ def test_metrics_files_hold_the_documented_keys(project: Path, first_repro) -> N
     lenet = json.loads((project / "metrics" / "lenet-digits.json").read_text())
     assert lenet["test_acc"] > 0.5  # chance is 0.1
     assert lenet["params"] == 61_706  # LeNet with 1 input channel, 10 classes
+    assert "train_seconds" not in lenet and "per_class_acc" not in lenet  # not in the record
+    classes = json.loads((project / "plots/eval/lenet-digits/classes.json").read_text())
+    assert [row["class"] for row in classes] == [str(i) for i in range(10)]
+    assert sum(row["images"] for row in classes) == lenet["test_images"]
     shown = json.loads(dvc("metrics", "show", "--json", cwd=project).stdout)
     files = next(iter(shown.values()))["data"]
-    assert {
-        "metrics/lenet-digits.json",
-        "metrics/alexnet-digits.json",
-        "reports/summary.json",
-    } <= set(files)
+    assert set(files) == {"metrics.json", "timings.json"}
+    accuracy = files["metrics.json"]["data"]
+    assert accuracy["lenet-digits"] == {"test_acc": lenet["test_acc"], "best_val_acc": lenet[
+        "best_val_acc"]}  # fmt: skip
+    timing = files["timings.json"]["data"]["alexnet-digits"]
+    assert timing["train_seconds"] > 0 and timing["device"] == "cpu"
 
 
 def test_outputs_of_every_stage_exist(project: Path, first_repro) -> None:
@@ -177,5 +182,48 @@ def test_a_typo_fails_before_any_work(project: Path, first_repro) -> None:
         assert result.returncode != 0
         assert "optimizer: got 'adamm': Input should be 'sgd'" in result.stderr + result.stdout
         assert "Traceback" not in result.stderr
+    finally:
+        params.write_text(saved)
+
+
+def test_a_bad_s_value_is_stopped_before_dvc_deletes_an_output(project: Path, first_repro):
+    """validate runs first: DVC has not removed the outputs of the stages the value reaches,
+    and every problem is listed, top-level and per-model alike."""
+    before = {p: p.read_bytes() for p in (project / "models").rglob("*.pt")}
+    try:
+        result = dvc(
+            "exp", "run", "-S", "optimizer=adamm", "-S", "epochs=0",
+            "-S", "model.alexnet.dropout=2", cwd=project, check=False,
+        )  # fmt: skip
+        text = result.stdout + result.stderr
+        assert result.returncode != 0 and "(3 problems)" in text
+        for key in ("optimizer: got 'adamm'", "epochs: got 0", "model.alexnet.dropout: got 2"):
+            assert key in text
+        assert stages_run(result.stdout) == ["validate"]
+        assert {p: p.read_bytes() for p in (project / "models").rglob("*.pt")} == before
+    finally:
+        run(["git", "checkout", "--", "params.yaml"], project)
+
+
+def test_a_params_change_never_runs_a_command(project: Path, first_repro) -> None:
+    """A dataset name made to break out of the stage command: refused by validate before
+    any stage that interpolates it, and quoted in the commands anyway."""
+    params = project / "params.yaml"
+    saved = params.read_text()
+    name = "x;echo INJECTED>injected.txt"
+    try:
+        values = yaml.safe_load(saved)
+        values["datasets"] = ["digits", name]
+        values["dataset"][name] = {}
+        params.write_text(yaml.safe_dump(values))
+        result = dvc("repro", cwd=project, check=False)
+        assert result.returncode != 0
+        assert "not a usable dataset name" in result.stdout + result.stderr
+        assert stages_run(result.stdout) == ["validate"]
+        assert not (project / "injected.txt").exists()
+        shown = dvc("stage", "list", cwd=project).stdout
+        assert "download@x;echo" in shown  # DVC built the stage, and its command is quoted:
+        yaml_text = (project / "dvc.yaml").read_text()
+        assert "python stages/download.py '${item}'" in yaml_text
     finally:
         params.write_text(saved)

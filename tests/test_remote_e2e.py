@@ -1,6 +1,6 @@
 """A DVC remote round trip: push from one clone, reproduce nothing in fresh clones.
 
-Two kinds of remote, with the README's commands ("Beyond one machine"): a local directory,
+Two kinds of remote, with the commands of docs/beyond-one-machine.md: a local directory,
 and S3 as served by moto's server on 127.0.0.1 (the S3 API over HTTP, through DVC's own
 dvc-s3 plugin and the `endpointurl` an S3-compatible store such as MinIO needs).
 """

@@ -135,7 +135,7 @@ def build_run(
     """The run's objects; under DDP (``world``) each rank builds the same ones.
 
     ``batch_size`` is the global batch unless ``distributed.batch_size_per`` is ``rank``;
-    the lr is never rescaled (README, "Beyond one machine").
+    the lr is never rescaled (docs/beyond-one-machine.md).
     """
     batch_size = global_batch_size(params, world)
     model = new_model(params, model_name, data).to(device)
