@@ -102,10 +102,10 @@ def test_each_run_reruns_only_what_it_changed(experiments: dict[str, str]) -> No
 
 def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> None:
     # the workspace's run against HEAD, as `dvc metrics diff` shows it right after the run
-    assert "test_acc" in json.loads(experiments["sgd_metrics_diff"])["metrics/lenet-digits.json"]
+    assert "lenet-digits.test_acc" in json.loads(experiments["sgd_metrics_diff"])["metrics.json"]
     diff = json.loads(dvc("exp", "diff", "--all", "main", "sgd", "--json", cwd=baseline).stdout)
     for run_name in ("lenet-digits", "alexnet-digits"):
-        change = diff["metrics"][f"metrics/{run_name}.json"]["test_acc"]
+        change = diff["metrics"]["metrics.json"][f"{run_name}.test_acc"]
         assert 0 <= change["old"] <= 1 and 0 <= change["new"] <= 1, change
     params = diff["params"]["params.yaml"]
     assert params["optimizer"] == {"old": "adam", "new": "sgd"}
@@ -115,11 +115,10 @@ def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> Non
     assert set(exps) == {"sgd", "mom"}
     restricted = exps["mom"]  # LeNet's metrics only
     assert restricted["params"]["params.yaml"]["data"]["models"] == ["lenet"]
-    assert "metrics/lenet-digits.json" in restricted["metrics"]
-    assert "metrics/alexnet-digits.json" not in restricted["metrics"]
+    assert set(restricted["metrics"]["metrics.json"]["data"]) == {"lenet-digits"}
     # the table a user reads: the experiment's own metrics, not DVC's "!" for missing ones
     table = dvc("exp", "show", "--no-pager", "--csv", cwd=baseline).stdout.splitlines()
-    column = table[0].split(",").index("metrics/lenet-digits.json:test_acc")
+    column = table[0].split(",").index("metrics.json:lenet-digits.test_acc")
     row = next(line.split(",") for line in table[1:] if ",sgd," in line)
     assert 0 < float(row[column]) <= 1
 
@@ -139,10 +138,9 @@ def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> N
     rows = list(csv.DictReader((out / "experiments.csv").open()))
     shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
     recorded = {
-        (e["name"], path.split("/")[1].removesuffix(".json")): m["data"]["test_acc"]
+        (e["name"], run): values["test_acc"]
         for e in shown[1]["experiments"]
-        for path, m in e["revs"][0]["data"]["metrics"].items()
-        if path.startswith("metrics/")
+        for run, values in e["revs"][0]["data"]["metrics"]["metrics.json"]["data"].items()
     }
     # one row per experiment and run, each with the accuracy that experiment recorded
     table = {(r["experiment"], f"{r['model']}-{r['dataset']}"): r for r in rows}
@@ -212,6 +210,4 @@ def test_a_queued_run_keeps_its_restriction(baseline: Path, experiments) -> None
     assert set(stages_run(logs)) == LENET | {"compare", "validate"}  # no AlexNet stages
     shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
     queued = next(e for e in shown[1]["experiments"] if e["name"] == "queued")
-    metrics = queued["revs"][0]["data"]["metrics"]
-    assert "metrics/lenet-digits.json" in metrics
-    assert "metrics/alexnet-digits.json" not in metrics
+    assert set(queued["revs"][0]["data"]["metrics"]["metrics.json"]["data"]) == {"lenet-digits"}

@@ -82,8 +82,9 @@ def test_bad_files_are_named_and_skipped(project: Path, first_repro) -> None:
 
 def test_class_names_reach_metrics_predictions_and_report(project: Path, first_repro) -> None:
     metrics = json.loads((project / "metrics/lenet-pics.json").read_text())
-    assert metrics["classes"] == CLASSES
-    assert set(metrics["per_class_acc"]) == set(CLASSES)
+    per_class = json.loads((project / "plots/eval/lenet-pics/classes.json").read_text())
+    assert [row["class"] for row in per_class] == CLASSES
+    assert all(0 <= row["accuracy"] <= 1 and row["images"] == 1 for row in per_class)
     assert metrics["test_images"] == 3
     # LeNet fed 32x32 (the 48x48 images shrunk per batch) with 3 channels, 3 outputs.
     assert metrics["params"] == 62_006 - 7 * 85  # 10 outputs -> 3: 7 fewer rows of 84 + bias

@@ -103,6 +103,7 @@ def test_repro_runs_every_stage_by_name(project: Path, first_repro) -> None:
     ran = stages_run(first_repro.stdout)
     assert sorted(ran) == sorted(
         [
+            "validate",
             "download@digits",
             "prepare@digits",
             "train@lenet-digits",
@@ -112,7 +113,8 @@ def test_repro_runs_every_stage_by_name(project: Path, first_repro) -> None:
             "compare",
         ]
     )
-    assert ran[:2] == ["download@digits", "prepare@digits"] and ran[-1] == "compare"
+    assert ran[:3] == ["validate", "download@digits", "prepare@digits"]
+    assert ran[-1] == "compare"
     assert ran.index("train@lenet-digits") < ran.index("evaluate@lenet-digits")
 
 

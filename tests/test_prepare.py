@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cnnlab.data.prepare import channel_stats, load_prepared, save_prepared, split_dataset
+from cnnlab.errors import UserError
 
 
 def _data(n_train: int = 100, n_test: int = 30):
@@ -44,7 +45,7 @@ def test_statistics_come_from_the_training_split() -> None:
 
 
 def test_too_large_val_fraction_is_explained() -> None:
-    with pytest.raises(ValueError, match="leaves no training images"):
+    with pytest.raises(UserError, match="leaves no training images"):
         split_dataset(*_data(n_train=2), name="x", seed=1, val_fraction=0.9)
 
 
