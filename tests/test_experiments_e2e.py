@@ -118,7 +118,9 @@ def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> Non
     assert set(restricted["metrics"]["metrics.json"]["data"]) == {"lenet-digits"}
     # the table a user reads: the experiment's own metrics, not DVC's "!" for missing ones
     table = dvc("exp", "show", "--no-pager", "--csv", cwd=baseline).stdout.splitlines()
-    column = table[0].split(",").index("metrics.json:lenet-digits.test_acc")
+    # DVC names a file's first column `<file>:<key>` and the rest `<key>`
+    header = table[0].split(",")
+    column = next(i for i, name in enumerate(header) if name.endswith("lenet-digits.test_acc"))
     row = next(line.split(",") for line in table[1:] if ",sgd," in line)
     assert 0 < float(row[column]) <= 1
 
