@@ -22,7 +22,9 @@ class OptimizerSpec:
     keys: frozenset[str]
     #: Arguments fixed by the name itself (``nag`` is SGD with Nesterov momentum).
     fixed: dict[str, Any] = field(default_factory=dict)
-    #: Whether torch offers a fused (single-kernel) step on the CPU for it.
+    #: Whether torch offers a fused (single-kernel) step for it on the CPU and on CUDA. On a
+    #: GPU the fused step also skips an update on the device (GradScaler's ``found_inf``),
+    #: which the training loop uses instead of a host check per step.
     fused_on_cpu: bool = False
 
 
@@ -69,18 +71,24 @@ def resolve_settings(
     return settings
 
 
+#: Devices whose fused optimizer steps this project uses (torch has them for MPS too, untried).
+FUSED_DEVICES = frozenset({"cpu", "cuda"})
+
+
 def build_optimizer(
     name: str,
     parameters: Iterable[torch.nn.Parameter],
     settings: dict[str, Any],
     *,
     fused: bool = False,
+    device: str = "cpu",
 ) -> torch.optim.Optimizer:
-    """Build the torch optimizer; ``fused`` asks for the single-kernel step where torch has one."""
+    """Build the torch optimizer; ``fused`` asks for the single-kernel step where torch has one
+    (for this optimizer, on ``device``: a device type such as ``cpu`` or ``cuda``)."""
     import torch
 
     spec = OPTIMIZERS[name]
     kwargs = {**settings, **spec.fixed}
-    if fused and spec.fused_on_cpu:
+    if fused and spec.fused_on_cpu and device in FUSED_DEVICES:
         kwargs["fused"] = True
     return getattr(torch.optim, spec.torch_class)(parameters, **kwargs)
