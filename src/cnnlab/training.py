@@ -226,11 +226,11 @@ class _GuardedStep:
         if masked and not self.fused:
             self.snapshot = [torch.empty_like(p) for p in params]
 
-    def loss_factor(self, healthy: torch.Tensor) -> torch.Tensor | float:
-        """1 (the loss unchanged, bit for bit) while healthy, else NaN (for GradScaler)."""
+    def loss_to_scale(self, loss: torch.Tensor, healthy: torch.Tensor) -> torch.Tensor:
+        """What GradScaler scales: the loss times 1 (the same bits) while healthy, else NaN."""
         if not self.masked:
-            return 1.0
-        return torch.where(healthy, 1.0, math.nan)
+            return loss
+        return loss * torch.where(healthy, 1.0, math.nan)
 
     def step(self, healthy: torch.Tensor) -> None:
         if not self.masked:
@@ -393,7 +393,7 @@ def train(
                 break
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
-                scaler.scale(loss * guard.loss_factor(healthy)).backward()
+                scaler.scale(guard.loss_to_scale(loss, healthy)).backward()
                 if config.clip_grad_norm is not None:
                     scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
                     nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
