@@ -63,6 +63,14 @@ FAILED=()
 started_all=$(date +%s.%N)
 
 say() { printf '\n== %s\n' "$*"; }
+# limit <seconds> <command...>: a deadline for each step, so a hang cannot eat the machine's
+# time (GPU times: a normal run takes a third of them; a dry run on a slow CPU gets 4x more).
+limit() {
+    local seconds=$1
+    shift
+    [ "$DRY_RUN" = 1 ] && seconds=$((seconds * 4))
+    if command -v timeout > /dev/null; then timeout "$seconds" "$@"; else "$@"; fi
+}
 fail() { FAILED+=("$1"); echo "FAILED: $1" >&2; }
 elapsed() { "$PYTHON" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(date +%s.%N)"; }
 
@@ -135,8 +143,8 @@ echo "set up in $(elapsed "$t0") s"
 # ------------------------------------------------------------------ 2. the tests
 say "2. tests/test_gpu.py (the gpu-marked tests skip without CUDA)"
 t0=$(date +%s.%N)
-(cd "$ROOT" && "$PY" -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider -p no:benchmark) \
-    > "$RESULTS/pytest.log" 2>&1
+(cd "$ROOT" && limit 240 "$PY" -m pytest tests/test_gpu.py -q -rs -p no:cacheprovider \
+    -p no:benchmark) > "$RESULTS/pytest.log" 2>&1
 tests_rc=$?
 tail -15 "$RESULTS/pytest.log"
 [ $tests_rc = 0 ] || fail "tests/test_gpu.py (exit $tests_rc; $RESULTS/pytest.log)"
@@ -161,7 +169,7 @@ repro() {  # repro <log name> [dvc repro args]: runs and times `dvc repro`, keep
     local log=$RESULTS/$1.log t rc
     shift
     t=$(date +%s.%N)
-    (cd "$PROJECT" && CI=true dvc repro "$@") > "$log" 2>&1
+    (cd "$PROJECT" && CI=true limit 180 dvc repro "$@") > "$log" 2>&1
     rc=$?
     REPRO_SECONDS=$(elapsed "$t")
     grep -E "^(lenet|alexnet)-mnist|diverged|^error" "$log"
@@ -224,7 +232,8 @@ fi
 say "5. benchmarks/gpu_speed.py"
 SPEED_ARGS=(--lenet --json "$RESULTS/gpu_speed.json")
 [ "$DRY_RUN" = 1 ] && SPEED_ARGS+=(--quick)
-(cd "$ROOT" && "$PY" benchmarks/gpu_speed.py "${SPEED_ARGS[@]}") > "$RESULTS/gpu_speed.log" 2>&1
+(cd "$ROOT" && limit 180 "$PY" benchmarks/gpu_speed.py "${SPEED_ARGS[@]}") \
+    > "$RESULTS/gpu_speed.log" 2>&1
 speed_rc=$?
 grep -v "^ epoch\|amp: .* runs on CUDA only" "$RESULTS/gpu_speed.log"
 [ $speed_rc = 0 ] || fail "gpu_speed.py ($RESULTS/gpu_speed.log)"
