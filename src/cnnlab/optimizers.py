@@ -25,19 +25,19 @@ class OptimizerSpec:
     #: Whether torch offers a fused (single-kernel) step for it on the CPU and on CUDA. On a
     #: GPU the fused step also skips an update on the device (GradScaler's ``found_inf``),
     #: which the training loop uses instead of a host check per step.
-    fused_on_cpu: bool = False
+    has_fused_step: bool = False
 
 
 _SGD_KEYS = frozenset({"lr", "momentum", "dampening", "weight_decay"})
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "sgd": OptimizerSpec("SGD", frozenset({"lr", "weight_decay"}), fused_on_cpu=True),
-    "momentum": OptimizerSpec("SGD", _SGD_KEYS, fused_on_cpu=True),
+    "sgd": OptimizerSpec("SGD", frozenset({"lr", "weight_decay"}), has_fused_step=True),
+    "momentum": OptimizerSpec("SGD", _SGD_KEYS, has_fused_step=True),
     "nag": OptimizerSpec(
         "SGD",
         frozenset({"lr", "momentum", "weight_decay"}),
         fixed={"nesterov": True},
-        fused_on_cpu=True,
+        has_fused_step=True,
     ),
     "adagrad": OptimizerSpec("Adagrad", frozenset({"lr", "lr_decay", "weight_decay", "eps"})),
     "adadelta": OptimizerSpec("Adadelta", frozenset({"lr", "rho", "weight_decay", "eps"})),
@@ -45,10 +45,10 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         "RMSprop", frozenset({"lr", "alpha", "momentum", "weight_decay", "eps", "centered"})
     ),
     "adam": OptimizerSpec(
-        "Adam", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), fused_on_cpu=True
+        "Adam", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), has_fused_step=True
     ),
     "adamw": OptimizerSpec(
-        "AdamW", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), fused_on_cpu=True
+        "AdamW", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), has_fused_step=True
     ),
 }
 
@@ -89,6 +89,6 @@ def build_optimizer(
 
     spec = OPTIMIZERS[name]
     kwargs = {**settings, **spec.fixed}
-    if fused and spec.fused_on_cpu and device in FUSED_DEVICES:
+    if fused and spec.has_fused_step and device in FUSED_DEVICES:
         kwargs["fused"] = True
     return getattr(torch.optim, spec.torch_class)(parameters, **kwargs)
