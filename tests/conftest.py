@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip, with the reason shown, on a machine without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
+
+
 def digits_prepared(max_train: int | None = 600, seed: int = 0) -> PreparedData:
     """sklearn's 8x8 digits as uint8 [N, 1, 8, 8]; the models' batch code upsamples them."""
     import torch

@@ -237,23 +237,46 @@ def test_channels_last_gives_the_same_output(name: str) -> None:
 
 # --------------------------------------------------------------------------- determinism
 
-#: aten ops whose CUDA backward has no deterministic kernel: under the pipeline's
-#: ``use_deterministic_algorithms(True)`` they raise on a GPU (torch's docs list them).
+#: aten ops that raise under the pipeline's ``use_deterministic_algorithms(True)`` on a GPU
+#: (torch's docs of ``use_deterministic_algorithms`` list them; most only in their backward
+#: pass), plus scatter/index accumulation ops whose deterministic CUDA fallbacks are slow.
 _NONDETERMINISTIC_ON_CUDA = frozenset(
     {
         "avg_pool3d_backward",
         "_adaptive_avg_pool2d_backward",
+        "_adaptive_avg_pool3d_backward",
         "adaptive_avg_pool3d_backward",
         "adaptive_max_pool2d_backward",
         "max_pool3d_with_indices_backward",
         "fractional_max_pool2d_backward",
+        "fractional_max_pool3d_backward",
+        "max_unpool2d",
+        "max_unpool3d",
+        "upsample_linear1d_backward",
         "upsample_bilinear2d_backward",
+        "upsample_bicubic2d_backward",
+        "upsample_trilinear3d_backward",
+        "_upsample_bilinear2d_aa_backward",
+        "_upsample_bicubic2d_aa_backward",
+        "reflection_pad1d_backward",
+        "reflection_pad2d_backward",
+        "reflection_pad3d_backward",
+        "nll_loss2d_forward",
+        "_ctc_loss_backward",
+        "_embedding_bag_backward",
+        "_embedding_bag_dense_backward",
+        "embedding_dense_backward",
+        "grid_sampler_2d_backward",
+        "grid_sampler_3d_backward",
+        "histc",
+        "bincount",
+        "median",
+        "put",
+        "put_",
         "index_add",
         "scatter_add",
         "scatter_reduce",
         "index_put",
-        "put",
-        "embedding_dense_backward",
     }
 )
 
@@ -270,10 +293,19 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+#: Every pooling and norm of every model, and the adaptive pool after each pooling.
+_LAYER_CHOICES = [
+    (name, {"pooling": pooling, "norm": norm})
+    for name in MODELS
+    for pooling in typing.get_args(opts.PoolingName)
+    for norm in typing.get_args(opts.NormName)
+] + [("alexnet", {"adaptive_pool": True, "pooling": p}) for p in typing.get_args(opts.PoolingName)]
+
+
 @pytest.mark.parametrize(
     ("name", "options"),
-    [(name, {}) for name in MODELS]
-    + [("alexnet", {"adaptive_pool": True}), ("lenet", {"norm": "lrn"})],
+    _LAYER_CHOICES,
+    ids=[f"{n}-{','.join(f'{k}={v}' for k, v in o.items())}" for n, o in _LAYER_CHOICES],
 )
 def test_no_op_lacks_a_deterministic_cuda_backward(name: str, options: dict[str, Any]) -> None:
     # Checked on the meta device: which ops run does not depend on where they run.

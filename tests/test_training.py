@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -160,3 +163,89 @@ def test_every_model_takes_every_dataset_shape(model: str, shape: tuple[int, int
     run.optimizer.step()
     assert x.shape[1] == shape[0] and x.shape[-1] == run.train_batches.size
     assert any(not torch.equal(a, b) for a, b in zip(before, run.model.parameters(), strict=True))
+
+
+# --------------------------------------------------------------------------- no wait per step
+
+
+def _deferred(data, check_every: int, **changes):
+    """A run whose divergence flag the host reads every ``check_every`` steps, as on a GPU."""
+    make_deterministic(1)
+    params = make_params(**{"epochs": 2, "batch_size": 16, **changes})
+    run = build_run(params, "lenet", data, CPU)
+    run.config = dataclasses.replace(run.config, check_every=check_every)
+    return run, fit(run)
+
+
+def _same_run(a, b) -> bool:
+    (run_a, state_a), (run_b, state_b) = a, b
+    weights_a, weights_b = run_a.model.state_dict(), run_b.model.state_dict()
+    best_a, best_b = state_a.best_model or {}, state_b.best_model or {}
+    return (
+        all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+        and best_a.keys() == best_b.keys()
+        and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+        and [r.train_loss for r in state_a.history] == [r.train_loss for r in state_b.history]
+        and [r.val_acc for r in state_a.history] == [r.val_acc for r in state_b.history]
+        and state_a.diverged_epoch == state_b.diverged_epoch
+    )
+
+
+# adam and nag: torch's fused step (skips in its kernel); rmsprop: no fused step (snapshot)
+@pytest.mark.parametrize("optimizer", ["adam", "nag", "rmsprop"])
+def test_reading_the_divergence_flag_rarely_changes_no_bit(digits, optimizer: str) -> None:
+    every_step = _deferred(digits, 1, optimizer=optimizer)
+    assert _same_run(every_step, _deferred(digits, 7, optimizer=optimizer))
+    assert _same_run(every_step, _deferred(digits, 10_000, optimizer=optimizer))  # per epoch
+
+
+@pytest.mark.parametrize(("optimizer", "lr"), [("sgd", 1e6), ("adam", 1e25), ("rmsprop", 1e25)])
+def test_a_late_check_still_stops_at_the_first_non_finite_loss(
+    digits, capsys, optimizer: str, lr: float
+) -> None:
+    """Steps between the first non-finite loss and the check are skipped on the device: the
+    run ends with the weights from before that loss, as when every step is checked."""
+    every_step = _deferred(digits, 1, optimizer=optimizer, lr=lr)
+    late = _deferred(digits, 10_000, optimizer=optimizer, lr=lr)
+    run, state = late
+    assert state.diverged_epoch == 1 and state.history == [] and state.best_model is None
+    assert all(torch.isfinite(w).all() for w in run.model.state_dict().values())
+    assert _same_run(every_step, late)
+    assert "loss is not finite; the run diverged" in capsys.readouterr().err
+
+
+def test_the_host_reads_device_values_once_per_check_not_per_step(digits, monkeypatch) -> None:
+    """What makes the host wait for a GPU: ``item()``, ``bool()``, ``tolist()`` of a tensor."""
+    calls: list[str] = []
+    make_deterministic(1)
+    params = make_params(epochs=2, batch_size=16)  # 480 images: 30 steps an epoch
+    run = build_run(params, "lenet", digits, CPU)
+    run.config = dataclasses.replace(run.config, check_every=10)
+    for name in ("item", "__bool__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counting(tensor, *args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(tensor, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    state = fit(run)
+    monkeypatch.undo()
+    # per epoch: 3 checks, the loss and accuracy sums, validation's loss and accuracy
+    assert len(state.history) == 2 and 0 < len(calls) <= 2 * 8 < 2 * 30, calls
+
+
+class _NaNWhenEvaluating(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.training else x * float("nan")
+
+
+def test_a_non_finite_validation_loss_is_divergence_and_never_the_best(digits) -> None:
+    make_deterministic(1)
+    params = make_params(epochs=3, batch_size=32)
+    run = build_run(params, "lenet", digits, CPU)
+    run.model.classifier.add_module("nan", _NaNWhenEvaluating())
+    state = fit(run)
+    assert state.diverged_epoch == 1 and [r.epoch for r in state.history] == [1]
+    assert state.best_model is None and state.best_epoch == 0
+    assert math.isnan(state.history[0].val_loss)

@@ -210,6 +210,17 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(tensor.item())
 
 
+def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool tensor ANDed over the ranks, left on its device: no host read.
+
+    The training loop calls it every step with "this step's loss is finite", so that every
+    rank skips the same updates; with NCCL it is one more queued kernel, not a wait.
+    """
+    value = flag.to(torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value.bool()
+
+
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """The module the training step calls: DDP across ranks, the model itself alone.
 

@@ -22,20 +22,22 @@ class OptimizerSpec:
     keys: frozenset[str]
     #: Arguments fixed by the name itself (``nag`` is SGD with Nesterov momentum).
     fixed: dict[str, Any] = field(default_factory=dict)
-    #: Whether torch offers a fused (single-kernel) step on the CPU for it.
-    fused_on_cpu: bool = False
+    #: Whether torch offers a fused (single-kernel) step for it on the CPU and on CUDA. On a
+    #: GPU the fused step also skips an update on the device (GradScaler's ``found_inf``),
+    #: which the training loop uses instead of a host check per step.
+    has_fused_step: bool = False
 
 
 _SGD_KEYS = frozenset({"lr", "momentum", "dampening", "weight_decay"})
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {
-    "sgd": OptimizerSpec("SGD", frozenset({"lr", "weight_decay"}), fused_on_cpu=True),
-    "momentum": OptimizerSpec("SGD", _SGD_KEYS, fused_on_cpu=True),
+    "sgd": OptimizerSpec("SGD", frozenset({"lr", "weight_decay"}), has_fused_step=True),
+    "momentum": OptimizerSpec("SGD", _SGD_KEYS, has_fused_step=True),
     "nag": OptimizerSpec(
         "SGD",
         frozenset({"lr", "momentum", "weight_decay"}),
         fixed={"nesterov": True},
-        fused_on_cpu=True,
+        has_fused_step=True,
     ),
     "adagrad": OptimizerSpec("Adagrad", frozenset({"lr", "lr_decay", "weight_decay", "eps"})),
     "adadelta": OptimizerSpec("Adadelta", frozenset({"lr", "rho", "weight_decay", "eps"})),
@@ -43,10 +45,10 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
         "RMSprop", frozenset({"lr", "alpha", "momentum", "weight_decay", "eps", "centered"})
     ),
     "adam": OptimizerSpec(
-        "Adam", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), fused_on_cpu=True
+        "Adam", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), has_fused_step=True
     ),
     "adamw": OptimizerSpec(
-        "AdamW", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), fused_on_cpu=True
+        "AdamW", frozenset({"lr", "betas", "weight_decay", "eps", "amsgrad"}), has_fused_step=True
     ),
 }
 
@@ -69,18 +71,24 @@ def resolve_settings(
     return settings
 
 
+#: Devices whose fused optimizer steps this project uses (torch has them for MPS too, untried).
+FUSED_DEVICES = frozenset({"cpu", "cuda"})
+
+
 def build_optimizer(
     name: str,
     parameters: Iterable[torch.nn.Parameter],
     settings: dict[str, Any],
     *,
     fused: bool = False,
+    device: str = "cpu",
 ) -> torch.optim.Optimizer:
-    """Build the torch optimizer; ``fused`` asks for the single-kernel step where torch has one."""
+    """Build the torch optimizer; ``fused`` asks for the single-kernel step where torch has one
+    (for this optimizer, on ``device``: a device type such as ``cpu`` or ``cuda``)."""
     import torch
 
     spec = OPTIMIZERS[name]
     kwargs = {**settings, **spec.fixed}
-    if fused and spec.fused_on_cpu:
+    if fused and spec.has_fused_step and device in FUSED_DEVICES:
         kwargs["fused"] = True
     return getattr(torch.optim, spec.torch_class)(parameters, **kwargs)

@@ -145,7 +145,8 @@ def build_run(
         params.optimizer,
         model.parameters(),
         params.optimizer_settings(),
-        fused=params.fused_optimizer and device.type == "cpu",
+        fused=params.fused_optimizer,
+        device=device.type,
     )
     train_batches = batch_maker(params, model_name, data, "train", device)
     steps = steps_per_epoch(len(train_batches), batch_size, world.size)

@@ -32,10 +32,14 @@ def pick_device(requested: str) -> torch.device:
 
 
 def make_deterministic(threads: int) -> None:
-    """Pin what changes the bits of a CPU run: the thread count and the choice of kernels.
+    """Pin what changes the bits of a run: the thread count and the choice of kernels.
 
     The same params on the same machine then give byte-identical checkpoints. Different thread
-    counts sum in a different order and may differ in the last bits.
+    counts sum in a different order and may differ in the last bits. On CUDA, cuBLAS needs
+    its workspace setting before its first call (so call this before any CUDA work) and
+    cuDNN picks deterministic algorithms without benchmarking; every op the models use has
+    a deterministic CUDA kernel (torch's, or the replacements in ``cnnlab.models.zoo``), so
+    deterministic mode raises nowhere and stays on.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
@@ -43,6 +47,15 @@ def make_deterministic(threads: int) -> None:
         torch.set_num_interop_threads(1)
     torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device``: before reading a clock, not per step."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:

@@ -4,6 +4,13 @@ Every epoch's randomness (shuffle, augmentation, dropout) is seeded from (seed, 
 run resumed at epoch k draws exactly what the uninterrupted run drew: no RNG state to save.
 The lr schedule and the fp16 loss scale are the only other state; they travel in the
 scheduler's state_dict and in :class:`TrainState`.
+
+On a GPU the host never waits for the device inside an epoch, except for the divergence
+check every ``check_every`` steps (and a progress bar's refresh): losses and correct counts
+add up in device tensors that are read once per epoch, the epoch's shuffle is copied to the
+device once, augmentation draws from a generator on the device, and a non-finite loss turns
+the following optimizer steps into no-ops on the device (see :func:`train`). One untimed
+warm-up pass on a copy of the model keeps CUDA's lazy start out of the training time.
 """
 
 from __future__ import annotations
@@ -24,7 +31,13 @@ from torch import nn
 from cnnlab import distributed
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.distributed import SINGLE, World
-from cnnlab.runtime import epoch_seed
+from cnnlab.runtime import epoch_seed, synchronize
+
+#: Steps between two host reads of the divergence flag on an accelerator. Each read waits for
+#: every queued step to finish, so reading it every step would serialise host and device.
+CHECK_EVERY_ON_DEVICE = 50
+#: Steps between two refreshes of the progress bar's running loss and accuracy (a host read).
+BAR_REFRESH_STEPS = 50
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,9 @@ class TrainConfig:
     label: str = ""
     #: This process's rank among the DDP processes; ``batch_size`` is then the global batch.
     world: World = SINGLE
+    #: Steps between host reads of the divergence flag. None: every step on the CPU, where
+    #: the read costs nothing; every :data:`CHECK_EVERY_ON_DEVICE` steps on a GPU.
+    check_every: int | None = None
 
 
 @dataclass
@@ -121,23 +137,32 @@ class TrainState:
         return cls(**data)
 
 
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the running loss sums; MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 @torch.inference_mode()
 def evaluate_batches(
     model: nn.Module, batches: BatchMaker, batch_size: int
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy, logits and labels over a whole split, in large inference batches."""
+    """Mean cross-entropy, logits and labels (on the CPU) over a whole split.
+
+    The sums and logits stay on the batches' device until the end: one host read per split,
+    not one per batch. In float64, the sum is the same number a Python float would hold.
+    """
     model.eval()
-    total_loss = 0.0
+    total_loss = torch.zeros((), dtype=_sum_dtype(batches.device), device=batches.device)
     logits_parts, label_parts = [], []
     for start in range(0, len(batches), batch_size):
         x, y = batches.batch(slice(start, start + batch_size))
         logits = model(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        logits_parts.append(logits.cpu())
-        label_parts.append(y.cpu())
-    logits = torch.cat(logits_parts)
-    labels = torch.cat(label_parts)
-    return total_loss / max(1, len(labels)), logits, labels
+        total_loss += F.cross_entropy(logits, y, reduction="sum").to(total_loss.dtype)
+        logits_parts.append(logits)
+        label_parts.append(y)
+    logits = torch.cat(logits_parts).cpu()
+    labels = torch.cat(label_parts).cpu()
+    return total_loss.item() / max(1, len(labels)), logits, labels
 
 
 @torch.inference_mode()
@@ -154,13 +179,13 @@ def _validate_sharded(
     n = len(batches)
     share = -(-n // world.size)
     begin, end = min(n, world.rank * share), min(n, (world.rank + 1) * share)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
+    loss_sum = torch.zeros((), dtype=_sum_dtype(batches.device), device=batches.device)
+    correct = torch.zeros((), dtype=torch.int64, device=batches.device)
     for start in range(begin, end, batch_size):
         x, y = batches.batch(slice(start, min(start + batch_size, end)))
         logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(torch.float64).cpu()
-        correct += (logits.argmax(1) == y).sum().cpu()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(loss_sum.dtype)
+        correct += (logits.argmax(1) == y).sum()
     loss_sum, correct = distributed.all_reduce_sum(batches.device, loss_sum, correct)
     return loss_sum.item() / max(1, n), correct.item() / max(1, n)
 
@@ -185,6 +210,89 @@ def _autocast(dtype: torch.dtype | None) -> contextlib.AbstractContextManager[An
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+class _GuardedStep:
+    """The optimizer step, made a no-op on the device once ``healthy`` is false.
+
+    Only needed when the host reads the divergence flag less often than every step. Fused
+    optimizers (torch's fused SGD, Adam, AdamW) take a ``found_inf`` tensor, the way
+    GradScaler hands it to them, and skip the whole update in their kernel, step count
+    included. Other optimizers step, then get their parameters put back from a snapshot
+    with ``torch.where`` (their own state is left moved: a diverged run never saves it).
+    Under GradScaler (fp16) a factor of NaN on the loss makes every gradient non-finite, and
+    the scaler skips the step as it skips an overflow. Nothing here reads a device value.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], masked: bool):
+        self.optimizer = optimizer
+        self.params = params
+        self.masked = masked
+        self.fused = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+        self.snapshot: list[torch.Tensor] = []
+        if masked and not self.fused:
+            self.snapshot = [torch.empty_like(p) for p in params]
+
+    def loss_to_scale(self, loss: torch.Tensor, healthy: torch.Tensor) -> torch.Tensor:
+        """What GradScaler scales: the loss times 1 (the same bits) while healthy, else NaN."""
+        if not self.masked:
+            return loss
+        return loss * torch.where(healthy, 1.0, math.nan)
+
+    def step(self, healthy: torch.Tensor) -> None:
+        if not self.masked:
+            self.optimizer.step()
+        elif self.fused:
+            self.optimizer.found_inf = (~healthy).float()  # type: ignore[attr-defined]
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # type: ignore[attr-defined]
+        else:
+            with torch.no_grad():
+                torch._foreach_copy_(self.snapshot, self.params)
+            self.optimizer.step()
+            with torch.no_grad():
+                for param, old in zip(self.params, self.snapshot, strict=True):
+                    param.copy_(torch.where(healthy, param, old))
+
+
+def _augment_generator(
+    config: TrainConfig, epoch: int, device: torch.device, shared: torch.Generator
+) -> torch.Generator:
+    """Where an epoch's augmentation draws come from.
+
+    On CUDA a generator on the device, so the per-image draws need no copy from the host
+    (a copy from pageable memory waits for the device). On the CPU the single process keeps
+    drawing from the shuffle's generator, as it always has (its runs keep their bytes), and
+    every DDP rank from its own stream.
+    """
+    world = config.world
+    stream = 2 + 2 * world.rank
+    if device.type == "cuda":
+        return torch.Generator(device=device).manual_seed(epoch_seed(config.seed, epoch, stream))
+    if world.distributed:
+        return torch.Generator().manual_seed(epoch_seed(config.seed, epoch, stream))
+    return shared
+
+
+def _warm_up(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> None:
+    """On CUDA, one untimed forward and backward pass of a copy of the model, on one batch.
+
+    The first pass pays for CUDA's lazy start (cuDNN and cuBLAS handles, loading kernels): a
+    few hundred milliseconds that are not training, and a large share of a run that trains
+    in one second. The copy keeps the model's BatchNorm statistics and gradients untouched;
+    dropout draws are reseeded at every epoch's start, and no optimizer, schedule or loss
+    scale sees the pass, so the run's bytes do not change.
+    """
+    if batches.device.type != "cuda" or len(batches) == 0:
+        return
+    twin = copy.deepcopy(model).train()
+    x, y = batches.batch(slice(0, max(1, config.batch_size // config.world.size)))
+    with _autocast(config.amp_dtype):
+        loss = F.cross_entropy(twin(x), y)
+    loss.backward()
+    synchronize(batches.device)
 
 
 def _step_epoch(scheduler: Any, val_loss: float, val_acc: float) -> None:
@@ -214,7 +322,20 @@ def train(
 
     ``on_epoch`` runs after each completed epoch, with the state already updated, so that the
     caller can log and save a resumable checkpoint. A non-finite loss ends the run early with
-    ``diverged_epoch`` set instead of raising: a sweep goes on with the other runs.
+    ``diverged_epoch`` set instead of raising: a sweep goes on with the other runs. A
+    non-finite validation loss marks its epoch diverged too, and never makes it the best.
+
+    Divergence without a wait per step: each step folds "this loss is finite" into a
+    ``healthy`` flag on the device, and the host reads it every ``config.check_every``
+    steps (and at the epoch's last step). Between two reads, a step after a non-finite
+    loss is still computed but its update is skipped on the device (:class:`_GuardedStep`).
+    What "the run stops at the first non-finite loss" needs is kept that way: the epoch
+    records no history, never validates and is never the best; the resume state stays at
+    the last completed epoch; and the weights the run ends with (``last.pt``) are those of
+    the last step with a finite loss, exactly as with a read every step. Only forward-pass
+    side effects of the skipped steps remain: BatchNorm running statistics may have seen up
+    to ``check_every - 1`` more batches. On the CPU the read costs nothing, so the default
+    there is every step, before the backward pass, with nothing to skip.
 
     ``scheduler`` is an :class:`~cnnlab.schedulers.LRSchedule` (stepped after every batch
     and every epoch) or a plain torch scheduler (stepped once per epoch), or None. The lr
@@ -234,44 +355,52 @@ def train(
     step_batch = getattr(scheduler, "step_batch", None)
     smoothing = config.label_smoothing
     params = [p for p in model.parameters() if p.requires_grad]
+    check_every = config.check_every or (1 if device.type == "cpu" else CHECK_EVERY_ON_DEVICE)
+    guard = _GuardedStep(optimizer, params, masked=check_every > 1)
     scaler = None
     if config.amp_dtype == torch.float16:  # bf16 has float32's range: no scaling needed
         scaler = torch.amp.GradScaler("cuda")
         if state.grad_scaler is not None:
             scaler.load_state_dict(state.grad_scaler)
+    if state.epoch < config.epochs and not state.diverged:
+        _warm_up(model, train_batches, config)
     while state.epoch < config.epochs and not state.diverged:
         epoch = state.epoch + 1
         # dropout: its own stream per rank (rank 0's is the single process's)
         torch.manual_seed(epoch_seed(config.seed, epoch, stream=1 + 2 * world.rank))
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
-        order = torch.randperm(n, generator=generator)  # the same on every rank
-        if world.distributed:  # augmentation: every rank draws for its own images
-            stream = 2 + 2 * world.rank
-            generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch, stream))
+        # the same on every rank; on the device once per epoch, not an index copy per batch
+        order = torch.randperm(n, generator=generator).to(device)
+        augment_generator = _augment_generator(config, epoch, device, generator)
         model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        correct = torch.zeros((), dtype=torch.int64)
+        loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        healthy = torch.ones((), dtype=torch.bool, device=device)
         bar = _progress_bar(used, config, epoch)
+        seen = 0
         started = time.perf_counter()
         diverged = False
-        for start, length in batches:
+        last_step = len(batches) - 1
+        for step, (start, length) in enumerate(batches):
             if world.distributed:
                 index = distributed.rank_slice(order, start, length, world)
             else:
                 index = order[start : start + length]
-            x, y = train_batches.batch(index, config.augment, generator)
+            x, y = train_batches.batch(index, config.augment, augment_generator)
             with _autocast(config.amp_dtype):
                 logits = net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-            bad = not torch.isfinite(loss)
-            if world.distributed:  # one rank's inf stops them all, or the others would hang
-                bad = distributed.any_rank(bad, device)
-            if bad:
+            finite = torch.isfinite(loss)
+            if world.distributed:  # every rank skips the same steps and stops at the same one
+                finite = distributed.all_ranks_true(finite)
+            healthy &= finite
+            check = (step + 1) % check_every == 0 or step == last_step
+            if check and not healthy.item():  # the host waits for the device here, and only here
                 diverged = True
                 break
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
-                scaler.scale(loss).backward()
+                scaler.scale(guard.loss_to_scale(loss, healthy)).backward()
                 if config.clip_grad_norm is not None:
                     scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
                     nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
@@ -281,7 +410,7 @@ def train(
                 loss.backward()
                 if config.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
-                optimizer.step()
+                guard.step(healthy)
             if step_batch is not None:
                 step_batch()
             # The recorded train loss is plain cross-entropy, comparable with val loss and
@@ -289,12 +418,18 @@ def train(
             logged = loss.detach()
             if smoothing:
                 logged = F.cross_entropy(logits.detach().float(), y)
-            loss_sum += logged.to(torch.float64).cpu() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum().cpu()
+            loss_sum += logged.to(loss_sum.dtype) * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
             if bar is not None:
                 bar.update(length)
+                if (step + 1) % BAR_REFRESH_STEPS == 0:
+                    bar.set_postfix(
+                        loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}"
+                    )
         if bar is not None:
             bar.close()
+        synchronize(device)  # the epoch's time includes the work still queued on the device
         seconds = time.perf_counter() - started
         state.train_seconds += seconds
         if diverged:
@@ -329,11 +464,12 @@ def train(
             lr=lr,
             seconds=round(seconds, 3),
         )
-        if not math.isfinite(val_loss):
+        finite_val = math.isfinite(val_loss)
+        if not finite_val:
             state.diverged_epoch = epoch
         state.epoch = epoch
         state.history.append(record)
-        if val_acc > state.best_val_acc:
+        if finite_val and val_acc > state.best_val_acc:
             state.best_val_acc, state.best_epoch = val_acc, epoch
             if world.is_main:  # the only rank that saves it
                 weights = {k: v.cpu() for k, v in model.state_dict().items()}

@@ -2,10 +2,15 @@
 
 Per-image Python transforms are what makes the usual PyTorch script slow on a CPU; here a
 batch is converted, resized, augmented and normalised with a handful of tensor operations.
+
+The random draws come from the generator passed in, on that generator's device: a CUDA
+generator keeps the whole batch on the GPU (no per-batch copy from the host, which would
+wait for the device); a CPU one draws exactly what it always drew.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -154,8 +159,26 @@ PCA_EIGVEC = torch.tensor(
 )
 
 
+def _draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where random numbers come from: the generator's device; torch's global CPU RNG."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+@functools.cache
+def _constant(name: str, device: torch.device) -> torch.Tensor:
+    """A module constant on ``device``, copied there once rather than once per batch."""
+    values = {
+        "luma": torch.tensor(_LUMA, dtype=torch.float64),
+        "rgb_to_yiq": _RGB_TO_YIQ,
+        "yiq_to_rgb": _YIQ_TO_RGB,
+        "pca_eigval": PCA_EIGVAL,
+        "pca_eigvec": PCA_EIGVEC,
+    }[name]
+    return values.to(device)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
+    return low + (high - low) * torch.rand(n, generator=generator, device=_draw_device(generator))
 
 
 def _factor(n: int, amount: float, generator: torch.Generator | None) -> torch.Tensor | None:
@@ -177,17 +200,18 @@ def color_jitter(
     linear stand-in for torchvision's HSV shift. Gray images get brightness and contrast.
     """
     n, c, h, w = x.shape
+    at = _draw_device(generator)  # where the per-image factors and matrices are built
     b = _factor(n, augment.brightness, generator)
     k = _factor(n, augment.contrast, generator)
     colour = c == 3
     s = _factor(n, augment.saturation, generator) if colour else None
     hue = _uniform(n, -augment.hue, augment.hue, generator) if colour and augment.hue else None
-    ones = torch.ones(n)
+    ones = torch.ones(n, device=at)
     b = ones if b is None else b
     k = ones if k is None else k
     flat = x.reshape(n, c, h * w)
     if c == 3:
-        luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device)
+        luma = _constant("luma", x.device).to(x.dtype)
         mean_luma = torch.einsum("c,nc->n", luma, flat.mean(dim=2))
     else:
         mean_luma = flat.mean(dim=(1, 2))
@@ -198,19 +222,21 @@ def color_jitter(
         scale = (k * b).to(x.device)
         out = flat * scale[:, None, None] + offset[:, None, None]
         return out.clamp_(0, 1).view(n, c, h, w)
-    matrix = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
+    eye = torch.eye(3, dtype=torch.float64, device=at)
+    matrix = eye.expand(n, 3, 3)
     if s is not None:  # blend with the pixel's luma: s I + (1 - s) 1 w^T
-        gray = torch.tensor(_LUMA, dtype=torch.float64).expand(3, 3)
+        gray = _constant("luma", at).expand(3, 3)
         s64 = s.double()[:, None, None]
-        matrix = s64 * torch.eye(3, dtype=torch.float64) + (1 - s64) * gray
+        matrix = s64 * eye + (1 - s64) * gray
     if hue is not None:
         angle = hue.double() * 2 * math.pi
         cos, sin = angle.cos(), angle.sin()
-        rotation = torch.zeros(n, 3, 3, dtype=torch.float64)
+        rotation = torch.zeros(n, 3, 3, dtype=torch.float64, device=at)
         rotation[:, 0, 0] = 1
         rotation[:, 1, 1], rotation[:, 1, 2] = cos, -sin
         rotation[:, 2, 1], rotation[:, 2, 2] = sin, cos
-        matrix = _YIQ_TO_RGB @ rotation @ _RGB_TO_YIQ @ matrix
+        yiq_to_rgb, rgb_to_yiq = _constant("yiq_to_rgb", at), _constant("rgb_to_yiq", at)
+        matrix = yiq_to_rgb @ rotation @ rgb_to_yiq @ matrix
     matrix = (matrix * (k * b).double()[:, None, None]).to(dtype=x.dtype, device=x.device)
     out = torch.baddbmm(offset[:, None, None].expand(n, 3, 1), matrix, flat)
     return out.clamp_(0, 1).view(n, c, h, w)
@@ -224,8 +250,9 @@ def pca_lighting(x: torch.Tensor, std: float, generator: torch.Generator | None)
     """
     if x.shape[1] != 3 or std <= 0:
         return x
-    alpha = torch.randn(x.shape[0], 3, generator=generator) * std
-    offset = (alpha * PCA_EIGVAL) @ PCA_EIGVEC.T
+    at = _draw_device(generator)
+    alpha = torch.randn(x.shape[0], 3, generator=generator, device=at) * std
+    offset = (alpha * _constant("pca_eigval", at)) @ _constant("pca_eigvec", at).T
     return x + offset.to(dtype=x.dtype, device=x.device)[:, :, None, None]
 
 
@@ -238,15 +265,17 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     n, _, h, w = x.shape
     p = padding
     padded = F.pad(x, (p, p, p, p))
-    dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(x.device)
+    at = _draw_device(generator)
+    dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=at).to(x.device)
+    dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=at).to(x.device)
     windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (n, c, 2p+1, 2p+1, h, w), a view
     return windows.permute(0, 2, 3, 1, 4, 5)[torch.arange(n, device=x.device), dy, dx]
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Mirror a random half of the images; ``where`` keeps it one op for the whole batch."""
-    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    at = _draw_device(generator)
+    flip = (torch.rand(x.shape[0], generator=generator, device=at) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 

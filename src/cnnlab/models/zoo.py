@@ -156,8 +156,8 @@ class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
             return x
         if in_h % out_h == 0 and in_w % out_w == 0:
             return F.avg_pool2d(x, (in_h // out_h, in_w // out_w))
-        rows = _bin_matrix(in_h, out_h).to(x)
-        cols = _bin_matrix(in_w, out_w).to(x)
+        rows = _bin_matrix_on(in_h, out_h, x.device, x.dtype)
+        cols = _bin_matrix_on(in_w, out_w, x.device, x.dtype)
         return rows @ x @ cols.T
 
 
@@ -167,9 +167,24 @@ def _adaptive_target(output_size: Any, in_h: int, in_w: int) -> tuple[int, int]:
 
 
 @functools.cache
+def _bin_matrix_on(
+    size_in: int, size_out: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """:func:`_bin_matrix` on ``device``: copied there once, not in every forward pass (a
+    copy from the host's pageable memory makes the host wait for the GPU).
+
+    Made outside inference mode even when first asked for inside it (an evaluation first):
+    autograd refuses to save an inference tensor for a later training step's backward.
+    """
+    with torch.inference_mode(False):
+        return _bin_matrix(size_in, size_out).to(device=device, dtype=dtype)
+
+
+@functools.cache
 def _bin_matrix(size_in: int, size_out: int) -> torch.Tensor:
     """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out))."""
-    matrix = torch.zeros(size_out, size_in, device="cpu")  # not a surrounding device context
+    with torch.inference_mode(False):  # a normal tensor, wherever it is first asked for
+        matrix = torch.zeros(size_out, size_in, device="cpu")  # not a surrounding device context
     for i in range(size_out):
         start = (i * size_in) // size_out
         end = -((-(i + 1) * size_in) // size_out)
