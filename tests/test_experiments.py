@@ -544,3 +544,34 @@ def test_without_repeats_the_comparison_is_one_line_per_experiment(
         "experiments.md",
     ]
     assert "over seeds" not in (out / "experiments.md").read_text()
+
+
+def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cnnlab.experiments as module
+
+    def entry(name: str, state: str | None, seed: int) -> dict:
+        params = {**yaml.safe_load(clean_params_text()), "seed": seed}
+        data = {"timestamp": f"2030-01-0{seed}", "params": {"params.yaml": {"data": params}}}
+        executor = None if state is None else {"state": state}
+        return {"name": name, "executor": executor, "revs": [{"rev": f"{name:0<40}", "data": data}]}
+
+    shown = [
+        {"rev": "workspace"},
+        {
+            "rev": "b" * 40,
+            "name": "main",
+            "data": {"params": {}},
+            "experiments": [entry("ok", None, 1), entry("broke", "failed", 2)],
+        },
+    ]
+    monkeypatch.setattr(module, "_check_repo", lambda root: None)
+    monkeypatch.setattr(module, "dvc_json", lambda args, root: shown)
+    assert [e.name for e in list_experiments(Path("."))] == ["ok"]
+    assert "skipping experiment 'broke' (failed)" in capsys.readouterr().err
+    listed = list_experiments(Path("."), include_failed=True)
+    assert [(e.name, e.failed, e.params["seed"]) for e in listed] == [
+        ("ok", False, 1),
+        ("broke", True, 2),
+    ]
