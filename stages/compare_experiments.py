@@ -168,21 +168,23 @@ def main(argv: list[str] | None = None) -> None:
     repeated = bool((groups["n"] + groups["n_diverged"] + groups["n_failed"] > 1).any())
     sections, csvs = [], {}
     if repeated:
+        sections.append(group_markdown(groups))
+        csvs["groups.csv"] = groups
         diffs = stats.difference_table(table, by)
-        sections += [group_markdown(groups), difference_markdown(diffs, csv_name="differences.csv")]
-        csvs.update({"groups.csv": groups, "differences.csv": diffs})
+        if not diffs.empty:  # one configuration per run: nothing to compare it with
+            sections.append(difference_markdown(diffs, csv_name="differences.csv"))
+            csvs["differences.csv"] = diffs
     tuned = None
     if key is not None:
         defaults = {n: param_text(stats.optimizer_default(f, key)) for n, f in flats.items()}
         tuned = stats.tuned_table(table, varied, key, defaults)
+        sections.append(tuned_markdown(tuned, key))
+        csvs["tuned.csv"] = tuned
         tuned_diffs = stats.tuned_differences(table, tuned)
-        sections += [
-            tuned_markdown(tuned, key),
-            difference_markdown(
-                tuned_diffs, "Differences between tuned families", "tuned-differences.csv"
-            ),
-        ]
-        csvs.update({"tuned.csv": tuned, "tuned-differences.csv": tuned_diffs})
+        if not tuned_diffs.empty:
+            title = "Differences between tuned families"
+            sections.append(difference_markdown(tuned_diffs, title, "tuned-differences.csv"))
+            csvs["tuned-differences.csv"] = tuned_diffs
 
     figures = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
