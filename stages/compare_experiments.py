@@ -6,11 +6,22 @@ metrics and per-epoch histories from the DVC cache), so it runs after a sweep, e
     python stages/compare_experiments.py                     # every experiment of HEAD
     python stages/compare_experiments.py --exp sgd adam      # these (names or revisions)
     python stages/compare_experiments.py --all --out reports/all-experiments
+    python stages/compare_experiments.py --tune lr           # best lr per optimizer, by val
 
 Per dataset and model: curves-<model>-<dataset>.png (2x2: train/val loss and accuracy, one
 line per experiment, labelled by the params that differ) and .gif (the same, growing epoch by
 epoch); experiments.md and experiments.csv (test accuracy per experiment and run). The output
 folder is replaced as a whole, so it never mixes two comparisons.
+
+Experiments that differ only in ``seed`` (queue them with ``-S 'seed=1,2,3'``) are repeats
+of one configuration: then the curves show one mean line per configuration with the band its
+seeds span, accuracy-<model>-<dataset>.png the mean test accuracy with its 95% interval, and
+groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab.stats).
+``--tune KEY`` picks, per family of configurations that differ only in KEY, the value with
+the best mean validation accuracy and reports the test accuracy there: tuned.csv,
+tuned-differences.csv, tuned-<model>-<dataset>.png. Queued runs that failed are counted as
+failed, never averaged; experiments whose outputs are not in this machine's DVC cache are
+skipped with a note.
 """
 
 from __future__ import annotations
@@ -18,10 +29,73 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from common import METRICS, TIMINGS, TRAIN_LOGS, run_name
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from cnnlab.experiments import Experiment, ExperimentRun
+
 OUT = Path("reports/experiments")
+
+
+def _rows(
+    experiments: list[Experiment],
+    runs: list[ExperimentRun],
+    labels: dict[str, str],
+    flats: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """experiment_table's rows in the experiments' order; a failed experiment gets one row
+    per run it was queued for, marked failed, so that it is counted and not lost."""
+    rows = []
+    for exp in experiments:
+        if exp.failed:
+            found = [
+                {"dataset": dataset, "model": model, "failed": True}
+                for dataset in exp.params.get("datasets") or []
+                for model in exp.params.get("models") or []
+            ]
+        else:
+            found = [r.metrics for r in runs if r.experiment is exp]
+        rows += [
+            {
+                "experiment": exp.name,
+                "rev": exp.rev,
+                "label": labels[exp.name],
+                "params": flats[exp.name],
+                "run": run,
+            }
+            for run in found
+        ]
+    return rows
+
+
+def _lines(
+    group: list[ExperimentRun],
+    labels: dict[str, str],
+    table: pd.DataFrame | None,
+    by: list[str],
+) -> tuple[dict[str, pd.DataFrame], dict[str, int | None], dict[str, Any]]:
+    """One run's curves: a line per experiment, or with ``table`` (the run's rows, when some
+    configuration has several seeds) a mean line per configuration and its seeds' band."""
+    from cnnlab.stats import curve_groups
+
+    diverged = {
+        r.experiment.name: r.metrics.get("diverged_epoch")
+        for r in group
+        if r.metrics.get("diverged")
+    }
+    if table is None:
+        histories = {labels[r.experiment.name]: r.history for r in group}
+        return histories, {labels[name]: epoch for name, epoch in diverged.items()}, {}
+    lines = curve_groups(table, by, {r.experiment.name: r.history for r in group}, diverged)
+    return (
+        {line.label: line.history for line in lines},
+        {line.label: line.diverged_epoch for line in lines if line.diverged},
+        {line.label: line.band for line in lines if line.band is not None},
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,22 +104,51 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--all", action="store_true", help="experiments of every commit")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     parser.add_argument("--repo", type=Path, default=Path("."), help="the project's folder")
+    parser.add_argument(
+        "--tune",
+        metavar="KEY",
+        help="param to tune (e.g. lr): per family, the value with the best mean validation "
+        "accuracy, and the test accuracy there",
+    )
     args = parser.parse_args(argv)
 
+    from cnnlab import stats
     from cnnlab.data.catalog import DATASETS
     from cnnlab.experiments import (
+        ExperimentError,
         collect_runs,
         experiment_labels,
         flatten_params,
         list_experiments,
         varying_params,
     )
-    from cnnlab.figures import animate_learning_curves, plot_learning_curves
+    from cnnlab.figures import (
+        Interval,
+        animate_learning_curves,
+        plot_intervals,
+        plot_learning_curves,
+    )
     from cnnlab.files import atomic_directory
     from cnnlab.models.options import MODEL_TITLES
-    from cnnlab.reporting import experiment_markdown, experiment_table
+    from cnnlab.reporting import (
+        difference_markdown,
+        experiment_markdown,
+        experiment_table,
+        group_markdown,
+        param_text,
+        tuned_markdown,
+    )
 
-    experiments = list_experiments(args.repo, args.exp, args.all)
+    experiments = list_experiments(args.repo, args.exp, args.all, include_failed=True)
+    flats = {e.name: flatten_params(e.params) for e in experiments}
+    key = args.tune
+    if key is not None and (
+        key in ("seed", "datasets", "models") or all(key not in flat for flat in flats.values())
+    ):
+        raise ExperimentError(
+            f"--tune {key}: not a param the experiments can differ in; give one of their "
+            "params in -S spelling, e.g. --tune lr or --tune optimizers.sgd.momentum"
+        )
     varied = varying_params(experiments)
     labels = experiment_labels(experiments, varied)
     runs = collect_runs(
@@ -56,47 +159,82 @@ def main(argv: list[str] | None = None) -> None:
         strict=bool(args.exp),
         timings=(str(TIMINGS), run_name),
     )
-    table = experiment_table(
-        [
-            {
-                "experiment": r.experiment.name,
-                "rev": r.experiment.rev,
-                "label": labels[r.experiment.name],
-                "params": flatten_params(r.experiment.params),
-                "run": r.metrics,
-            }
-            for r in runs
-        ],
-        varied,
-    )
+    columns = [*varied, *([key] if key and key not in varied else [])]
+    table = experiment_table(_rows(experiments, runs, labels, flats), columns)
+
+    # Statistics over seeds once some configuration has several; else as without seeds.
+    by = stats.group_columns(varied)
+    groups = stats.group_table(table, by)
+    repeated = bool((groups["n"] + groups["n_diverged"] + groups["n_failed"] > 1).any())
+    sections, csvs = [], {}
+    if repeated:
+        sections.append(group_markdown(groups))
+        csvs["groups.csv"] = groups
+        diffs = stats.difference_table(table, by)
+        if not diffs.empty:  # one configuration per run: nothing to compare it with
+            sections.append(difference_markdown(diffs, csv_name="differences.csv"))
+            csvs["differences.csv"] = diffs
+    tuned = None
+    if key is not None:
+        defaults = {n: param_text(stats.optimizer_default(f, key)) for n, f in flats.items()}
+        tuned = stats.tuned_table(table, varied, key, defaults)
+        sections.append(tuned_markdown(tuned, key))
+        csvs["tuned.csv"] = tuned
+        tuned_diffs = stats.tuned_differences(table, tuned)
+        if not tuned_diffs.empty:
+            title = "Differences between tuned families"
+            sections.append(difference_markdown(tuned_diffs, title, "tuned-differences.csv"))
+            csvs["tuned-differences.csv"] = tuned_diffs
+
     figures = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(args.out) as out:
         for dataset, model in dict.fromkeys((r.dataset, r.model) for r in runs):
+            name = run_name(model, dataset)
             group = [r for r in runs if (r.dataset, r.model) == (dataset, model)]
-            histories = {labels[r.experiment.name]: r.history for r in group}
-            diverged = {
-                labels[r.experiment.name]: r.metrics.get("diverged_epoch")
-                for r in group
-                if r.metrics.get("diverged")
-            }
+            of_run = (table["dataset"] == dataset) & (table["model"] == model)
+            histories, diverged, bands = _lines(
+                group, labels, table[of_run] if repeated else None, by
+            )
             data_title = DATASETS[dataset].title if dataset in DATASETS else dataset
             title = f"{MODEL_TITLES.get(model, model)} on {data_title}"
-            if varied:
-                title += f", by {', '.join(varied)}"
-            name = f"curves-{run_name(model, dataset)}"
+            shown = by if repeated else varied
+            title += f", by {', '.join(shown)}" if shown else ""
+            curves_title = title + (" (mean over seeds)" if repeated else "")
             # Best-accuracy labels stack up; past four lines the table says it better.
             plot_learning_curves(
-                histories, title, out / f"{name}.png", diverged, mark_best=len(group) <= 4
+                histories,
+                curves_title + ("; band: the seeds' range" if bands else ""),
+                out / f"curves-{name}.png",
+                diverged,
+                mark_best=len(histories) <= 4,
+                bands=bands,
             )
-            animate_learning_curves(histories, title, out / f"{name}.gif", diverged)
-            figures += [f"{name}.png", f"{name}.gif"]
+            animate_learning_curves(histories, curves_title, out / f"curves-{name}.gif", diverged)
+            figures += [f"curves-{name}.png", f"curves-{name}.gif"]
+            charts = []
+            if repeated:
+                own = groups[(groups["dataset"] == dataset) & (groups["model"] == model)]
+                rows = stats.interval_rows(own, table, lambda row: str(row["group"]))
+                charts.append((f"accuracy-{name}.png", "test accuracy over seeds, 95% CI", rows))
+            if tuned is not None:
+                own = tuned[(tuned["dataset"] == dataset) & (tuned["model"] == model)]
+                rows = stats.interval_rows(own, table, lambda row: str(row["choice"]))
+                what = f"test accuracy at the {key} chosen on validation, 95% CI"
+                charts.append((f"tuned-{name}.png", what, rows))
+            for file, what, rows in charts:
+                plot_intervals([Interval(**r) for r in rows], f"{title}: {what}", out / file)
+                figures.append(file)
         table.to_csv(out / "experiments.csv", index=False, lineterminator="\n")
-        (out / "experiments.md").write_text(experiment_markdown(table, varied, figures))
+        for file, frame in csvs.items():
+            frame.to_csv(out / file, index=False, lineterminator="\n")
+        (out / "experiments.md").write_text(experiment_markdown(table, varied, figures, sections))
     print(
         f"compared {len(experiments)} experiments "
         f"({'; '.join(n if n == t else f'{n}: {t}' for n, t in labels.items())}) "
-        f"-> {args.out}/experiments.md, experiments.csv, {len(figures)} figures"
+        f"-> {args.out}/experiments.md, experiments.csv"
+        + "".join(f", {file}" for file in csvs)
+        + f", {len(figures)} figures"
     )
 
 

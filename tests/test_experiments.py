@@ -14,15 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import yaml
 from conftest import clean_params_text
 from PIL import Image
 
-from cnnlab import figures, reporting
+from cnnlab import figures, reporting, stats
 from cnnlab.experiments import (
     Experiment,
     ExperimentError,
     experiment_labels,
+    flatten_params,
     list_experiments,
     varying_params,
 )
@@ -188,3 +190,388 @@ def test_dvc_plot_specs_render_to_svg_without_network() -> None:
     assert svg.lstrip().startswith("<svg") and "<path" in svg
     assert "<script" not in page and svg in page  # inline, nothing to fetch
     assert "Not rendered" in page and "missing" in page
+
+
+# --------------------------------------------------------------------------------------------
+# seeds, intervals and the tuned choice (cnnlab.stats)
+
+
+def lenet_run(test: float | None, val: float | None = None, diverged: bool = False) -> dict:
+    """LeNet-on-MNIST metrics; ``test=None`` with ``diverged`` is a diverged run, without it a
+    failed one (no metrics file: the comparison passes ``failed``)."""
+    if test is None and not diverged:
+        return {"model": "lenet", "dataset": "mnist", "failed": True}
+    return {
+        **run_metrics("lenet", "mnist", test if test is not None else 0.1, diverged=diverged),
+        "best_val_acc": val if val is not None else (test or 0.1) + 0.001,
+    }
+
+
+def sweep(specs: list[tuple[str, dict, dict]], tune: str | None = None) -> tuple:
+    """The comparison's per-experiment table of these experiments, as the stage builds it:
+    (name, param changes, LeNet-on-MNIST metrics) each; returns (table, varied)."""
+    exps = [experiment(name, datasets=["mnist"], models=["lenet"], **p) for name, p, _ in specs]
+    varied = varying_params(exps)
+    labels = experiment_labels(exps, varied)
+    rows = [
+        {
+            "experiment": exp.name,
+            "rev": exp.rev,
+            "label": labels[exp.name],
+            "params": flatten_params(exp.params),
+            "run": run,
+        }
+        for exp, (_, _, run) in zip(exps, specs, strict=True)
+    ]
+    columns = [*varied, *([tune] if tune and tune not in varied else [])]
+    return reporting.experiment_table(rows, columns), varied
+
+
+def test_experiments_that_differ_only_in_seed_are_one_configuration() -> None:
+    table, varied = sweep(
+        [
+            ("sgd-1", {"optimizer": "sgd", "seed": 1}, lenet_run(0.90)),
+            ("adam-1", {"optimizer": "adam", "seed": 1}, lenet_run(0.97)),
+            ("sgd-2", {"optimizer": "sgd", "seed": 2}, lenet_run(0.92)),
+            ("sgd-bs", {"optimizer": "sgd", "seed": 3, "batch_size": 64}, lenet_run(0.93)),
+        ]
+    )
+    assert varied == ["seed", "batch_size", "optimizer"]
+    by = stats.group_columns(varied)
+    groups = stats.group_table(table, by)
+    # seeds pooled; a different batch size or optimizer is another configuration
+    assert groups[["group", "n", "experiments", "seeds"]].values.tolist() == [
+        ["batch_size=32, optimizer=sgd", 2, "sgd-1 sgd-2", "1 2"],
+        ["batch_size=32, optimizer=adam", 1, "adam-1", "1"],
+        ["batch_size=64, optimizer=sgd", 1, "sgd-bs", "3"],
+    ]
+    assert groups["test_acc_mean_pct"].tolist() == [91.0, 97.0, 93.0]
+    # one seed has no spread and no interval, and the page says so
+    assert np.isnan(groups["test_acc_sd_pct"].iloc[1])
+    assert np.isnan(groups["test_acc_ci_low_pct"].iloc[1])
+    text = reporting.group_markdown(groups)
+    assert (
+        "| batch_size=32, optimizer=adam | MNIST | LeNet | 1 | 97.00 | – | n=1: no interval |"
+        in (text)
+    )
+
+
+def test_mean_sd_and_interval_are_students_t() -> None:
+    values = [0.9, 0.92, 0.94]
+    s = stats.summarize(values)
+    assert (s.n, s.mean, s.sd) == (3, pytest.approx(0.92), pytest.approx(0.02))
+    half = scipy.stats.t.ppf(0.975, 2) * 0.02 / np.sqrt(3)
+    assert half == pytest.approx(0.0496826, abs=1e-6)
+    assert (s.low, s.high) == (pytest.approx(0.92 - half), pytest.approx(0.92 + half))
+    low, high = scipy.stats.t.interval(0.95, 2, loc=np.mean(values), scale=scipy.stats.sem(values))
+    assert (s.low, s.high) == (pytest.approx(low), pytest.approx(high))
+    one = stats.summarize([0.9])
+    assert one.n == 1 and one.mean == 0.9 and np.isnan(one.sd) and np.isnan(one.low)
+    # in the table, in percent: 92.00 ± 4.97
+    table, varied = sweep(
+        [(f"s{i}", {"seed": i}, lenet_run(v)) for i, v in enumerate(values, start=1)]
+    )
+    (row,) = stats.group_table(table, stats.group_columns(varied)).to_dict("records")
+    assert row["group"] == "every experiment" and row["n"] == 3
+    assert row["test_acc_mean_pct"] == pytest.approx(92.0)
+    assert row["test_acc_sd_pct"] == pytest.approx(2.0)
+    assert row["test_acc_ci95_pct"] == pytest.approx(half * 100, abs=1e-4)
+
+
+def test_welch_difference_interval() -> None:
+    a, b = [0.90, 0.92, 0.94], [0.88, 0.89, 0.93, 0.86]
+    d = stats.welch_difference(a, b)
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)  # Welch-Satterthwaite
+    half = scipy.stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    diff = np.mean(a) - np.mean(b)
+    assert d.diff == pytest.approx(diff) and d.df == pytest.approx(df)
+    assert (d.low, d.high) == (pytest.approx(diff - half), pytest.approx(diff + half))
+    assert d.includes_zero
+    assert stats.verdict(d, "A", "B") == "not distinguishable with n=3 and n=4 seeds"
+    apart = stats.welch_difference([0.97, 0.975, 0.98], [0.90, 0.91, 0.905])
+    assert apart.low > 0 and stats.verdict(apart, "adam", "sgd") == "adam higher"
+    assert stats.verdict(stats.welch_difference([0.9], [0.8, 0.85]), "A", "B").startswith(
+        "no interval: n=1 and n=2"
+    )
+
+
+def test_differences_between_configurations_of_a_run() -> None:
+    table, varied = sweep(
+        [
+            ("a1", {"optimizer": "sgd", "seed": 1}, lenet_run(0.90)),
+            ("a2", {"optimizer": "sgd", "seed": 2}, lenet_run(0.92)),
+            ("b1", {"optimizer": "adam", "seed": 1}, lenet_run(0.91)),
+            ("b2", {"optimizer": "adam", "seed": 2}, lenet_run(0.915)),
+        ]
+    )
+    diffs = stats.difference_table(table, stats.group_columns(varied))
+    (row,) = diffs.to_dict("records")
+    expected = scipy.stats.ttest_ind([90, 92], [91, 91.5], equal_var=False)
+    interval = expected.confidence_interval(0.95)
+    assert (row["a"], row["b"], row["differs_in"]) == (
+        "optimizer=sgd",
+        "optimizer=adam",
+        "optimizer",
+    )
+    assert row["diff_points"] == pytest.approx(-0.25)
+    assert row["ci_low_points"] == pytest.approx(interval.low, abs=1e-4)
+    assert row["verdict"] == "not distinguishable with n=2 seeds"
+    text = reporting.difference_markdown(diffs)
+    assert "| MNIST | LeNet | optimizer=sgd | optimizer=adam | -0.25 |" in text
+    assert "not distinguishable with n=2 seeds |" in text
+
+
+def test_a_diverged_or_failed_seed_is_counted_and_left_out_of_the_mean() -> None:
+    table, varied = sweep(
+        [
+            ("s1", {"optimizer": "sgd", "seed": 1}, lenet_run(0.90)),
+            ("s2", {"optimizer": "sgd", "seed": 2}, lenet_run(0.92)),
+            ("s3", {"optimizer": "sgd", "seed": 3}, lenet_run(None, diverged=True)),
+            ("s4", {"optimizer": "sgd", "seed": 4}, lenet_run(None)),
+            ("n1", {"optimizer": "nag", "seed": 1}, lenet_run(None, diverged=True)),
+            ("n2", {"optimizer": "nag", "seed": 2}, lenet_run(None, diverged=True)),
+        ]
+    )
+    assert (
+        table["status"].tolist()
+        == ["ok", "ok", "diverged at epoch 1", "failed"] + ["diverged at epoch 1"] * 2
+    )
+    groups = stats.group_table(table, stats.group_columns(varied)).set_index("group")
+    sgd = groups.loc["optimizer=sgd"]
+    assert (sgd["n"], sgd["n_diverged"], sgd["n_failed"]) == (2, 1, 1)
+    assert sgd["test_acc_mean_pct"] == pytest.approx(91.0)  # 0.90 and 0.92 only
+    assert sgd["status"] == "1 diverged and 1 failed of 4, not in the mean"
+    nag = groups.loc["optimizer=nag"]
+    assert nag["n"] == 0 and np.isnan(nag["test_acc_mean_pct"])
+    assert nag["status"] == "no result: 2 diverged of 2"
+    text = reporting.group_markdown(groups.reset_index())
+    assert "| 1 diverged and 1 failed of 4, not in the mean |" in text
+    assert "| optimizer=nag | MNIST | LeNet | 0 | – | – | – | – | 1 2 | no result: 2 diverged" in (
+        text
+    )
+    # the failed experiment is a row of the per-experiment page too
+    page = reporting.experiment_markdown(table, varied, [])
+    assert "| seed=4, optimizer=sgd | failed |" in page
+
+
+def test_the_tuned_lr_is_chosen_on_validation_never_on_test() -> None:
+    """lr 0.01 has the best validation accuracy, lr 0.03 the best test accuracy: 0.01 is
+    the choice, and the test accuracy reported is lr 0.01's."""
+    specs = []
+    for seed in (1, 2):
+        specs += [
+            (f"sgd-003-{seed}", {"optimizer": "sgd", "lr": 0.003, "seed": seed},
+             lenet_run(0.80 + seed / 100, val=0.90)),
+            (f"sgd-01-{seed}", {"optimizer": "sgd", "lr": 0.01, "seed": seed},
+             lenet_run(0.90 + seed / 100, val=0.97 + seed / 1000)),
+            (f"sgd-03-{seed}", {"optimizer": "sgd", "lr": 0.03, "seed": seed},
+             lenet_run(0.95 + seed / 100, val=0.95)),
+            # the best validation of all, but a seed diverged: not a candidate
+            (f"sgd-1-{seed}", {"optimizer": "sgd", "lr": 0.1, "seed": seed},
+             lenet_run(0.99, val=0.99, diverged=seed == 2)),
+            (f"adam-{seed}", {"optimizer": "adam", "lr": 0.003, "seed": seed},
+             lenet_run(0.93 + seed / 100, val=0.96)),
+        ]  # fmt: skip
+    table, varied = sweep(specs, tune="lr")
+    defaults = {name: "0.01" if name.startswith("sgd") else "0.001" for name, _, _ in specs}
+    tuned = stats.tuned_table(table, varied, "lr", defaults).set_index("family")
+    sgd = tuned.loc["optimizer=sgd"]
+    assert (sgd["lr"], sgd["is_default"]) == ("0.01", True)
+    assert sgd["choice"] == "optimizer=sgd, lr=0.01 (default)"
+    assert sgd["best_val_acc_mean_pct"] == pytest.approx(97.15)
+    assert sgd["test_acc_mean_pct"] == pytest.approx(91.5)  # not lr 0.03's 96.5
+    assert sgd["n"] == 2
+    assert sgd["test_acc_ci95_pct"] == pytest.approx(
+        scipy.stats.t.ppf(0.975, 1) * scipy.stats.sem([91, 92]), abs=1e-4
+    )
+    assert sgd["gain_verdict"] == "the default was the best by validation"
+    assert sgd["candidates"] == (
+        "0.003, 0.01 (default), 0.03, 0.1 (not a candidate: 1 of 2 diverged)"
+    )
+    adam = tuned.loc["optimizer=adam"]
+    assert adam["lr"] == "0.003" and pd.isna(adam["default_n"])  # its default was not run
+    diffs = stats.tuned_differences(table, tuned.reset_index())
+    (pair,) = diffs.to_dict("records")
+    assert (pair["a"], pair["b"]) == (
+        "optimizer=sgd, lr=0.01 (default)",
+        "optimizer=adam, lr=0.003",
+    )
+    assert pair["diff_points"] == pytest.approx(91.5 - 94.5)
+    text = reporting.tuned_markdown(tuned.reset_index(), "lr")
+    assert "| optimizer=sgd | MNIST | LeNet | 0.01 (default) | 97.15 | 91.50 ± 6.35 (n=2) |" in text
+    assert "| optimizer=adam | MNIST | LeNet | 0.003 | 96.00 | 94.50 ± 6.35 (n=2) | not run |" in (
+        text
+    )
+
+
+def test_a_tuned_lr_is_compared_with_the_default_one() -> None:
+    """lr=null is the optimizer's row (Adam's 0.001): the untuned result, next to the pick."""
+    specs = []
+    for lr, acc in ((None, 0.95), (0.003, 0.97)):
+        for seed in (1, 2, 3):
+            params = {"optimizer": "adam", "lr": lr, "seed": seed}
+            specs.append((f"{lr}-{seed}", params, lenet_run(acc + seed / 1000, val=acc)))
+    table, varied = sweep(specs, tune="lr")
+    defaults = dict.fromkeys(table["experiment"], "0.001")
+    (row,) = stats.tuned_table(table, varied, "lr", defaults).to_dict("records")
+    assert (row["lr"], row["is_default"], row["default_lr"], row["default_n"]) == (
+        "0.003",
+        False,
+        "null",
+        3,
+    )
+    assert row["default_test_acc_mean_pct"] == pytest.approx(95.2)
+    assert row["gain_points"] == pytest.approx(2.0)
+    assert row["gain_ci_low_points"] > 0 and row["gain_verdict"] == "tuned higher"
+
+
+def test_mean_curves_with_a_band_and_the_interval_chart(tmp_path: Path) -> None:
+    h1, h2 = history(0), history(1)
+    mean, low, high = stats.mean_history([h1, h2])
+    assert np.allclose(mean["val_acc"], (h1["val_acc"] + h2["val_acc"]) / 2)
+    assert (low["val_acc"] <= mean["val_acc"]).all() and (mean["val_acc"] <= high["val_acc"]).all()
+    plain, banded = tmp_path / "plain.png", tmp_path / "band.png"
+    figures.plot_learning_curves({"sgd (mean of 2)": mean}, "t", plain)
+    figures.plot_learning_curves(
+        {"sgd (mean of 2)": mean}, "t", banded, bands={"sgd (mean of 2)": (low, high)}
+    )
+    assert Image.open(banded).size == (1200, 900)
+    assert plain.read_bytes() != banded.read_bytes()
+    chart = tmp_path / "accuracy.png"
+    figures.plot_intervals(
+        [
+            figures.Interval("optimizer=sgd", 91.0, 86.0, 96.0, (90.0, 92.0), "(n=2)"),
+            figures.Interval("optimizer=adam", 97.0, note="(n=1)"),
+            figures.Interval("optimizer=nag", float("nan"), note="no result: 2 diverged of 2"),
+        ],
+        "LeNet on MNIST: test accuracy, 95% CI",
+        chart,
+    )
+    assert Image.open(chart).size[0] == 1200
+
+
+def fake_sweep(monkeypatch: pytest.MonkeyPatch, specs: list[tuple[str, dict, dict]]) -> None:
+    """Make the comparison script see these experiments (name, param changes, LeNet-on-MNIST
+    metrics), as if `dvc exp show` and the DVC cache held them."""
+    import cnnlab.experiments as module
+
+    exps = [
+        experiment(name, datasets=["mnist"], models=["lenet"], **changes)
+        for name, changes, _ in specs
+    ]
+    exps = [
+        Experiment(e.name, e.rev, False, str(i), e.params, failed=bool(run.get("failed")))
+        for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
+    ]
+    runs = [
+        module.ExperimentRun(e, "lenet", "mnist", run, history(i))
+        for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
+        if not e.failed
+    ]
+    monkeypatch.setattr(module, "list_experiments", lambda *a, **k: exps)
+    monkeypatch.setattr(module, "collect_runs", lambda *a, **k: runs)
+
+
+def compare_main():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "stages"))
+    from compare_experiments import main
+
+    return main
+
+
+def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = [
+        (f"{opt}-{lr}-{seed}", {"optimizer": opt, "lr": lr, "seed": seed},
+         lenet_run(acc + seed / 1000, val=val) if seed < 3 or opt == "adam" else lenet_run(None))
+        for opt, lr, acc, val in (
+            ("sgd", 0.01, 0.90, 0.95), ("sgd", 0.03, 0.93, 0.96), ("adam", 0.001, 0.97, 0.97)
+        )
+        for seed in (1, 2, 3)
+    ]  # fmt: skip
+    fake_sweep(monkeypatch, specs)
+    out = tmp_path / "out"
+    compare_main()(["--out", str(out), "--tune", "lr"])
+    said = capsys.readouterr().out
+    assert "compared 9 experiments" in said and "groups.csv" in said and "tuned.csv" in said
+    assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy-lenet-mnist.png",
+        "curves-lenet-mnist.gif",
+        "curves-lenet-mnist.png",
+        "differences.csv",
+        "experiments.csv",
+        "experiments.md",
+        "groups.csv",
+        "tuned-differences.csv",
+        "tuned-lenet-mnist.png",
+        "tuned.csv",
+    ]
+    groups = pd.read_csv(out / "groups.csv")
+    assert groups[["group", "n", "n_failed"]].values.tolist() == [
+        ["optimizer=sgd, lr=0.01", 2, 1],
+        ["optimizer=sgd, lr=0.03", 2, 1],
+        ["optimizer=adam, lr=0.001", 3, 0],
+    ]
+    tuned = pd.read_csv(out / "tuned.csv").set_index("family")
+    assert tuned.loc["optimizer=sgd", "lr"] == 0.03  # the better validation mean
+    page = (out / "experiments.md").read_text()
+    for heading in ("Test accuracy over seeds", "Differences between configurations",
+                    "Tuned `lr`", "Differences between tuned families", "Every run"):  # fmt: skip
+        assert f"## {heading}" in page
+    assert "| 1 failed of 3, not in the mean |" in page
+
+
+def test_without_repeats_the_comparison_is_one_line_per_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_sweep(
+        monkeypatch,
+        [
+            ("sgd", {"optimizer": "sgd"}, lenet_run(0.9)),
+            ("adam", {"optimizer": "adam"}, lenet_run(0.95)),
+        ],
+    )
+    out = tmp_path / "out"
+    compare_main()(["--out", str(out)])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves-lenet-mnist.gif",
+        "curves-lenet-mnist.png",
+        "experiments.csv",
+        "experiments.md",
+    ]
+    assert "over seeds" not in (out / "experiments.md").read_text()
+
+
+def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cnnlab.experiments as module
+
+    def entry(name: str, state: str | None, seed: int) -> dict:
+        params = {**yaml.safe_load(clean_params_text()), "seed": seed}
+        data = {"timestamp": f"2030-01-0{seed}", "params": {"params.yaml": {"data": params}}}
+        executor = None if state is None else {"state": state}
+        return {"name": name, "executor": executor, "revs": [{"rev": f"{name:0<40}", "data": data}]}
+
+    shown = [
+        {"rev": "workspace"},
+        {
+            "rev": "b" * 40,
+            "name": "main",
+            "data": {"params": {}},
+            "experiments": [entry("ok", None, 1), entry("broke", "failed", 2)],
+        },
+    ]
+    monkeypatch.setattr(module, "_check_repo", lambda root: None)
+    monkeypatch.setattr(module, "dvc_json", lambda args, root: shown)
+    assert [e.name for e in list_experiments(Path("."))] == ["ok"]
+    assert "skipping experiment 'broke' (failed)" in capsys.readouterr().err
+    listed = list_experiments(Path("."), include_failed=True)
+    assert [(e.name, e.failed, e.params["seed"]) for e in listed] == [
+        ("ok", False, 1),
+        ("broke", True, 2),
+    ]

@@ -5,6 +5,7 @@ comparison.
 tests/test_pipeline_e2e.py covers the first `dvc repro`, a diverging run and a typo written
 into params.yaml; this module covers the experiments. One baseline (the session's tiny
 project, see conftest), two experiments and, last, one queued LeNet-only epoch keep it small.
+The seeds test has a project of its own (nothing reproduced first: the queue runs it all).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_pipeline_e2e import copy_repository, dvc, run, stages_run
+from test_pipeline_e2e import copy_repository, dvc, run, stages_run, tiny_project
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +29,7 @@ DATA = {"download@digits", "prepare@digits"}
 
 def compare_experiments(project: Path, *args: str, check: bool = True):
     script = project / "stages" / "compare_experiments.py"
-    return run([sys.executable, str(script), *args], project, check=check)
+    return run([sys.executable, str(script), *args], project, check=check, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +214,47 @@ def test_a_queued_run_keeps_its_restriction(baseline: Path, experiments) -> None
     shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
     queued = next(e for e in shown[1]["experiments"] if e["name"] == "queued")
     assert set(queued["revs"][0]["data"]["metrics"]["metrics.json"]["data"]) == {"lenet-digits"}
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed tiny project (digits, LeNet, one epoch on 200 images, one thread) with
+    one configuration queued with two seeds (`-S 'seed=1,2'`: DVC's grid makes two
+    experiments) and the queue run to the end."""
+    params = {
+        "datasets": ["digits"],
+        "models": ["lenet"],
+        "epochs": 1,
+        "batch_size": 32,
+        "eval_batch_size": 100,
+        "threads": 1,
+    }
+    path = tiny_project(
+        tmp_path_factory.mktemp("seeds") / "repo", params, {"max_train": 200, "max_test": 200}
+    )
+    dvc("exp", "run", "--queue", "-S", "seed=1,2", cwd=path, timeout=120)
+    dvc("exp", "run", "--run-all", cwd=path, timeout=300)  # waits for the queue's worker
+    return path
+
+
+def test_two_seeds_of_one_configuration_are_one_row_with_their_mean(two_seeds: Path) -> None:
+    shown = json.loads(dvc("exp", "show", "--json", cwd=two_seeds, timeout=120).stdout)
+    recorded = {}  # seed -> the test accuracy that experiment committed (metrics.json)
+    for exp in shown[1]["experiments"]:
+        data = exp["revs"][0]["data"]
+        seed = data["params"]["params.yaml"]["data"]["seed"]
+        recorded[seed] = data["metrics"]["metrics.json"]["data"]["lenet-digits"]["test_acc"]
+    assert sorted(recorded) == [1, 2]
+    result = compare_experiments(two_seeds)
+    assert "compared 2 experiments" in result.stdout and "groups.csv" in result.stdout
+    out = two_seeds / "reports" / "experiments"
+    (row,) = list(csv.DictReader((out / "groups.csv").open()))
+    assert (row["group"], row["dataset"], row["model"]) == ("every experiment", "digits", "lenet")
+    assert (row["n"], row["n_diverged"], row["n_failed"], row["seeds"]) == ("2", "0", "0", "1 2")
+    mean = sum(recorded.values()) / 2 * 100
+    assert float(row["test_acc_mean_pct"]) == pytest.approx(mean, abs=1e-3)
+    assert float(row["test_acc_ci_low_pct"]) <= mean <= float(row["test_acc_ci_high_pct"])
+    page = (out / "experiments.md").read_text()
+    assert "## Test accuracy over seeds (%)" in page
+    assert f"| every experiment | scikit-learn digits | LeNet | 2 | {mean:.2f} |" in page
+    assert Image.open(out / "accuracy-lenet-digits.png").size[0] == 1200

@@ -33,11 +33,15 @@ METRIC_KEYS = {
 }
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    """``cmd`` in ``cwd`` with the venv first on PATH; ``timeout`` (seconds) is a deadline:
+    past it the command is killed and the test fails with subprocess.TimeoutExpired."""
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `python` in dvc.yaml: the venv's
     env = {**os.environ, "CI": "true", "PATH": path}
     env.pop("PYTHONPATH", None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({result.returncode}):\n"
@@ -46,8 +50,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return result
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd, check)
+def dvc(
+    *args: str, cwd: Path, check: bool = True, timeout: float | None = None
+) -> subprocess.CompletedProcess:
+    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd, check, timeout)
 
 
 def stages_run(output: str) -> list[str]:

@@ -330,6 +330,7 @@ PRESET_NAMES = [
     "optimizers-cifar10",
     "lenet-mnist-99",
     "alexnet2012",
+    "tuned-optimizers-lenet-mnist",
 ]
 
 
@@ -470,6 +471,32 @@ def test_alexnet2012_preset_is_the_paper_recipe(tmp_path: Path) -> None:
     augment = augmentation_for(params, "cifar10")
     assert augment.pca_lighting == 0.1 and augment.hflip and augment.crop_padding == 16
     assert (params.batch_size, params.epochs) == (128, 90)
+
+
+def test_tuned_preset_is_an_lr_grid_around_each_optimizers_row_with_two_seeds(
+    tmp_path: Path,
+) -> None:
+    lines = _preset_commands()["tuned-optimizers-lenet-mnist"]
+    names = ["sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam"]
+    shared = None
+    for name, sets in zip(names, lines, strict=True):
+        runs = _apply_preset(tmp_path, sets)
+        assert {p.optimizer for p in runs} == {name}
+        default = make_params(optimizer=name).optimizer_settings()["lr"]
+        lrs = sorted({p.optimizer_settings()["lr"] for p in runs})
+        assert lrs == pytest.approx([default / 3, default, default * 3], rel=0.11)
+        assert lrs[1] == default  # the untuned result is in the grid
+        # every lr with seeds 1 and 2, and nothing else different between the runs
+        assert sorted((p.lr, p.seed) for p in runs) == [(lr, s) for lr in lrs for s in (1, 2)]
+        for params in runs:
+            assert (params.datasets, params.models, params.epochs) == (["mnist"], ["lenet"], 3)
+            assert params.scheduler.name == "none" and params.threads == 1
+            rest = params.model_dump(exclude={"optimizer", "lr", "seed"})
+            assert shared is None or rest == shared
+            shared = rest
+    assert len(lines) == len(names)
+    text = PRESETS.read_text().split("## tuned-optimizers-lenet-mnist", 1)[1]
+    assert "\npython stages/compare_experiments.py --tune lr\n" in text
 
 
 def test_a_plain_torch_scheduler_still_steps_once_per_epoch(tiny_digits) -> None:

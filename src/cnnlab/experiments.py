@@ -54,6 +54,7 @@ class Experiment:
     baseline: bool
     timestamp: str
     params: dict[str, Any] = field(repr=False)  # params.yaml as that revision has it
+    failed: bool = False  # a queued run that failed: its params, no results
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,10 @@ def _finished(executor: Mapping[str, Any] | None) -> bool:
 
 
 def list_experiments(
-    root: Path, names: Sequence[str] | None = None, all_commits: bool = False
+    root: Path,
+    names: Sequence[str] | None = None,
+    all_commits: bool = False,
+    include_failed: bool = False,
 ) -> list[Experiment]:
     """The experiments to compare, oldest first (by the time each one's result was committed).
 
@@ -109,6 +113,8 @@ def list_experiments(
     ``all_commits``), baselines left out; queued, running and failed ones are skipped with a
     note on stderr. With ``names``: exactly those, each an experiment name, a revision (or its
     start) or a baseline's branch name; one that is unknown or not finished is an error.
+    ``include_failed`` lists queued runs that failed too (``failed=True``, with the params
+    they were queued with), for a caller that reports them instead of dropping them.
     """
     _check_repo(root)
     shown = dvc_json(["exp", "show", *(["-A"] if all_commits else [])], root)
@@ -130,8 +136,10 @@ def list_experiments(
         for exp in commit.get("experiments") or []:
             tip = exp["revs"][0]
             name = exp.get("name") or tip.get("name") or tip["rev"][:7]
-            if not _finished(exp.get("executor")):
-                unfinished[name] = str((exp.get("executor") or {}).get("state"))
+            state = str((exp.get("executor") or {}).get("state"))
+            failed = include_failed and state == "failed"
+            if not _finished(exp.get("executor")) and not failed:
+                unfinished[name] = state
                 continue
             found.append(
                 Experiment(
@@ -140,6 +148,7 @@ def list_experiments(
                     baseline=False,
                     timestamp=str((tip.get("data") or {}).get("timestamp") or ""),
                     params=_params_of(tip),
+                    failed=failed,
                 )
             )
     found.sort(key=lambda e: (e.timestamp, e.name))
@@ -233,11 +242,14 @@ def collect_runs(
     the experiment kept one. An experiment whose
     metrics cannot be read (it failed, or its outputs are not in this machine's DVC cache)
     is an error when ``strict`` (the user named it) and is skipped with a note otherwise.
+    Failed experiments (``failed=True``) have no files and are passed over.
     """
     from dvc.api import DVCFileSystem
 
     runs: list[ExperimentRun] = []
     for exp in experiments:
+        if exp.failed:
+            continue  # nothing to read: the caller reports it as failed
         fs = DVCFileSystem(str(root), rev=exp.rev)
 
         def read(path: str, fs: DVCFileSystem = fs) -> str | None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib as mpl
@@ -41,8 +42,10 @@ from cnnlab.files import write_bytes
 
 __all__ = [
     "OKABE_ITO",
+    "Interval",
     "animate_learning_curves",
     "plot_confusion_matrix",
+    "plot_intervals",
     "plot_learning_curves",
 ]
 
@@ -166,6 +169,18 @@ def _loss_top(values: list[np.ndarray]) -> float | None:
     return top * 1.05 if top > 0 else None
 
 
+def _band(
+    ax: Axes, band: tuple[pd.DataFrame, pd.DataFrame], column: str, scale: float, colour: str
+) -> None:
+    """Shade between the lowest and highest value per epoch, under the lines."""
+    low, high = band
+    merged = low[["epoch", column]].merge(high[["epoch", column]], on="epoch")
+    x = _column(merged, "epoch")
+    lo, hi = _column(merged, f"{column}_x") * scale, _column(merged, f"{column}_y") * scale
+    keep = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
+    ax.fill_between(x[keep], lo[keep], hi[keep], color=colour, alpha=0.18, lw=0, zorder=1.2)
+
+
 def _best_labels(ax: Axes, bests: list[tuple[float, int, str]]) -> None:
     """Dashed line at each best accuracy, labelled "best 98.7% (epoch 3)" in the line's colour.
 
@@ -215,6 +230,7 @@ def plot_learning_curves(
     diverged: Mapping[str, int | None] | None = None,
     *,
     mark_best: bool = True,
+    bands: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
 ) -> None:
     """Save a 2x2 figure (train/val loss on top, train/val accuracy below), one line per label.
 
@@ -226,12 +242,16 @@ def plot_learning_curves(
     unknown): the trainer stops before logging an epoch whose training loss went NaN, so the
     history alone cannot always tell; pass the evaluate metrics' ``diverged_epoch`` here.
     ``mark_best`` draws each line's best validation accuracy as a dashed, labelled line.
+    ``bands`` maps a label to two histories, the lowest and highest values per epoch (of the
+    seeds behind a mean line): a shaded band in the line's colour.
 
     One legend for the whole figure, below the panels, since every panel shows the same runs;
     per-panel legends would repeat it four times and hide data.
     """
     with mpl.style.context(["default", _STYLE]):
-        fig, _ = _curves_figure(histories, title, diverged, mark_best=mark_best, dpi=_DPI)
+        fig, _ = _curves_figure(
+            histories, title, diverged, mark_best=mark_best, dpi=_DPI, bands=bands
+        )
         _save_png(fig, path)
 
 
@@ -302,6 +322,7 @@ def _curves_figure(
     *,
     mark_best: bool,
     dpi: float,
+    bands: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
 ) -> tuple[Figure, list[tuple[Line2D, np.ndarray, np.ndarray]]]:
     """Build the 2x2 learning-curve figure; also return every drawn line with its full data
     (the animation redraws them cut at each epoch). Call inside the style context."""
@@ -352,6 +373,8 @@ def _curves_figure(
                 label=label,
             )
             traces.append((line, x, y))
+            if bands and label in bands:
+                _band(ax, bands[label], column, scale, colour)
             if column == "val_acc" and y.size:
                 best = int(np.argmax(y))  # first maximum: the checkpoint rule keeps ties old
                 bests.append((float(y[best]), int(x[best]), colour))
@@ -384,6 +407,78 @@ def _curves_figure(
     fig.suptitle(_literal(title), fontsize=12)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
     return fig, traces
+
+
+# --------------------------------------------------------------------------------------------
+# accuracy with intervals
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One row of :func:`plot_intervals`: a mean (percent; NaN when there is no result), its
+    interval (NaN when there is none, e.g. one seed), the values behind it and a note."""
+
+    label: str
+    mean: float
+    low: float = math.nan
+    high: float = math.nan
+    values: tuple[float, ...] = ()
+    note: str = ""
+
+
+def plot_intervals(
+    rows: Sequence[Interval], title: str, path: Path, xlabel: str = "test accuracy (%)"
+) -> None:
+    """Save a dot-and-whisker chart: one row per label, top to bottom in the given order, the
+    mean as a marker, its interval as an error bar, each seed as a small hollow dot, and the
+    numbers (or the note, e.g. "no result: 2 diverged of 2") on the right.
+
+    Points and bars, not filled bars from zero: accuracies of 97-99% would all look alike.
+    """
+    if not rows:
+        raise ValueError("an interval chart needs at least one row")
+    finite = [
+        v
+        for r in rows
+        for v in (r.mean, r.low, r.high, *r.values)
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    ]
+    left, right = (min(finite), max(finite)) if finite else (0.0, 100.0)
+    span = max(right - left, 0.5)
+    with mpl.style.context(["default", _STYLE, {"axes.grid.axis": "x"}]):
+        height = 1.5 + 0.42 * len(rows)
+        fig = Figure(figsize=(_CURVES_SIZE[0], height), dpi=_DPI, layout="constrained")
+        ax = fig.subplots()
+        texts = []
+        for index, row in enumerate(rows):
+            y = -index
+            colour = OKABE_ITO[index % len(OKABE_ITO)]
+            if row.values:
+                ax.plot(row.values, [y] * len(row.values), "o", mfc="none", color=colour,
+                        alpha=0.7, ms=5, zorder=2)  # fmt: skip
+            if math.isfinite(row.mean):
+                low, high = row.low, row.high
+                has_bar = math.isfinite(low) and math.isfinite(high)
+                err = [[row.mean - low], [high - row.mean]] if has_bar else None
+                ax.errorbar([row.mean], [y], xerr=err, fmt="D", color=colour, ms=6,
+                            capsize=4, lw=1.6, zorder=3)  # fmt: skip
+                text = f"{row.mean:.2f}" + (f" ± {(high - low) / 2:.2f}" if has_bar else "")
+                texts.append(f"{text} {row.note}".strip())
+            else:
+                texts.append(row.note or "no result")
+        ticks = [-i for i in range(len(rows))]
+        ax.set_yticks(ticks, labels=[_literal(r.label) for r in rows])
+        # The numbers as right-hand tick labels: the layout makes room for them.
+        right_axis = ax.secondary_yaxis("right")
+        right_axis.set_yticks(ticks, labels=[_literal(t) for t in texts])
+        right_axis.tick_params(length=0)
+        for index, label in enumerate(right_axis.get_yticklabels()):
+            label.set_color(OKABE_ITO[index % len(OKABE_ITO)])
+        ax.set_ylim(-len(rows) + 0.4, 0.6)
+        ax.set_xlim(left - 0.1 * span, right + 0.1 * span)
+        ax.set_xlabel(xlabel)
+        fig.suptitle(_literal(title), fontsize=12)
+        _save_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------

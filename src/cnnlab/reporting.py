@@ -31,12 +31,15 @@ from cnnlab.models.options import MODEL_TITLES
 
 __all__ = [
     "comparison_table",
+    "difference_markdown",
     "experiment_markdown",
     "experiment_table",
+    "group_markdown",
     "param_text",
     "report_markdown",
     "summary_json",
     "summary_table",
+    "tuned_markdown",
 ]
 
 
@@ -548,7 +551,9 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
     """One row per experiment and run: what the experiment changed, then how the run did.
 
     ``rows`` hold ``experiment`` (its name), ``rev``, ``label``, ``params`` (the experiment's
-    flattened params) and ``run`` (the evaluate stage's metrics). ``varied`` names the params
+    flattened params) and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
+    "failed": True}`` for a run of an experiment that failed: status "failed", no numbers,
+    so that it is seen and counted rather than missing). ``varied`` names the params
     that differ between the experiments; each gets a column, so the CSV can be filtered and
     pivoted on them. Rows come by dataset, then model, then experiment in the given order
     (the order the experiments were run), which keeps each comparison together.
@@ -575,7 +580,7 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
                 "final_val_acc_pct": _pct(_quality(run, "final_val_acc")),
                 "epochs_completed": _int(run.get("epochs_completed")),
                 "train_seconds": _float(run.get("train_seconds")),
-                "status": _status(run),
+                "status": "failed" if run.get("failed") else _status(run),
             }
         )
         records.append(record)
@@ -607,14 +612,20 @@ def param_text(value: Any) -> str:
     return str(value)
 
 
-def experiment_markdown(table: pd.DataFrame, varied: Sequence[str], figures: Sequence[str]) -> str:
+def experiment_markdown(
+    table: pd.DataFrame,
+    varied: Sequence[str],
+    figures: Sequence[str],
+    sections: Sequence[str] = (),
+) -> str:
     """The Markdown page of a cross-experiment comparison.
 
     First the reference's shape (one row per experiment, one column per dataset and model,
     the test accuracy), then every number per run, then the figures (``figures`` are file
     names relative to the page). Accuracies are those of the best checkpoint by validation
     accuracy, as everywhere in this project, not the last epoch's: the last epoch's is the
-    "final val acc" column.
+    "final val acc" column. ``sections`` (Markdown, e.g. :func:`group_markdown`) come right
+    after the introduction: a summary over seeds is what one reads first.
     """
     parts = ["# Experiments compared", ""]
     what = ", ".join(f"`{k}`" for k in varied) if varied else "nothing (labels are names)"
@@ -623,6 +634,8 @@ def experiment_markdown(table: pd.DataFrame, varied: Sequence[str], figures: Seq
         'split, with the checkpoint of the best validation accuracy; "final val" is the '
         "last epoch's validation accuracy."
     )
+    for section in sections:
+        parts += ["", section.rstrip("\n")]
     if table.empty:
         return "\n".join([*parts, "", "_No runs._"]) + "\n"
 
@@ -670,4 +683,194 @@ def experiment_markdown(table: pd.DataFrame, varied: Sequence[str], figures: Seq
         parts += ["", "## Figures"]
         for name in figures:
             parts += ["", f"![{name}]({_link_target(name)})"]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# across experiments: seeds, differences, the tuned choice (tables of cnnlab.stats)
+
+#: Past this many pairs per run, the differences section keeps the pairs that differ in one
+#: param (the rest are in the CSV).
+_MAX_PAIRS = 15
+
+
+def _interval_text(n: Any, low: Any, high: Any, half: Any) -> str:
+    count = _int(n) or 0
+    if count == 0:
+        return _DASH
+    if count == 1:
+        return "n=1: no interval"
+    if math.isnan(_float(low)):
+        return _DASH
+    return f"{_float(low):.2f} – {_float(high):.2f} (±{_float(half):.2f})"
+
+
+def _mean_text(n: Any, mean: Any, half: Any) -> str:
+    count = _int(n) or 0
+    if count == 0:
+        return _DASH
+    if count == 1:
+        return f"{_float(mean):.2f} (n=1: no interval)"
+    return f"{_float(mean):.2f} ± {_float(half):.2f} (n={count})"
+
+
+def group_markdown(groups: pd.DataFrame) -> str:
+    """The section on repeats: per configuration and run, the test accuracy's mean, standard
+    deviation and 95% interval over the seeds (``cnnlab.stats.group_table``)."""
+    parts = [
+        "## Test accuracy over seeds (%)",
+        "",
+        "Experiments that differ only in `seed` are one configuration. Mean and standard "
+        "deviation over its seeds; 95% confidence interval of the mean, Student's t "
+        "(n=1 gives none). Diverged and failed seeds are counted under Status and left out "
+        "of every number.",
+        "",
+    ]
+    header = [
+        "Configuration",
+        "Dataset",
+        "Model",
+        "n",
+        "Mean",
+        "SD",
+        "95% CI",
+        "Best val mean",
+        "Seeds",
+        "Status",
+    ]
+    rows = [
+        [
+            str(row["group"]),
+            _dataset_title(str(row["dataset"])),
+            _model_title(str(row["model"])),
+            str(_int(row["n"]) or 0),
+            _fmt_float(row["test_acc_mean_pct"], 2),
+            _fmt_float(row["test_acc_sd_pct"], 2),
+            _interval_text(
+                row["n"],
+                row["test_acc_ci_low_pct"],
+                row["test_acc_ci_high_pct"],
+                row["test_acc_ci95_pct"],
+            ),
+            _fmt_float(row["best_val_acc_mean_pct"], 2),
+            str(row["seeds"]) or _DASH,
+            str(row["status"]),
+        ]
+        for row in groups.to_dict("records")
+    ]
+    parts.append(_markdown_table(header, rows, "lllrrrrrll") if rows else "_No runs._")
+    return "\n".join(parts) + "\n"
+
+
+def _shown_pairs(diffs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """All pairs, or, where a run has too many to read, those that differ in one param."""
+    kept, trimmed = [], False
+    for _, run in diffs.groupby(["dataset", "model"], sort=False):
+        if len(run) > _MAX_PAIRS and run["differs_in"].str.len().gt(0).all():
+            run = run[~run["differs_in"].str.contains(",", regex=False)]
+            trimmed = True
+        kept.append(run)
+    return (pd.concat(kept) if kept else diffs), trimmed
+
+
+def difference_markdown(
+    diffs: pd.DataFrame, title: str = "Differences between configurations", csv_name: str = ""
+) -> str:
+    """The section on pairs of the same run: A − B in points of test accuracy with Welch's
+    95% interval, and the verdict in words (``cnnlab.stats.difference_table``)."""
+    parts = [
+        f"## {title}",
+        "",
+        "Mean test accuracy of A minus that of B, in percentage points, with Welch's 95% "
+        "interval for a difference of means. An interval that includes zero means the seeds "
+        "run cannot tell the two apart.",
+        "",
+    ]
+    shown, trimmed = _shown_pairs(diffs)
+    if trimmed:
+        where = f" (every pair: {csv_name})" if csv_name else ""
+        parts += [
+            f"Runs with more than {_MAX_PAIRS} pairs show those differing in one param{where}.",
+            "",
+        ]
+    header = ["Dataset", "Model", "A", "B", "A − B", "95% CI", "Verdict"]
+    rows = []
+    for row in shown.to_dict("records"):
+        diff = _float(row["diff_points"])
+        low, high = _float(row["ci_low_points"]), _float(row["ci_high_points"])
+        rows.append(
+            [
+                _dataset_title(str(row["dataset"])),
+                _model_title(str(row["model"])),
+                str(row["a"]),
+                str(row["b"]),
+                _DASH if math.isnan(diff) else f"{diff:+.2f}",
+                _DASH if math.isnan(low) else f"{low:+.2f} to {high:+.2f}",
+                str(row["verdict"]),
+            ]
+        )
+    parts.append(_markdown_table(header, rows, "llllrrl") if rows else "_No pairs._")
+    return "\n".join(parts) + "\n"
+
+
+def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
+    """The tuned comparison: per family, the ``key`` value chosen on mean validation
+    accuracy and the test accuracy there, next to the default value's
+    (``cnnlab.stats.tuned_table``)."""
+    parts = [
+        f"## Tuned `{key}`",
+        "",
+        f"Within each family (every param equal but `{key}` and `seed`), the `{key}` with the "
+        "best mean validation accuracy (best_val_acc) over its seeds is chosen; values with a "
+        "diverged seed are not candidates. The test accuracy is that of the chosen value "
+        "only and played no part in the choice. The validation mean it was chosen on is "
+        "biased upwards by the choice; the test mean is not.",
+        "",
+    ]
+    header = [
+        "Family",
+        "Dataset",
+        "Model",
+        f"Chosen {key}",
+        "Val mean (chosen on)",
+        "Test mean ± 95% CI",
+        f"Default {key}: test",
+        "Tuned − default",
+        "Candidates",
+    ]
+    rows = []
+    for row in tuned.to_dict("records"):
+        chosen = f"{row[key]} (default)" if row["is_default"] is True else str(row[key])
+        default = row[f"default_{key}"]
+        if not pd.isna(row["default_n"]):
+            default = "null (default)" if default == "null" else f"{default} (default)"
+        gain = _float(row["gain_points"])
+        gain_text = row["gain_verdict"] if isinstance(row["gain_verdict"], str) else _DASH
+        if not math.isnan(gain):
+            low, high = _float(row["gain_ci_low_points"]), _float(row["gain_ci_high_points"])
+            interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
+            gain_text = f"{gain:+.2f}{interval}: {gain_text}"
+        rows.append(
+            [
+                str(row["family"]),
+                _dataset_title(str(row["dataset"])),
+                _model_title(str(row["model"])),
+                chosen if row["tuned"] == "yes" else str(row["tuned"]),
+                _fmt_float(row["best_val_acc_mean_pct"], 2),
+                _mean_text(row["n"], row["test_acc_mean_pct"], row["test_acc_ci95_pct"]),
+                (
+                    f"{default}: "
+                    + _mean_text(
+                        row["default_n"],
+                        row["default_test_acc_mean_pct"],
+                        row["default_test_acc_ci95_pct"],
+                    )
+                    if not pd.isna(row["default_n"])
+                    else "not run"
+                ),
+                gain_text,
+                str(row["candidates"]),
+            ]
+        )
+    parts.append(_markdown_table(header, rows, "llllrrrll") if rows else "_No runs._")
     return "\n".join(parts) + "\n"

@@ -1,0 +1,619 @@
+"""Seeds as repeated measurements: groups of experiments, their intervals, the tuned choice.
+
+A single run's test accuracy moves by tenths of a point with the seed, which is as much as
+many of the differences one wants to read off a comparison. So the cross-experiment
+comparison treats experiments that differ only in ``seed`` as repeats of one configuration
+(a *group*) and reports per group the mean, the standard deviation, the count and a 95%
+confidence interval of the mean (Student's t), and between two groups of the same run the
+difference of means with Welch's interval (no equal-variance assumption: an optimizer that
+is unstable has a larger spread than one that is not).
+
+Every function is pure: it takes the per-experiment table of
+:func:`cnnlab.reporting.experiment_table` (accuracies in percent, one row per experiment
+and run, a column per varied param, ``status`` "ok", "diverged..." or "failed") and
+returns a DataFrame. A diverged or failed run has no accuracy worth averaging: it is
+counted in its group (``n_diverged``, ``n_failed``) and left out of every mean.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+__all__ = [
+    "CONFIDENCE",
+    "CurveGroup",
+    "Difference",
+    "Summary",
+    "curve_groups",
+    "difference_table",
+    "group_columns",
+    "group_table",
+    "interval_rows",
+    "mean_history",
+    "optimizer_default",
+    "summarize",
+    "tuned_differences",
+    "tuned_table",
+    "verdict",
+    "welch_difference",
+]
+
+CONFIDENCE = 0.95
+_ROUND = 4
+
+#: The param that tells repeats of one configuration apart.
+SEED = "seed"
+
+
+# --------------------------------------------------------------------------------------------
+# statistics on plain numbers
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation and confidence interval of the mean of ``n`` values.
+
+    ``sd`` and the interval are NaN for n < 2: one value says nothing about the spread.
+    """
+
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+    """Student's t interval: mean ± t(1 - (1 - confidence) / 2, n - 1) · sd / sqrt(n).
+
+    NaN values are dropped first (they are runs without a result, counted elsewhere).
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    if n == 0:
+        return Summary(0, math.nan, math.nan, math.nan, math.nan)
+    mean = float(np.mean(x))
+    if n < 2:
+        return Summary(1, mean, math.nan, math.nan, math.nan)
+    sd = float(np.std(x, ddof=1))
+    half = float(scipy.stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
+    return Summary(n, mean, sd, mean - half, mean + half)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(a) - mean(b) with Welch's interval; the interval is NaN when it cannot be had
+    (fewer than two values on a side, or no spread on either side)."""
+
+    n_a: int
+    n_b: int
+    diff: float
+    low: float
+    high: float
+    df: float
+
+    @property
+    def has_interval(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    @property
+    def includes_zero(self) -> bool:
+        return self.has_interval and self.low <= 0 <= self.high
+
+
+def welch_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
+) -> Difference:
+    """Welch's t interval for the difference of two means (scipy's ``ttest_ind`` with
+    ``equal_var=False``); NaN values are dropped first."""
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        return Difference(int(x.size), int(y.size), math.nan, math.nan, math.nan, math.nan)
+    diff = float(np.mean(x) - np.mean(y))
+    if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+        return Difference(int(x.size), int(y.size), diff, math.nan, math.nan, math.nan)
+    result = scipy.stats.ttest_ind(x, y, equal_var=False)
+    interval = result.confidence_interval(confidence)
+    return Difference(
+        int(x.size), int(y.size), diff, float(interval.low), float(interval.high), float(result.df)
+    )
+
+
+def verdict(d: Difference, label_a: str, label_b: str) -> str:
+    """What a reader may conclude from one difference, in words."""
+    if d.n_a == 0 or d.n_b == 0:
+        return "no interval: a side has no result"
+    if not d.has_interval:
+        if min(d.n_a, d.n_b) < 2:
+            return f"no interval: n={d.n_a} and n={d.n_b} (needs 2 seeds on each side)"
+        return "no interval: every seed gave the same accuracy"
+    if d.includes_zero:
+        seeds = f"n={d.n_a}" if d.n_a == d.n_b else f"n={d.n_a} and n={d.n_b}"
+        return f"not distinguishable with {seeds} seeds"
+    return f"{label_a if d.diff > 0 else label_b} higher"
+
+
+# --------------------------------------------------------------------------------------------
+# groups of experiments
+
+
+def group_columns(varied: Sequence[str], *also_ignored: str) -> list[str]:
+    """The params that tell configurations apart: every varied one but the seed (and
+    ``also_ignored``, e.g. the param being tuned)."""
+    return [k for k in varied if k != SEED and k not in also_ignored]
+
+
+def _label(row: Mapping[str, Any], by: Sequence[str]) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in by) if by else "every experiment"
+
+
+def _runs(table: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
+
+
+@dataclass(frozen=True, eq=False)
+class _Group:
+    label: str
+    params: dict[str, Any]
+    dataset: str
+    model: str
+    rows: pd.DataFrame
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        return self.rows[self.rows["status"] == "ok"]
+
+    def values(self, column: str = "test_acc_pct") -> list[float]:
+        return [float(v) for v in self.ok[column] if np.isfinite(v)]
+
+    @property
+    def n_diverged(self) -> int:
+        return int(self.rows["status"].str.startswith("diverged").sum())
+
+    @property
+    def n_failed(self) -> int:
+        return int((self.rows["status"] == "failed").sum())
+
+    @property
+    def status(self) -> str:
+        total, ok = len(self.rows), len(self.ok)
+        if ok == total:
+            return "ok"
+        parts = [
+            f"{count} {what}"
+            for count, what in ((self.n_diverged, "diverged"), (self.n_failed, "failed"))
+            if count
+        ]
+        if ok == 0:
+            return f"no result: {' and '.join(parts)} of {total}"
+        return f"{' and '.join(parts)} of {total}, not in the mean"
+
+
+def _groups(table: pd.DataFrame, by: Sequence[str]) -> list[_Group]:
+    """The groups in the table's order: by run (dataset, model), then by first experiment."""
+    found: list[_Group] = []
+    for dataset, model in _runs(table):
+        run = table[(table["dataset"] == dataset) & (table["model"] == model)]
+        keys = list(dict.fromkeys(tuple(row[k] for k in by) for _, row in run.iterrows()))
+        for key in keys:
+            mask = np.ones(len(run), dtype=bool)
+            for column, value in zip(by, key, strict=True):
+                mask &= (run[column] == value).to_numpy()
+            params = dict(zip(by, key, strict=True))
+            found.append(_Group(_label(params, by), params, dataset, model, run[mask]))
+    return found
+
+
+def _pct(value: float) -> float:
+    return round(value, _ROUND) if math.isfinite(value) else math.nan
+
+
+def _summary_fields(prefix: str, s: Summary) -> dict[str, Any]:
+    return {
+        f"{prefix}_mean_pct": _pct(s.mean),
+        f"{prefix}_sd_pct": _pct(s.sd),
+        f"{prefix}_ci95_pct": _pct(s.half_width),
+        f"{prefix}_ci_low_pct": _pct(s.low),
+        f"{prefix}_ci_high_pct": _pct(s.high),
+    }
+
+
+def _group_record(g: _Group) -> dict[str, Any]:
+    test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
+    seeds = g.rows[SEED].tolist() if SEED in g.rows else []
+    return {
+        "group": g.label,
+        **g.params,
+        "dataset": g.dataset,
+        "model": g.model,
+        "n": test.n,
+        "n_diverged": g.n_diverged,
+        "n_failed": g.n_failed,
+        **_summary_fields("test_acc", test),
+        "best_val_acc_mean_pct": _pct(val.mean),
+        "best_val_acc_sd_pct": _pct(val.sd),
+        "status": g.status,
+        "seeds": " ".join(str(s) for s in seeds),
+        "experiments": " ".join(g.rows["experiment"]),
+    }
+
+
+def _summary_columns(prefix: str) -> list[str]:
+    return [f"{prefix}_{what}_pct" for what in ("mean", "sd", "ci95", "ci_low", "ci_high")]
+
+
+def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """One row per configuration (the values of ``by``) and run: n, mean, sd, 95% CI of the
+    test accuracy over the seeds that finished, the mean best validation accuracy, and how
+    many seeds diverged or failed (those are in no mean)."""
+    columns = [
+        "group",
+        *by,
+        "dataset",
+        "model",
+        "n",
+        "n_diverged",
+        "n_failed",
+        *_summary_columns("test_acc"),
+        "best_val_acc_mean_pct",
+        "best_val_acc_sd_pct",
+        "status",
+        "seeds",
+        "experiments",
+    ]
+    return pd.DataFrame([_group_record(g) for g in _groups(table, by)], columns=columns)
+
+
+def _difference_record(
+    a: _Group, b: Any, differs: Sequence[str], values: Callable[[Any], list[float]]
+) -> dict[str, Any]:
+    d = welch_difference(values(a), values(b))
+    return {
+        "dataset": a.dataset,
+        "model": a.model,
+        "a": a.label,
+        "b": b.label,
+        "differs_in": ", ".join(differs),
+        "n_a": d.n_a,
+        "n_b": d.n_b,
+        "diff_points": _pct(d.diff),
+        "ci_low_points": _pct(d.low),
+        "ci_high_points": _pct(d.high),
+        "welch_df": _pct(d.df),
+        "verdict": verdict(d, a.label, b.label),
+    }
+
+
+_DIFFERENCE_COLUMNS = [
+    "dataset",
+    "model",
+    "a",
+    "b",
+    "differs_in",
+    "n_a",
+    "n_b",
+    "diff_points",
+    "ci_low_points",
+    "ci_high_points",
+    "welch_df",
+    "verdict",
+]
+
+
+def difference_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Every pair of configurations of the same run: mean test accuracy of ``a`` minus
+    ``b`` in points, Welch's 95% interval and the verdict; ``differs_in`` names the params
+    whose values differ between the two (a pair that differs in one param is the cleanest
+    comparison)."""
+    records = []
+    groups = _groups(table, by)
+    for _, run in itertools.groupby(groups, key=lambda g: (g.dataset, g.model)):
+        for a, b in itertools.combinations(list(run), 2):
+            differs = [k for k in by if a.params[k] != b.params[k]]
+            records.append(_difference_record(a, b, differs, lambda g: g.values()))
+    return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# the tuned comparison
+
+
+def optimizer_default(flat_params: Mapping[str, Any], key: str) -> Any:
+    """The value a run of these params uses for ``key`` when ``key`` is null: the chosen
+    optimizer's row (``optimizers.<name>.<key>``) for ``lr``, ``weight_decay`` and the other
+    row settings; None (PyTorch's default) when the row has no such key."""
+    return flat_params.get(f"optimizers.{flat_params.get('optimizer')}.{key}")
+
+
+def _is_default(text: str, default_text: str | None) -> bool:
+    return text == "null" or (default_text is not None and text == default_text)
+
+
+def tuned_table(
+    table: pd.DataFrame,
+    varied: Sequence[str],
+    key: str,
+    defaults: Mapping[str, str | None],
+) -> pd.DataFrame:
+    """Per family (the configurations that agree on everything but ``key`` and the seed)
+    and run: the value of ``key`` with the best mean validation accuracy, and the test
+    accuracy there, next to the family's default value when it was run.
+
+    ``table`` needs a column ``key``; ``defaults`` maps an experiment to the text
+    (:func:`cnnlab.reporting.param_text`) of the value ``key`` falls back to when null
+    (:func:`optimizer_default`). Test accuracy plays no part in the choice: choosing on it
+    would make the reported test accuracy an optimistic, selected number. Candidates with a
+    diverged seed are not chosen (a value that sometimes diverges is not a setting to
+    recommend); ties go to the first value run. The validation mean at the chosen value is
+    biased upwards by the choice itself; the test mean is not.
+    """
+    family_by = group_columns(varied, key)
+    records = []
+    for dataset, model in _runs(table):
+        run = table[(table["dataset"] == dataset) & (table["model"] == model)]
+        for family in _groups(run, family_by):
+            candidates = _groups(family.rows, [key])
+            records.append(_tuned_record(family, candidates, key, defaults))
+    columns = [
+        "family",
+        *family_by,
+        "dataset",
+        "model",
+        "tuned",
+        "choice",
+        key,
+        "is_default",
+        "candidates",
+        "best_val_acc_mean_pct",
+        "n",
+        "n_diverged",
+        "n_failed",
+        *_summary_columns("test_acc"),
+        f"default_{key}",
+        "default_n",
+        "default_test_acc_mean_pct",
+        "default_test_acc_ci95_pct",
+        "gain_points",
+        "gain_ci_low_points",
+        "gain_ci_high_points",
+        "gain_verdict",
+        "experiments",
+    ]
+    counts = dict.fromkeys(["n", "n_diverged", "n_failed", "default_n"], "Int64")
+    return pd.DataFrame(records, columns=columns).astype(counts)
+
+
+def _tuned_record(
+    family: _Group, candidates: list[_Group], key: str, defaults: Mapping[str, str | None]
+) -> dict[str, Any]:
+    def default_text(g: _Group) -> str | None:
+        texts = {defaults.get(e) for e in g.rows["experiment"]}
+        return texts.pop() if len(texts) == 1 else None
+
+    def is_default(g: _Group) -> bool:
+        return _is_default(str(g.params[key]), default_text(g))
+
+    def shown(g: _Group) -> str:
+        return f"{g.params[key]} (default)" if is_default(g) else str(g.params[key])
+
+    def candidate(g: _Group) -> str:
+        if g.n_diverged:
+            return f"{shown(g)} (not a candidate: {g.n_diverged} of {len(g.rows)} diverged)"
+        return shown(g) if g.status == "ok" else f"{shown(g)} ({g.status})"
+
+    val_means = {id(g): summarize(g.values("best_val_acc_pct")).mean for g in candidates}
+    eligible = [
+        g
+        for g in candidates
+        if g.n_diverged == 0 and g.values() and math.isfinite(val_means[id(g)])
+    ]
+    # max() keeps the first of equal means: ties go to the value run first
+    chosen = max(eligible, key=lambda g: val_means[id(g)]) if eligible else None
+    default = next((g for g in candidates if is_default(g)), None)
+    record: dict[str, Any] = {
+        "family": family.label,
+        **family.params,
+        "dataset": family.dataset,
+        "model": family.model,
+        "tuned": "yes" if chosen is not None else "no: every value diverged or failed",
+        "choice": f"{family.label}, {key}={shown(chosen)}" if chosen else family.label,
+        key: chosen.params[key] if chosen else None,
+        "is_default": is_default(chosen) if chosen else None,
+        "candidates": ", ".join(candidate(g) for g in candidates),
+    }
+    if chosen is not None:
+        test = summarize(chosen.values())
+        record.update(
+            {
+                "best_val_acc_mean_pct": _pct(val_means[id(chosen)]),
+                "n": test.n,
+                "n_diverged": chosen.n_diverged,
+                "n_failed": chosen.n_failed,
+                **_summary_fields("test_acc", test),
+                "experiments": " ".join(chosen.rows["experiment"]),
+            }
+        )
+    if default is not None:
+        base = summarize(default.values())
+        record.update(
+            {
+                f"default_{key}": default.params[key],
+                "default_n": base.n,
+                "default_test_acc_mean_pct": _pct(base.mean),
+                "default_test_acc_ci95_pct": _pct(base.half_width),
+            }
+        )
+        if chosen is not None and chosen is not default:
+            d = welch_difference(chosen.values(), default.values())
+            record.update(
+                {
+                    "gain_points": _pct(d.diff),
+                    "gain_ci_low_points": _pct(d.low),
+                    "gain_ci_high_points": _pct(d.high),
+                    "gain_verdict": verdict(d, "tuned", "default"),
+                }
+            )
+        elif chosen is default:
+            record["gain_verdict"] = "the default was the best by validation"
+    return record
+
+
+@dataclass(frozen=True)
+class _Pick:
+    label: str
+    values: list[float]
+
+
+def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
+    """Every pair of tuned families of the same run (each at its chosen value): the
+    difference of mean test accuracies with Welch's interval, as in
+    :func:`difference_table`."""
+    records = []
+    for (dataset, model), picks in tuned.groupby(["dataset", "model"], sort=False):
+        chosen = []
+        for row in picks.to_dict("records"):
+            if not isinstance(row["experiments"], str) or not row["experiments"]:
+                continue
+            names = row["experiments"].split(" ")
+            rows = table[
+                table["experiment"].isin(names)
+                & (table["dataset"] == dataset)
+                & (table["model"] == model)
+                & (table["status"] == "ok")
+            ]
+            chosen.append(_Pick(row["choice"], [float(v) for v in rows["test_acc_pct"]]))
+        for a, b in itertools.combinations(chosen, 2):
+            d = welch_difference(a.values, b.values)
+            records.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "a": a.label,
+                    "b": b.label,
+                    "differs_in": "",
+                    "n_a": d.n_a,
+                    "n_b": d.n_b,
+                    "diff_points": _pct(d.diff),
+                    "ci_low_points": _pct(d.low),
+                    "ci_high_points": _pct(d.high),
+                    "welch_df": _pct(d.df),
+                    "verdict": verdict(d, a.label, b.label),
+                }
+            )
+    return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# curves
+
+
+def mean_history(
+    histories: Sequence[pd.DataFrame],
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The mean, lowest and highest value per epoch over several runs' histories (same
+    columns), for a mean curve with a band spanning the seeds; an epoch only some runs
+    logged is averaged over those."""
+    frames = [h for h in histories if len(h)]
+    if not frames:
+        empty = histories[0].iloc[:0] if histories else pd.DataFrame()
+        return empty, empty, empty
+    grouped = pd.concat(frames, ignore_index=True).groupby("epoch", sort=True)
+    return grouped.mean().reset_index(), grouped.min().reset_index(), grouped.max().reset_index()
+
+
+@dataclass(frozen=True)
+class CurveGroup:
+    """One line of a learning-curve figure over seeds: the mean history of a configuration,
+    the band its seeds span (None for one seed), and whether it only has diverged seeds."""
+
+    label: str
+    history: pd.DataFrame
+    band: tuple[pd.DataFrame, pd.DataFrame] | None
+    diverged: bool
+    diverged_epoch: int | None
+
+
+def curve_groups(
+    table: pd.DataFrame,
+    by: Sequence[str],
+    histories: Mapping[str, pd.DataFrame],
+    diverged_epochs: Mapping[str, int | None],
+) -> list[CurveGroup]:
+    """The lines of one run's figure (``table`` holds that run's rows; ``histories`` maps an
+    experiment to its history). A mean over the seeds that finished; a configuration with
+    diverged seeds only is drawn as their mean and marked diverged; failed seeds have no
+    history and only appear in the label's count."""
+    lines = []
+    for g in _groups(table, by):
+        ok = [n for n in g.ok["experiment"] if n in histories]
+        bad = [n for n in g.rows["experiment"] if n in diverged_epochs and n in histories]
+        used = ok or bad
+        if not used:
+            continue
+        mean, low, high = mean_history([histories[n] for n in used])
+        label = f"{g.label} ({'mean of ' + str(len(used)) if len(used) > 1 else '1 seed'}"
+        label += ")" if g.status == "ok" or not ok else f"; {g.status})"
+        epochs = [diverged_epochs[n] for n in bad if diverged_epochs[n] is not None]
+        lines.append(
+            CurveGroup(
+                label=label,
+                history=mean,
+                band=(low, high) if len(used) > 1 else None,
+                diverged=not ok,
+                diverged_epoch=min(epochs) if epochs and not ok else None,
+            )
+        )
+    return lines
+
+
+def interval_rows(
+    frame: pd.DataFrame, table: pd.DataFrame, label: Callable[[Mapping[str, Any]], str]
+) -> list[dict[str, Any]]:
+    """The rows of an interval chart from a :func:`group_table` or :func:`tuned_table`:
+    label, mean, low, high (percent), the seeds' own test accuracies and a note."""
+    rows = []
+    for row in frame.to_dict("records"):
+        names = str(row["experiments"]).split(" ") if isinstance(row["experiments"], str) else []
+        own = table[
+            table["experiment"].isin(names)
+            & (table["dataset"] == row["dataset"])
+            & (table["model"] == row["model"])
+            & (table["status"] == "ok")
+        ]
+        n = 0 if pd.isna(row["n"]) else int(row["n"])
+        lost = [
+            f"{int(row[column])} {what}"
+            for column, what in (("n_diverged", "diverged"), ("n_failed", "failed"))
+            if not pd.isna(row.get(column)) and row.get(column)
+        ]
+        note = f"(n={', '.join([str(n), *lost])})"
+        if "tuned" in row and row["tuned"] != "yes":
+            note = str(row["tuned"])
+        elif n == 0:
+            note = str(row.get("status") or "no result")
+        rows.append(
+            {
+                "label": label(row),
+                "mean": float(row["test_acc_mean_pct"]),
+                "low": float(row["test_acc_ci_low_pct"]),
+                "high": float(row["test_acc_ci_high_pct"]),
+                "values": tuple(float(v) for v in own["test_acc_pct"]),
+                "note": note,
+            }
+        )
+    return rows
