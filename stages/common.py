@@ -35,6 +35,28 @@ PARAMS_OK = Path("data/params-ok")
 TIMINGS = Path("timings.json")
 
 
+#: Left in every folder a command writes with --out, so that it replaces only its own folders.
+OUTPUT_MARK = ".written-by-cnnlab"
+
+
+def check_output_folder(path: Path) -> None:
+    """``--out`` replaces its folder as a whole: refuse a non-empty one this tool did not write
+    (a folder of notes given by mistake would be gone)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        sys.exit(f"error: --out {path}: exists and is not a folder; give a new or empty folder")
+    if any(path.iterdir()) and not (path / OUTPUT_MARK).is_file():
+        sys.exit(
+            f"error: --out {path}: holds files this command did not write, and it replaces "
+            "the folder as a whole; give a new or empty folder (or remove this one yourself)"
+        )
+
+
+def mark_output_folder(path: Path) -> None:
+    (path / OUTPUT_MARK).write_text("written by a cnnlab command; --out may replace it\n")
+
+
 def run_name(model: str, dataset: str) -> str:
     return f"{model}-{dataset}"
 

@@ -11,7 +11,8 @@ metrics and per-epoch histories from the DVC cache), so it runs after a sweep, e
 Per dataset and model: curves-<model>-<dataset>.png (2x2: train/val loss and accuracy, one
 line per experiment, labelled by the params that differ) and .gif (the same, growing epoch by
 epoch); experiments.md and experiments.csv (test accuracy per experiment and run). The output
-folder is replaced as a whole, so it never mixes two comparisons.
+folder is replaced as a whole, so it never mixes two comparisons; a non-empty folder this
+command did not write is refused.
 
 Experiments that differ only in ``seed`` (queue them with ``-S 'seed=1,2,3'``) are repeats
 of one configuration: then the curves show one mean line per configuration with the band its
@@ -31,7 +32,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common import METRICS, TIMINGS, TRAIN_LOGS, run_name
+from common import (
+    METRICS,
+    TIMINGS,
+    TRAIN_LOGS,
+    check_output_folder,
+    mark_output_folder,
+    run_name,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         "accuracy, and the test accuracy there",
     )
     args = parser.parse_args(argv)
+    check_output_folder(args.out)
 
     from cnnlab import stats
     from cnnlab.data.catalog import DATASETS
@@ -229,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         for file, frame in csvs.items():
             frame.to_csv(out / file, index=False, lineterminator="\n")
         (out / "experiments.md").write_text(experiment_markdown(table, varied, figures, sections))
+        mark_output_folder(out)
     print(
         f"compared {len(experiments)} experiments "
         f"({'; '.join(n if n == t else f'{n}: {t}' for n, t in labels.items())}) "

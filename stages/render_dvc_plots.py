@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import check_output_folder, mark_output_folder
+
 OUT = Path("reports/dvc-plots")
 
 
@@ -21,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("revs", nargs="*", help="revisions or experiment names to compare")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = parser.parse_args(argv)
+    check_output_folder(args.out)
 
     from cnnlab.dvcplots import render_specs
     from cnnlab.experiments import ExperimentError, dvc_json
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, svg in svgs.items():
             (out / name).write_text(svg)
         (out / "index.html").write_text(page)
+        mark_output_folder(out)
     print(f"{len(svgs)} plots -> {args.out}/index.html")
 
 

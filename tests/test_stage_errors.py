@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -53,3 +54,37 @@ def test_an_unwritable_output_is_named(monkeypatch, capsys) -> None:
     code, err = _run(monkeypatch, error, capsys)
     assert code == 2 and "Traceback" not in err
     assert "permission denied on checkpoints/lenet-digits.pt: make it" in err
+
+
+@pytest.mark.parametrize("script", ["render_dvc_plots.py", "compare_experiments.py"])
+def test_out_refuses_a_folder_it_did_not_write(tmp_path: Path, script: str) -> None:
+    """`--out` replaces its folder as a whole: pointed at a folder of notes, it says so and
+    leaves the notes as they were."""
+    import subprocess
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "ideas.md").write_text("keep me\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / script), "--out", "notes"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "--out notes: holds files this command did not write" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (notes / "ideas.md").read_text() == "keep me\n"
+    assert sorted(p.name for p in notes.iterdir()) == ["ideas.md"]
+
+
+def test_out_replaces_a_folder_it_wrote(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "stages"))
+    from common import check_output_folder, mark_output_folder
+
+    out = tmp_path / "plots"
+    out.mkdir()
+    (out / "old.svg").write_text("<svg/>")
+    mark_output_folder(out)
+    check_output_folder(out)  # its own: no complaint
+    check_output_folder(tmp_path / "new")  # not there yet: fine
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty")
