@@ -131,7 +131,8 @@ def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> N
     out = baseline / "reports" / "experiments"
     result = compare_experiments(baseline)
     assert "compared 2 experiments" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert (out / ".written-by-cnnlab").is_file()  # --out may replace it next time
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "curves-alexnet-digits.gif",
         "curves-alexnet-digits.png",
         "curves-lenet-digits.gif",
