@@ -127,6 +127,30 @@ def test_diffs_show_every_runs_test_accuracy(baseline: Path, experiments) -> Non
     assert 0 < float(row[column]) <= 1
 
 
+@pytest.mark.parametrize("columns", [120, 200])
+def test_the_readmes_exp_show_fits_the_terminal(baseline: Path, experiments, columns) -> None:
+    """The README's `dvc exp show` line, run as written: each experiment's test accuracy per
+    run and the params that differ, nothing cut off (two experiments, before the queued one
+    adds the queue's State and Executor columns)."""
+    import os
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("dvc exp show "))
+    env = {**os.environ, "COLUMNS": str(columns)}
+    args = [str(Path(sys.executable).parent / "dvc"), *shlex.split(line)[1:], "--no-pager"]
+    table = subprocess.run(
+        args, cwd=baseline, env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    lines = table.splitlines()
+    assert lines and max(len(x) for x in lines) <= columns, table
+    header = next(x for x in lines if "Experiment" in x)
+    assert "lenet-digits.test_acc" in header and "alexnet-digits.test_acc" in header
+    assert "optimizer" in header and "…" not in table, table
+    assert "best_val_acc" not in header and "train_seconds" not in header
+    assert any("[sgd]" in x and "sgd" in x.split("[sgd]")[1] for x in lines), table
+
+
 def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> None:
     out = baseline / "reports" / "experiments"
     result = compare_experiments(baseline)
@@ -260,26 +284,3 @@ def test_two_seeds_of_one_configuration_are_one_row_with_their_mean(two_seeds: P
     assert "## Test accuracy over seeds (%)" in page
     assert f"| every experiment | scikit-learn digits | LeNet | 2 | {mean:.2f} |" in page
     assert Image.open(out / "accuracy-lenet-digits.png").size[0] == 1200
-
-
-@pytest.mark.parametrize("columns", [120, 200])
-def test_the_readmes_exp_show_fits_the_terminal(baseline: Path, experiments, columns) -> None:
-    """The README's `dvc exp show` line, run as written: each experiment's test accuracy per
-    run and the params that differ, nothing cut off."""
-    import os
-    import shlex
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    line = next(x for x in readme.splitlines() if x.startswith("dvc exp show "))
-    env = {**os.environ, "COLUMNS": str(columns)}
-    args = [str(Path(sys.executable).parent / "dvc"), *shlex.split(line)[1:], "--no-pager"]
-    table = subprocess.run(
-        args, cwd=baseline, env=env, capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    lines = table.splitlines()
-    assert lines and max(len(x) for x in lines) <= columns, table
-    header = next(x for x in lines if "Experiment" in x)
-    assert "lenet-digits.test_acc" in header and "alexnet-digits.test_acc" in header
-    assert "optimizer" in header and "…" not in table, table
-    assert "best_val_acc" not in header and "train_seconds" not in header
-    assert any("[sgd]" in x and "sgd" in x.split("[sgd]")[1] for x in lines), table
