@@ -41,7 +41,7 @@ lock: setup
 	git add dvc.lock metrics metrics.json timings.json
 
 # Everything but the CUDA tests, end-to-end tests that drive the real `dvc` included (what
-# CI runs; about 10 minutes on 2 cores).
+# CI runs; 12-14 minutes on 2 cores).
 test: setup
 	$(RUN) $(BIN)/python -m pytest --durations=10
 
