@@ -233,6 +233,7 @@ def baseline_pipeline(workload: str, data) -> dict[str, float]:
     from torchvision import transforms
 
     from cnnlab.models.zoo import build_model
+    from cnnlab.params import load_params
 
     spec = WORKLOADS[workload]
     mean, std = data.meta["mean"], data.meta["std"]
@@ -254,7 +255,10 @@ def baseline_pipeline(workload: str, data) -> dict[str, float]:
     n, m = spec["train"], spec["eval"]
     train_set = PILDataset(data.images["train"][:n], data.labels["train"][:n], train_tf)
     test_set = PILDataset(data.images["test"][:m], data.labels["test"][:m], test_tf)
-    model = build_model(spec["model"], in_channels=data.image_shape[0], num_classes=10)
+    options = load_params().model_options(spec["model"])  # params.yaml's defaults
+    model = build_model(
+        spec["model"], in_channels=data.image_shape[0], num_classes=10, options=options
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x, y = next(iter(DataLoader(train_set, batch_size=BATCH)))
     train_flops = flops_per_image(model, x, y, train=True)

@@ -63,13 +63,13 @@ def main() -> None:
     figures: dict[str, str] = {}  # caption or dataset -> path relative to the report
     confusions: dict[str, str] = {}
     from cnnlab.data.catalog import title as dataset_title
-    from cnnlab.models.options import MODEL_TITLES
+    from cnnlab.models.options import title as model_title
 
     for dataset in params.datasets:
         histories, diverged = {}, {}
         title = dataset_title(dataset)
         for model in params.models:
-            name, label = run_name(model, dataset), MODEL_TITLES.get(model, model)
+            name, label = run_name(model, dataset), model_title(model)
             metrics = json.loads((METRICS / f"{name}.json").read_text())
             runs.append(metrics)
             histories[label] = read_history(TRAIN_LOGS / name)

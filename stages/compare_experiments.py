@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         plot_learning_curves,
     )
     from cnnlab.files import atomic_directory
-    from cnnlab.models.options import MODEL_TITLES
+    from cnnlab.models.options import title as model_title
     from cnnlab.reporting import (
         difference_markdown,
         experiment_markdown,
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
                 group, labels, table[of_run] if repeated else None, by
             )
             data_title = DATASETS[dataset].title if dataset in DATASETS else dataset
-            title = f"{MODEL_TITLES.get(model, model)} on {data_title}"
+            title = f"{model_title(model)} on {data_title}"
             shown = by if repeated else varied
             title += f", by {', '.join(shown)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")

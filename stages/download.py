@@ -15,7 +15,7 @@ from cnnlab.params import load_params
 
 def main(dataset: str) -> None:
     params = load_params()
-    from cnnlab.data.options import is_folder
+    from cnnlab.data.catalog import is_folder
 
     if is_folder(dataset):
         from cnnlab.data.folders import scan

@@ -11,7 +11,7 @@ from cnnlab.params import load_params
 
 def main(dataset: str) -> None:
     params = load_params()
-    from cnnlab.data.options import is_folder
+    from cnnlab.data.catalog import is_folder
     from cnnlab.data.prepare import save_prepared, split_dataset
     from cnnlab.data.sources import load_raw
 

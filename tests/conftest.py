@@ -9,10 +9,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from cnnlab.params import Params, validate_params
 
@@ -120,10 +121,29 @@ def load_clean_params() -> Params:
     return validate_params(read_yaml(clean_params_text()))
 
 
+def model_options(name: str, changes: dict[str, Any] | None = None) -> BaseModel:
+    """Model ``name``'s options as the committed params.yaml gives them, with ``changes``
+    (params.yaml is the one place the defaults are written)."""
+    from cnnlab.models.options import resolve_options
+
+    defaults = yaml.safe_load(clean_params_text())["model"][name]
+    return resolve_options(name, {**defaults, **(changes or {})})
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied as ``-S`` applies them: nested keys not named stay."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = merged(base[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def make_params(**changes) -> Params:
-    raw = yaml.safe_load(clean_params_text())
-    raw.update(changes)
-    return validate_params(raw)
+    """The committed params with ``changes`` (nested dicts change only the keys they name)."""
+    return validate_params(merged(yaml.safe_load(clean_params_text()), changes))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import ROOT, make_params
+from conftest import ROOT, make_params, model_options
 from test_models import _LAYER_CHOICES, _NONDETERMINISTIC_ON_CUDA, _OpRecorder
 from torch import nn
 
@@ -40,7 +40,7 @@ from cnnlab.runtime import make_deterministic, pick_device
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 CUDA = torch.device("cuda")
-MODELS = list(opts.MODEL_OPTIONS)
+MODELS = list(opts.MODELS)
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Every pooling and norm of every model, and the adaptive pool after each pooling.
 LAYER_CHOICES = _LAYER_CHOICES
@@ -186,9 +186,10 @@ def test_every_layer_choice_runs_deterministically_on_cuda(
     Two identical steps must also give the same gradient bits."""
     make_deterministic(1)
     torch.manual_seed(0)
-    model = build_model(name, in_channels=3, num_classes=10, options=options).to(CUDA)
+    resolved = model_options(name, options)
+    model = build_model(name, in_channels=3, num_classes=10, options=resolved).to(CUDA)
     model = model.to(memory_format=torch.channels_last)
-    size = input_size(name, opts.MODEL_OPTIONS[name].model_validate(options))
+    size = input_size(name, resolved)
     x = torch.randn(4, 3, size, size, device=CUDA).contiguous(memory_format=torch.channels_last)
     y = torch.arange(4, device=CUDA)
     grads = []

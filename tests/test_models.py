@@ -13,15 +13,33 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
+from conftest import clean_params_text, model_options
 from pydantic import BaseModel, ValidationError
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnlab.models import options as opts
 from cnnlab.models import zoo
-from cnnlab.models.zoo import build_model, count_macs, count_parameters, input_size
+from cnnlab.models.zoo import count_macs, count_parameters
 
-MODELS = list(opts.MODEL_OPTIONS)
+MODELS = list(opts.MODELS)
+#: The committed params.yaml's ``model:`` entries: the one place the defaults are written.
+DEFAULTS: dict[str, dict[str, Any]] = yaml.safe_load(clean_params_text())["model"]
+options_of = model_options
+
+
+def build_model(name: str, *, in_channels: int, num_classes: int, options: Any = None) -> nn.Module:
+    """:func:`zoo.build_model`, with a dict of options read as changes to params.yaml's."""
+    if not isinstance(options, BaseModel):
+        options = options_of(name, options) if name in DEFAULTS else options
+    return zoo.build_model(name, in_channels=in_channels, num_classes=num_classes, options=options)
+
+
+def input_size(name: str, options: Any = None) -> int:
+    if not isinstance(options, BaseModel):
+        options = options_of(name, options)
+    return zoo.input_size(name, options)
 
 
 @pytest.fixture(autouse=True)
@@ -46,10 +64,6 @@ def _meta_model(name: str, in_channels: int, num_classes: int, options: Any = No
 
 
 # --------------------------------------------------------------------------- registry
-
-
-def test_both_registries_have_the_same_names() -> None:
-    assert set(zoo.BUILDERS) == set(opts.MODEL_OPTIONS)
 
 
 def test_package_and_options_import_without_torch() -> None:
@@ -77,7 +91,7 @@ def test_unknown_model_names_the_known_ones() -> None:
 
 def test_options_of_another_model_are_refused() -> None:
     with pytest.raises(TypeError, match="LeNetOptions"):
-        build_model("lenet", in_channels=3, num_classes=10, options=opts.AlexNetOptions())
+        build_model("lenet", in_channels=3, num_classes=10, options=options_of("alexnet"))
 
 
 def test_options_may_be_a_mapping() -> None:
@@ -90,13 +104,13 @@ def test_options_may_be_a_mapping() -> None:
     [
         ("lenet", None, 32),
         ("lenet5", None, 32),
-        ("alexnet", opts.AlexNetOptions(adaptive_pool=True), 32),
+        ("alexnet", {"adaptive_pool": True}, 32),
         ("alexnet_bn", None, 32),
         ("alexnet2012", None, 224),
-        ("alexnet2012", opts.AlexNet2012Options(input_size=227), 227),
+        ("alexnet2012", {"input_size": 227}, 227),
     ],
 )
-def test_input_size(name: str, options: BaseModel | None, size: int) -> None:
+def test_input_size(name: str, options: dict[str, Any] | None, size: int) -> None:
     assert input_size(name, options) == size
 
 
@@ -349,8 +363,8 @@ def test_lrn_matches_torch(channels: int, memory_format: torch.memory_format) ->
 
 def _switch_values(name: str) -> list[tuple[str, Any]]:
     """Every non-default value of every Literal/bool option, plus a dropout and width change."""
-    options_class = opts.MODEL_OPTIONS[name]
-    defaults = options_class()
+    options_class = opts.MODELS[name].options
+    defaults = options_of(name)
     cases: list[tuple[str, Any]] = []
     for field, info in options_class.model_fields.items():
         default = getattr(defaults, field)
@@ -395,7 +409,7 @@ SWITCHES = [
 
 
 def test_every_model_has_the_shared_switches() -> None:
-    for name, options_class in opts.MODEL_OPTIONS.items():
+    for name, options_class in ((n, s.options) for n, s in opts.MODELS.items()):
         shared = {"activation", "pooling", "norm", "dropout", "init"}
         assert shared <= set(options_class.model_fields), name
 
@@ -471,8 +485,8 @@ def test_alexnet2012_paper_init() -> None:
         assert torch.all(layers[name].bias == 0), name
     assert layers["fc1"].weight.std().item() == pytest.approx(0.01, rel=0.01)
     assert layers["fc1"].weight.mean().abs().item() < 1e-4
-    assert opts.AlexNet2012Options(paper_init=True).effective_init == "paper"
-    assert opts.AlexNet2012Options(init="paper").effective_init == "paper"
+    assert options_of("alexnet2012", {"paper_init": True}).effective_init == "paper"
+    assert options_of("alexnet2012", {"init": "paper"}).effective_init == "paper"
 
 
 def test_lenet5_paper_init_is_lecuns_uniform() -> None:
@@ -521,19 +535,19 @@ def test_bad_option_values_are_rejected(
 def test_bad_option_is_reported_by_the_params_schema() -> None:
     from cnnlab.params import Params, ParamsError, validate_params
 
-    raw = {
-        "datasets": ["digits"],
-        "models": ["lenet"],
-        "optimizers": {"adam": {}},
-        "model": {"lenet": {"activation": "gelu"}, "alexnet2012": {"input_size": 300}},
+    raw = yaml.safe_load(clean_params_text())
+    raw["model"] = {
+        **DEFAULTS,
+        "lenet": {**DEFAULTS["lenet"], "activation": "gelu"},
+        "alexnet2012": {**DEFAULTS["alexnet2012"], "input_size": 300},
     }
     with pytest.raises(ParamsError) as caught:
         validate_params(raw)
     assert "model.lenet.activation: got 'gelu'" in str(caught.value)
     assert "model.alexnet2012.input_size: got 300" in str(caught.value)
-    raw["model"] = {"lenet": {"activation": "elu"}}
+    raw["model"] = {**DEFAULTS, "lenet": {**DEFAULTS["lenet"], "activation": "elu"}}
     params: Params = validate_params(raw)
-    assert params.model_options("lenet") == opts.LeNetOptions(activation="elu")
+    assert params.model_options("lenet") == options_of("lenet", {"activation": "elu"})
 
 
 # --------------------------------------------------------------------------- training

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import clean_params_text, load_clean_params
+from conftest import clean_params_text, load_clean_params, merged
 
-from cnnlab.models.options import MODEL_OPTIONS
+from cnnlab.models.options import MODELS
 from cnnlab.params import (
     AugmentParams,
     DataParams,
@@ -116,7 +116,7 @@ def test_nag_is_sgd_with_nesterov(raw: dict) -> None:
 )
 def test_bad_values_name_the_key_and_what_is_allowed(raw: dict, change: dict, expected: str):
     with pytest.raises(ParamsError) as info:
-        validate_params({**raw, **change})
+        validate_params(merged(raw, change))
     message = str(info.value)
     assert expected in message
     assert "Fix the key(s) above in params.yaml" in message
@@ -155,10 +155,9 @@ def test_momentum_rows_need_momentum(raw: dict, name: str) -> None:
         validate_params({**raw, "optimizers": optimizers})
 
 
-def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
-    """Every key is in the file (DVC's ``-S`` cannot set a key the file lacks without ``+``)
-    and at the schema's default, which is today's recipe: StepLR(2, 0.5), crop and flip from
-    the dataset, nothing else switched on."""
+def test_params_yaml_spells_out_every_knob(raw: dict) -> None:
+    """Every key is in the file (DVC's ``-S`` cannot set a key the file lacks without ``+``),
+    with today's recipe: onecycle, crop and flip from the dataset, nothing else switched on."""
     for section, schema in [
         (raw, Params),
         (raw["scheduler"], SchedulerParams),
@@ -167,20 +166,51 @@ def test_params_yaml_spells_out_every_knob_at_its_default(raw: dict) -> None:
     ]:
         assert set(section) == set(schema.model_fields)
     committed = load_clean_params()
-    assert committed.scheduler == SchedulerParams()
-    assert committed.augment == AugmentParams() and committed.data == DataParams()
     assert (committed.scheduler.name, committed.scheduler.step_size) == ("onecycle", 2)
     assert committed.scheduler.gamma == 0.5 and committed.scheduler.warmup_epochs == 0
     assert (committed.label_smoothing, committed.clip_grad_norm) == (0, None)
 
 
-def test_params_yaml_writes_out_every_models_options_at_their_defaults(raw: dict) -> None:
-    """So that ``-S model.lenet.activation=tanh`` needs no ``+``, and the committed file
-    builds the architectures of docs/experiments.md (the schema's defaults, with their counts)."""
-    assert set(raw["model"]) == set(MODEL_OPTIONS)
-    for name, options in MODEL_OPTIONS.items():
-        assert set(raw["model"][name]) == set(options.model_fields), name
-        assert options.model_validate(raw["model"][name]) == options(), name
+def test_params_yaml_writes_out_every_models_options(raw: dict) -> None:
+    """So that ``-S model.lenet.activation=tanh`` needs no ``+``; the values build the
+    architectures of docs/experiments.md (test_models checks their counts)."""
+    assert set(raw["model"]) == set(MODELS)
+    for name, spec in MODELS.items():
+        assert set(raw["model"][name]) == set(spec.options.model_fields), name
+
+
+def _schemas() -> list[type]:
+    from cnnlab.data.options import ResizedOptions
+    from cnnlab.params import DistributedParams
+
+    models = [spec.options for spec in MODELS.values()]
+    return [
+        Params,
+        SchedulerParams,
+        AugmentParams,
+        DataParams,
+        DistributedParams,
+        ResizedOptions,
+        *models,
+    ]
+
+
+@pytest.mark.parametrize("schema", _schemas(), ids=lambda c: c.__name__)
+def test_the_schema_holds_no_defaults(schema: type) -> None:
+    """Defaults are written once, in params.yaml: the schema only says what a key allows."""
+    defaulted = [name for name, info in schema.model_fields.items() if not info.is_required()]
+    assert defaulted == []
+
+
+def test_a_missing_key_is_named_with_where_to_find_it(raw: dict) -> None:
+    scheduler = {k: v for k, v in raw["scheduler"].items() if k != "gamma"}
+    model = {k: v for k, v in raw["model"].items() if k != "alexnet"}
+    with pytest.raises(ParamsError) as info:
+        validate_params({**raw, "scheduler": scheduler, "model": model})
+    message = str(info.value)
+    assert "scheduler.gamma: missing: params.yaml holds every key with its default" in message
+    assert "`git show HEAD:params.yaml` has them all" in message
+    assert "model.alexnet: missing: every model in `models` needs its entry" in message
 
 
 # ----------------------------------------------------------------------------- datasets

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import ROOT, clean_params_text, digits_prepared, make_params
+from conftest import ROOT, clean_params_text, digits_prepared, load_clean_params, make_params
 from torch import nn
 
 from cnnlab.data.prepare import PreparedData
-from cnnlab.models.options import MODEL_OPTIONS
+from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS, build_optimizer
 from cnnlab.params import Params, SchedulerParams, validate_params
 from cnnlab.recipe import augmentation_for, batch_maker, build_run, fit, input_shape, new_model
@@ -99,7 +99,8 @@ BASE_LR = 0.1
 
 def _schedule(epochs: int, steps: int, **changes: Any) -> tuple[LRSchedule, torch.optim.SGD]:
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE_LR)
-    return build_scheduler(SchedulerParams(**changes), optimizer, epochs, steps), optimizer
+    settings = SchedulerParams(**{**load_clean_params().scheduler.model_dump(), **changes})
+    return build_scheduler(settings, optimizer, epochs, steps), optimizer
 
 
 def _run_schedule(
@@ -305,7 +306,7 @@ LEARNING_RUNS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("name", list(MODEL_OPTIONS))
+@pytest.mark.parametrize("name", list(MODELS))
 def test_a_short_digits_run_learns(name: str) -> None:
     if name == "alexnet2012":
         pytest.skip(

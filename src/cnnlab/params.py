@@ -1,5 +1,9 @@
 """The params schema: the one place that says which keys params.yaml may hold.
 
+The schema says what each key allows; the defaults are params.yaml's values, written there
+only (a key's absence is an error, not a silent default). The options of a user's image
+folder are the one exception, since params.yaml cannot list them in advance.
+
 Every stage calls :func:`load_params` before doing any work, so a ``-S`` typo or a bad value
 stops the pipeline with one message that names the key, the value and what is allowed,
 instead of a traceback from deep inside torch an hour later.
@@ -18,13 +22,12 @@ from pydantic import (
     field_validator,
 )
 
-from cnnlab.data.catalog import DATASETS, stored_channels
-from cnnlab.data.options import NAME_PATTERN, is_folder, options_class
+from cnnlab.data.catalog import DATASETS, NAME_PATTERN, is_folder, options_class, stored_channels
 from cnnlab.errors import UserError
-from cnnlab.models.options import MODEL_OPTIONS
+from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS
 
-ModelName = Literal[tuple(MODEL_OPTIONS)]  # type: ignore[valid-type]
+ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 OptimizerName = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
 
 
@@ -68,27 +71,27 @@ class SchedulerParams(_Section):
     warm-up between batches.
     """
 
-    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"] = "onecycle"
+    name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"]
     #: step: multiply the lr by ``gamma`` every ``step_size`` epochs.
-    step_size: int = Field(2, ge=1)
+    step_size: int = Field(ge=1)
     #: multistep: multiply the lr by ``gamma`` once each of these many epochs is done.
-    milestones: list[int] = Field(default_factory=lambda: [10, 20])
-    gamma: float = Field(0.5, gt=0, le=1)
+    milestones: list[int]
+    gamma: float = Field(gt=0, le=1)
     #: cosine: the lr reached at the end; plateau: the floor no reduction goes below.
-    min_lr: float = Field(0.0, ge=0)
+    min_lr: float = Field(ge=0)
     #: onecycle: share of the batches spent rising from lr / div_factor to lr (the peak).
-    pct_start: float = Field(0.3, gt=0, lt=1)
-    div_factor: float = Field(25.0, ge=1)
+    pct_start: float = Field(gt=0, lt=1)
+    div_factor: float = Field(ge=1)
     #: onecycle: the final lr is lr / (div_factor * final_div_factor).
-    final_div_factor: float = Field(1e4, ge=1)
+    final_div_factor: float = Field(ge=1)
     #: plateau: the validation metric watched, and what happens when it stalls.
-    monitor: Literal["val_acc", "val_loss"] = "val_acc"
-    factor: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(3, ge=0)
-    threshold: float = Field(1e-4, ge=0, lt=1)
-    cooldown: int = Field(0, ge=0)
+    monitor: Literal["val_acc", "val_loss"]
+    factor: float = Field(gt=0, lt=1)
+    patience: int = Field(ge=0)
+    threshold: float = Field(ge=0, lt=1)
+    cooldown: int = Field(ge=0)
     #: Linear warm-up over this many epochs (fractions allowed), batch by batch; 0 = off.
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(ge=0)
 
     @field_validator("milestones")
     @classmethod
@@ -105,30 +108,30 @@ class AugmentParams(_Section):
     colour ones are plain numbers, 0 = off, and skip gray images where they mean nothing.
     """
 
-    crop_padding: int | None = Field(None, ge=0, le=32)
-    hflip: bool | None = None
+    crop_padding: int | None = Field(ge=0, le=32)
+    hflip: bool | None
     #: Colour jitter as torchvision's ColorJitter: factors drawn from [1 - x, 1 + x].
-    brightness: float = Field(0.0, ge=0)
-    contrast: float = Field(0.0, ge=0)
-    saturation: float = Field(0.0, ge=0)
+    brightness: float = Field(ge=0)
+    contrast: float = Field(ge=0)
+    saturation: float = Field(ge=0)
     #: Hue rotation drawn from [-hue, hue] turns.
-    hue: float = Field(0.0, ge=0, le=0.5)
+    hue: float = Field(ge=0, le=0.5)
     #: AlexNet's PCA colour lighting: std of the per-image principal-component weights.
-    pca_lighting: float = Field(0.0, ge=0, le=1)
+    pca_lighting: float = Field(ge=0, le=1)
 
 
 class DataParams(_Section):
-    mirror: str | None = None
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    max_train: int | None = Field(None, ge=1)
-    max_test: int | None = Field(None, ge=1)
+    mirror: str | None
+    val_fraction: float = Field(gt=0, lt=1)
+    max_train: int | None = Field(ge=1)
+    max_test: int | None = Field(ge=1)
     #: Channels fed to the model: null = as stored; 3 copies gray images to three channels.
-    channels: Literal[1, 3] | None = None
+    channels: Literal[1, 3] | None
     #: Normalisation: null = the training split's statistics; one value = every channel.
-    mean: list[float] | None = Field(None, min_length=1, max_length=3)
-    std: list[float] | None = Field(None, min_length=1, max_length=3)
+    mean: list[float] | None = Field(min_length=1, max_length=3)
+    std: list[float] | None = Field(min_length=1, max_length=3)
     #: true: 28x28 images are zero-padded to a 32x32 model (LeNet-5's way); false: resized.
-    pad_to_size: bool = True
+    pad_to_size: bool
 
     @field_validator("mean")
     @classmethod
@@ -153,43 +156,43 @@ class DistributedParams(_Section):
     """
 
     #: Processes the train stage starts on this machine (1 = plain single process).
-    nproc: int = Field(1, ge=1, le=1024)
+    nproc: int = Field(ge=1, le=1024)
     #: ``global``: ``batch_size`` is the batch of one optimizer step, split over the ranks
     #: (same step as one process); ``rank``: each rank's batch (global = batch_size x ranks).
-    batch_size_per: Literal["global", "rank"] = "global"
+    batch_size_per: Literal["global", "rank"]
     #: auto: NCCL on CUDA, gloo on the CPU.
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    backend: Literal["auto", "gloo", "nccl"]
 
 
 class Params(_Section):
     #: Built-in datasets and folders of the user's own images (each with a ``dataset`` entry).
     datasets: list[str] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
-    seed: int = Field(42, ge=0, le=2**63 - 1)  # torch's and numpy's generators take 64 bits
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(32, ge=1)
-    optimizer: OptimizerName = "adam"
-    lr: float | None = Field(None, gt=0)
-    weight_decay: float | None = Field(None, ge=0)
+    seed: int = Field(ge=0, le=2**63 - 1)  # torch's and numpy's generators take 64 bits
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: OptimizerName
+    lr: float | None = Field(gt=0)
+    weight_decay: float | None = Field(ge=0)
     optimizers: dict[OptimizerName, OptimizerSettings]
-    scheduler: SchedulerParams = SchedulerParams()
-    augment: AugmentParams = AugmentParams()
-    data: DataParams = DataParams()
+    scheduler: SchedulerParams
+    augment: AugmentParams
+    data: DataParams
     #: Per-dataset options, one entry per dataset (``cnnlab.data.options``).
-    dataset: dict[str, Any] = Field(default_factory=dict)
-    model: dict[str, Any] = Field(default_factory=dict)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: int = Field(2, ge=1, le=256)
-    eval_batch_size: int = Field(250, ge=1)
-    channels_last: bool = True
-    fused_optimizer: bool = True
+    dataset: dict[str, Any]
+    model: dict[str, Any]
+    device: Literal["auto", "cpu", "cuda", "mps"]
+    threads: int = Field(ge=1, le=256)
+    eval_batch_size: int = Field(ge=1)
+    channels_last: bool
+    fused_optimizer: bool
     #: Cross-entropy label smoothing (0 = plain one-hot targets).
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(ge=0, lt=1)
     #: Clip the gradients' global L2 norm to this before each step; null = no clipping.
-    clip_grad_norm: float | None = Field(None, gt=0)
+    clip_grad_norm: float | None = Field(gt=0)
     #: Mixed precision, on CUDA only: anywhere else every choice trains in float32.
-    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
-    distributed: DistributedParams = DistributedParams()
+    amp: Literal["auto", "off", "fp16", "bf16"]
+    distributed: DistributedParams
 
     @field_validator("datasets", "models")
     @classmethod
@@ -202,16 +205,14 @@ class Params(_Section):
     @classmethod
     def _known_models(cls, raw: dict[str, Any] | None) -> dict[str, Any]:
         raw = raw or {}
-        unknown = sorted(set(raw) - set(MODEL_OPTIONS))
+        unknown = sorted(set(raw) - set(MODELS))
         if unknown:
-            raise ValueError(
-                f"unknown model {unknown[0]!r}; known models: {', '.join(MODEL_OPTIONS)}"
-            )
+            raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}")
         return raw
 
     def dataset_options(self, name: str) -> BaseModel:
-        """``dataset.<name>`` validated against that dataset's options, defaults filled in."""
-        return options_class(name).model_validate(self.dataset.get(name) or {})
+        """``dataset.<name>`` validated against that dataset's options."""
+        return options_class(name).model_validate(self.dataset[name] or {})
 
     def optimizer_settings(self) -> dict[str, Any]:
         """The chosen optimizer's keyword arguments, with ``lr``/``weight_decay`` overrides."""
@@ -221,21 +222,28 @@ class Params(_Section):
         return resolve_settings(self.optimizer, table, self.lr, self.weight_decay)
 
     def model_options(self, name: str) -> BaseModel:
-        """``model.<name>`` validated against that model's options, defaults filled in."""
-        return MODEL_OPTIONS[name].model_validate(self.model.get(name) or {})
+        """``model.<name>`` validated against that model's options."""
+        return MODELS[name].options.model_validate(self.model[name])
 
 
-def _model_problems(raw_model: Any) -> list[str]:
+def _model_problems(raw_model: Any, models: Any) -> list[str]:
     """``model.<name>`` against that model's options, read from the raw mapping so that its
     problems are listed even when a top-level key is bad too."""
     problems = []
-    for name, options in (raw_model if isinstance(raw_model, dict) else {}).items():
-        if name not in MODEL_OPTIONS:
+    raw_model = raw_model if isinstance(raw_model, dict) else {}
+    for name, options in raw_model.items():
+        if name not in MODELS:
             continue  # the schema names the unknown model
         try:
-            MODEL_OPTIONS[name].model_validate(options or {})
+            MODELS[name].options.model_validate(options or {})
         except ValidationError as exc:
             problems += [_describe(e, prefix=("model", name)) for e in exc.errors()]
+    for name in models if isinstance(models, list) else []:
+        if name in MODELS and name not in raw_model:
+            problems.append(
+                f"model.{name}: missing: every model in `models` needs its entry under "
+                "`model:` (the committed params.yaml has one for each model)"
+            )
     return problems
 
 
@@ -297,10 +305,12 @@ def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
                 "stage names and commands"
             )
             continue
-        # A built-in dataset without its entry validates, as a model without one does (the
-        # defaults apply); only DVC needs it, and says so: "Parameters 'dataset.mnist' are
-        # missing from 'params.yaml'". A folder must be declared: it has no defaults to guess.
-        if name not in dataset and is_folder(name):
+        if name not in dataset and not is_folder(name):
+            problems.append(
+                f"dataset.{name}: missing: every dataset in `datasets` needs its entry under "
+                "`dataset:` (the committed params.yaml has one for each built-in dataset)"
+            )
+        elif name not in dataset:
             problems.append(
                 f"datasets: got {name!r}: not a built-in dataset ({builtins}) nor a folder "
                 f"declared under `dataset:`. For your own images, put them in "
@@ -351,7 +361,7 @@ def _recipe_problems(params: Params) -> list[str]:
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     """The keys the section at ``loc`` accepts, to suggest them next to an unknown key."""
     if len(loc) == 2 and loc[0] == "model":
-        section: Any = MODEL_OPTIONS.get(loc[1])
+        section: Any = MODELS[loc[1]].options if loc[1] in MODELS else None
     elif len(loc) == 2 and loc[0] == "dataset":
         section = options_class(str(loc[1]))
     elif len(loc) == 2 and loc[0] == "optimizers":
@@ -377,7 +387,10 @@ def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key (a typo?){hint}"
     if kind == "missing":
-        return f"{key}: required key is missing"
+        return (
+            f"{key}: missing: params.yaml holds every key with its default; put it back "
+            "(`git show HEAD:params.yaml` has them all)"
+        )
     message = error["msg"].removeprefix("Value error, ")
     return f"{key}: got {error.get('input')!r}: {message}"
 
@@ -392,7 +405,7 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
         params = Params.model_validate(raw)
     except ValidationError as exc:
         lines += [_describe(e) for e in exc.errors(include_url=False)]
-    lines += _model_problems(raw.get("model"))
+    lines += _model_problems(raw.get("model"), raw.get("models"))
     lines += _dataset_problems(raw.get("dataset"), raw.get("datasets"))
     if params is not None:
         lines += _section_problems(params)

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.data.catalog import title as catalog_title
-from cnnlab.models.options import MODEL_TITLES
+from cnnlab.models.options import title as model_title
 
 __all__ = [
     "comparison_table",
@@ -187,7 +187,7 @@ def _dataset_title(name: str) -> str:
 
 
 def _model_title(name: str) -> str:
-    return MODEL_TITLES.get(name, name)
+    return model_title(name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,20 +1,29 @@
-"""The datasets the pipeline knows, and the per-dataset defaults that recipes rely on.
+"""The dataset registry: one :class:`DatasetSpec` per built-in dataset, in ``DATASETS``.
 
-Torch-free on purpose: params validation reads it at every stage start.
+Torch-free on purpose: params validation reads it at every stage start. Where each dataset's
+files come from and how they are decoded is :mod:`cnnlab.data.sources`.
 
-Besides these built-in datasets, any other name declared under ``dataset:`` in params.yaml is
-a folder of the user's own images (``cnnlab.data.folders``); :func:`title` and
-:func:`stored_channels` answer for both kinds.
+Any other name declared under ``dataset:`` in params.yaml is a folder of the user's own
+images (``cnnlab.data.folders``); :func:`title`, :func:`stored_channels` and
+:func:`options_class` answer for both kinds.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from cnnlab.data.options import DatasetOptions, FixedSizeOptions, FolderOptions, ResizedOptions
+
+#: Names end up in paths, DVC stage names (``train@lenet-<name>``) and report headings.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    name: str
+class DatasetSpec:
+    """Everything the pipeline knows about one built-in dataset."""
+
+    #: Shown in reports and figure titles.
     title: str
     #: Mirrored images are still valid samples (true for objects, false for digits and letters).
     hflip_ok: bool
@@ -23,17 +32,19 @@ class DatasetInfo:
     #: Channels of the stored images: params validation checks per-channel values against it
     #: (``data.mean`` with three values cannot normalise gray images) before any data is read.
     channels: int = 1
+    #: The schema of ``dataset.<name>`` in params.yaml.
+    options: type[DatasetOptions] = FixedSizeOptions
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    "mnist": DatasetInfo("mnist", "MNIST", hflip_ok=False, crop_padding=0),
-    "fashion_mnist": DatasetInfo("fashion_mnist", "Fashion-MNIST", hflip_ok=False, crop_padding=0),
-    "cifar10": DatasetInfo("cifar10", "CIFAR-10", hflip_ok=True, crop_padding=4, channels=3),
-    "digits": DatasetInfo("digits", "scikit-learn digits", hflip_ok=False, crop_padding=0),
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("MNIST", hflip_ok=False, crop_padding=0),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", hflip_ok=False, crop_padding=0),
+    "cifar10": DatasetSpec("CIFAR-10", hflip_ok=True, crop_padding=4, channels=3),
+    "digits": DatasetSpec("scikit-learn digits", hflip_ok=False, crop_padding=0),
     # Photos of flowers: mirrored flowers are still flowers. No crop by default: the images
     # are resized in prepare to a size of the user's choosing, so no fixed padding fits all.
-    "flowers102": DatasetInfo(
-        "flowers102", "Oxford Flowers-102", hflip_ok=True, crop_padding=0, channels=3
+    "flowers102": DatasetSpec(
+        "Oxford Flowers-102", hflip_ok=True, crop_padding=0, channels=3, options=ResizedOptions
     ),
 }
 
@@ -41,13 +52,24 @@ DATASETS: dict[str, DatasetInfo] = {
 FOLDER_CHANNELS = 3
 
 
+def is_folder(name: str) -> bool:
+    """True for a dataset of the user's own images (any name that is not built in)."""
+    return name not in DATASETS
+
+
 def title(name: str) -> str:
     """The name shown in reports and figure titles: a folder dataset is shown by its name."""
-    info = DATASETS.get(name)
-    return info.title if info is not None else name
+    spec = DATASETS.get(name)
+    return spec.title if spec is not None else name
 
 
 def stored_channels(name: str) -> int:
     """Channels of the prepared images of ``name``, built-in or folder."""
-    info = DATASETS.get(name)
-    return info.channels if info is not None else FOLDER_CHANNELS
+    spec = DATASETS.get(name)
+    return spec.channels if spec is not None else FOLDER_CHANNELS
+
+
+def options_class(name: str) -> type[DatasetOptions]:
+    """The schema of ``dataset.<name>``: the spec's, or a folder's."""
+    spec = DATASETS.get(name)
+    return spec.options if spec is not None else FolderOptions

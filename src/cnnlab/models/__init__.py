@@ -1,7 +1,7 @@
-"""Model registry: option classes (torch-free) and the builders (torch, loaded on first use).
+"""Models: the registry ``MODELS`` (torch-free) and the builders (torch, loaded on first use).
 
 ``import cnnlab.models`` stays cheap so that params validation never pays torch's import
-time; ``build_model``, ``count_parameters``, ``count_macs`` and ``BUILDERS`` import
+time; ``build_model``, ``count_parameters`` and ``count_macs`` import
 :mod:`cnnlab.models.zoo` the first time they are looked up.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.models.options import (
-    MODEL_OPTIONS,
+    MODELS,
     ActivationName,
     AlexNet2012Options,
     AlexNetBNOptions,
@@ -18,20 +18,22 @@ from cnnlab.models.options import (
     InitName,
     LeNet5Options,
     LeNetOptions,
+    ModelOptions,
+    ModelSpec,
     NormName,
     PoolingName,
     input_size,
     resolve_options,
+    title,
 )
 
 if TYPE_CHECKING:
-    from cnnlab.models.zoo import BUILDERS, build_model, count_macs, count_parameters
+    from cnnlab.models.zoo import build_model, count_macs, count_parameters
 
-_FROM_ZOO = frozenset({"BUILDERS", "build_model", "count_macs", "count_parameters"})
+_FROM_ZOO = frozenset({"build_model", "count_macs", "count_parameters"})
 
 __all__ = [
-    "BUILDERS",
-    "MODEL_OPTIONS",
+    "MODELS",
     "ActivationName",
     "AlexNet2012Options",
     "AlexNetBNOptions",
@@ -39,6 +41,8 @@ __all__ = [
     "InitName",
     "LeNet5Options",
     "LeNetOptions",
+    "ModelOptions",
+    "ModelSpec",
     "NormName",
     "PoolingName",
     "build_model",
@@ -46,6 +50,7 @@ __all__ = [
     "count_parameters",
     "input_size",
     "resolve_options",
+    "title",
 ]
 
 

@@ -1,17 +1,17 @@
-"""Per-model architecture options (``model.<name>`` in params.yaml).
+"""The model registry: one :class:`ModelSpec` per name (title, options, builder) in ``MODELS``.
 
-Kept free of torch so that validating params costs nothing at stage start-up.
-Every model in the registry has an entry here, even if it takes no options.
+Kept free of torch so that validating params costs nothing at stage start-up; the builders
+live in :mod:`cnnlab.models.zoo`. Adding a model: an options class and a spec here, a
+builder there, an entry under ``model:`` in params.yaml.
 
 Every model shares the same ablation switches (``activation``, ``pooling``, ``norm``,
-``dropout``, ``init``) so that one sweep key means the same thing for all of them; each class
-only changes the defaults, and the defaults give exactly the architecture docs/experiments.md
-describes, with its parameter count.
+``dropout``, ``init``) so that one sweep key means the same thing for all of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -32,78 +32,72 @@ PlainInitName = Literal["default", "kaiming", "xavier"]
 SMALL_INPUT_SIZE = 32
 
 
-class _Options(BaseModel):
-    """Switches every model shares; dropout goes before each hidden linear layer."""
+class ModelOptions(BaseModel):
+    """Switches every model shares; dropout goes before each hidden linear layer.
+
+    No field has a default here: params.yaml's ``model.<name>`` holds every value (so that a
+    plain ``-S model.lenet.activation=tanh`` works), and its values give exactly the
+    architectures docs/experiments.md describes.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    activation: ActivationName = "relu"
-    pooling: PoolingName = "max"
-    norm: NormName = "none"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    init: PlainInitName = "default"
+    activation: ActivationName
+    pooling: PoolingName
+    norm: NormName
+    dropout: float = Field(ge=0.0, lt=1.0)
+    init: PlainInitName
 
 
-class LeNetOptions(_Options):
-    """The modern LeNet: ReLU and max-pooling (docs/experiments.md, "LeNet").
-
-    ``dropout`` (off by default) goes before the two hidden linear layers, as in AlexNet.
-    """
+class LeNetOptions(ModelOptions):
+    """The modern LeNet: ReLU and max-pooling (docs/experiments.md, "LeNet")."""
 
 
-class LeNet5Options(_Options):
-    """LeNet-5 as in 1998: tanh, average pooling, C5 as a conv (LeCun et al. 1998).
+class LeNet5Options(ModelOptions):
+    """LeNet-5 as in 1998 with tanh and average pooling, C5 as a conv (LeCun et al. 1998).
 
     ``init: paper`` is LeCun's uniform(-2.4/fan_in, 2.4/fan_in) with zero biases.
     """
 
-    activation: ActivationName = "tanh"
-    pooling: PoolingName = "avg"
-    init: InitName = "default"
+    init: InitName
 
 
-class AlexNetOptions(_Options):
+class AlexNetOptions(ModelOptions):
     """AlexNet adapted to 32x32 inputs (docs/experiments.md, "AlexNet for 32x32 inputs").
 
     ``init: paper`` is the 2012 scheme: weights N(0, 0.01), bias 1 in conv2/4/5 and the
     hidden linear layers.
     """
 
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
     #: The variant with an adaptive 6x6 average pool before the classifier.
-    adaptive_pool: bool = False
-    init: InitName = "default"
+    adaptive_pool: bool
+    init: InitName
 
 
-class AlexNetBNOptions(_Options):
+class AlexNetBNOptions(ModelOptions):
     """AlexNet-mini: three stages of two conv+BatchNorm+ReLU and a max-pool (docs/experiments.md).
 
-    The reference leaves the classifier's width open; ``hidden`` is the one hidden linear
-    layer between the features and the output (0: a single linear layer). Dropout comes
-    before every linear layer here, so the single-layer variant is still regularised.
+    ``hidden`` is the width of the one hidden linear layer between the features and the
+    output (0: a single linear layer). Dropout comes before every linear layer here, so the
+    single-layer variant is still regularised.
     """
 
-    norm: NormName = "batchnorm"
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    hidden: int = Field(512, ge=0, le=16384)
+    hidden: int = Field(ge=0, le=16384)
 
 
-class AlexNet2012Options(_Options):
+class AlexNet2012Options(ModelOptions):
     """The original AlexNet (Krizhevsky et al. 2012) at 224x224 or 227x227.
 
     At 227 conv1 is unpadded (the paper's and Caffe's convention) and at 224 it is padded by
     2 (torchvision's), so both give the reference's 55 -> 27 -> 13 -> 6 maps.
     """
 
-    pooling: PoolingName = "max_overlap"
-    norm: NormName = "lrn"
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
     #: conv2/4/5 split in two groups, as the paper's two-GPU layout (fewer parameters).
-    groups: bool = True
-    input_size: Literal[224, 227] = 224
-    init: InitName = "default"
+    groups: bool
+    input_size: Literal[224, 227]
+    init: InitName
     #: Shorthand for ``init: paper``: N(0, 0.01), bias 1 in conv2/4/5 and hidden linears.
-    paper_init: bool = False
+    paper_init: bool
 
     @field_validator("paper_init")
     @classmethod
@@ -119,38 +113,45 @@ class AlexNet2012Options(_Options):
         return "paper" if self.paper_init else self.init
 
 
-MODEL_OPTIONS: dict[str, type[_Options]] = {
-    "lenet": LeNetOptions,
-    "lenet5": LeNet5Options,
-    "alexnet": AlexNetOptions,
-    "alexnet_bn": AlexNetBNOptions,
-    "alexnet2012": AlexNet2012Options,
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the pipeline knows about one model name, registered once in :data:`MODELS`."""
+
+    #: Shown in tables and figure legends.
+    title: str
+    #: The schema of ``model.<name>`` in params.yaml (its defaults are params.yaml's values).
+    options: type[ModelOptions]
+    #: The builder's name in :mod:`cnnlab.models.zoo`, which imports torch: looked up on
+    #: first build, so validating params never pays torch's import.
+    builder: str
+
+
+#: The models of params ``models:``; the params schema, titles and builders all come from here.
+MODELS: dict[str, ModelSpec] = {
+    "lenet": ModelSpec("LeNet", LeNetOptions, "build_lenet"),
+    "lenet5": ModelSpec("LeNet-5 (1998)", LeNet5Options, "build_lenet5"),
+    "alexnet": ModelSpec("AlexNet", AlexNetOptions, "build_alexnet"),
+    "alexnet_bn": ModelSpec("AlexNet-BN", AlexNetBNOptions, "build_alexnet_bn"),
+    "alexnet2012": ModelSpec("AlexNet (2012)", AlexNet2012Options, "build_alexnet2012"),
 }
 
-#: Names for tables and figure legends.
-MODEL_TITLES: dict[str, str] = {
-    "lenet": "LeNet",
-    "lenet5": "LeNet-5 (1998)",
-    "alexnet": "AlexNet",
-    "alexnet_bn": "AlexNet-BN",
-    "alexnet2012": "AlexNet (2012)",
-}
+
+def title(name: str) -> str:
+    """The model's name in reports; a name that is not registered is shown as it is."""
+    spec = MODELS.get(name)
+    return spec.title if spec is not None else name
 
 
-def resolve_options(name: str, options: BaseModel | Mapping[str, Any] | None = None) -> Any:
-    """The options object for model ``name``: defaults for ``None``, validated for a mapping.
+def resolve_options(name: str, options: BaseModel | Mapping[str, Any]) -> Any:
+    """The options object for model ``name``, validated if given as a mapping.
 
     Rejecting another model's options class here catches a mix-up (say, AlexNet options
-    passed for LeNet) that would otherwise silently build the defaults.
+    passed for LeNet) that would otherwise build the wrong architecture.
     """
     try:
-        options_class = MODEL_OPTIONS[name]
+        options_class = MODELS[name].options
     except KeyError:
-        raise ValueError(
-            f"unknown model {name!r}; known models: {', '.join(MODEL_OPTIONS)}"
-        ) from None
-    if options is None:
-        return options_class()
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
     if isinstance(options, Mapping):
         return options_class.model_validate(dict(options))
     if not isinstance(options, options_class):
@@ -160,7 +161,7 @@ def resolve_options(name: str, options: BaseModel | Mapping[str, Any] | None = N
     return options
 
 
-def input_size(name: str, options: BaseModel | Mapping[str, Any] | None = None) -> int:
+def input_size(name: str, options: BaseModel | Mapping[str, Any]) -> int:
     """The square spatial size model ``name`` expects; batches are padded/resized to it."""
     resolved = resolve_options(name, options)
     return int(getattr(resolved, "input_size", SMALL_INPUT_SIZE))

@@ -11,8 +11,8 @@ backward passes that raise under the pipeline's deterministic mode.
 
 from __future__ import annotations
 
+import copy
 import functools
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.models.options import (
+    MODELS,
     SMALL_INPUT_SIZE,
     AlexNet2012Options,
     AlexNetBNOptions,
@@ -36,7 +37,6 @@ from cnnlab.models.options import (
 )
 
 __all__ = [
-    "BUILDERS",
     "AdaptiveAvgPool2d",
     "ConvNet",
     "LocalResponseNorm",
@@ -242,30 +242,15 @@ def _linear(
         layers[f"act_fc{tag}"] = _activation(activation)
 
 
-def _spatial_size(features: nn.Sequential, size: int) -> int:
-    """Side of the feature map for a ``size`` x ``size`` input, by the layers' own arithmetic.
-
-    Arithmetic rather than a dry run: a forward pass would touch BatchNorm's running
-    statistics and cost a full pass per build.
-    """
-    for layer in features:
-        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p, d = (
-                _first(getattr(layer, attr, 1))
-                for attr in ("kernel_size", "stride", "padding", "dilation")
-            )
-            if isinstance(layer, nn.AvgPool2d):
-                d = 1
-            span = d * (k - 1) + 1
-            if size + 2 * p < span:
-                raise ValueError(f"input too small for {layer}: {size}x{size} before it")
-            out = (size + 2 * p - span) / s + 1
-            size = math.ceil(out) if getattr(layer, "ceil_mode", False) else math.floor(out)
-    return size
-
-
-def _first(value: int | tuple[int, ...]) -> int:
-    return value[0] if isinstance(value, tuple) else value
+def _spatial_size(features: nn.Sequential, in_channels: int, size: int) -> int:
+    """Side of the feature map for a ``size`` x ``size`` input: a dry run on the meta device,
+    which computes shapes only (no memory, no arithmetic, BatchNorm's statistics untouched)."""
+    probe = copy.deepcopy(features).to("meta").eval()
+    try:
+        out = probe(torch.empty(1, in_channels, size, size, device="meta"))
+    except RuntimeError as exc:
+        raise ValueError(f"a {size}x{size} input is too small for these layers: {exc}") from None
+    return int(out.shape[-1])
 
 
 # --------------------------------------------------------------------------- init schemes
@@ -319,7 +304,7 @@ def _init_weights(model: ConvNet, scheme: str, activation: str, paper: str = "al
 # --------------------------------------------------------------------------- builders
 
 
-def _build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> ConvNet:
+def build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> ConvNet:
     style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
     _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
@@ -327,7 +312,7 @@ def _build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> C
     _conv(f, "2", 6, 16, 5, style, lrn_after=True)
     f["pool2"] = _pool(style)
     features = nn.Sequential(f)
-    side = _spatial_size(features, SMALL_INPUT_SIZE)
+    side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
     _linear(c, "1", 16 * side * side, 120, activation=style.activation, dropout=options.dropout)
     _linear(c, "2", 120, 84, activation=style.activation, dropout=options.dropout)
@@ -337,7 +322,7 @@ def _build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> C
     return model
 
 
-def _build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) -> ConvNet:
+def build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) -> ConvNet:
     # Layer names follow the paper: C1, S2, C3, S4, C5, F6. Full C3 connections (61,706
     # parameters), not the paper's partial table.
     style = _style(options, pad_overlap=True)
@@ -350,7 +335,7 @@ def _build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) ->
     # (last) training batch of one image, so C5 stays un-normalised like a linear layer.
     _conv(f, "5", 16, 120, 5, style, batchnorm_ok=False)
     features = nn.Sequential(f)
-    side = _spatial_size(features, SMALL_INPUT_SIZE)
+    side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
     _linear(c, "6", 120 * side * side, 84, activation=style.activation, dropout=options.dropout)
     _linear(c, "7", 84, num_classes, activation=None)
@@ -369,7 +354,7 @@ def _alexnet_classifier(
     return nn.Sequential(c)
 
 
-def _build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -> ConvNet:
+def build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -> ConvNet:
     style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
     _conv(f, "1", in_channels, 64, 3, style, padding=1, lrn_after=True)
@@ -385,7 +370,7 @@ def _build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) 
         avgpool: nn.Module | None = AdaptiveAvgPool2d(6)
         side = 6
     else:
-        avgpool, side = None, _spatial_size(features, SMALL_INPUT_SIZE)
+        avgpool, side = None, _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     classifier = _alexnet_classifier(
         256 * side * side, num_classes, style.activation, options.dropout
     )
@@ -394,7 +379,7 @@ def _build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) 
     return model
 
 
-def _build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOptions) -> ConvNet:
+def build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOptions) -> ConvNet:
     style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
     channels = in_channels
@@ -404,7 +389,7 @@ def _build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOpti
         f[f"pool{stage}"] = _pool(style)
         channels = width
     features = nn.Sequential(f)
-    side = _spatial_size(features, SMALL_INPUT_SIZE)
+    side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
     flat = channels * side * side
     if options.hidden:
@@ -417,7 +402,7 @@ def _build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOpti
     return model
 
 
-def _build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Options) -> ConvNet:
+def build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Options) -> ConvNet:
     style = _style(options, pad_overlap=False)
     g = 2 if options.groups else 1
     # 227 is the paper's unpadded convention, 224 torchvision's padded one: both give 55.
@@ -438,27 +423,11 @@ def _build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012O
     return model
 
 
-Builder = Callable[[int, int, Any], nn.Module]
-
-#: One entry per name in ``MODEL_OPTIONS`` (a test checks the two agree).
-BUILDERS: dict[str, Builder] = {
-    "lenet": _build_lenet,
-    "lenet5": _build_lenet5,
-    "alexnet": _build_alexnet,
-    "alexnet_bn": _build_alexnet_bn,
-    "alexnet2012": _build_alexnet2012,
-}
-
-
 # --------------------------------------------------------------------------- public API
 
 
 def build_model(
-    name: str,
-    *,
-    in_channels: int,
-    num_classes: int,
-    options: BaseModel | Mapping[str, Any] | None = None,
+    name: str, *, in_channels: int, num_classes: int, options: BaseModel | Mapping[str, Any]
 ) -> nn.Module:
     """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``.
 
@@ -469,7 +438,8 @@ def build_model(
         raise ValueError(
             f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
         )
-    return BUILDERS[name](in_channels, num_classes, resolved)
+    builder: Callable[[int, int, Any], nn.Module] = globals()[MODELS[name].builder]
+    return builder(in_channels, num_classes, resolved)
 
 
 def count_parameters(model: nn.Module) -> int:
