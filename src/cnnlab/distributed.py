@@ -203,13 +203,6 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
         dist.broadcast(buffer, src=0)
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank if ``flag`` is true on any: ranks must stop a run together."""
-    tensor = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
-
-
 def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
     """A 0-dim bool tensor ANDed over the ranks, left on its device: no host read.
 
