@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from conftest import digits_prepared, make_params
 from cnnlab.data.prepare import split_dataset
 from cnnlab.evaluation import classification_metrics
 from cnnlab.recipe import amp_dtype, augmentation_for, build_run, fit, new_model
-from cnnlab.runtime import make_deterministic
+from cnnlab.runtime import epoch_seed, make_deterministic
 from cnnlab.training import evaluate_batches
 
 CPU = torch.device("cpu")
@@ -25,6 +26,19 @@ def _train(data, **changes):
     params = make_params(**{"epochs": 3, "batch_size": 32, **changes})
     run = build_run(params, "lenet", data, CPU)
     return run, fit(run)
+
+
+def test_epoch_seeds_come_from_numpy_seed_sequence() -> None:
+    """The same (seed, epoch, stream) gives the same seed; every other triple another one."""
+    triples = [(s, e, k) for s in (0, 1, 42, 2**63 - 1) for e in range(1, 30) for k in range(9)]
+    seeds = [epoch_seed(*t) for t in triples]
+    assert seeds == [epoch_seed(*t) for t in triples]
+    assert len(set(seeds)) == len(triples)
+    assert all(0 <= s < 2**63 for s in seeds) and max(seeds) >= 2**62
+    words = np.random.SeedSequence(42, spawn_key=(3, 5)).generate_state(1, np.uint64)
+    assert epoch_seed(42, 3, 5) == int(words[0]) >> 1
+    assert epoch_seed(42, 3) == epoch_seed(42, 3, 0)
+    torch.Generator().manual_seed(max(seeds))  # torch takes every one of them
 
 
 def test_lenet_learns_digits(digits) -> None:

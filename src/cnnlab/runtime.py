@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+import numpy as np
 import torch
 
 from cnnlab.errors import UserError
@@ -61,6 +62,11 @@ def synchronize(device: torch.device) -> None:
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A seed per (run seed, epoch, stream) so an epoch's randomness needs no saved RNG state.
 
-    Resuming at epoch k then draws exactly what an uninterrupted run would have drawn.
+    numpy's SeedSequence hashes the three into independent streams (``spawn_key`` is how it
+    names child streams); the top 63 bits of its first word seed a torch.Generator. Resuming
+    at epoch k then draws exactly what an uninterrupted run would have drawn.
     """
-    return (seed * 1_000_003 + epoch * 7919 + stream * 104_729) % (2**63 - 1)
+    state = np.random.SeedSequence(entropy=seed, spawn_key=(epoch, stream)).generate_state(
+        1, np.uint64
+    )
+    return int(state[0] >> np.uint64(1))

@@ -1,40 +1,73 @@
 """The learning-rate schedules of ``scheduler.name`` in params.yaml, and an optional warm-up.
 
-One class, :class:`LRSchedule`, computes the lr in closed form from three counters (batches
-done, epochs done, plateau reductions) instead of chaining torch's schedulers:
-
-- epoch schedules (step, multistep, cosine, plateau) and per-batch ones (onecycle, the
-  warm-up) live side by side without torch's SequentialLR/ChainedScheduler cadence rules;
-- the whole state is a handful of numbers in :meth:`LRSchedule.state_dict`, so a resumed run
-  sets exactly the lr the uninterrupted run had, with no recursion to replay;
-- the same counters always give the same float, so runs stay bit-for-bit repeatable.
-
-The formulas are torch's own (StepLR, MultiStepLR, CosineAnnealingLR, OneCycleLR without
-momentum cycling, ReduceLROnPlateau in relative-threshold mode); tests check them against
-torch's classes.
+Every schedule is one of torch's schedulers, stepped at its own cadence on the run's
+optimizer: StepLR, MultiStepLR, CosineAnnealingLR and ReduceLROnPlateau after every epoch,
+OneCycleLR (no momentum cycling) after every batch, and the warm-up as LinearLR after every
+batch. torch's chainable schedulers scale the lr they find in the optimizer, so the warm-up
+and an epoch schedule multiply. :class:`LRSchedule` only says which to step when, and
+saves and restores their state_dicts together.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-
-#: Schedules whose lr changes between batches rather than between epochs.
-PER_BATCH = frozenset({"onecycle"})
+from torch.optim import lr_scheduler as S
 
 
-def _cos_anneal(start: float, end: float, pct: float) -> float:
-    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+def _epoch_scheduler(
+    settings: Any, optimizer: torch.optim.Optimizer, epochs: int
+) -> S.LRScheduler | S.ReduceLROnPlateau | None:
+    s, name = settings, settings.name
+    if name == "step":
+        return S.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if name == "multistep":
+        return S.MultiStepLR(optimizer, milestones=list(s.milestones), gamma=s.gamma)
+    if name == "cosine":
+        return S.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=s.min_lr)
+    if name == "plateau":
+        mode = "max" if s.monitor == "val_acc" else "min"
+        return S.ReduceLROnPlateau(
+            optimizer,
+            mode=mode,
+            factor=s.factor,
+            patience=s.patience,
+            threshold=s.threshold,
+            threshold_mode="rel",
+            cooldown=s.cooldown,
+            min_lr=s.min_lr,
+        )
+    return None
+
+
+def _one_cycle(settings: Any, optimizer: torch.optim.Optimizer, total: int) -> S.LRScheduler:
+    """OneCycleLR with cosine phases; ``total`` is the number of batches in the run."""
+    s = settings
+    if s.pct_start * total > 1:
+        peaks = [float(g["lr"]) for g in optimizer.param_groups]
+        return S.OneCycleLR(
+            optimizer,
+            max_lr=peaks,
+            total_steps=total,
+            pct_start=s.pct_start,
+            div_factor=s.div_factor,
+            final_div_factor=s.final_div_factor,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+        )
+    # A rise shorter than one batch: OneCycleLR divides by zero (pct_start * total == 1) or
+    # starts its decay at a negative step; the schedule is then its decay alone, from the peak.
+    (peak,) = {float(g["lr"]) for g in optimizer.param_groups}  # one eta_min for all groups
+    final = peak / s.div_factor / s.final_div_factor
+    return S.CosineAnnealingLR(optimizer, T_max=max(total - 1, 1), eta_min=final)
 
 
 class LRSchedule:
-    """Sets every param group's lr from the schedule, before each batch.
+    """torch's schedulers for one run, stepped the way the training loop calls them.
 
-    The training loop calls :meth:`step_batch` after every optimizer step and
-    :meth:`step_epoch` after every validation; the latter takes the validation metrics so
-    that ``plateau`` can watch them.
+    The loop calls :meth:`step_batch` after every optimizer step and :meth:`step_epoch`
+    after every validation; the latter takes the validation metrics for ``plateau``.
     """
 
     def __init__(
@@ -47,139 +80,79 @@ class LRSchedule:
     ) -> None:
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError(f"need epochs, steps_per_epoch >= 1; got {epochs}, {steps_per_epoch}")
+        if settings.name not in ("none", "step", "multistep", "cosine", "onecycle", "plateau"):
+            raise ValueError(f"scheduler.name: unknown {settings.name!r}")  # params.py first
         self.optimizer = optimizer
         self.settings = settings
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        # torch's schedulers keep the starting lr in the group too; loading an optimizer
-        # state (whose lr is a scheduled one) before building the schedule then still works.
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.base_lrs = [float(g["initial_lr"]) for g in optimizer.param_groups]
+        self.total_steps = epochs * steps_per_epoch
         warmup = settings.warmup_epochs
         self.warmup_steps = max(1, round(warmup * steps_per_epoch)) if warmup > 0 else 0
-        self.batches = 0
-        self.epoch = 0
-        # plateau: what ReduceLROnPlateau tracks, under the same names.
-        self.reductions = 0
-        self.best: float | None = None
-        self.num_bad_epochs = 0
-        self.cooldown_counter = 0
-        self._apply()
-
-    # ------------------------------------------------------------------ the formulas
-
-    def _main_lr(self, base: float) -> float:
-        s, name = self.settings, self.settings.name
-        if name == "none":
-            return base
-        if name == "step":
-            return base * s.gamma ** (self.epoch // s.step_size)
-        if name == "multistep":
-            return base * s.gamma ** sum(1 for m in s.milestones if m <= self.epoch)
-        if name == "cosine":
-            cos = math.cos(math.pi * self.epoch / self.epochs)
-            return s.min_lr + (base - s.min_lr) * (1 + cos) / 2
-        if name == "plateau":
-            return max(base * s.factor**self.reductions, s.min_lr)
-        if name == "onecycle":
-            return self._one_cycle_lr(base)
-        raise ValueError(f"scheduler.name: unknown {name!r}")  # params.py rejects it first
-
-    def _one_cycle_lr(self, peak: float) -> float:
-        """torch's OneCycleLR (cosine, two phases): ``peak`` is the run's lr."""
-        s = self.settings
-        total = self.epochs * self.steps_per_epoch
-        initial = peak / s.div_factor
-        final = initial / s.final_div_factor
-        step = min(self.batches, total - 1)
-        rise_end = float(s.pct_start * total) - 1
-        if rise_end > 0 and step <= rise_end:  # a rise shorter than one batch starts at peak
-            return _cos_anneal(initial, peak, step / rise_end)
-        start = max(rise_end, 0.0)
-        return _cos_anneal(peak, final, (step - start) / max(total - 1 - start, 1e-12))
+        self.warmup: S.LinearLR | None = None
+        if self.warmup_steps > 1:  # one warm-up step is the full lr from the first batch
+            w = self.warmup_steps
+            self.warmup = S.LinearLR(optimizer, 1 / w, 1.0, total_iters=w - 1)
+        self.per_batch: S.LRScheduler | None = None
+        self.per_epoch: S.LRScheduler | S.ReduceLROnPlateau | None = None
+        if settings.name == "onecycle":
+            self.per_batch = _one_cycle(settings, optimizer, self.total_steps)
+        else:
+            self.per_epoch = _epoch_scheduler(settings, optimizer, epochs)
 
     def _warmup_factor(self) -> float:
-        if not self.warmup_steps:
+        """LinearLR's factor for the next batch: (batches done + 1) / warm-up steps."""
+        if self.warmup is None:
             return 1.0
-        return min(1.0, (self.batches + 1) / self.warmup_steps)
-
-    def lrs(self) -> list[float]:
-        """The lr of each param group for the next batch."""
-        warm = self._warmup_factor()
-        return [self._main_lr(base) * warm for base in self.base_lrs]
-
-    def _apply(self) -> None:
-        for group, lr in zip(self.optimizer.param_groups, self.lrs(), strict=True):
-            group["lr"] = lr
-
-    # ------------------------------------------------------------------ the loop's calls
+        return min(1.0, (self.warmup.last_epoch + 1) / self.warmup_steps)
 
     def step_batch(self) -> None:
-        self.batches += 1
-        if self.warmup_steps or self.settings.name in PER_BATCH:
-            self._apply()
+        if self.warmup is not None:
+            self.warmup.step()
+        # torch's one-cycle has no lr after the run's last batch: the lr stays at the final one
+        if self.per_batch is not None and self.per_batch.last_epoch < self.total_steps - 1:
+            self.per_batch.step()
 
     def step_epoch(self, *, val_loss: float | None = None, val_acc: float | None = None) -> None:
         """End of an epoch; ``plateau`` needs the metric named by ``scheduler.monitor``."""
-        self.epoch += 1
-        if self.settings.name == "plateau":
+        if self.per_epoch is None:
+            return
+        # Hand-written: the epoch schedule steps the lr without the warm-up's factor, since
+        # CosineAnnealingLR's eta_min and ReduceLROnPlateau's min_lr (and its 1e-8 eps) would
+        # otherwise bound the warmed lr; tests/test_recipes.py shows it in
+        # test_warmup_with_a_floor_is_what_torch_alone_gets_wrong.
+        warm = self._warmup_factor()
+        if warm != 1.0:
+            for group in self.optimizer.param_groups:
+                group["lr"] /= warm
+        if isinstance(self.per_epoch, S.ReduceLROnPlateau):
             metric = val_acc if self.settings.monitor == "val_acc" else val_loss
             if metric is None:
                 raise ValueError(f"the plateau schedule needs {self.settings.monitor}")
-            self._watch(float(metric))
-        self._apply()
-
-    def _watch(self, metric: float) -> None:
-        """ReduceLROnPlateau's bookkeeping: relative threshold, patience, cooldown."""
-        s = self.settings
-        if s.monitor == "val_acc":
-            better = self.best is None or metric > self.best * (1 + s.threshold)
+            self.per_epoch.step(float(metric))
         else:
-            better = self.best is None or metric < self.best * (1 - s.threshold)
-        if better:
-            self.best, self.num_bad_epochs = metric, 0
-        else:  # NaN lands here too: a broken epoch never counts as progress
-            self.num_bad_epochs += 1
-        if self.cooldown_counter > 0:
-            self.cooldown_counter -= 1
-            self.num_bad_epochs = 0
-        if self.num_bad_epochs > s.patience:
-            # Count a reduction only while it still lowers some lr (torch skips changes below
-            # 1e-8); past the floor the lr stays at min_lr.
-            old = [max(b * s.factor**self.reductions, s.min_lr) for b in self.base_lrs]
-            new = [max(b * s.factor ** (self.reductions + 1), s.min_lr) for b in self.base_lrs]
-            if any(o - n > 1e-8 for o, n in zip(old, new, strict=True)):
-                self.reductions += 1
-            self.cooldown_counter = s.cooldown
-            self.num_bad_epochs = 0
+            self.per_epoch.step()
+        if warm != 1.0:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= warm
 
     # ------------------------------------------------------------------ torch-like API
 
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
 
+    def _parts(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "per_batch": self.per_batch, "per_epoch": self.per_epoch}
+
     def state_dict(self) -> dict[str, Any]:
-        """Plain numbers only (safe for ``torch.load(weights_only=True)``)."""
-        return {
-            "base_lrs": list(self.base_lrs),
-            "batches": self.batches,
-            "epoch": self.epoch,
-            "reductions": self.reductions,
-            "best": self.best,
-            "num_bad_epochs": self.num_bad_epochs,
-            "cooldown_counter": self.cooldown_counter,
-        }
+        """torch's state_dicts (plain values: safe for ``torch.load(weights_only=True)``).
+
+        The lr itself is in the optimizer's state_dict, restored before this one.
+        """
+        return {k: None if p is None else p.state_dict() for k, p in self._parts().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.base_lrs = [float(b) for b in state["base_lrs"]]
-        self.batches = int(state["batches"])
-        self.epoch = int(state["epoch"])
-        self.reductions = int(state["reductions"])
-        self.best = None if state["best"] is None else float(state["best"])
-        self.num_bad_epochs = int(state["num_bad_epochs"])
-        self.cooldown_counter = int(state["cooldown_counter"])
-        self._apply()
+        for key, part in self._parts().items():
+            if part is not None:
+                part.load_state_dict(state[key])
 
 
 def build_scheduler(
