@@ -21,7 +21,16 @@ from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
 
-__all__ = ["SIZES", "UNPACKED", "build", "content_names", "download_cap", "load", "table"]
+__all__ = [
+    "CONTENTS_REQUIRED",
+    "SIZES",
+    "UNPACKED",
+    "build",
+    "content_names",
+    "download_cap",
+    "load",
+    "table",
+]
 
 #: Byte size of the published tarball and of each file in it (see mnist.SIZES).
 SIZES: dict[str, dict[str, int]] = {
@@ -159,7 +168,7 @@ def _check_contents(src: Source, folder: Path) -> None:
             raise Failed(f"{member}: {archives.mismatch(expected, actual)}", "corrupt")
 
 
-def load(src: Source, raw_dir: Path, options: ResizedOptions | None = None) -> RawDataset:
+def load(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
     """Both splits through torchvision's CIFAR10, once every batch matched its md5."""
     import torch
     from torchvision import datasets as tvd

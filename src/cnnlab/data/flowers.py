@@ -21,7 +21,7 @@ from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
 
-__all__ = ["SIZES", "UNPACKED", "build", "content_names", "load", "table"]
+__all__ = ["CONTENTS_REQUIRED", "SIZES", "UNPACKED", "build", "content_names", "load", "table"]
 
 #: Byte size of each published file (see mnist.SIZES).
 SIZES: dict[str, dict[str, int]] = {

@@ -23,7 +23,16 @@ from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
 
-__all__ = ["DECOMPRESSED_MD5", "SIZES", "build", "content_names", "download_cap", "load", "table"]
+__all__ = [
+    "CONTENTS_REQUIRED",
+    "DECOMPRESSED_MD5",
+    "SIZES",
+    "build",
+    "content_names",
+    "download_cap",
+    "load",
+    "table",
+]
 
 #: torchvision's dataset class of each: its mirrors, file names, md5s and class names.
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -246,7 +255,7 @@ def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def load(src: Source, raw_dir: Path, options: ResizedOptions | None = None) -> RawDataset:
+def load(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
     """Both splits, each file read once by the same reader that verified it at download
     (not by torchvision's MNIST class, which would parse them a second time)."""
     import torch
