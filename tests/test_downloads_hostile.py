@@ -42,16 +42,8 @@ from fake_datasets import (
     write_sources_override,
 )
 
-from cnnlab.data import sources
-from cnnlab.data.sources import (
-    OVERRIDE_ENV,
-    SIZES,
-    UNPACKED,
-    DataError,
-    RetryPolicy,
-    Source,
-    download,
-)
+from cnnlab.data import archives, cifar, flowers, mnist, sources
+from cnnlab.data.sources import OVERRIDE_ENV, DataError, RetryPolicy, Source, download
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, timeout=2.0)
 NOWHERE = ("http://127.0.0.1:9/never-used/",)
@@ -61,27 +53,26 @@ def _table(name: str) -> Source:
     """torchvision's file names and folders for ``name``; md5s come from the override."""
     unknown = "0" * 32
     if name == "mnist":
-        archives = {f"{n}.gz": unknown for n in IDX_FILES.values()}
+        published = {f"{n}.gz": unknown for n in IDX_FILES.values()}
         contents = {n: unknown for n in IDX_FILES.values()}
-        kind, folder = "idx", "MNIST/raw"
+        family, folder = mnist, "MNIST/raw"
     elif name == "cifar10":
-        archives = {CIFAR_TARBALL: unknown}
+        published = {CIFAR_TARBALL: unknown}
         contents = {n: unknown for n in [*CIFAR_TRAIN_BATCHES, CIFAR_TEST_BATCH, CIFAR_META]}
-        kind, folder = "cifar", CIFAR_FOLDER
+        family, folder = cifar, CIFAR_FOLDER
     elif name == "flowers102":
-        archives = {n: unknown for n in (FLOWERS_TARBALL, FLOWERS_LABELS, FLOWERS_SETID)}
-        contents, kind, folder = {}, "flowers", "flowers-102"
+        published = {n: unknown for n in (FLOWERS_TARBALL, FLOWERS_LABELS, FLOWERS_SETID)}
+        contents, family, folder = {}, flowers, "flowers-102"
     else:
         raise AssertionError(f"no table for {name}")
-    return Source(
-        name, kind, NOWHERE, archives, contents, folder, SIZES[name], UNPACKED.get(name, {})
-    )
+    unpacked = getattr(family, "UNPACKED", {}).get(name, {})
+    return Source(name, NOWHERE, published, contents, folder, family.SIZES[name], unpacked)
 
 
 @pytest.fixture(autouse=True)
 def without_torchvision(monkeypatch):
     monkeypatch.setattr(sources, "_torchvision_source", _table)
-    monkeypatch.setattr(sources, "_md5", md5_file)
+    monkeypatch.setattr(archives, "md5", md5_file)
 
 
 @pytest.fixture
@@ -258,7 +249,7 @@ def test_gzip_bomb_stops_at_the_decompressed_size(tmp_path, expect):
     bomb = mirror / "mnist/train-labels-idx1-ubyte.gz"
     bomb.write_bytes(gzip.compress(bytes(8 << 20), mtime=0))  # 8 MiB of zeros in 8 KiB
     expect(mnist=fake.override())
-    assert bomb.stat().st_size < sources._download_cap(sources.source("mnist"), bomb.name)
+    assert bomb.stat().st_size < mnist.download_cap(sources.source("mnist"), bomb.name)
     dest = tmp_path / "raw/mnist"
     with pytest.raises(DataError) as err:
         download("mnist", dest, mirror=mirror, retry=FAST)
@@ -295,7 +286,7 @@ def test_endless_body_from_the_only_mirror_is_reported(tmp_path, expect):
         expect(mnist=fake.override())
         with pytest.raises(DataError) as err:
             finishes_within(30, download, "mnist", dest, mirror=url, retry=FAST)
-    cap = sources._download_cap(sources.source("mnist"), "train-images-idx3-ubyte.gz")
+    cap = mnist.download_cap(sources.source("mnist"), "train-images-idx3-ubyte.gz")
     assert (
         f"{url}/mnist/train-images-idx3-ubyte.gz: the server kept sending, more than the "
         f"{cap} bytes train-images-idx3-ubyte.gz can have: this is not the published file"
@@ -307,7 +298,7 @@ def test_announced_oversize_is_refused_without_reading(tmp_path, expect):
     fake = write_mnist_like(tmp_path / "www/mnist", n_train=10, n_test=10)
     (tmp_path / "www/mnist/t10k-labels-idx1-ubyte.gz").write_bytes(os.urandom(200_000))
     expect(mnist=fake.override())
-    cap = sources._download_cap(sources.source("mnist"), "t10k-labels-idx1-ubyte.gz")
+    cap = mnist.download_cap(sources.source("mnist"), "t10k-labels-idx1-ubyte.gz")
     assert cap < 200_000
     with serve_directory(tmp_path / "www") as url, pytest.raises(DataError) as err:
         download("mnist", tmp_path / "raw/mnist", mirror=url, retry=FAST)

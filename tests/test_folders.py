@@ -30,7 +30,7 @@ from PIL import Image
 from cnnlab.data import images
 from cnnlab.data.folders import MANIFEST_FILE, load, scan
 from cnnlab.data.options import FolderOptions
-from cnnlab.data.sources import DataError
+from cnnlab.data.raw import DataError
 
 CLASSES = sorted(FOLDER_COLOURS)
 LINK = "a symbolic link, which is not followed"

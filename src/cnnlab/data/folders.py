@@ -50,7 +50,7 @@ import numpy as np
 
 from cnnlab.data import images
 from cnnlab.data.options import FolderOptions
-from cnnlab.data.sources import DataError, RawDataset
+from cnnlab.data.raw import DataError, RawDataset
 from cnnlab.files import atomic_directory, write_json
 
 if TYPE_CHECKING:

@@ -1,0 +1,281 @@
+"""MNIST and Fashion-MNIST: four gzipped IDX files each, laid out as torchvision leaves them
+(``MNIST/raw/``, ``FashionMNIST/raw/``), the .gz kept next to what it decompresses to.
+
+The published .gz files are trusted through torchvision's md5s, and a recompressed copy (as
+offline mirrors often hold: other gzip bytes, the same data) through the md5s of the
+decompressed files (``DECOMPRESSED_MD5``). Both datasets are read by :func:`cnnlab.data.idx.read`,
+which checked them when they were fetched.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from cnnlab.data import archives, idx
+from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, join, layout_hint, unavailable
+from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
+
+if TYPE_CHECKING:
+    from cnnlab.data.options import ResizedOptions
+
+__all__ = [
+    "CONTENTS_REQUIRED",
+    "DECOMPRESSED_MD5",
+    "SIZES",
+    "build",
+    "content_names",
+    "download_cap",
+    "load",
+    "table",
+]
+
+#: torchvision's dataset class of each: its mirrors, file names, md5s and class names.
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+#: md5 of the *decompressed* IDX files. torchvision only lists the md5 of the published .gz
+#: files; these let a recompressed copy (same data, different gzip bytes) be verified too.
+DECOMPRESSED_MD5: dict[str, dict[str, str]] = {
+    # Checked against the published files after `gunzip`; the same values appear in many
+    # public MNIST loaders.
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    # Zalando publishes only the .gz md5s. These values come from public code and docs that
+    # agree with each other independently (loaders listing them next to torchvision's .gz
+    # md5s, and a tutorial's `md5sum` output after `gunzip` of the published files).
+    "fashion_mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+
+_IDX_SIZES = {  # header + data: 16 + 60000 * 28 * 28, 8 + 60000, 16 + 10000 * 28 * 28, 8 + 10000
+    "train-images-idx3-ubyte": 47040016,
+    "train-labels-idx1-ubyte": 60008,
+    "t10k-images-idx3-ubyte": 7840016,
+    "t10k-labels-idx1-ubyte": 10008,
+}
+
+#: Byte size of every published file and of what it decompresses to, as the publishers'
+#: servers report them (Content-Length) and public listings agree. A download may never grow
+#: past the size its checksum belongs to (:func:`download_cap` adds a margin only for a
+#: recompressed .gz, which its decompressed md5 verifies).
+SIZES: dict[str, dict[str, int]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": 9912422,
+        "train-labels-idx1-ubyte.gz": 28881,
+        "t10k-images-idx3-ubyte.gz": 1648877,
+        "t10k-labels-idx1-ubyte.gz": 4542,
+        **_IDX_SIZES,
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": 26421880,
+        "train-labels-idx1-ubyte.gz": 29515,
+        "t10k-images-idx3-ubyte.gz": 4422102,
+        "t10k-labels-idx1-ubyte.gz": 5148,
+        **_IDX_SIZES,
+    },
+}
+
+#: An override may list the decompressed md5s of some files only: they are a second way to
+#: verify a file, not the only one.
+CONTENTS_REQUIRED = False
+
+
+def _torchvision_class(name: str) -> Any:
+    from torchvision import datasets as tvd
+
+    return getattr(tvd, _TORCHVISION[name])
+
+
+def table(name: str) -> Source:
+    """Built from torchvision's class attributes, read at call time."""
+    cls = _torchvision_class(name)
+    return Source(
+        name=name,
+        mirrors=tuple(cls.mirrors),
+        archives=dict(cls.resources),
+        contents=dict(DECOMPRESSED_MD5.get(name, {})),
+        folder=f"{cls.__name__}/raw",
+        sizes=dict(SIZES[name]),
+        unpacked={},
+    )
+
+
+def content_names(src: Source) -> set[str]:
+    """What the .gz files decompress to, whether or not their md5s are known."""
+    return {_strip_gz(a) for a in src.archives}
+
+
+def _strip_gz(name: str) -> str:
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def download_cap(src: Source, archive: str) -> int:
+    """The most bytes a download of ``archive`` may have: its published size, or more for a
+    recompressed copy, which is verified by its decompressed md5."""
+    cap = src.sizes[archive]
+    content = _strip_gz(archive)
+    if content in src.contents:
+        cap = max(cap, archives.compressed_bound(src.sizes[content]))
+    return cap
+
+
+def _layout(src: Source) -> str:
+    first = next(iter(src.archives))
+    return layout_hint(src.name, first, f"{src.folder}/{_strip_gz(first)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Building the dataset in a scratch directory
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One place a file may be: ``form`` says whether it is the published file (archive) or
+    already decompressed/extracted the way torchvision leaves it (content)."""
+
+    location: str
+    form: Literal["archive", "content"]
+
+
+def build(src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy) -> None:
+    """Fetch and verify each .gz (or, from a user's mirror, its decompressed file) into
+    ``out/<folder>/``; ``root`` is the mirror's folder of this dataset, None for the public
+    mirrors, and ``mirror`` what data.mirror said (for messages)."""
+    raw = out / src.folder
+    counts: dict[str, int] = {}
+    raw.mkdir(parents=True)
+    for archive in src.archives:
+        content = _strip_gz(archive)
+        if root is None:
+            candidates = [_Candidate(m + archive, "archive") for m in src.mirrors]
+        else:
+            candidates = [
+                _Candidate(join(root, archive), "archive"),
+                _Candidate(join(root, *src.folder.split("/"), archive), "archive"),
+                _Candidate(join(root, *src.folder.split("/"), content), "content"),
+            ]
+        tried: list[tuple[str, Failed]] = []
+        for cand in candidates:
+            target = raw / (archive if cand.form == "archive" else content)
+            cap = download_cap(src, archive) if cand.form == "archive" else src.sizes[content]
+            try:
+                fetch_file(cand.location, target, retry, cap)
+                counts[content] = _verify(src, archive, target, cand.form)
+                break
+            except Failed as failure:
+                tried.append((cand.location, failure))
+                (raw / archive).unlink(missing_ok=True)
+                (raw / content).unlink(missing_ok=True)
+                if root is not None and failure.category == "network":
+                    raise unavailable(src.name, archive, tried, mirror, _layout(src)) from None
+        else:
+            raise unavailable(src.name, archive, tried, mirror, _layout(src))
+    _check_pairs(raw, counts)
+
+
+def _verify(src: Source, archive: str, fetched: Path, form: str) -> int:
+    """Accept the published .gz by its md5, or any file whose decompressed bytes have the
+    published md5 (a recompressed copy); leave the decompressed file next to it, read (that
+    is, checked) as IDX. Returns its item count.
+
+    Not torchvision's check_integrity nor extract_archive: they know only the .gz md5, and
+    decompress without a limit."""
+    content = _strip_gz(archive)
+    decoded = fetched.with_name(content)
+    expected_content = src.contents.get(content)
+    if form == "archive":
+        actual = archives.md5(fetched)
+        archive_ok = actual == src.archives[archive]
+        wrong = archives.mismatch(src.archives[archive], actual)
+        if not archive_ok and expected_content is None:
+            raise Failed(
+                f"{wrong}; if this is a recompressed copy "
+                f"it cannot be verified, because no md5 of the decompressed {content} is "
+                "known: use the published .gz file",
+                "corrupt",
+            )
+        try:
+            archives.gunzip(fetched, decoded, src.sizes[content])
+        except Failed as failure:
+            prefix = "" if archive_ok else f"{wrong}; "
+            raise Failed(prefix + failure.reason, failure.category) from None
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile...
+            prefix = "" if archive_ok else f"{wrong}; "
+            raise Failed(f"{prefix}not a valid gzip file ({exc})", "corrupt") from exc
+        if not archive_ok:
+            actual_content = archives.md5(decoded)
+            if actual_content != expected_content:
+                raise Failed(
+                    f"{wrong}; decompressed, {archives.mismatch(expected_content, actual_content)}",
+                    "corrupt",
+                )
+    else:
+        if expected_content is None:
+            raise Failed(
+                f"no md5 of the decompressed {content} is known, so this copy "
+                f"cannot be verified: provide the published {archive}",
+                "corrupt",
+            )
+        actual_content = archives.md5(decoded)
+        if actual_content != expected_content:
+            raise Failed(archives.mismatch(expected_content, actual_content), "corrupt")
+    return len(idx.read(decoded))
+
+
+def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
+    """Images and labels must describe the same samples; a mismatch means mixed-up files.
+    ``counts``: the item count of each file in ``raw``, by name."""
+    for split in ("train", "t10k"):
+        images = raw / f"{split}-images-idx3-ubyte"
+        labels = raw / f"{split}-labels-idx1-ubyte"
+        n_images, n_labels = counts[images.name], counts[labels.name]
+        if n_images != n_labels:
+            raise DataError(
+                f"{images} holds {n_images} images but {labels} holds {n_labels} labels: the "
+                "files do not belong together. Replace them with the published files."
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading what build left
+# --------------------------------------------------------------------------------------------
+
+
+def load(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+    """Both splits, each file read once by the same reader that verified it at download
+    (not by torchvision's MNIST class, which would parse them a second time)."""
+    import torch
+
+    folder = raw_dir / src.folder
+    data: dict[str, np.ndarray] = {}
+    for content in sorted(content_names(src)):
+        path = folder / content
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {redownload_hint(src.name)}")
+        try:
+            data[content] = idx.read(path)
+        except Failed as failure:
+            raise DataError(f"{path}: {failure.reason}; {redownload_hint(src.name)}") from None
+    _check_pairs(folder, {name: len(array) for name, array in data.items()})
+    splits = []
+    for split in ("train", "t10k"):
+        images = torch.from_numpy(data[f"{split}-images-idx3-ubyte"])
+        labels = data[f"{split}-labels-idx1-ubyte"].astype(np.int64)
+        splits.append((images.unsqueeze(1).contiguous(), torch.from_numpy(labels)))
+    (train_x, train_y), (test_x, test_y) = splits
+    classes = list(_torchvision_class(src.name).classes)
+    return RawDataset(train_x, train_y, test_x, test_y, classes)
