@@ -168,7 +168,7 @@ def _check_contents(src: Source, folder: Path) -> None:
             raise Failed(f"{member}: {archives.mismatch(expected, actual)}", "corrupt")
 
 
-def load(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     """Both splits through torchvision's CIFAR10, once every batch matched its md5."""
     import torch
     from torchvision import datasets as tvd

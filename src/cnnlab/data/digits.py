@@ -44,7 +44,7 @@ def build(out: Path) -> None:
             zf.writestr(info, buffer.getvalue())
 
 
-def load(raw_dir: Path, options: ResizedOptions) -> RawDataset:
+def load(raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     """Upsample 8x8 to 32x32 (bilinear, then rounded) so the same models fit every dataset,
     and hold out a fixed 20% as the test set: scikit-learn ships no split of its own."""
     import torch

@@ -101,9 +101,11 @@ def build(src: Source, root: str | None, mirror: str | None, out: Path, retry: R
             raise unavailable(src.name, archive, tried, mirror, _layout(src))
 
 
-def load(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     """The official train / val / test splits (1,020 / 1,020 / 6,149 images) through
     torchvision's Flowers102, every photo resized once to ``options.size``."""
+    if options is None:
+        raise TypeError("flowers102 needs its options (dataset.flowers102: size, resize)")
     import torch
     from torchvision import datasets as tvd
 

@@ -255,7 +255,7 @@ def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def load(src: Source, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     """Both splits, each file read once by the same reader that verified it at download
     (not by torchvision's MNIST class, which would parse them a second time)."""
     import torch

@@ -80,7 +80,7 @@ class Family(Protocol):
         self, name: str, out: Path, mirror: str | os.PathLike[str] | None, retry: RetryPolicy
     ) -> None: ...
 
-    def load(self, name: str, raw_dir: Path, options: ResizedOptions) -> RawDataset: ...
+    def load(self, name: str, raw_dir: Path, options: ResizedOptions | None) -> RawDataset: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class _Fetched:
         label = None if mirror is None else os.fspath(mirror)
         self.module.build(src, root, label, out, retry)
 
-    def load(self, name: str, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+    def load(self, name: str, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
         return self.module.load(source(name), raw_dir, options)
 
 
@@ -113,7 +113,7 @@ class _Bundled:
     ) -> None:
         self.module.build(out)
 
-    def load(self, name: str, raw_dir: Path, options: ResizedOptions) -> RawDataset:
+    def load(self, name: str, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
         return self.module.load(raw_dir, options)
 
 
@@ -356,10 +356,11 @@ def load_raw(name: str, raw_dir: Path, options: ResizedOptions | None = None) ->
 
     Damaged files get a message naming the file instead of torchvision's assertion or
     reshape errors; CIFAR batches are checked against their md5 before they are unpickled.
-    ``options`` (``dataset.<name>``) says the size Flowers-102's photos are resized to.
+    ``options`` (``dataset.<name>``) says the size Flowers-102's photos are resized to; the
+    other built-in datasets take none.
     """
     _known(name)
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(f"{raw_dir} does not exist: {redownload_hint(name)}")
-    return FAMILIES[name].load(name, raw_dir, options or ResizedOptions())
+    return FAMILIES[name].load(name, raw_dir, options)
