@@ -25,6 +25,8 @@ class DatasetSpec:
 
     #: Shown in reports and figure titles.
     title: str
+    #: The module of ``cnnlab.data`` that fetches, verifies and decodes it (``sources.py``).
+    family: str
     #: Mirrored images are still valid samples (true for objects, false for digits and letters).
     hflip_ok: bool
     #: Random-crop padding of the usual recipe (0: no crop).
@@ -37,14 +39,19 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("MNIST", hflip_ok=False, crop_padding=0),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST", hflip_ok=False, crop_padding=0),
-    "cifar10": DatasetSpec("CIFAR-10", hflip_ok=True, crop_padding=4, channels=3),
-    "digits": DatasetSpec("scikit-learn digits", hflip_ok=False, crop_padding=0),
+    "mnist": DatasetSpec("MNIST", "mnist", hflip_ok=False, crop_padding=0),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", "mnist", hflip_ok=False, crop_padding=0),
+    "cifar10": DatasetSpec("CIFAR-10", "cifar", hflip_ok=True, crop_padding=4, channels=3),
+    "digits": DatasetSpec("scikit-learn digits", "digits", hflip_ok=False, crop_padding=0),
     # Photos of flowers: mirrored flowers are still flowers. No crop by default: the images
     # are resized in prepare to a size of the user's choosing, so no fixed padding fits all.
     "flowers102": DatasetSpec(
-        "Oxford Flowers-102", hflip_ok=True, crop_padding=0, channels=3, options=ResizedOptions
+        "Oxford Flowers-102",
+        "flowers",
+        hflip_ok=True,
+        crop_padding=0,
+        channels=3,
+        options=ResizedOptions,
     ),
 }
 

@@ -4,9 +4,9 @@
 Each built-in dataset belongs to a family module that holds its file table (names, sizes,
 md5s, what its archives may unpack to), builds it and decodes it: ``cnnlab.data.mnist``
 (MNIST and Fashion-MNIST), ``cifar``, ``flowers``, ``digits``; ``FAMILIES`` maps each name
-to its family. They share ``fetch`` (one file from a URL or a local mirror, with retries,
-size caps and deadlines), ``archives`` (md5s, capped gunzip, safe tar extraction) and
-``idx`` (the IDX format).
+to its family (the ``family`` of its spec). They share ``fetch`` (one file from a URL or a
+local mirror, with retries, size caps and deadlines), ``archives`` (md5s, capped gunzip,
+safe tar extraction) and ``idx`` (the IDX format).
 
 The published files are trusted only through their checksums: torchvision's tables for the
 archives as published, plus (for MNIST and Fashion-MNIST) the md5s of the decompressed files,
@@ -117,14 +117,15 @@ class _Bundled:
         return self.module.load(raw_dir, options)
 
 
-#: Every built-in dataset and the family module that builds and decodes it.
-FAMILIES: dict[str, Family] = {
+_BY_FAMILY: dict[str, Family] = {
     "mnist": _Fetched(mnist),
-    "fashion_mnist": _Fetched(mnist),
-    "cifar10": _Fetched(cifar),
-    "flowers102": _Fetched(flowers),
+    "cifar": _Fetched(cifar),
+    "flowers": _Fetched(flowers),
     "digits": _Bundled(digits),
 }
+#: Every built-in dataset and the family module that builds and decodes it (its spec's
+#: ``family`` in :mod:`cnnlab.data.catalog`).
+FAMILIES: dict[str, Family] = {name: _BY_FAMILY[spec.family] for name, spec in DATASETS.items()}
 
 
 def _fetched(name: str) -> ModuleType:
