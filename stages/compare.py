@@ -1,8 +1,9 @@
 """compare: one table of every run, the first model of `models` against the second per dataset
 (LeNet vs AlexNet with the default params), learning curves and confusion matrices.
 
-Writes metrics.json (DVC's metrics: accuracy per run), reports/summary.json (the table),
-reports/report.md and plots/compare/*.png.
+One table of the runs (cnnlab.reporting.run_table) is built once; from it come
+reports/summary.json, metrics.json (DVC's metrics: accuracy per run, a part of the summary),
+reports/report.md and the titles and legends of plots/compare/*.png.
 """
 
 from __future__ import annotations
@@ -40,41 +41,38 @@ def read_confusion(run: str, classes: list[str]) -> list[list[int]]:
     return table.astype(int).values.tolist()
 
 
-def run_metrics(runs: list[dict]) -> dict[str, dict]:
-    """What `dvc exp show` and `dvc metrics diff` compare: a few numbers per run (a diverged
-    run's accuracies are null). The rest of each run's record is in metrics/<run>.json."""
-    table = {}
-    for run in runs:
-        ok = not run["diverged"]
-        table[run_name(run["model"], run["dataset"])] = {
-            "test_acc": run["test_acc"] if ok else None,
-            "best_val_acc": run["best_val_acc"] if ok else None,
-        }
-    return dict(sorted(table.items()))
+def run_metrics(summary: dict) -> dict[str, dict]:
+    """What `dvc exp show` and `dvc metrics diff` compare: a few numbers per run of
+    summary.json (a diverged run's accuracies are null). The rest of each run's record is in
+    metrics/<run>.json."""
+    runs = summary["runs"]
+    return {
+        name: {"test_acc": runs[name]["test_acc"], "best_val_acc": runs[name]["best_val_acc"]}
+        for name in sorted(runs)
+    }
 
 
 def main() -> None:
     params = load_params()
     from cnnlab.figures import plot_confusion_matrix, plot_learning_curves
     from cnnlab.files import write_json, write_text
-    from cnnlab.reporting import report_markdown, summary_json
+    from cnnlab.reporting import report_markdown, run_table, summary_json
 
-    runs = []
+    runs = [
+        json.loads((METRICS / f"{run_name(model, dataset)}.json").read_text())
+        for dataset in params.datasets
+        for model in params.models
+    ]
+    table = run_table(runs)  # the one table: summary.json, report.md and the figures' titles
     figures: dict[str, str] = {}  # caption or dataset -> path relative to the report
     confusions: dict[str, str] = {}
-    from cnnlab.data.catalog import title as dataset_title
-    from cnnlab.models.options import title as model_title
-
-    for dataset in params.datasets:
-        histories, diverged = {}, {}
-        title = dataset_title(dataset)
-        for model in params.models:
-            name, label = run_name(model, dataset), model_title(model)
-            metrics = json.loads((METRICS / f"{name}.json").read_text())
-            runs.append(metrics)
+    for dataset, rows in table.groupby("dataset", sort=False):
+        histories, diverged, title = {}, {}, rows["dataset_title"].iloc[0]
+        for run in rows.to_dict("records"):
+            name, label = run_name(run["model"], dataset), run["model_title"]
             histories[label] = read_history(TRAIN_LOGS / name)
-            if metrics["diverged"]:
-                diverged[label] = metrics["diverged_epoch"]
+            if run["diverged"]:
+                diverged[label] = run["diverged_epoch"]
             classes = read_classes(name)
             confusion = COMPARE_PLOTS / f"confusion-{name}.png"
             plot_confusion_matrix(
@@ -85,12 +83,13 @@ def main() -> None:
         plot_learning_curves(
             histories, f"{' vs '.join(histories)} on {title}", figure, diverged=diverged
         )
-        figures[dataset] = str(Path("..") / figure)
+        figures[str(dataset)] = str(Path("..") / figure)
     # The first model is the baseline; the second (if any) is compared against it.
     pair = {"baseline": params.models[0], "challenger": (params.models[1:] or [None])[0]}
-    write_json(METRICS_FILE, run_metrics(runs))
-    write_json(REPORTS / "summary.json", summary_json(runs, **pair))
-    write_text(REPORTS / "report.md", report_markdown(runs, {**figures, **confusions}, **pair))
+    summary = summary_json(table, **pair)
+    write_json(METRICS_FILE, run_metrics(summary))
+    write_json(REPORTS / "summary.json", summary)
+    write_text(REPORTS / "report.md", report_markdown(table, {**figures, **confusions}, **pair))
     plural = "run" if len(runs) == 1 else "runs"
     print(f"compare: {len(runs)} {plural} -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
 

@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> None:
     check_output_folder(args.out)
 
     from cnnlab import stats
-    from cnnlab.data.catalog import DATASETS
     from cnnlab.experiments import (
         ExperimentError,
         collect_runs,
@@ -138,12 +137,13 @@ def main(argv: list[str] | None = None) -> None:
         plot_learning_curves,
     )
     from cnnlab.files import atomic_directory
-    from cnnlab.models.options import title as model_title
     from cnnlab.reporting import (
+        dataset_title,
         difference_markdown,
         experiment_markdown,
         experiment_table,
         group_markdown,
+        model_title,
         param_text,
         tuned_markdown,
     )
@@ -205,8 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             histories, diverged, bands = _lines(
                 group, labels, table[of_run] if repeated else None, by
             )
-            data_title = DATASETS[dataset].title if dataset in DATASETS else dataset
-            title = f"{model_title(model)} on {data_title}"
+            title = f"{model_title(model)} on {dataset_title(dataset)}"
             shown = by if repeated else varied
             title += f", by {', '.join(shown)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")

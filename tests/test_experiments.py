@@ -18,6 +18,7 @@ import scipy.stats
 import yaml
 from conftest import clean_params_text
 from PIL import Image
+from test_reporting import table_rows
 
 from cnnlab import figures, reporting, stats
 from cnnlab.experiments import (
@@ -30,6 +31,15 @@ from cnnlab.experiments import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def starts_a_row(text: str, *cells: str) -> bool:
+    """Some row of the pipe tables in ``text`` begins with these cells."""
+    return any(row[: len(cells)] == list(cells) for row in table_rows(text))
+
+
+def in_a_cell(text: str, cell: str) -> bool:
+    return any(cell in row for row in table_rows(text))
 
 
 def experiment(name: str, **changes: object) -> Experiment:
@@ -118,9 +128,10 @@ def test_experiment_table_and_markdown() -> None:
     assert table["rev"].iloc[0] == "abcdef0"
 
     text = reporting.experiment_markdown(table, ["optimizer"], ["curves-lenet-mnist.png"])
-    assert "| Experiment | MNIST LeNet | MNIST AlexNet |" in text
-    assert "| optimizer=sgd | 90.12 | 95.00 |" in text
-    assert "| optimizer=adam | 98.00 | diverged at epoch 1 |" in text
+    rows = table_rows(text)
+    assert ["Experiment", "MNIST LeNet", "MNIST AlexNet"] in rows
+    assert ["optimizer=sgd", "90.12", "95.00"] in rows
+    assert ["optimizer=adam", "98.00", "diverged at epoch 1"] in rows
     assert "![curves-lenet-mnist.png](curves-lenet-mnist.png)" in text
 
 
@@ -250,10 +261,10 @@ def test_experiments_that_differ_only_in_seed_are_one_configuration() -> None:
     assert np.isnan(groups["test_acc_sd_pct"].iloc[1])
     assert np.isnan(groups["test_acc_ci_low_pct"].iloc[1])
     text = reporting.group_markdown(groups)
-    assert (
-        "| batch_size=32, optimizer=adam | MNIST | LeNet | 1 | 97.00 | – | n=1: no interval |"
-        in (text)
-    )
+    assert starts_a_row(
+        text, "batch_size=32, optimizer=adam", "MNIST", "LeNet", "1", "97.00", "–",
+        "n=1: no interval",
+    )  # fmt: skip
 
 
 def test_mean_sd_and_interval_are_students_t() -> None:
@@ -318,8 +329,9 @@ def test_differences_between_configurations_of_a_run() -> None:
     assert row["ci_low_points"] == pytest.approx(interval.low, abs=1e-4)
     assert row["verdict"] == "not distinguishable with n=2 seeds"
     text = reporting.difference_markdown(diffs)
-    assert "| MNIST | LeNet | optimizer=sgd | optimizer=adam | -0.25 |" in text
-    assert "not distinguishable with n=2 seeds |" in text
+    (pair,) = (row for row in table_rows(text) if row[:2] == ["MNIST", "LeNet"])
+    assert pair[:5] == ["MNIST", "LeNet", "optimizer=sgd", "optimizer=adam", "-0.25"]
+    assert pair[-1] == "not distinguishable with n=2 seeds"
 
 
 def test_a_diverged_or_failed_seed_is_counted_and_left_out_of_the_mean() -> None:
@@ -346,13 +358,13 @@ def test_a_diverged_or_failed_seed_is_counted_and_left_out_of_the_mean() -> None
     assert nag["n"] == 0 and np.isnan(nag["test_acc_mean_pct"])
     assert nag["status"] == "no result: 2 diverged of 2"
     text = reporting.group_markdown(groups.reset_index())
-    assert "| 1 diverged and 1 failed of 4, not in the mean |" in text
-    assert "| optimizer=nag | MNIST | LeNet | 0 | – | – | – | – | 1 2 | no result: 2 diverged" in (
-        text
-    )
+    assert in_a_cell(text, "1 diverged and 1 failed of 4, not in the mean")
+    (nag,) = (row for row in table_rows(text) if row[0] == "optimizer=nag")
+    assert nag[:9] == ["optimizer=nag", "MNIST", "LeNet", "0", "–", "–", "–", "–", "1 2"]
+    assert nag[9].startswith("no result: 2 diverged")
     # the failed experiment is a row of the per-experiment page too
     page = reporting.experiment_markdown(table, varied, [])
-    assert "| seed=4, optimizer=sgd | failed |" in page
+    assert ["seed=4, optimizer=sgd", "failed"] in table_rows(page)
 
 
 def test_the_tuned_lr_is_chosen_on_validation_never_on_test() -> None:
@@ -399,10 +411,13 @@ def test_the_tuned_lr_is_chosen_on_validation_never_on_test() -> None:
     )
     assert pair["diff_points"] == pytest.approx(91.5 - 94.5)
     text = reporting.tuned_markdown(tuned.reset_index(), "lr")
-    assert "| optimizer=sgd | MNIST | LeNet | 0.01 (default) | 97.15 | 91.50 ± 6.35 (n=2) |" in text
-    assert "| optimizer=adam | MNIST | LeNet | 0.003 | 96.00 | 94.50 ± 6.35 (n=2) | not run |" in (
-        text
+    assert starts_a_row(
+        text, "optimizer=sgd", "MNIST", "LeNet", "0.01 (default)", "97.15", "91.50 ± 6.35 (n=2)"
     )
+    assert starts_a_row(
+        text, "optimizer=adam", "MNIST", "LeNet", "0.003", "96.00", "94.50 ± 6.35 (n=2)",
+        "not run",
+    )  # fmt: skip
 
 
 def test_a_tuned_lr_is_compared_with_the_default_one() -> None:
@@ -523,7 +538,7 @@ def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
     for heading in ("Test accuracy over seeds", "Differences between configurations",
                     "Tuned `lr`", "Differences between tuned families", "Every run"):  # fmt: skip
         assert f"## {heading}" in page
-    assert "| 1 failed of 3, not in the mean |" in page
+    assert in_a_cell(page, "1 failed of 3, not in the mean")
 
 
 def test_without_repeats_the_comparison_is_one_line_per_experiment(

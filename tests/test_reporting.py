@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib as mpl
@@ -67,12 +68,25 @@ def runs() -> list[dict]:
     ]
 
 
+def table_rows(text: str) -> list[list[str]]:
+    r"""The cells of every row of the pipe tables in ``text``, header rows included and
+    alignment rows left out, without the padding pandas' writer adds (an escaped ``\|``
+    stays inside its cell)."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            if not all(cell and set(cell) <= set(":-") for cell in cells):
+                rows.append(cells)
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
-# summary_table
+# run_table: the one table of the compare stage
 
 
-def test_summary_table_rows_order_and_units(runs: list[dict]) -> None:
-    table = reporting.summary_table(runs)
+def test_run_table_rows_order_and_units(runs: list[dict]) -> None:
+    table = reporting.run_table(runs)
     assert list(zip(table["dataset"], table["model"], strict=True)) == [
         ("mnist", "lenet"),
         ("mnist", "alexnet"),
@@ -81,49 +95,56 @@ def test_summary_table_rows_order_and_units(runs: list[dict]) -> None:
         ("digits", "alexnet"),
     ]
     row = table.iloc[0]
-    assert row["test_acc_pct"] == pytest.approx(98.71)
-    assert row["test_top5_pct"] == pytest.approx(99.98)
-    assert row["best_val_acc_pct"] == pytest.approx(98.5)
-    assert row["final_val_acc_pct"] == pytest.approx(98.4)
+    # the evaluate stage's units (fractions), which summary.json keeps; Markdown shows percent
+    assert row["test_acc"] == 0.9871
+    assert row["test_top5"] == 0.9998
+    assert row["best_val_acc"] == 0.985
+    assert row["final_val_acc"] == 0.984
     assert row["params"] == 61706
     assert row["macs"] == 429_128
+    assert (row["model_title"], row["dataset_title"]) == ("LeNet", "MNIST")
     # Measured times differ from run to run: kept out of the reproducible report (timings/).
     assert "train_seconds" not in table.columns and "images_per_second" not in table.columns
     assert row["status"] == "ok"
     assert str(table["params"].dtype) == "Int64"
 
 
-def test_summary_table_blanks_diverged_accuracies(runs: list[dict]) -> None:
-    table = reporting.summary_table(runs).set_index(["dataset", "model"])
+def test_run_table_blanks_diverged_accuracies(runs: list[dict]) -> None:
+    table = reporting.run_table(runs).set_index(["dataset", "model"])
     row = table.loc[("cifar10", "alexnet")]
     assert row["status"] == "diverged at epoch 2"
-    for column in ("best_val_acc_pct", "test_acc_pct", "test_top5_pct", "final_val_acc_pct"):
+    for column in ("best_val_acc", "test_acc", "test_top5", "final_val_acc", "test_loss"):
         assert math.isnan(row[column]), column
     assert row["params"] == 58_299_082  # the model is still the model
 
 
 def test_duplicate_run_is_an_error() -> None:
     with pytest.raises(ValueError, match="lenet-mnist"):
-        reporting.summary_table([make_run("lenet", "mnist", 0.9), make_run("lenet", "mnist", 0.8)])
+        reporting.run_table([make_run("lenet", "mnist", 0.9), make_run("lenet", "mnist", 0.8)])
 
 
 def test_empty_runs_give_empty_outputs() -> None:
-    assert reporting.summary_table([]).empty
-    assert reporting.comparison_table([]).empty
-    assert reporting.summary_json([]) == {"runs": {}, "comparison": {}}
-    assert "_No runs._" in reporting.report_markdown([], {})
+    table = reporting.run_table([])
+    assert table.empty
+    assert reporting.comparison(table, "lenet", "alexnet").empty
+    assert reporting.summary_json(table, "lenet", "alexnet") == {"runs": {}, "comparison": {}}
+    assert "_No runs._" in reporting.report_markdown(table, {}, "lenet", "alexnet")
 
 
 # --------------------------------------------------------------------------------------------
-# comparison_table
+# comparison: the run table's baseline vs challenger per dataset
+
+
+def compared(runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"):
+    return reporting.comparison(reporting.run_table(runs), baseline, challenger)
 
 
 def test_comparison_gain_in_points_and_ratios(runs: list[dict]) -> None:
-    table = reporting.comparison_table(runs)
+    table = compared(runs)
     assert list(table["dataset"]) == ["mnist", "cifar10"]  # digits has no LeNet run
     mnist = table.set_index("dataset").loc["mnist"]
-    assert mnist["lenet_test_acc_pct"] == pytest.approx(98.71)
-    assert mnist["alexnet_test_acc_pct"] == pytest.approx(99.21)
+    assert mnist["lenet_test_acc"] == pytest.approx(0.9871)
+    assert mnist["alexnet_test_acc"] == pytest.approx(0.9921)
     assert mnist["gain_points"] == pytest.approx(0.5)
     assert mnist["lenet_params"] == 61706
     assert mnist["alexnet_params"] == 58_299_082
@@ -133,19 +154,19 @@ def test_comparison_gain_in_points_and_ratios(runs: list[dict]) -> None:
 
 
 def test_comparison_with_diverged_challenger_has_no_gain(runs: list[dict]) -> None:
-    cifar = reporting.comparison_table(runs).set_index("dataset").loc["cifar10"]
+    cifar = compared(runs).set_index("dataset").loc["cifar10"]
     assert math.isnan(cifar["gain_points"])
-    assert math.isnan(cifar["alexnet_test_acc_pct"])
+    assert math.isnan(cifar["alexnet_test_acc"])
     assert cifar["alexnet_status"] == "diverged at epoch 2"
     assert cifar["lenet_status"] == "ok"
 
 
 def test_comparison_baseline_and_challenger_are_parameters(runs: list[dict]) -> None:
-    table = reporting.comparison_table(runs, baseline="alexnet", challenger="lenet")
+    table = compared(runs, baseline="alexnet", challenger="lenet")
     mnist = table.set_index("dataset").loc["mnist"]
     assert mnist["gain_points"] == pytest.approx(-0.5)
     with pytest.raises(ValueError, match="both"):
-        reporting.comparison_table(runs, baseline="lenet", challenger="lenet")
+        compared(runs, baseline="lenet", challenger="lenet")
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,9 +174,11 @@ def test_comparison_baseline_and_challenger_are_parameters(runs: list[dict]) -> 
 
 
 def test_summary_json_is_strict_json_and_stable(runs: list[dict]) -> None:
-    summary = reporting.summary_json(runs)
+    table = reporting.run_table(runs)
+    summary = reporting.summary_json(table, "lenet", "alexnet")
     text = json.dumps(summary, allow_nan=False)  # raises on NaN/inf
-    assert json.dumps(reporting.summary_json(runs), allow_nan=False) == text
+    again = reporting.summary_json(reporting.run_table(runs), "lenet", "alexnet")
+    assert json.dumps(again, allow_nan=False) == text
     assert list(summary) == ["runs", "comparison"]
     assert list(summary["runs"]) == [
         "lenet-mnist",
@@ -168,6 +191,7 @@ def test_summary_json_is_strict_json_and_stable(runs: list[dict]) -> None:
     assert lenet["test_acc"] == 0.9871  # evaluate-stage units and keys, unchanged
     assert lenet["status"] == "ok"
     assert "per_class_acc" not in lenet
+    assert "model_title" not in lenet  # the titles are for the report and the figures
 
     diverged = summary["runs"]["alexnet-cifar10"]
     assert diverged["diverged"] is True
@@ -179,6 +203,7 @@ def test_summary_json_is_strict_json_and_stable(runs: list[dict]) -> None:
 
     assert list(summary["comparison"]) == ["mnist", "cifar10"]
     mnist = summary["comparison"]["mnist"]
+    assert (mnist["baseline"], mnist["challenger"]) == ("lenet", "alexnet")
     assert mnist["gain_points"] == pytest.approx(0.5)
     assert mnist["params_ratio"] == round(58_299_082 / 61706, 4)
     assert summary["comparison"]["cifar10"]["gain_points"] is None
@@ -186,7 +211,8 @@ def test_summary_json_is_strict_json_and_stable(runs: list[dict]) -> None:
 
 def test_summary_json_converts_numpy_scalars() -> None:
     run = make_run("lenet", "mnist", np.float32(0.5), params=np.int64(10), diverged=np.bool_(0))
-    entry = reporting.summary_json([run])["runs"]["lenet-mnist"]
+    table = reporting.run_table([run])
+    entry = reporting.summary_json(table, "lenet", None)["runs"]["lenet-mnist"]
     json.dumps(entry, allow_nan=False)
     assert type(entry["params"]) is int
     assert entry["diverged"] is False
@@ -198,21 +224,25 @@ def test_summary_json_converts_numpy_scalars() -> None:
 
 def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
     text = reporting.report_markdown(
-        runs, {"mnist": "plots/mnist.png", "cifar10": "plots/cifar 10.png", "extra": "x.png"}
+        reporting.run_table(runs),
+        {"mnist": "plots/mnist.png", "cifar10": "plots/cifar 10.png", "extra": "x.png"},
+        "lenet",
+        "alexnet",
     )
     assert text.startswith("# LeNet vs AlexNet\n")
-    lines = text.splitlines()
-    assert "| MNIST | LeNet | 98.50 | 98.71 | 99.98 | 98.40 | 61,706 | 429,128 | ok |" in lines
-    diverged_row = next(line for line in lines if line.startswith("| CIFAR-10 | AlexNet |"))
+    rows = table_rows(text)
+    assert ["MNIST", "LeNet", "98.50", "98.71", "99.98", "98.40", "61,706", "429,128", "ok"] in rows
+    diverged_row = next(row for row in rows if row[:2] == ["CIFAR-10", "AlexNet"])
     assert "diverged (epoch 2)" in diverged_row
     assert "10.00" not in diverged_row  # its best_val_acc of 0.1 is not shown as a result
     assert "58,299,082" in diverged_row
 
-    comparison = next(line for line in lines if line.startswith("| MNIST | 98.71 | 99.21 |"))
+    comparison = next(row for row in rows if row[:3] == ["MNIST", "98.71", "99.21"])
     assert "+0.50" in comparison
     assert "944.8×" in comparison
-    cifar = next(line for line in lines if line.startswith("| CIFAR-10 | 61.23 |"))
+    cifar = next(row for row in rows if row[:2] == ["CIFAR-10", "61.23"])
     assert "diverged (epoch 2)" in cifar and "n/a" in cifar
+    assert "- **MNIST**: AlexNet 99.21%, LeNet 98.71% (+0.50 points for AlexNet)" in text
 
     assert "![Learning curves on MNIST](plots/mnist.png)" in text
     assert "![Learning curves on CIFAR-10](<plots/cifar 10.png>)" in text
@@ -221,24 +251,45 @@ def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
     assert text.endswith("\n")
 
 
+def test_report_markdown_escapes_what_markdown_would_not_show_as_typed() -> None:
+    """A folder dataset is named by its folder: a '|' or a newline must not break the table,
+    and text between two '$' must not turn into maths on GitHub."""
+    name = "cost $5$ | a\\b\nc"
+    table = reporting.run_table([make_run("lenet", name, 0.9), make_run("alexnet", name, 0.8)])
+    text = reporting.report_markdown(table, {name: "curves.png"}, "lenet", "alexnet")
+    escaped = "cost \\$5\\$ \\| a\\\\b c"
+    assert [escaped, "LeNet"] == table_rows(text)[1][:2]
+    assert [escaped, "90.00", "80.00"] == table_rows(text)[4][:3]
+    assert "\nc" not in text  # the newline ends no row, and no heading
+    assert "- **cost \\$5\\$ | a\\\\b c**" in text  # in prose a '|' is harmless
+    assert "### Learning curves on cost \\$5\\$ | a\\\\b c\n" in text
+
+
 def test_report_markdown_without_pairs_says_so() -> None:
-    text = reporting.report_markdown([make_run("lenet", "mnist", 0.9)], {})
+    table = reporting.run_table([make_run("lenet", "mnist", 0.9)])
+    text = reporting.report_markdown(table, {}, "lenet", "alexnet")
     assert "No dataset has runs of both LeNet and AlexNet" in text
     assert "## Figures" not in text
 
 
 def test_report_of_one_model_compares_nothing_and_names_it() -> None:
-    runs = [make_run("lenet5", "mnist", 0.9)]
-    text = reporting.report_markdown(runs, {}, baseline="lenet5", challenger=None)
+    table = reporting.run_table([make_run("lenet5", "mnist", 0.9)])
+    text = reporting.report_markdown(table, {}, baseline="lenet5", challenger=None)
     assert text.startswith("# LeNet-5 (1998)\n") and " vs " not in text
-    assert reporting.summary_json(runs, baseline="lenet5", challenger=None)["comparison"] == {}
+    assert reporting.summary_json(table, baseline="lenet5", challenger=None)["comparison"] == {}
 
 
 def test_report_compares_the_models_it_is_given() -> None:
     runs = [make_run("lenet5", "mnist", 0.9), make_run("alexnet_bn", "mnist", 0.95)]
-    text = reporting.report_markdown(runs, {}, baseline="lenet5", challenger="alexnet_bn")
+    table = reporting.run_table(runs)
+    text = reporting.report_markdown(table, {}, baseline="lenet5", challenger="alexnet_bn")
     assert text.startswith("# LeNet-5 (1998) vs AlexNet-BN\n")
     assert "+5.00" in text
+    rows = table_rows(text)
+    assert [row[1] for row in rows[1:3]] == ["LeNet-5 (1998)", "AlexNet-BN"]
+    assert rows[3][1:3] == ["LeNet-5 (1998) test acc (%)", "AlexNet-BN test acc (%)"]
+    assert "- **MNIST**: AlexNet-BN 95.00%, LeNet-5 (1998) 90.00%" in text
+    assert not {"LeNet", "AlexNet"} & {cell for row in rows for cell in row}
 
 
 def test_reporting_does_not_import_matplotlib_at_module_level() -> None:

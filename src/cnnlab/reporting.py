@@ -1,16 +1,25 @@
-"""Comparison tables, the summary metrics and the Markdown report for the ``compare`` stage.
+"""The tables of the comparisons and what renders from them: JSON, Markdown, the figures.
 
-Everything here is a pure function of the per-run metrics dicts written by the evaluate stage,
-so the same runs always give the same table, JSON and text (no clock, no paths, no DVC).
+Each report has ONE tidy table, built once with pandas, and every output of the report
+comes from it:
 
-Units, chosen per consumer:
+* :func:`run_table` (the ``compare`` stage): one row per run, in the evaluate stage's key
+  names and units (accuracies as fractions 0..1) plus the titles to show. ``reports/
+  summary.json`` (:func:`summary_json`), ``reports/report.md`` (:func:`report_markdown`) and
+  the stage's figures (their titles and legends) render from it; :func:`comparison` is its
+  baseline-vs-challenger view per dataset, shared by the JSON and the Markdown so that the
+  two cannot disagree.
+* :func:`experiment_table` (``stages/compare_experiments.py``): one row per experiment and
+  run, accuracies in percent (``*_pct`` columns, for the CSV) rounded to 4 decimals to keep
+  float noise like ``98.71000000000001`` out. The statistics of :mod:`cnnlab.stats` are
+  computed from it, and :func:`experiment_markdown`, :func:`group_markdown`,
+  :func:`difference_markdown` and :func:`tuned_markdown` format them.
 
-* the DataFrames are for people and CSV files, so accuracies are in percent (``*_pct``
-  columns) and rounded to 4 decimals to keep float noise like ``98.71000000000001`` out;
-* :func:`summary_json` is for ``dvc metrics``/``dvc exp show``, so it keeps the evaluate
-  stage's key names and units (fractions 0..1) and only adds derived values
-  (``gain_points`` in percentage points, ratios);
-* :func:`report_markdown` formats for reading: 2-decimal percentages, thousands separators.
+Everything here is a pure function of its inputs, so the same runs always give the same
+table, JSON and text (no clock, no paths, no DVC). summary.json is for ``dvc metrics``/
+``dvc exp show``: it keeps the evaluate stage's keys and units and only adds derived values
+(``gain_points`` in percentage points, ratios). Markdown is for reading: 2-decimal
+percentages, thousands separators, tables written by pandas (``DataFrame.to_markdown``).
 
 A diverged run's accuracies are meaningless (NaN loss, or stuck at chance), so they are
 blanked everywhere (NaN in tables, ``null`` in JSON, "diverged (epoch N)" in Markdown)
@@ -26,28 +35,46 @@ from typing import Any
 
 import pandas as pd
 
-from cnnlab.data.catalog import title as catalog_title
+from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
 
 __all__ = [
-    "comparison_table",
+    "comparison",
+    "dataset_title",
     "difference_markdown",
     "experiment_markdown",
     "experiment_table",
     "group_markdown",
+    "model_title",
     "param_text",
     "report_markdown",
+    "run_table",
     "summary_json",
-    "summary_table",
     "tuned_markdown",
 ]
 
 
-#: Metrics that describe what a model learned; blanked for a diverged run.
-_QUALITY_KEYS = ("best_val_acc", "test_acc", "test_top5", "final_val_acc", "test_loss")
+_ROUND = 4
 
-#: The metrics copied into summary.json per run, in the order they appear there.
-_JSON_RUN_KEYS = (
+#: What a model learned: blanked (NaN) for a diverged run.
+_QUALITY = ("test_acc", "test_top5", "test_loss", "best_val_acc", "final_val_acc")
+_COUNTS = ("best_epoch", "epochs", "epochs_completed", "params", "macs")
+
+#: The run table's columns, with their dtypes (nullable integers: a missing count stays <NA>
+#: instead of turning the column into floats). summary.json holds all but the titles per run,
+#: in this order.
+_RUN_DTYPES: dict[str, str] = {
+    "model": "str",
+    "dataset": "str",
+    "status": "str",
+    "diverged": "bool",
+    "diverged_epoch": "Int64",
+    **dict.fromkeys(_QUALITY, "float64"),
+    **dict.fromkeys(_COUNTS, "Int64"),
+    "model_title": "str",
+    "dataset_title": "str",
+}
+_JSON_KEYS = (
     "model",
     "dataset",
     "status",
@@ -64,20 +91,6 @@ _JSON_RUN_KEYS = (
     "params",
     "macs",
 )
-
-_SUMMARY_COLUMNS = [
-    "dataset",
-    "model",
-    "best_val_acc_pct",
-    "test_acc_pct",
-    "test_top5_pct",
-    "final_val_acc_pct",
-    "params",
-    "macs",
-    "status",
-]
-
-_ROUND = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,11 +118,14 @@ def _pct(value: Any) -> float:
     return math.nan if math.isnan(number) else round(number * 100.0, _ROUND)
 
 
-def _ratio(numerator: Any, denominator: Any) -> float:
-    top, bottom = _float(numerator), _float(denominator)
-    if math.isnan(top) or math.isnan(bottom) or bottom == 0:
-        return math.nan
-    return round(top / bottom, _ROUND)
+def _rounded(values: pd.Series) -> pd.Series:
+    """Python's ``round`` (correctly rounded, unlike numpy's) to 4 decimals; NaN stays."""
+    return values.astype(float).map(lambda v: round(v, _ROUND) if math.isfinite(v) else math.nan)
+
+
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    top, bottom = numerator.astype(float), denominator.astype(float)
+    return _rounded((top / bottom).where(bottom != 0))
 
 
 def _json_value(value: Any) -> Any:
@@ -135,30 +151,6 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _is_diverged(run: Mapping[str, Any]) -> bool:
-    return bool(run.get("diverged"))
-
-
-def _diverged_epoch(run: Mapping[str, Any]) -> int | None:
-    return _int(run.get("diverged_epoch"))
-
-
-def _status(run: Mapping[str, Any]) -> str:
-    if not _is_diverged(run):
-        return "ok"
-    epoch = _diverged_epoch(run)
-    return "diverged" if epoch is None else f"diverged at epoch {epoch}"
-
-
-def _quality(run: Mapping[str, Any], key: str) -> Any:
-    """A learned-quality metric, or None for a diverged run (its numbers mean nothing)."""
-    return None if _is_diverged(run) else run.get(key)
-
-
-def _run_key(run: Mapping[str, Any]) -> str:
-    return f"{run['model']}-{run['dataset']}"
-
-
 def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Group by dataset, then model, each in order of first appearance.
 
@@ -171,7 +163,7 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         missing = [k for k in ("model", "dataset") if not run.get(k)]
         if missing:
             raise ValueError(f"run metrics lack {', '.join(missing)}: {dict(run)!r:.200}")
-        key = _run_key(run)
+        key = f"{run['model']}-{run['dataset']}"
         if key in seen_keys:
             raise ValueError(f"run {key!r} appears twice; each model/dataset pair must be unique")
         seen_keys.add(key)
@@ -182,173 +174,99 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     )
 
 
-def _dataset_title(name: str) -> str:
-    return catalog_title(name)
-
-
-def _model_title(name: str) -> str:
-    return model_title(name)
-
-
 # --------------------------------------------------------------------------------------------
-# tables
+# the compare stage: one row per run
 
 
-def summary_table(runs: list[dict]) -> pd.DataFrame:
-    """One row per run, accuracies in percent, diverged runs with blank accuracies.
-
-    Params, MACs and timings stay filled for a diverged run: they describe the model and the
-    machine, not what was learned, and are still worth comparing.
-    """
-    rows = []
-    for run in _ordered(runs):
-        rows.append(
-            {
-                "dataset": str(run["dataset"]),
-                "model": str(run["model"]),
-                "best_val_acc_pct": _pct(_quality(run, "best_val_acc")),
-                "test_acc_pct": _pct(_quality(run, "test_acc")),
-                "test_top5_pct": _pct(_quality(run, "test_top5")),
-                "final_val_acc_pct": _pct(_quality(run, "final_val_acc")),
-                "params": _int(run.get("params")),
-                "macs": _int(run.get("macs")),
-                "status": _status(run),
-            }
-        )
-    table = pd.DataFrame(rows, columns=_SUMMARY_COLUMNS)
-    # Nullable integers: a missing count stays <NA> instead of turning the column into floats.
-    return table.astype({"params": "Int64", "macs": "Int64"})
-
-
-def _comparison_records(
-    runs: Sequence[Mapping[str, Any]], baseline: str, challenger: str
-) -> list[dict[str, Any]]:
-    """The raw material of the comparison (fractions, not percent), shared by the table and
-    the JSON so that the two can never disagree."""
-    by_key = {_run_key(r): r for r in _ordered(runs)}
-    records = []
-    for dataset in dict.fromkeys(str(r["dataset"]) for r in _ordered(runs)):
-        base = by_key.get(f"{baseline}-{dataset}")
-        chal = by_key.get(f"{challenger}-{dataset}")
-        if base is None or chal is None:
-            continue
-        base_acc = _float(_quality(base, "test_acc"))
-        chal_acc = _float(_quality(chal, "test_acc"))
-        gain = (chal_acc - base_acc) * 100.0
-        records.append(
-            {
-                "dataset": dataset,
-                "base": base,
-                "chal": chal,
-                "base_test_acc": base_acc,
-                "chal_test_acc": chal_acc,
-                "gain_points": math.nan if math.isnan(gain) else round(gain, _ROUND),
-                "base_params": _int(base.get("params")),
-                "chal_params": _int(chal.get("params")),
-                "params_ratio": _ratio(chal.get("params"), base.get("params")),
-                "base_macs": _int(base.get("macs")),
-                "chal_macs": _int(chal.get("macs")),
-                "macs_ratio": _ratio(chal.get("macs"), base.get("macs")),
-            }
-        )
-    return records
-
-
-def _comparison_fields(rec: Mapping[str, Any], b: str, c: str, *, percent: bool) -> dict[str, Any]:
-    """One dataset's comparison under model-named keys, shared by the table and the JSON;
-    ``percent`` gives accuracies in percent (the table) instead of fractions (the JSON)."""
-    acc, suffix = (_pct, "_test_acc_pct") if percent else ((lambda v: v), "_test_acc")
+def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
+    diverged = bool(run.get("diverged"))
+    epoch = _int(run.get("diverged_epoch"))
+    status = "ok" if not diverged else "diverged" if epoch is None else f"diverged at epoch {epoch}"
     return {
-        f"{b}{suffix}": acc(rec["base_test_acc"]),
-        f"{c}{suffix}": acc(rec["chal_test_acc"]),
-        "gain_points": rec["gain_points"],
-        f"{b}_params": rec["base_params"],
-        f"{c}_params": rec["chal_params"],
-        "params_ratio": rec["params_ratio"],
-        f"{b}_macs": rec["base_macs"],
-        f"{c}_macs": rec["chal_macs"],
-        "macs_ratio": rec["macs_ratio"],
-        f"{b}_status": _status(rec["base"]),
-        f"{c}_status": _status(rec["chal"]),
+        "model": str(run["model"]),
+        "dataset": str(run["dataset"]),
+        "status": status,
+        "diverged": diverged,
+        "diverged_epoch": epoch,
+        **{key: math.nan if diverged else _float(run.get(key)) for key in _QUALITY},
+        **{key: _int(run.get(key)) for key in _COUNTS},
+        "model_title": model_title(str(run["model"])),
+        "dataset_title": dataset_title(str(run["dataset"])),
     }
 
 
-def comparison_table(
-    runs: list[dict], baseline: str = "lenet", challenger: str = "alexnet"
-) -> pd.DataFrame:
-    """Baseline vs challenger per dataset that has both, with the gain in percentage points.
+def run_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The compare stage's table: one row per run (the evaluate stage's metrics dicts), by
+    dataset then model in the order given, in the evaluate stage's units, with the titles
+    the report and the figures show and ``status`` ("ok", "diverged at epoch N").
 
-    Columns are named after the models (``lenet_test_acc_pct``) rather than "baseline"/
-    "challenger" so that a CSV or ``dvc metrics`` key is readable on its own. Ratios are
+    A diverged run's accuracies and loss are NaN. Params and MACs stay filled: they describe
+    the model, not what was learned, and are still worth comparing. Measured times differ
+    from run to run and are left out (they are in ``timings.json``), so that everything made
+    from this table reproduces byte for byte.
+    """
+    records = [_run_record(run) for run in _ordered(runs)]
+    return pd.DataFrame(
+        {
+            column: pd.Series([r[column] for r in records], dtype=dtype)
+            for column, dtype in _RUN_DTYPES.items()
+        }
+    )
+
+
+def comparison(table: pd.DataFrame, baseline: str, challenger: str) -> pd.DataFrame:
+    """Baseline vs challenger per dataset of ``table`` (:func:`run_table`) that has runs of
+    both, with the gain in percentage points.
+
+    Columns are named after the models (``lenet_test_acc``) rather than "baseline"/
+    "challenger" so that a ``dvc metrics`` key is readable on its own. Ratios are
     challenger / baseline ("AlexNet has 940x the parameters"). The gain is NaN when either
     run diverged: a difference against a meaningless accuracy would be meaningless too.
     """
     if baseline == challenger:
         raise ValueError(f"baseline and challenger are both {baseline!r}")
     b, c = baseline, challenger
-    columns = [
-        "dataset",
-        f"{b}_test_acc_pct",
-        f"{c}_test_acc_pct",
-        "gain_points",
-        f"{b}_params",
-        f"{c}_params",
-        "params_ratio",
-        f"{b}_macs",
-        f"{c}_macs",
-        "macs_ratio",
-        f"{b}_status",
-        f"{c}_status",
-    ]
-    rows = [
-        {"dataset": rec["dataset"], **_comparison_fields(rec, b, c, percent=True)}
-        for rec in _comparison_records(runs, baseline, challenger)
-    ]
-    table = pd.DataFrame(rows, columns=columns)
-    ints = [f"{b}_params", f"{c}_params", f"{b}_macs", f"{c}_macs"]
-    return table.astype(dict.fromkeys(ints, "Int64"))
+    base = table[table["model"] == b].set_index("dataset")
+    chal = table[table["model"] == c].set_index("dataset")
+    datasets = base.index.intersection(chal.index, sort=False)
+    base, chal = base.loc[datasets], chal.loc[datasets]
+    frame = pd.DataFrame(
+        {
+            f"{b}_test_acc": base["test_acc"],
+            f"{c}_test_acc": chal["test_acc"],
+            "gain_points": _rounded((chal["test_acc"] - base["test_acc"]) * 100.0),
+            f"{b}_params": base["params"],
+            f"{c}_params": chal["params"],
+            "params_ratio": _ratio(chal["params"], base["params"]),
+            f"{b}_macs": base["macs"],
+            f"{c}_macs": chal["macs"],
+            "macs_ratio": _ratio(chal["macs"], base["macs"]),
+            f"{b}_status": base["status"],
+            f"{c}_status": chal["status"],
+        },
+        index=datasets,
+    )
+    return frame.rename_axis("dataset").reset_index()
 
 
-# --------------------------------------------------------------------------------------------
-# JSON
-
-
-def summary_json(
-    runs: list[dict], baseline: str = "lenet", challenger: str | None = "alexnet"
-) -> dict[str, Any]:
-    """The content of ``reports/summary.json``: selected metrics per run and the comparison.
+def summary_json(table: pd.DataFrame, baseline: str, challenger: str | None) -> dict[str, Any]:
+    """The content of ``reports/summary.json``: the run table's metrics per run and the
+    comparison (none without a challenger).
 
     Keys come in a fixed order (runs by dataset then model, fields in a fixed list) so that the
     file is byte-stable and ``git diff`` shows real changes only. Per-class accuracies are left
     to the per-run files: they would swamp ``dvc exp show``.
     """
-    out_runs: dict[str, Any] = {}
-    for run in _ordered(runs):
-        entry: dict[str, Any] = {}
-        for key in _JSON_RUN_KEYS:
-            if key == "status":
-                value: Any = _status(run)
-            elif key == "diverged":
-                value = _is_diverged(run)
-            elif key == "diverged_epoch":
-                value = _diverged_epoch(run)
-            elif key in _QUALITY_KEYS:
-                value = _quality(run, key)
-            else:
-                value = run.get(key)
-            entry[key] = _json_value(value)
-        out_runs[_run_key(run)] = entry
-
-    comparison: dict[str, Any] = {}
-    for rec in _comparison_records(runs, baseline, challenger) if challenger else []:
-        comparison[rec["dataset"]] = _json_value(
-            {
-                "baseline": baseline,
-                "challenger": challenger,
-                **_comparison_fields(rec, baseline, challenger, percent=False),
-            }
-        )
-    return {"runs": out_runs, "comparison": comparison}
+    runs = {
+        f"{row['model']}-{row['dataset']}": {key: _json_value(row[key]) for key in _JSON_KEYS}
+        for row in table.to_dict("records")
+    }
+    pairs: dict[str, Any] = {}
+    if challenger is not None:
+        for row in comparison(table, baseline, challenger).to_dict("records"):
+            dataset = row.pop("dataset")
+            pairs[dataset] = _json_value({"baseline": baseline, "challenger": challenger, **row})
+    return {"runs": runs, "comparison": pairs}
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,6 +290,11 @@ def _fmt_float(value: Any, digits: int) -> str:
     return _DASH if math.isnan(number) else f"{number:,.{digits}f}"
 
 
+def _fmt_acc(value: Any) -> str:
+    """An accuracy already in percent."""
+    return _fmt_float(value, 2)
+
+
 def _fmt_ratio(value: Any) -> str:
     number = _float(value)
     if math.isnan(number):
@@ -379,26 +302,26 @@ def _fmt_ratio(value: Any) -> str:
     return f"{number:,.1f}×" if number >= 10 else f"{number:.2f}×"
 
 
-def _diverged_text(run: Mapping[str, Any]) -> str:
-    epoch = _diverged_epoch(run)
-    return "diverged" if epoch is None else f"diverged (epoch {epoch})"
+def _text(text: str) -> str:
+    """Escape what Markdown would not show as typed: a backslash escapes, text between two
+    ``$`` is maths on GitHub, and a newline ends a heading."""
+    return text.replace("\\", "\\\\").replace("$", "\\$").replace("\n", " ")
 
 
 def _cell(text: str) -> str:
-    """Escape what would break a pipe table: a '|' ends the cell, a newline ends the row."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """:func:`_text`, and a '|', which would end the cell (a newline, which would end the
+    row, is a space already)."""
+    return _text(text).replace("|", "\\|")
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: str) -> str:
-    """A GitHub pipe table; ``numeric`` holds one letter per column, ``r`` for right-aligned
-    (numbers, so that digits line up when rendered) and ``l`` for text."""
-    align = ["---:" if kind == "r" else "---" for kind in numeric]
-    lines = [
-        "| " + " | ".join(_cell(h) for h in header) + " |",
-        "| " + " | ".join(align) + " |",
-    ]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def _markdown(frame: pd.DataFrame, align: str) -> str:
+    """A GitHub pipe table of ``frame`` (text cells), written by pandas; ``align`` holds one
+    letter per column, ``r`` for right-aligned (numbers, so that digits line up) and ``l``
+    for text."""
+    escaped = frame.map(_cell).rename(columns=_cell)
+    aligns = ["right" if kind == "r" else "left" for kind in align]
+    # Cells are text already: tabulate must not reparse "98.50" as a number and drop the 0.
+    return escaped.to_markdown(index=False, disable_numparse=True, colalign=aligns)
 
 
 def _link_target(path: str | Path) -> str:
@@ -407,126 +330,113 @@ def _link_target(path: str | Path) -> str:
     return f"<{target}>" if any(ch in target for ch in " ()<>") else target
 
 
-def _acc_sentence(run: Mapping[str, Any]) -> str:
-    if _is_diverged(run):
-        return _diverged_text(run)
-    return f"{_fmt_pct(run.get('test_acc'))}%"
+def _outcome(table: pd.DataFrame) -> pd.Series:
+    """Per run: "ok", or "diverged (epoch N)"."""
+    diverged = table["diverged_epoch"].map(
+        lambda epoch: "diverged" if pd.isna(epoch) else f"diverged (epoch {epoch})"
+    )
+    return diverged.where(table["diverged"], "ok").astype(str)
+
+
+def _test_acc(table: pd.DataFrame) -> pd.Series:
+    """Per run: the test accuracy in percent, or the divergence that left none."""
+    return table["test_acc"].map(_fmt_pct).where(~table["diverged"], _outcome(table))
+
+
+_INTRO = (
+    "Accuracies are in percent on the held-out test split (top-1 unless marked top-5), "
+    "measured once with the checkpoint that had the best validation accuracy. "
+    "MACs are multiply-accumulates per image. Training time and throughput are "
+    "measurements, not results, and differ from run to run, so they are kept out of this "
+    "report (which reproduces byte for byte): `dvc metrics show timings.json` lists them."
+)
+
+
+def _summary_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_No runs._"
+    shown = pd.DataFrame(
+        {
+            "Dataset": table["dataset_title"],
+            "Model": table["model_title"],
+            "Best val acc (%)": table["best_val_acc"].map(_fmt_pct),
+            "Test acc (%)": _test_acc(table),
+            "Top-5 (%)": table["test_top5"].map(_fmt_pct),
+            "Final val acc (%)": table["final_val_acc"].map(_fmt_pct),
+            "Params": table["params"].map(_fmt_int),
+            "MACs": table["macs"].map(_fmt_int),
+            "Status": _outcome(table),
+        }
+    )
+    return _markdown(shown, "llrrrrrrl")
+
+
+def _comparison_markdown(table: pd.DataFrame, baseline: str, challenger: str) -> list[str]:
+    b_title, c_title = model_title(baseline), model_title(challenger)
+    pairs = comparison(table, baseline, challenger)
+    if pairs.empty:
+        return [f"_No dataset has runs of both {b_title} and {c_title}._"]
+    acc = dict(
+        zip(zip(table["dataset"], table["model"], strict=True), _test_acc(table), strict=True)
+    )
+    base = pairs["dataset"].map(lambda d: acc[(d, baseline)])
+    chal = pairs["dataset"].map(lambda d: acc[(d, challenger)])
+    gain = pairs["gain_points"].map(lambda g: "n/a" if math.isnan(g) else f"{g:+.2f}")
+    shown = pd.DataFrame(
+        {
+            "Dataset": pairs["dataset"].map(dataset_title),
+            f"{b_title} test acc (%)": base,
+            f"{c_title} test acc (%)": chal,
+            "Gain (points)": gain,
+            f"{b_title} params": pairs[f"{baseline}_params"].map(_fmt_int),
+            f"{c_title} params": pairs[f"{challenger}_params"].map(_fmt_int),
+            "Params ratio": pairs["params_ratio"].map(_fmt_ratio),
+            "MACs ratio": pairs["macs_ratio"].map(_fmt_ratio),
+        }
+    )
+
+    def said(text: str) -> str:
+        return text if text.startswith("diverged") else f"{text}%"
+
+    sentences = []
+    for i, row in enumerate(pairs.to_dict("records")):
+        sentence = (
+            f"- **{_text(dataset_title(row['dataset']))}**: {c_title} {said(chal[i])}, "
+            f"{b_title} {said(base[i])}"
+        )
+        if not math.isnan(row["gain_points"]):
+            sentence += f" ({gain[i]} points for {c_title})"
+        if not math.isnan(row["params_ratio"]):
+            sentence += f"; {c_title} has {_fmt_ratio(row['params_ratio'])} the parameters"
+        sentences.append(sentence + ".")
+    return [_markdown(shown, "lrrrrrrr"), "", *sentences]
 
 
 def report_markdown(
-    runs: list[dict],
-    figures: dict[str, str],
-    baseline: str = "lenet",
-    challenger: str | None = "alexnet",
+    table: pd.DataFrame, figures: Mapping[str, str], baseline: str, challenger: str | None
 ) -> str:
-    """The human-readable report (``plots/report.md`` or similar): summary, comparison, figures.
+    """``reports/report.md`` from the run table: summary, comparison, figures.
 
-    ``figures`` maps a dataset to the path of its learning-curve PNG *relative to where the
-    report is written*, so the images render on GitHub and in ``dvc plots`` alike; keys that
-    are not datasets of the runs are still shown, under their own name, so that extra figures
-    (a confusion matrix, say) need no change here.
+    ``baseline`` and ``challenger`` are the first two of ``models`` (no comparison without a
+    second). ``figures`` maps a dataset to the path of its learning-curve PNG *relative to
+    where the report is written*, so the images render on GitHub and in ``dvc plots`` alike;
+    keys that are not datasets of the runs are still shown, under their own name, so that
+    extra figures (a confusion matrix, say) need no change here.
     """
-    ordered = _ordered(runs)
-    b_title, c_title = _model_title(baseline), _model_title(challenger or "")
-    title = b_title if challenger is None else f"{b_title} vs {c_title}"
-    parts: list[str] = [f"# {title}", ""]
-    parts.append(
-        "Accuracies are in percent on the held-out test split (top-1 unless marked top-5), "
-        "measured once with the checkpoint that had the best validation accuracy. "
-        "MACs are multiply-accumulates per image. Training time and throughput are "
-        "measurements, not results, and differ from run to run, so they are kept out of this "
-        "report (which reproduces byte for byte): `dvc metrics show timings.json` lists them."
-    )
-    parts += ["", "## Summary", ""]
-
-    header = [
-        "Dataset",
-        "Model",
-        "Best val acc (%)",
-        "Test acc (%)",
-        "Top-5 (%)",
-        "Final val acc (%)",
-        "Params",
-        "MACs",
-        "Status",
-    ]
-    rows = []
-    for run in ordered:
-        diverged = _is_diverged(run)
-
-        def acc(key: str, run: Mapping[str, Any] = run, diverged: bool = diverged) -> str:
-            return _DASH if diverged else _fmt_pct(run.get(key))
-
-        rows.append(
-            [
-                _dataset_title(str(run["dataset"])),
-                _model_title(str(run["model"])),
-                acc("best_val_acc"),
-                _diverged_text(run) if diverged else _fmt_pct(run.get("test_acc")),
-                acc("test_top5"),
-                acc("final_val_acc"),
-                _fmt_int(run.get("params")),
-                _fmt_int(run.get("macs")),
-                _diverged_text(run) if diverged else "ok",
-            ]
-        )
-    parts.append(_markdown_table(header, rows, numeric="llrrrrrrl") if rows else "_No runs._")
-
-    records = [] if challenger is None else _comparison_records(runs, baseline, challenger)
+    b_title = model_title(baseline)
+    title = b_title if challenger is None else f"{b_title} vs {model_title(challenger)}"
+    parts = [f"# {title}", "", _INTRO, "", "## Summary", "", _summary_markdown(table)]
     if challenger is not None:
-        parts += ["", f"## {b_title} vs {c_title} per dataset", ""]
-    if challenger is not None and not records:
-        parts.append(f"_No dataset has runs of both {b_title} and {c_title}._")
-    elif records:
-        header = [
-            "Dataset",
-            f"{b_title} test acc (%)",
-            f"{c_title} test acc (%)",
-            "Gain (points)",
-            f"{b_title} params",
-            f"{c_title} params",
-            "Params ratio",
-            "MACs ratio",
-        ]
-        rows = []
-        sentences = []
-        for rec in records:
-            base, chal = rec["base"], rec["chal"]
-            gain = _float(rec["gain_points"])
-            gain_text = "n/a" if math.isnan(gain) else f"{gain:+.2f}"
-            rows.append(
-                [
-                    _dataset_title(rec["dataset"]),
-                    _diverged_text(base) if _is_diverged(base) else _fmt_pct(rec["base_test_acc"]),
-                    _diverged_text(chal) if _is_diverged(chal) else _fmt_pct(rec["chal_test_acc"]),
-                    gain_text,
-                    _fmt_int(rec["base_params"]),
-                    _fmt_int(rec["chal_params"]),
-                    _fmt_ratio(rec["params_ratio"]),
-                    _fmt_ratio(rec["macs_ratio"]),
-                ]
-            )
-            sentence = (
-                f"- **{_dataset_title(rec['dataset'])}**: {c_title} {_acc_sentence(chal)}, "
-                f"{b_title} {_acc_sentence(base)}"
-            )
-            if not math.isnan(gain):
-                sentence += f" ({gain:+.2f} points for {c_title})"
-            if not math.isnan(_float(rec["params_ratio"])):
-                sentence += f"; {c_title} has {_fmt_ratio(rec['params_ratio'])} the parameters"
-            sentences.append(sentence + ".")
-        parts.append(_markdown_table(header, rows, numeric="lrrrrrrr"))
-        parts += ["", *sentences]
-
+        parts += ["", f"## {title} per dataset", ""]
+        parts += _comparison_markdown(table, baseline, challenger)
     if figures:
         parts += ["", "## Figures"]
-        datasets = list(dict.fromkeys(str(r["dataset"]) for r in ordered))
+        datasets = list(dict.fromkeys(table["dataset"]))
         keys = [d for d in datasets if d in figures] + [k for k in figures if k not in datasets]
         for key in keys:
-            caption = f"Learning curves on {_dataset_title(key)}" if key in datasets else str(key)
-            caption = caption.replace("[", "(").replace("]", ")")
+            caption = f"Learning curves on {dataset_title(key)}" if key in datasets else str(key)
+            caption = _text(caption.replace("[", "(").replace("]", ")"))
             parts += ["", f"### {caption}", "", f"![{caption}]({_link_target(figures[key])})"]
-
     return "\n".join(parts) + "\n"
 
 
@@ -563,6 +473,7 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
     for row in rows:
         order.setdefault(str(row["experiment"]), len(order))
         run = row["run"]
+        metrics = _run_record(run)  # a failed run's has no numbers
         record: dict[str, Any] = {
             "experiment": str(row["experiment"]),
             "rev": str(row["rev"])[:7],
@@ -573,14 +484,14 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
             {
                 "dataset": str(run["dataset"]),
                 "model": str(run["model"]),
-                "test_acc_pct": _pct(_quality(run, "test_acc")),
-                "test_top5_pct": _pct(_quality(run, "test_top5")),
-                "best_val_acc_pct": _pct(_quality(run, "best_val_acc")),
-                "best_epoch": _int(run.get("best_epoch")),
-                "final_val_acc_pct": _pct(_quality(run, "final_val_acc")),
-                "epochs_completed": _int(run.get("epochs_completed")),
+                "test_acc_pct": _pct(metrics["test_acc"]),
+                "test_top5_pct": _pct(metrics["test_top5"]),
+                "best_val_acc_pct": _pct(metrics["best_val_acc"]),
+                "best_epoch": metrics["best_epoch"],
+                "final_val_acc_pct": _pct(metrics["final_val_acc"]),
+                "epochs_completed": metrics["epochs_completed"],
                 "train_seconds": _float(run.get("train_seconds")),
-                "status": "failed" if run.get("failed") else _status(run),
+                "status": "failed" if run.get("failed") else metrics["status"],
             }
         )
         records.append(record)
@@ -640,45 +551,33 @@ def experiment_markdown(
         return "\n".join([*parts, "", "_No runs._"]) + "\n"
 
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
-    labels = list(dict.fromkeys(table["label"]))
-    header = ["Experiment"] + [f"{_dataset_title(d)} {_model_title(m)}" for d, m in runs]
-    cells: dict[tuple[str, str, str], str] = {}
-    for row in table.itertuples(index=False):
-        text = row.status if row.status != "ok" else _fmt_float(row.test_acc_pct, 2)
-        cells[(row.label, row.dataset, row.model)] = text
-    rows = [[label] + [cells.get((label, d, m), _DASH) for d, m in runs] for label in labels]
-    parts += ["", "## Test accuracy (%)", "", _markdown_table(header, rows, "l" + "r" * len(runs))]
+    accuracy = table["test_acc_pct"].map(_fmt_acc).where(table["status"] == "ok", table["status"])
+    pivot = (
+        table.assign(accuracy=accuracy)
+        .pivot_table("accuracy", index="label", columns=["dataset", "model"], aggfunc="last")
+        .reindex(index=list(dict.fromkeys(table["label"])), columns=runs)
+        .fillna(_DASH)
+    )
+    pivot.columns = [f"{dataset_title(d)} {model_title(m)}" for d, m in runs]
+    shown = pivot.rename_axis("Experiment").reset_index()
+    parts += ["", "## Test accuracy (%)", "", _markdown(shown, "l" + "r" * len(runs))]
 
-    header = [
-        "Experiment",
-        "Dataset",
-        "Model",
-        "Test acc (%)",
-        "Top-5 (%)",
-        "Best val acc (%)",
-        "Best epoch",
-        "Final val acc (%)",
-        "Epochs",
-        "Train time (s)",
-        "Status",
-    ]
-    rows = [
-        [
-            row.label,
-            _dataset_title(row.dataset),
-            _model_title(row.model),
-            _fmt_float(row.test_acc_pct, 2),
-            _fmt_float(row.test_top5_pct, 2),
-            _fmt_float(row.best_val_acc_pct, 2),
-            _fmt_int(row.best_epoch),
-            _fmt_float(row.final_val_acc_pct, 2),
-            _fmt_int(row.epochs_completed),
-            _fmt_float(row.train_seconds, 1),
-            row.status,
-        ]
-        for row in table.itertuples(index=False)
-    ]
-    parts += ["", "## Every run", "", _markdown_table(header, rows, "lllrrrrrrrl")]
+    every = pd.DataFrame(
+        {
+            "Experiment": table["label"],
+            "Dataset": table["dataset"].map(dataset_title),
+            "Model": table["model"].map(model_title),
+            "Test acc (%)": table["test_acc_pct"].map(_fmt_acc),
+            "Top-5 (%)": table["test_top5_pct"].map(_fmt_acc),
+            "Best val acc (%)": table["best_val_acc_pct"].map(_fmt_acc),
+            "Best epoch": table["best_epoch"].map(_fmt_int),
+            "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_acc),
+            "Epochs": table["epochs_completed"].map(_fmt_int),
+            "Train time (s)": table["train_seconds"].map(lambda v: _fmt_float(v, 1)),
+            "Status": table["status"],
+        }
+    )
+    parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
     if figures:
         parts += ["", "## Figures"]
         for name in figures:
@@ -741,8 +640,8 @@ def group_markdown(groups: pd.DataFrame) -> str:
     rows = [
         [
             str(row["group"]),
-            _dataset_title(str(row["dataset"])),
-            _model_title(str(row["model"])),
+            dataset_title(str(row["dataset"])),
+            model_title(str(row["model"])),
             str(_int(row["n"]) or 0),
             _fmt_float(row["test_acc_mean_pct"], 2),
             _fmt_float(row["test_acc_sd_pct"], 2),
@@ -758,7 +657,8 @@ def group_markdown(groups: pd.DataFrame) -> str:
         ]
         for row in groups.to_dict("records")
     ]
-    parts.append(_markdown_table(header, rows, "lllrrrrrll") if rows else "_No runs._")
+    shown = pd.DataFrame(rows, columns=header)
+    parts.append(_markdown(shown, "lllrrrrrll") if rows else "_No runs._")
     return "\n".join(parts) + "\n"
 
 
@@ -800,8 +700,8 @@ def difference_markdown(
         low, high = _float(row["ci_low_points"]), _float(row["ci_high_points"])
         rows.append(
             [
-                _dataset_title(str(row["dataset"])),
-                _model_title(str(row["model"])),
+                dataset_title(str(row["dataset"])),
+                model_title(str(row["model"])),
                 str(row["a"]),
                 str(row["b"]),
                 _DASH if math.isnan(diff) else f"{diff:+.2f}",
@@ -809,7 +709,8 @@ def difference_markdown(
                 str(row["verdict"]),
             ]
         )
-    parts.append(_markdown_table(header, rows, "llllrrl") if rows else "_No pairs._")
+    shown = pd.DataFrame(rows, columns=header)
+    parts.append(_markdown(shown, "llllrrl") if rows else "_No pairs._")
     return "\n".join(parts) + "\n"
 
 
@@ -853,8 +754,8 @@ def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
         rows.append(
             [
                 str(row["family"]),
-                _dataset_title(str(row["dataset"])),
-                _model_title(str(row["model"])),
+                dataset_title(str(row["dataset"])),
+                model_title(str(row["model"])),
                 chosen if row["tuned"] == "yes" else str(row["tuned"]),
                 _fmt_float(row["best_val_acc_mean_pct"], 2),
                 _mean_text(row["n"], row["test_acc_mean_pct"], row["test_acc_ci95_pct"]),
@@ -872,5 +773,6 @@ def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
                 str(row["candidates"]),
             ]
         )
-    parts.append(_markdown_table(header, rows, "llllrrrll") if rows else "_No runs._")
+    shown = pd.DataFrame(rows, columns=header)
+    parts.append(_markdown(shown, "llllrrrll") if rows else "_No runs._")
     return "\n".join(parts) + "\n"

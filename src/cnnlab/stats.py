@@ -279,23 +279,25 @@ def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame([_group_record(g) for g in _groups(table, by)], columns=columns)
 
 
-def _difference_record(
-    a: _Group, b: Any, differs: Sequence[str], values: Callable[[Any], list[float]]
+def _difference_row(
+    dataset: str, model: str, a: str, b: str, differs_in: str, x: list[float], y: list[float]
 ) -> dict[str, Any]:
-    d = welch_difference(values(a), values(b))
+    """One row of a difference table: mean(x) - mean(y) of run (dataset, model) in points,
+    Welch's interval and the verdict; ``a``/``b`` are the two sides' labels."""
+    d = welch_difference(x, y)
     return {
-        "dataset": a.dataset,
-        "model": a.model,
-        "a": a.label,
-        "b": b.label,
-        "differs_in": ", ".join(differs),
+        "dataset": dataset,
+        "model": model,
+        "a": a,
+        "b": b,
+        "differs_in": differs_in,
         "n_a": d.n_a,
         "n_b": d.n_b,
         "diff_points": _pct(d.diff),
         "ci_low_points": _pct(d.low),
         "ci_high_points": _pct(d.high),
         "welch_df": _pct(d.df),
-        "verdict": verdict(d, a.label, b.label),
+        "verdict": verdict(d, a, b),
     }
 
 
@@ -324,8 +326,12 @@ def difference_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     groups = _groups(table, by)
     for _, run in itertools.groupby(groups, key=lambda g: (g.dataset, g.model)):
         for a, b in itertools.combinations(list(run), 2):
-            differs = [k for k in by if a.params[k] != b.params[k]]
-            records.append(_difference_record(a, b, differs, lambda g: g.values()))
+            differs = ", ".join(k for k in by if a.params[k] != b.params[k])
+            records.append(
+                _difference_row(
+                    a.dataset, a.model, a.label, b.label, differs, a.values(), b.values()
+                )
+            )
     return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
 
 
@@ -473,12 +479,6 @@ def _tuned_record(
     return record
 
 
-@dataclass(frozen=True)
-class _Pick:
-    label: str
-    values: list[float]
-
-
 def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     """Every pair of tuned families of the same run (each at its chosen value): the
     difference of mean test accuracies with Welch's interval, as in
@@ -496,25 +496,9 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
                 & (table["model"] == model)
                 & (table["status"] == "ok")
             ]
-            chosen.append(_Pick(row["choice"], [float(v) for v in rows["test_acc_pct"]]))
-        for a, b in itertools.combinations(chosen, 2):
-            d = welch_difference(a.values, b.values)
-            records.append(
-                {
-                    "dataset": dataset,
-                    "model": model,
-                    "a": a.label,
-                    "b": b.label,
-                    "differs_in": "",
-                    "n_a": d.n_a,
-                    "n_b": d.n_b,
-                    "diff_points": _pct(d.diff),
-                    "ci_low_points": _pct(d.low),
-                    "ci_high_points": _pct(d.high),
-                    "welch_df": _pct(d.df),
-                    "verdict": verdict(d, a.label, b.label),
-                }
-            )
+            chosen.append((row["choice"], [float(v) for v in rows["test_acc_pct"]]))
+        for (a, x), (b, y) in itertools.combinations(chosen, 2):
+            records.append(_difference_row(dataset, model, a, b, "", x, y))
     return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
 
 
