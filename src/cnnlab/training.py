@@ -307,6 +307,168 @@ def _step_epoch(scheduler: Any, val_loss: float, val_acc: float) -> None:
         scheduler.step()
 
 
+@dataclass
+class _EpochSums:
+    """What one pass over the training batches leaves: sums still on the device."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seconds: float
+    diverged: bool
+
+
+@dataclass
+class _EpochLoop:
+    """The step loop of :func:`train`, with what stays the same from epoch to epoch."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    guard: _GuardedStep
+    scaler: Any
+    step_batch: Callable[[], None] | None
+    train_batches: BatchMaker
+    batches: list[tuple[int, int]]
+    check_every: int
+    config: TrainConfig
+
+    @property
+    def used(self) -> int:
+        """Training images per epoch (a last partial global batch may be dropped)."""
+        return sum(length for _, length in self.batches)
+
+    def run(self, epoch: int) -> _EpochSums:
+        config, world = self.config, self.config.world
+        device = self.train_batches.device
+        # dropout: its own stream per rank (rank 0's is the single process's)
+        torch.manual_seed(epoch_seed(config.seed, epoch, stream=1 + 2 * world.rank))
+        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
+        # the same on every rank; on the device once per epoch, not an index copy per batch
+        order = torch.randperm(len(self.train_batches), generator=generator).to(device)
+        augment_generator = _augment_generator(config, epoch, device, generator)
+        loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        healthy = torch.ones((), dtype=torch.bool, device=device)
+        bar = _progress_bar(self.used, config, epoch)
+        seen = 0
+        started = time.perf_counter()
+        diverged = False
+        last_step = len(self.batches) - 1
+        for step, (start, length) in enumerate(self.batches):
+            if world.distributed:
+                index = distributed.rank_slice(order, start, length, world)
+            else:
+                index = order[start : start + length]
+            x, y = self.train_batches.batch(index, config.augment, augment_generator)
+            with _autocast(config.amp_dtype):
+                logits = self.net(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            finite = torch.isfinite(loss)
+            if world.distributed:  # every rank skips the same steps and stops at the same one
+                finite = distributed.all_ranks_true(finite)
+            healthy &= finite
+            check = (step + 1) % self.check_every == 0 or step == last_step
+            if check and not healthy.item():  # the host waits for the device here, and only here
+                diverged = True
+                break
+            self._update(loss, healthy)
+            # The recorded train loss is plain cross-entropy, comparable with val loss and
+            # across runs; the smoothed one is only what the gradients come from.
+            logged = loss.detach()
+            if config.label_smoothing:
+                logged = F.cross_entropy(logits.detach().float(), y)
+            loss_sum += logged.to(loss_sum.dtype) * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if bar is not None:
+                bar.update(length)
+                if (step + 1) % BAR_REFRESH_STEPS == 0:
+                    bar.set_postfix(
+                        loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}"
+                    )
+        if bar is not None:
+            bar.close()
+        synchronize(device)  # the epoch's time includes the work still queued on the device
+        return _EpochSums(loss_sum, correct, time.perf_counter() - started, diverged)
+
+    def _update(self, loss: torch.Tensor, healthy: torch.Tensor) -> None:
+        """Backward, optional clipping, the optimizer step, and the per-batch schedule."""
+        clip = self.config.clip_grad_norm
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(self.guard.loss_to_scale(loss, healthy)).backward()
+            if clip is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+                nn.utils.clip_grad_norm_(self.params, clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(self.params, clip)
+            self.guard.step(healthy)
+        if self.step_batch is not None:
+            self.step_batch()
+
+
+def _close_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    val_batches: BatchMaker,
+    config: TrainConfig,
+    epoch: int,
+    sums: _EpochSums,
+    used: int,
+) -> tuple[EpochRecord, float, float]:
+    """Validate, step the epoch schedule, and record the epoch (the train sums are read here,
+    once per epoch). Also returns the unrounded val loss and accuracy."""
+    world = config.world
+    loss_sum, correct = sums.loss_sum, sums.correct
+    if world.distributed:
+        loss_sum, correct = distributed.all_reduce_sum(loss_sum.device, loss_sum, correct)
+        val_loss, val_acc = _validate_sharded(model, val_batches, config.eval_batch_size, world)
+    else:
+        val_loss, val_logits, val_labels = evaluate_batches(
+            model, val_batches, config.eval_batch_size
+        )
+        val_acc = (val_logits.argmax(1) == val_labels).double().mean().item()
+    lr = optimizer.param_groups[0]["lr"]
+    _step_epoch(scheduler, val_loss, val_acc)
+    record = EpochRecord(
+        epoch=epoch,
+        train_loss=round(loss_sum.item() / used, 6),
+        train_acc=round(correct.item() / used, 6),
+        val_loss=round(val_loss, 6),
+        val_acc=round(val_acc, 6),
+        lr=lr,
+        seconds=round(sums.seconds, 3),
+    )
+    return record, val_loss, val_acc
+
+
+def _remember(
+    state: TrainState,
+    record: EpochRecord,
+    val_loss: float,
+    val_acc: float,
+    model: nn.Module,
+    world: World,
+) -> None:
+    """Add a validated epoch to ``state``: a non-finite val loss marks the run diverged and
+    is never the best; a better (unrounded) val accuracy keeps a copy of the weights."""
+    finite_val = math.isfinite(val_loss)
+    if not finite_val:
+        state.diverged_epoch = record.epoch
+    state.epoch = record.epoch
+    state.history.append(record)
+    if finite_val and val_acc > state.best_val_acc:
+        state.best_val_acc, state.best_epoch = val_acc, record.epoch
+        if world.is_main:  # the only rank that saves it
+            weights = {k: v.cpu() for k, v in model.state_dict().items()}
+            state.best_model = copy.deepcopy(weights)
+
+
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -346,93 +508,35 @@ def train(
     with the same weights and the same ``state``, and only rank 0 prints.
     """
     state = state or TrainState()
-    n = len(train_batches)
     world = config.world
     device = train_batches.device
-    net = distributed.wrap(model, world, device)
-    batches = distributed.global_batches(n, config.batch_size, world.size)
-    used = sum(length for _, length in batches)
-    step_batch = getattr(scheduler, "step_batch", None)
-    smoothing = config.label_smoothing
     params = [p for p in model.parameters() if p.requires_grad]
     check_every = config.check_every or (1 if device.type == "cpu" else CHECK_EVERY_ON_DEVICE)
-    guard = _GuardedStep(optimizer, params, masked=check_every > 1)
     scaler = None
     if config.amp_dtype == torch.float16:  # bf16 has float32's range: no scaling needed
         scaler = torch.amp.GradScaler("cuda")
         if state.grad_scaler is not None:
             scaler.load_state_dict(state.grad_scaler)
+    loop = _EpochLoop(
+        net=distributed.wrap(model, world, device),
+        optimizer=optimizer,
+        params=params,
+        guard=_GuardedStep(optimizer, params, masked=check_every > 1),
+        scaler=scaler,
+        step_batch=getattr(scheduler, "step_batch", None),
+        train_batches=train_batches,
+        batches=distributed.global_batches(len(train_batches), config.batch_size, world.size),
+        check_every=check_every,
+        config=config,
+    )
     if state.epoch < config.epochs and not state.diverged:
         _warm_up(model, train_batches, config)
     while state.epoch < config.epochs and not state.diverged:
         epoch = state.epoch + 1
-        # dropout: its own stream per rank (rank 0's is the single process's)
-        torch.manual_seed(epoch_seed(config.seed, epoch, stream=1 + 2 * world.rank))
-        generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
-        # the same on every rank; on the device once per epoch, not an index copy per batch
-        order = torch.randperm(n, generator=generator).to(device)
-        augment_generator = _augment_generator(config, epoch, device, generator)
         model.train()
-        loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        healthy = torch.ones((), dtype=torch.bool, device=device)
-        bar = _progress_bar(used, config, epoch)
-        seen = 0
-        started = time.perf_counter()
-        diverged = False
-        last_step = len(batches) - 1
-        for step, (start, length) in enumerate(batches):
-            if world.distributed:
-                index = distributed.rank_slice(order, start, length, world)
-            else:
-                index = order[start : start + length]
-            x, y = train_batches.batch(index, config.augment, augment_generator)
-            with _autocast(config.amp_dtype):
-                logits = net(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-            finite = torch.isfinite(loss)
-            if world.distributed:  # every rank skips the same steps and stops at the same one
-                finite = distributed.all_ranks_true(finite)
-            healthy &= finite
-            check = (step + 1) % check_every == 0 or step == last_step
-            if check and not healthy.item():  # the host waits for the device here, and only here
-                diverged = True
-                break
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(guard.loss_to_scale(loss, healthy)).backward()
-                if config.clip_grad_norm is not None:
-                    scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
-                    nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if config.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
-                guard.step(healthy)
-            if step_batch is not None:
-                step_batch()
-            # The recorded train loss is plain cross-entropy, comparable with val loss and
-            # across runs; the smoothed one is only what the gradients come from.
-            logged = loss.detach()
-            if smoothing:
-                logged = F.cross_entropy(logits.detach().float(), y)
-            loss_sum += logged.to(loss_sum.dtype) * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            if bar is not None:
-                bar.update(length)
-                if (step + 1) % BAR_REFRESH_STEPS == 0:
-                    bar.set_postfix(
-                        loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}"
-                    )
-        if bar is not None:
-            bar.close()
-        synchronize(device)  # the epoch's time includes the work still queued on the device
-        seconds = time.perf_counter() - started
-        state.train_seconds += seconds
-        if diverged:
+        sums = loop.run(epoch)
+        state.train_seconds += sums.seconds
+        if sums.diverged:
             state.diverged_epoch = epoch
             if world.is_main:
                 print(
@@ -442,43 +546,18 @@ def train(
                     flush=True,
                 )
             break
-        state.train_images += used
-        if world.distributed:
-            loss_sum, correct = distributed.all_reduce_sum(device, loss_sum, correct)
-            val_loss, val_acc = _validate_sharded(model, val_batches, config.eval_batch_size, world)
-        else:
-            val_loss, val_logits, val_labels = evaluate_batches(
-                model, val_batches, config.eval_batch_size
-            )
-            val_acc = (val_logits.argmax(1) == val_labels).double().mean().item()
-        lr = optimizer.param_groups[0]["lr"]
-        _step_epoch(scheduler, val_loss, val_acc)
+        state.train_images += loop.used
+        record, val_loss, val_acc = _close_epoch(
+            model, optimizer, scheduler, val_batches, config, epoch, sums, loop.used
+        )
         if scaler is not None:
             state.grad_scaler = scaler.state_dict()
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=round(loss_sum.item() / used, 6),
-            train_acc=round(correct.item() / used, 6),
-            val_loss=round(val_loss, 6),
-            val_acc=round(val_acc, 6),
-            lr=lr,
-            seconds=round(seconds, 3),
-        )
-        finite_val = math.isfinite(val_loss)
-        if not finite_val:
-            state.diverged_epoch = epoch
-        state.epoch = epoch
-        state.history.append(record)
-        if finite_val and val_acc > state.best_val_acc:
-            state.best_val_acc, state.best_epoch = val_acc, epoch
-            if world.is_main:  # the only rank that saves it
-                weights = {k: v.cpu() for k, v in model.state_dict().items()}
-                state.best_model = copy.deepcopy(weights)
+        _remember(state, record, val_loss, val_acc, model, world)
         if world.is_main:
             print(
                 f"{config.label} epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f}"
                 f" acc {record.train_acc:.4f} | val loss {record.val_loss:.4f}"
-                f" acc {record.val_acc:.4f} | {used / seconds:,.0f} img/s",
+                f" acc {record.val_acc:.4f} | {loop.used / sums.seconds:,.0f} img/s",
                 flush=True,
             )
         if on_epoch is not None:

@@ -20,11 +20,11 @@ import os
 import tarfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cnnlab.data.fetch import Failed
+from cnnlab.data.raw import TarLimits
 
 __all__ = [
     "TarLimits",
@@ -35,14 +35,6 @@ __all__ = [
     "mismatch",
     "tar_bound",
 ]
-
-
-@dataclass(frozen=True)
-class TarLimits:
-    """The most a tar archive may unpack to: the sum of its members' sizes, and their count."""
-
-    max_bytes: int
-    max_members: int
 
 
 def md5(path: Path) -> str:

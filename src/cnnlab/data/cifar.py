@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab.data import archives
-from cnnlab.data.archives import TarLimits
 from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, join, layout_hint, unavailable
-from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
+from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
 
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions

@@ -16,13 +16,19 @@ from cnnlab.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from cnnlab.data.archives import TarLimits
-
-__all__ = ["DataError", "RawDataset", "Source", "redownload_hint"]
+__all__ = ["DataError", "RawDataset", "Source", "TarLimits", "redownload_hint"]
 
 
 class DataError(UserError, RuntimeError):
     """A dataset could not be fetched, verified or decoded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TarLimits:
+    """The most a tar archive may unpack to: the sum of its members' sizes, and their count."""
+
+    max_bytes: int
+    max_members: int
 
 
 @dataclass(frozen=True)

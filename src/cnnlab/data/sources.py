@@ -45,11 +45,10 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 from cnnlab.data import cifar, digits, flowers, mnist
-from cnnlab.data.archives import TarLimits
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.fetch import RETRY, RetryPolicy, mirror_root
 from cnnlab.data.options import ResizedOptions
-from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
+from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
 from cnnlab.files import replace_directory
 
 __all__ = [
