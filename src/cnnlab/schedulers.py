@@ -136,9 +136,6 @@ class LRSchedule:
 
     # ------------------------------------------------------------------ torch-like API
 
-    def get_last_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
     def _parts(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "per_batch": self.per_batch, "per_epoch": self.per_epoch}
 
