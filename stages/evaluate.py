@@ -1,7 +1,8 @@
 """evaluate@<model>-<dataset>: the best checkpoint on the test split -> metrics/<run>.json.
 
-The metrics file holds the few numbers `dvc exp show` and `dvc metrics diff` compare; the bulky
-per-class accuracies go to plots/eval/<run>/classes.json, each test image's prediction to
+The metrics file (in git) holds the run's numbers and each test image's predicted class index,
+in test-set order: what `make verify` compares with another machine's run. The per-class
+accuracies go to plots/eval/<run>/classes.json, and the predictions with class names to
 predictions.json (DVC's confusion-matrix plot).
 """
 
@@ -48,9 +49,10 @@ def main(model_name: str, dataset: str) -> None:
         batches = batch_maker(params, model_name, data, "test", device)
         _, logits, labels = evaluate_batches(model.to(device), batches, params.eval_batch_size)
         test = classification_metrics(logits, labels, classes)
+        predicted = logits.argmax(1).tolist()
         predictions = [
             {"actual": classes[a], "predicted": classes[p]}
-            for a, p in zip(labels.tolist(), logits.argmax(1).tolist(), strict=True)
+            for a, p in zip(labels.tolist(), predicted, strict=True)
         ]
     else:  # diverged in its first epoch: no weights worth testing
         test = {
@@ -60,7 +62,7 @@ def main(model_name: str, dataset: str) -> None:
             "test_images": len(data.labels["test"]),
             "per_class_acc": None,
         }
-        predictions = []
+        predicted, predictions = None, []
     training_keys = (
         "best_val_acc",
         "best_epoch",
@@ -78,6 +80,7 @@ def main(model_name: str, dataset: str) -> None:
         "params": count_parameters(model),
         "macs": count_macs(model.cpu(), input_shape(params, model_name, data)),
         "test_images": test["test_images"],
+        "test_predictions": predicted,  # class indices, in test-set order
     }
     per_class = test["per_class_acc"] or {}
     counts = Counter(data.labels["test"].tolist())

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Measure how far apart runs of the committed recipe land with other seeds, and write it to
+ci/tolerance.json: the tolerance `make verify` applies to training results on a machine whose
+numeric platform is not the one that made the committed results.
+
+    make tolerance                      # seeds 1-5, the committed thread count
+    python ci/tolerance.py --seeds 1 2 3 --threads 1   # while other work runs
+
+Each seed is a `dvc exp run -S seed=N` in a scratch clone of HEAD (the workspace is not
+touched). Per run it records each seed's test accuracy and predictions, the range of the
+accuracies and the least share of test images two seeds agreed on. A run elsewhere is within
+tolerance when it is no further from the committed run than two seeds are from each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+
+from reprokit import (
+    ROOT,
+    TOLERANCE_FILE,
+    VerifyError,
+    agreement,
+    describe,
+    dvc,
+    git,
+    numeric_platform,
+    params_device,
+    read_lock,
+    recipe_key,
+    run_record,
+    scratch_clone,
+    train_runs,
+    write_json,
+)
+
+
+def measure(seeds: list[int], threads: int | None) -> dict:
+    lock = read_lock(git("show", "HEAD:dvc.lock"))
+    runs = train_runs(lock)
+    records: dict[str, dict[int, dict]] = {run: {} for run in runs}
+    with scratch_clone() as repo:
+        for seed in seeds:
+            started = time.monotonic()
+            extra = ["-S", f"threads={threads}"] if threads is not None else []
+            print(f"tolerance: seed {seed} ...", flush=True)
+            dvc(repo, "exp", "run", "--quiet", "-S", f"seed={seed}", *extra, quiet=True)
+            for run in runs:
+                records[run][seed] = run_record(repo, run)
+            print(
+                f"tolerance: seed {seed}: "
+                + ", ".join(f"{r} {records[r][seed]['test_acc']}" for r in runs)
+                + f" ({time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+        device = params_device(repo)
+    result = {}
+    for run in runs:
+        accs = {s: r["test_acc"] for s, r in records[run].items()}
+        pairs = {
+            f"{a}-{b}": agreement(
+                records[run][a]["test_predictions"], records[run][b]["test_predictions"]
+            )
+            for a, b in itertools.combinations(seeds, 2)
+        }
+        known = [v for v in accs.values() if v is not None]
+        shares = [v for v in pairs.values() if v is not None]
+        result[run] = {
+            "recipe": recipe_key(lock, run),
+            "test_acc_by_seed": {str(s): a for s, a in accs.items()},
+            "test_acc_range": round(max(known) - min(known), 6) if len(known) > 1 else None,
+            "agreement_by_pair": {
+                k: round(v, 6) if v is not None else None for k, v in pairs.items()
+            },
+            "agreement_min": round(min(shares), 6) if shares else None,
+        }
+    return {
+        "measured_with": {
+            "seeds": seeds,
+            "threads": "as committed" if threads is None else threads,
+            "platform": describe(numeric_platform(device)),
+        },
+        "runs": result,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--threads", type=int, help="override params.yaml's threads")
+    args = parser.parse_args(argv)
+    if len(set(args.seeds)) < 2:
+        print("error: --seeds needs at least two different seeds", file=sys.stderr)
+        return 2
+    try:
+        result = measure(sorted(set(args.seeds)), args.threads)
+    except VerifyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    write_json(ROOT / TOLERANCE_FILE, result)
+    for run, entry in result["runs"].items():
+        print(
+            f"{run}: test acc range {entry['test_acc_range']}, "
+            f"least agreement between two seeds {entry['agreement_min']}"
+        )
+    print(f"wrote {TOLERANCE_FILE}; commit it with the results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
