@@ -10,7 +10,7 @@ RUN := PATH="$(abspath $(BIN)):$$PATH"
 # `make classic MIRROR=/path/to/mirror` on a machine without internet (docs/data.md)
 MIRROR ?=
 
-.PHONY: setup repro classic lock test test-fast lint clean-venv
+.PHONY: setup repro classic lock verify tolerance baseline test test-fast lint clean-venv
 
 setup: $(STAMP)
 
@@ -34,11 +34,29 @@ classic: setup
 	  -S epochs=3 -S batch_size=128 -S scheduler.name=step \
 	  $(if $(MIRROR),-S data.mirror=$(abspath $(MIRROR)))
 
-# After a change to code or params: reproduce and stage the new dvc.lock and metrics, which
-# CI compares byte for byte with a fresh clone's run (timings.json: this machine's times).
+# After a change to code or params: reproduce and stage the new dvc.lock and metrics, and
+# record this machine's numeric platform (ci/platform.json): `make verify` expects the same
+# bytes where the platform is the same (timings.json: this machine's times).
 lock: setup
 	$(RUN) $(BIN)/dvc repro
-	git add dvc.lock metrics metrics.json timings.json
+	$(BIN)/python ci/verify.py --record
+	git add dvc.lock metrics metrics.json timings.json ci/platform.json
+
+# Are the committed results what the committed code and params give on this machine? In a
+# scratch clone of HEAD: lock up to date, data bytes, a forced rerun, training exact on the
+# platform that made the results and within the measured tolerance elsewhere
+# (docs/reproducibility.md). About twice a `dvc repro`.
+verify: setup
+	$(BIN)/python ci/verify.py
+
+# The seed-to-seed spread of the committed recipe (ci/tolerance.json): what `make verify`
+# allows on another CPU or a GPU. Five runs of the default pipeline; rerun after changing it.
+tolerance: setup
+	$(BIN)/python ci/tolerance.py
+
+# Back to the committed params and results after any workspace experiment (or a failed -S).
+baseline: setup
+	$(RUN) $(BIN)/python ci/baseline.py
 
 # Everything but the CUDA tests, end-to-end tests that drive the real `dvc` included (what
 # CI runs; 12-14 minutes on 2 cores).

@@ -1,0 +1,251 @@
+"""`make verify` and `make baseline` on a tiny project: the reproducibility check passes under
+two numeric platforms of one machine (saying which rule it applied), fails naming the stage
+or run for a stale lock and a wrong metric, and `make baseline` returns a workspace left by an
+experiment and a failed `-S` to the committed params and results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline_e2e import COMMIT, copy_repository, dvc, run, tiny_project
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Small enough that a `dvc repro -f` of both models takes seconds, AlexNet included.
+PARAMS = {
+    "datasets": ["digits"],
+    "models": ["lenet", "alexnet"],
+    "epochs": 1,
+    "batch_size": 32,
+    "eval_batch_size": 100,
+    "threads": 2,
+}
+DATA = {"max_train": 200, "max_test": 100}
+#: A deadline for one `make verify` of the tiny project (two forced runs): fails loudly past it.
+VERIFY_DEADLINE = 600
+
+
+def _commit(path: Path, message: str) -> None:
+    run(["git", "add", "-A"], path)
+    run([*COMMIT, message], path)
+
+
+def _verify(project: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python ci/verify.py` as `make verify` runs it, with extra environment variables."""
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    try:
+        return run(["python", "ci/verify.py"], project, check=False, timeout=VERIFY_DEADLINE)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _lines(result: subprocess.CompletedProcess, tag: str) -> list[str]:
+    return [line.strip() for line in result.stdout.splitlines() if f"[{tag}]" in line]
+
+
+def _second_platform() -> dict[str, str]:
+    """Environment variables that make this CPU compute like another one (a lower instruction
+    set for ATen and oneDNN), whatever this CPU has."""
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    return {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project whose results, platform and seed-to-seed spread are committed, as
+    `make lock` and `make tolerance` leave them."""
+    path = tiny_project(tmp_path_factory.mktemp("verify") / "repo", PARAMS, DATA)
+    dvc("repro", cwd=path, timeout=VERIFY_DEADLINE)
+    run(["python", "ci/verify.py", "--record"], path)
+    run(["python", "ci/tolerance.py", "--seeds", "1", "2"], path, timeout=VERIFY_DEADLINE)
+    _commit(path, "results")
+    return path
+
+
+@pytest.fixture
+def project(committed: Path, tmp_path: Path) -> Path:
+    return copy_repository(committed, tmp_path / "repo")
+
+
+def test_tolerance_records_each_runs_spread_over_the_seeds(committed: Path) -> None:
+    tolerance = json.loads((committed / "ci" / "tolerance.json").read_text())
+    assert tolerance["measured_with"]["seeds"] == [1, 2]
+    assert set(tolerance["runs"]) == {"lenet-digits", "alexnet-digits"}
+    for entry in tolerance["runs"].values():
+        accs = list(entry["test_acc_by_seed"].values())
+        assert entry["test_acc_range"] == pytest.approx(max(accs) - min(accs))
+        assert 0.0 <= entry["agreement_min"] <= 1.0
+        assert entry["agreement_by_pair"] == {"1-2": entry["agreement_min"]}
+    record = json.loads((committed / "metrics" / "lenet-digits.json").read_text())
+    assert len(record["test_predictions"]) == record["test_images"] == 100
+
+
+@pytest.mark.slow
+def test_verify_passes_exactly_on_the_platform_that_made_the_results(project: Path) -> None:
+    result = _verify(project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "the same numeric platform: training must match bit for bit" in result.stdout
+    assert _lines(result, "lock") == [
+        "ok    [lock] 8 stages: code, params and committed files match"
+    ]
+    assert len(_lines(result, "exact, every machine")) == 3  # validate, download, prepare
+    exact = _lines(result, "exact, same platform")
+    assert any("train@alexnet-digits: every output is the committed bytes" in x for x in exact)
+    assert any("evaluate@lenet-digits" in x for x in exact)
+    assert _lines(result, "same machine, same bytes")[0].startswith("ok")
+    assert result.stdout.splitlines()[-1].startswith("verify: passed")
+    assert not (run(["git", "status", "--porcelain"], project).stdout.strip())
+
+
+@pytest.mark.slow
+def test_verify_passes_within_the_tolerance_on_a_second_numeric_platform(
+    project: Path,
+) -> None:
+    result = _verify(project, _second_platform())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "another numeric platform (aten_cpu_capability, onednn_isa differ)" in result.stdout
+    assert len(_lines(result, "exact, every machine")) == 3
+    tolerance = _lines(result, "tolerance")
+    assert [line.split("] ")[1].split(":")[0] for line in tolerance] == [
+        "lenet-digits",
+        "alexnet-digits",
+    ]
+    assert all(line.startswith("ok") and "predictions agree on" in line for line in tolerance)
+    assert any("[derived] compare" in line for line in result.stdout.splitlines())
+    assert _lines(result, "same machine, same bytes")[0].startswith("ok")
+
+
+def test_a_params_change_committed_without_results_fails_naming_stage_and_key(
+    project: Path,
+) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["lr"] = 0.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    training = project / "src" / "cnnlab" / "training.py"
+    training.write_text(training.read_text() + "\n# a change\n")
+    _commit(project, "stale")
+    result = _verify(project)
+    assert result.returncode == 1
+    failed = _lines(result, "lock")
+    assert (
+        "FAIL  [lock] train@alexnet-digits: params changed since dvc.lock: lr (modified)" in failed
+    )
+    assert (
+        "FAIL  [lock] train@lenet-digits: src/cnnlab/training.py modified since dvc.lock" in failed
+    )
+    assert "dvc repro -f" not in result.stdout  # nothing trained
+    assert "verify: FAILED" in result.stdout
+
+
+def test_a_metric_edited_by_hand_fails_naming_the_file(project: Path) -> None:
+    path = project / "metrics" / "alexnet-digits.json"
+    record = json.loads(path.read_text())
+    record["test_acc"] = 0.999
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    _commit(project, "better")
+    result = _verify(project)
+    assert result.returncode == 1
+    assert (
+        "FAIL  [lock] evaluate@alexnet-digits: the committed metrics/alexnet-digits.json is not "
+        "what dvc.lock records (modified): edited by hand, or committed without `make lock`"
+    ) in _lines(result, "lock")
+
+
+@pytest.mark.slow
+def test_a_wrong_metric_recorded_in_the_lock_fails_the_exact_rule(project: Path) -> None:
+    """Edited and then `dvc commit`ed, so dvc.lock agrees: the run itself disagrees."""
+    path = project / "metrics" / "alexnet-digits.json"
+    record = json.loads(path.read_text())
+    record["test_acc"] = 0.999
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    dvc("commit", "--force", cwd=project)
+    _commit(project, "better, with the lock")
+    result = _verify(project)
+    assert result.returncode == 1
+    failed = [x for x in _lines(result, "exact, same platform") if x.startswith("FAIL")]
+    assert failed and failed[0].startswith(
+        "FAIL  [exact, same platform] evaluate@alexnet-digits: metrics/alexnet-digits.json "
+        "differ from the committed bytes on the platform that made them (test acc"
+    ), result.stdout
+    assert "99.90% committed" in failed[0]
+
+
+@pytest.mark.slow
+def test_baseline_after_an_experiment_and_a_failed_set(project: Path) -> None:
+    committed_params = (project / "params.yaml").read_bytes()
+    dvc("exp", "run", "-S", "lr=0.002", cwd=project, timeout=VERIFY_DEADLINE)
+    failed = dvc("exp", "run", "-S", "epochs=0", cwd=project, check=False, timeout=300)
+    assert failed.returncode != 0
+    assert b"epochs: 0" in (project / "params.yaml").read_bytes()
+    result = run(["python", "ci/baseline.py"], project, timeout=VERIFY_DEADLINE)
+    assert (project / "params.yaml").read_bytes() == committed_params
+    assert "every committed output: dvc checkout" in result.stdout, result.stdout
+    assert run(["git", "status", "--porcelain"], project).stdout.strip() == ""
+    status = dvc("status", cwd=project).stdout
+    assert "Data and pipelines are up to date." in status
+    backups = sorted((project / ".dvc" / "tmp" / "baseline").iterdir())
+    assert b"epochs: 0" in (backups[-1] / "params.yaml").read_bytes()
+
+
+@pytest.mark.slow
+def test_baseline_reruns_the_committed_params_when_the_cache_lacks_their_outputs(
+    project: Path,
+) -> None:
+    """As on a machine whose platform differs from the one that made the results: the
+    committed outputs were never in its cache."""
+    dvc("exp", "run", "-S", "lr=0.002", cwd=project, timeout=VERIFY_DEADLINE)
+    lock = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], project).stdout)
+    cache = project / ".dvc" / "cache" / "files" / "md5"
+    for out in lock["stages"]["train@lenet-digits"]["outs"]:
+        md5 = out["md5"]
+        if md5.endswith(".dir"):
+            listing = json.loads((cache / md5[:2] / md5[2:]).read_text())
+            for item in listing:
+                (cache / item["md5"][:2] / item["md5"][2:]).unlink(missing_ok=True)
+        (cache / md5[:2] / md5[2:]).unlink(missing_ok=True)
+    result = run(["python", "ci/baseline.py"], project, timeout=VERIFY_DEADLINE)
+    assert "not in this machine's DVC cache (train@lenet-digits:" in result.stdout, result.stdout
+    assert "Data and pipelines are up to date." in dvc("status", cwd=project).stdout
+    # the same machine retrained the committed params: the committed bytes again
+    assert run(["git", "status", "--porcelain"], project).stdout.strip() == ""
+
+
+def test_baseline_refuses_when_code_differs_and_changes_nothing(project: Path) -> None:
+    (project / "params.yaml").write_text(
+        (project / "params.yaml").read_text().replace("epochs: 1", "epochs: 3")
+    )
+    training = project / "src" / "cnnlab" / "training.py"
+    training.write_text(training.read_text() + "\n# work in progress\n")
+    result = run(["python", "ci/baseline.py"], project, check=False)
+    assert result.returncode == 1
+    assert "these tracked files differ from HEAD: src/cnnlab/training.py." in result.stderr
+    assert "Nothing was changed." in result.stderr
+    assert "epochs: 3" in (project / "params.yaml").read_text()
+    assert not (project / ".dvc" / "tmp" / "baseline").exists()
+
+
+def test_the_scratch_clone_is_removed_after_a_run(project: Path, tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path / "scratch")}
+    (tmp_path / "scratch").mkdir()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["lr"] = 0.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _commit(project, "stale")
+    _verify(project, env)
+    assert list((tmp_path / "scratch").iterdir()) == []
+    shutil.rmtree(tmp_path / "scratch")
