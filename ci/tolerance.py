@@ -26,7 +26,6 @@ from reprokit import (
     agreement,
     describe,
     dvc,
-    git,
     numeric_platform,
     params_device,
     read_lock,
@@ -39,17 +38,19 @@ from reprokit import (
 
 
 def measure(seeds: list[int], threads: int | None) -> dict:
-    lock = read_lock(git("show", "HEAD:dvc.lock"))
-    runs = train_runs(lock)
-    records: dict[str, dict[int, dict]] = {run: {} for run in runs}
+    records: dict[str, dict[int, dict]] = {}
+    recipes: dict[str, set[str]] = {}
     with scratch_clone() as repo:
         for seed in seeds:
             started = time.monotonic()
             extra = ["-S", f"threads={threads}"] if threads is not None else []
             print(f"tolerance: seed {seed} ...", flush=True)
             dvc(repo, "exp", "run", "--quiet", "-S", f"seed={seed}", *extra, quiet=True)
+            measured = read_lock((repo / "dvc.lock").read_text())
+            runs = train_runs(measured)
             for run in runs:
-                records[run][seed] = run_record(repo, run)
+                records.setdefault(run, {})[seed] = run_record(repo, run)
+                recipes.setdefault(run, set()).add(recipe_key(measured, run))
             print(
                 f"tolerance: seed {seed}: "
                 + ", ".join(f"{r} {records[r][seed]['test_acc']}" for r in runs)
@@ -58,7 +59,7 @@ def measure(seeds: list[int], threads: int | None) -> dict:
             )
         device = params_device(repo)
     result = {}
-    for run in runs:
+    for run in records:
         accs = {s: r["test_acc"] for s, r in records[run].items()}
         pairs = {
             f"{a}-{b}": agreement(
@@ -68,8 +69,10 @@ def measure(seeds: list[int], threads: int | None) -> dict:
         }
         known = [v for v in accs.values() if v is not None]
         shares = [v for v in pairs.values() if v is not None]
+        if len(recipes[run]) != 1:
+            raise VerifyError(f"{run}: the seeds' runs had different recipes: {recipes[run]}")
         result[run] = {
-            "recipe": recipe_key(lock, run),
+            "recipe": recipes[run].pop(),
             "test_acc_by_seed": {str(s): a for s, a in accs.items()},
             "test_acc_range": round(max(known) - min(known), 6) if len(known) > 1 else None,
             "agreement_by_pair": {
