@@ -195,12 +195,49 @@ def test_dvc_plot_specs_render_to_svg_without_network() -> None:
         },
         "errors": [{"rev": "adam", "msg": "missing"}],
     }
-    svgs, page = render_specs(shown)
+    svgs, page = render_specs(shown, ["sgd"])
     assert list(svgs) == ["train_lenet-mnist_plots_metrics_val_acc.tsv.svg"]
     svg = next(iter(svgs.values()))
     assert svg.lstrip().startswith("<svg") and "<path" in svg
     assert "<script" not in page and svg in page  # inline, nothing to fetch
-    assert "Not rendered" in page and "missing" in page
+    assert "Not rendered" in page and "revision &#x27;adam&#x27;: error: missing" in page
+
+
+def test_what_dvc_could_not_load_is_one_sentence_each() -> None:
+    """DVC's error records and a revision DVC left out of its JSON altogether (a directory
+    of curves whose listing is not in the cache): which revision, which file, why; never a
+    Python repr."""
+    from cnnlab.dvcplots import not_rendered
+
+    acc = "plots/train/lenet-digits/plots/metrics/val/acc.tsv"
+    shown = {
+        "errors": [
+            {
+                "name": acc,
+                "rev": "main",
+                "source": acc,
+                "type": "FileNotFoundError",
+                "msg": f"[Errno 2] No storage files available: '{acc}'",
+            },
+            {"name": "plots/eval/x/classes.json", "rev": "sgd", "type": "FileNotFoundError",
+             "msg": "[Errno 2] No such file or directory"},
+            {"rev": "old", "type": "YAMLFileCorruptedError", "msg": "unable to read dvc.yaml"},
+        ],
+        "data": {acc: [{"type": "vega", "revisions": ["sgd"], "content": {}}]},
+    }  # fmt: skip
+    assert not_rendered(shown, ["main", "sgd", "old", "mom"]) == [
+        f"revision 'main', {acc}: not in this machine's DVC cache; "
+        "`dvc exp pull <remote> main` fetches an experiment's, `dvc pull` a commit's",
+        "revision 'sgd', plots/eval/x/classes.json: no such file in that revision",
+        "revision 'old': YAMLFileCorruptedError: unable to read dvc.yaml",
+        "revision 'mom': DVC found none of its plots: it has none, or its outputs are not in "
+        "this machine's DVC cache; `dvc exp pull <remote> mom` fetches an experiment's, "
+        "`dvc pull` a commit's",
+    ]
+    assert not_rendered({}, ["workspace"]) == [
+        "the workspace: DVC found none of its plots: it has none, or its outputs are not in "
+        "this machine's DVC cache; `dvc repro` makes them, `dvc pull` fetches them"
+    ]
 
 
 # --------------------------------------------------------------------------------------------
