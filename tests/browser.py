@@ -8,6 +8,7 @@ browser and the test fails with TimeoutExpired).
 
 from __future__ import annotations
 
+import html
 import re
 import subprocess
 import tempfile
@@ -82,3 +83,24 @@ def inked(image: Image.Image) -> float:
     """The share of pixels that are not the background (the top-left pixel's colour)."""
     pixels = np.asarray(image)
     return float((pixels != pixels[0, 0]).any(axis=2).mean())
+
+
+def run_script(page: Path, script: str, out: Path) -> dict[str, str]:
+    """Open a copy of ``page`` (written to ``out``) with ``script`` run 3 s (page time) after
+    load, offline; returns the ``<body>``'s data attributes after it: what ``script`` wrote
+    into ``document.body.dataset``, and ``jserror`` for any uncaught error of the page."""
+    text = page.read_text(encoding="utf-8")
+    end = text.rindex("</body>")  # the last: the inline bundle holds that text too
+    probe = (
+        "<script>\n"
+        'addEventListener("error", (e) => { document.body.dataset.jserror = e.message; });\n'
+        'addEventListener("unhandledrejection", (e) => {\n'
+        "  document.body.dataset.jserror = String(e.reason); });\n"
+        f"setTimeout(() => {{\n{script}\n}}, 3000);\n"
+        "</script>\n"
+    )
+    out.write_text(text[:end] + probe + text[end:], encoding="utf-8")
+    body = re.findall(r"<body\b[^>]*>", rendered_dom(out))[-1]
+    return {
+        name: html.unescape(value) for name, value in re.findall(r'data-([\w-]+)="([^"]*)"', body)
+    }

@@ -18,6 +18,7 @@ import scipy.stats
 import yaml
 from conftest import clean_params_text
 from PIL import Image
+from test_experiment_page import experiments_table
 from test_reporting import table_rows
 
 from cnnlab import figures, reporting, stats
@@ -559,6 +560,7 @@ def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
         "experiments.csv",
         "experiments.md",
         "groups.csv",
+        "index.html",
         "tuned-differences.csv",
         "tuned-lenet-mnist.png",
         "tuned.csv",
@@ -576,6 +578,14 @@ def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
                     "Tuned `lr`", "Differences between tuned families", "Every run"):  # fmt: skip
         assert f"## {heading}" in page
     assert in_a_cell(page, "1 failed of 3, not in the mean")
+    # the HTML page: every experiment a row (the failed ones too), the same tables
+    html = (out / "index.html").read_text()
+    headers, rows = experiments_table(html)
+    assert len(rows) == 9 and sum(row[-2] == "lenet-mnist: failed" for row in rows) == 2
+    assert "LeNet on MNIST: mean over seeds [95% CI]" in headers
+    for title in ("Test accuracy over seeds (groups.csv)", "The tuned lr per family (tuned.csv)",
+                  "Differences between tuned families (tuned-differences.csv)"):  # fmt: skip
+        assert f"<h2>{title}</h2>" in html
 
 
 def test_without_repeats_the_comparison_is_one_line_per_experiment(
@@ -596,8 +606,11 @@ def test_without_repeats_the_comparison_is_one_line_per_experiment(
         "curves-lenet-mnist.png",
         "experiments.csv",
         "experiments.md",
+        "index.html",
     ]
     assert "over seeds" not in (out / "experiments.md").read_text()
+    _, rows = experiments_table((out / "index.html").read_text())
+    assert [row[:2] for row in rows] == [["sgd", "sgd"], ["adam", "adam"]]
 
 
 def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
