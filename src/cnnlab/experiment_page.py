@@ -406,7 +406,9 @@ def experiment_rows(
         for row in groups.to_dict("records"):
             for name in str(row["experiments"]).split():
                 stats[(name, row["dataset"], row["model"])] = row
-    columns = [("experiment", "text"), *[(k, "text") for k in varied]]
+    # a param sorts by value where every experiment's is a number, else as text (null, [a, b])
+    numeric = {k: all(_number(v) is not None for v in table[k]) for k in varied}
+    columns = [("experiment", "text"), *[(k, "num" if numeric[k] else "text") for k in varied]]
     for dataset, model in runs:
         columns.append((f"{_run_title(dataset, model)}: test acc (%)", "num"))
         if groups is not None:
@@ -417,9 +419,7 @@ def experiment_rows(
         own = table[table["experiment"] == name]
         first = own.iloc[0]
         cells: list[tuple[str, Any]] = [(str(name), None)]
-        cells += [
-            (str(first[k]), _order([str(v) for v in table[k]]).get(str(first[k]))) for k in varied
-        ]
+        cells += [(str(first[k]), _number(first[k]) if numeric[k] else None) for k in varied]
         statuses = []
         for dataset, model in runs:
             run = own[(own["dataset"] == dataset) & (own["model"] == model)]
@@ -434,15 +434,14 @@ def experiment_rows(
                 if status != "ok":
                     statuses.append(f"{model}-{dataset}: {status}")
             if groups is not None:
-                group = stats.get((str(name), dataset, model))
-                mean = None if group is None else _number(group["test_acc_mean_pct"])
+                group = stats.get((str(name), dataset, model)) or {}
+                mean = _number(group.get("test_acc_mean_pct"))
                 if mean is None:
                     cells.append((_DASH, None))
                 else:
-                    low = _acc_text(group["test_acc_ci_low_pct"])  # type: ignore[index]
-                    high = _acc_text(group["test_acc_ci_high_pct"])  # type: ignore[index]
-                    n = int(group["n"])  # type: ignore[index]
-                    cells.append((f"{mean:.2f} [{low}, {high}] (n={n})", mean))
+                    low = _acc_text(group["test_acc_ci_low_pct"])
+                    high = _acc_text(group["test_acc_ci_high_pct"])
+                    cells.append((f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean))
         cells.append(("ok" if not statuses else "; ".join(statuses), None))
         seconds = [_number(v) for v in own["train_seconds"]]
         total = (
@@ -606,7 +605,7 @@ def page_data(
                 " (mean over seeds, band: their range)" if groups is not None else ""
             )
             specs[f"curves-{i}"] = curves_spec(points, title, lines)
-    shown = [k for k in (varied if by is None else by)]
+    shown = list(varied if by is None else by)
     params = params_spec(table, shown, line_of, lines) if shown else None
     if params is not None:
         specs["params"] = params
