@@ -10,7 +10,9 @@ metrics and per-epoch histories from the DVC cache), so it runs after a sweep, e
 
 Per dataset and model: curves-<model>-<dataset>.png (2x2: train/val loss and accuracy, one
 line per experiment, labelled by the params that differ) and .gif (the same, growing epoch by
-epoch); experiments.md and experiments.csv (test accuracy per experiment and run). The output
+epoch); experiments.md and experiments.csv (test accuracy per experiment and run); index.html,
+one self-contained interactive page of it all (cnnlab.experiment_page: a sortable, filterable
+table, curves to hover, params against accuracy; no network needed). The output
 folder is replaced as a whole, so it never mixes two comparisons; a non-empty folder this
 command did not write is refused.
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     check_output_folder(args.out)
 
     from cnnlab import stats
+    from cnnlab.experiment_page import experiment_page
     from cnnlab.experiments import (
         ExperimentError,
         collect_runs,
@@ -176,24 +179,29 @@ def main(argv: list[str] | None = None) -> None:
     groups = stats.group_table(table, by)
     repeated = bool((groups["n"] + groups["n_diverged"] + groups["n_failed"] > 1).any())
     sections, csvs = [], {}
+    page_tables = []  # (title, frame) for the HTML page, as in the CSVs
     if repeated:
         sections.append(group_markdown(groups))
         csvs["groups.csv"] = groups
+        page_tables.append(("Test accuracy over seeds (groups.csv)", groups))
         diffs = stats.difference_table(table, by)
         if not diffs.empty:  # one configuration per run: nothing to compare it with
             sections.append(difference_markdown(diffs, csv_name="differences.csv"))
             csvs["differences.csv"] = diffs
+            page_tables.append(("Differences between configurations (differences.csv)", diffs))
     tuned = None
     if key is not None:
         defaults = {n: param_text(stats.optimizer_default(f, key)) for n, f in flats.items()}
         tuned = stats.tuned_table(table, varied, key, defaults)
         sections.append(tuned_markdown(tuned, key))
         csvs["tuned.csv"] = tuned
+        page_tables.append((f"The tuned {key} per family (tuned.csv)", tuned))
         tuned_diffs = stats.tuned_differences(table, tuned)
         if not tuned_diffs.empty:
             title = "Differences between tuned families"
             sections.append(difference_markdown(tuned_diffs, title, "tuned-differences.csv"))
             csvs["tuned-differences.csv"] = tuned_diffs
+            page_tables.append((f"{title} (tuned-differences.csv)", tuned_diffs))
 
     figures = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,11 +245,16 @@ def main(argv: list[str] | None = None) -> None:
         for file, frame in csvs.items():
             frame.to_csv(out / file, index=False, lineterminator="\n")
         (out / "experiments.md").write_text(experiment_markdown(table, varied, figures, sections))
+        histories = {(r.experiment.name, r.dataset, r.model): r.history for r in runs}
+        page = experiment_page(
+            table, varied, histories, groups if repeated else None, by, page_tables
+        )
+        (out / "index.html").write_text(page, encoding="utf-8")
         mark_output_folder(out)
     print(
         f"compared {len(experiments)} experiments "
         f"({'; '.join(n if n == t else f'{n}: {t}' for n, t in labels.items())}) "
-        f"-> {args.out}/experiments.md, experiments.csv"
+        f"-> {args.out}/index.html, experiments.md, experiments.csv"
         + "".join(f", {file}" for file in csvs)
         + f", {len(figures)} figures"
     )

@@ -1,10 +1,12 @@
-"""Render DVC's plots to SVG and one self-contained HTML page that needs no internet.
+"""Render DVC's plots to SVG files and one self-contained static HTML page.
 
     python stages/render_dvc_plots.py                 # the workspace (`dvc plots show`)
     python stages/render_dvc_plots.py main sgd adam   # these revisions (`dvc plots diff`)
 
 Writes <out>/index.html (every plot inline) and one .svg per plot (default out:
-reports/dvc-plots). `dvc plots show` alone writes a page that loads vega from a CDN.
+reports/dvc-plots), for reports and papers; `dvc plots show` itself writes the interactive
+page, offline too. What DVC could not load (a revision, a file, why) is printed on stderr
+and listed on the page, one line each.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_output_folder(args.out)
 
-    from cnnlab.dvcplots import render_specs
+    from cnnlab.dvcplots import not_rendered, render_specs
     from cnnlab.experiments import ExperimentError, dvc_json
     from cnnlab.files import atomic_directory
 
@@ -34,9 +36,15 @@ def main(argv: list[str] | None = None) -> None:
         shown = dvc_json(command, Path("."))
     except ExperimentError as exc:
         sys.exit(f"error: {exc}")
-    svgs, page = render_specs(shown)
+    revisions = args.revs or ["workspace"]
+    notes = not_rendered(shown, revisions)
+    svgs, page = render_specs(shown, revisions)
     if not svgs:
+        if notes:
+            sys.exit("error: DVC found no plots to render:" + "".join(f"\n  {n}" for n in notes))
         sys.exit("error: DVC found no plots to render: run `dvc repro` (or an experiment) first")
+    for note in notes:
+        print(f"note: not rendered: {note}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(args.out) as out:
         for name, svg in svgs.items():

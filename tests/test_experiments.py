@@ -18,6 +18,7 @@ import scipy.stats
 import yaml
 from conftest import clean_params_text
 from PIL import Image
+from test_experiment_page import experiments_table
 from test_reporting import table_rows
 
 from cnnlab import figures, reporting, stats
@@ -195,12 +196,49 @@ def test_dvc_plot_specs_render_to_svg_without_network() -> None:
         },
         "errors": [{"rev": "adam", "msg": "missing"}],
     }
-    svgs, page = render_specs(shown)
+    svgs, page = render_specs(shown, ["sgd"])
     assert list(svgs) == ["train_lenet-mnist_plots_metrics_val_acc.tsv.svg"]
     svg = next(iter(svgs.values()))
     assert svg.lstrip().startswith("<svg") and "<path" in svg
     assert "<script" not in page and svg in page  # inline, nothing to fetch
-    assert "Not rendered" in page and "missing" in page
+    assert "Not rendered" in page and "revision &#x27;adam&#x27;: error: missing" in page
+
+
+def test_what_dvc_could_not_load_is_one_sentence_each() -> None:
+    """DVC's error records and a revision DVC left out of its JSON altogether (a directory
+    of curves whose listing is not in the cache): which revision, which file, why; never a
+    Python repr."""
+    from cnnlab.dvcplots import not_rendered
+
+    acc = "plots/train/lenet-digits/plots/metrics/val/acc.tsv"
+    shown = {
+        "errors": [
+            {
+                "name": acc,
+                "rev": "main",
+                "source": acc,
+                "type": "FileNotFoundError",
+                "msg": f"[Errno 2] No storage files available: '{acc}'",
+            },
+            {"name": "plots/eval/x/classes.json", "rev": "sgd", "type": "FileNotFoundError",
+             "msg": "[Errno 2] No such file or directory"},
+            {"rev": "old", "type": "YAMLFileCorruptedError", "msg": "unable to read dvc.yaml"},
+        ],
+        "data": {acc: [{"type": "vega", "revisions": ["sgd"], "content": {}}]},
+    }  # fmt: skip
+    assert not_rendered(shown, ["main", "sgd", "old", "mom"]) == [
+        f"revision 'main', {acc}: not in this machine's DVC cache; "
+        "`dvc exp pull <remote> main` fetches an experiment's, `dvc pull` a commit's",
+        "revision 'sgd', plots/eval/x/classes.json: no such file in that revision",
+        "revision 'old': YAMLFileCorruptedError: unable to read dvc.yaml",
+        "revision 'mom': DVC found none of its plots: it has none, or its outputs are not in "
+        "this machine's DVC cache; `dvc exp pull <remote> mom` fetches an experiment's, "
+        "`dvc pull` a commit's",
+    ]
+    assert not_rendered({}, ["workspace"]) == [
+        "the workspace: DVC found none of its plots: it has none, or its outputs are not in "
+        "this machine's DVC cache; `dvc repro` makes them, `dvc pull` fetches them"
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,6 +560,7 @@ def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
         "experiments.csv",
         "experiments.md",
         "groups.csv",
+        "index.html",
         "tuned-differences.csv",
         "tuned-lenet-mnist.png",
         "tuned.csv",
@@ -539,6 +578,14 @@ def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
                     "Tuned `lr`", "Differences between tuned families", "Every run"):  # fmt: skip
         assert f"## {heading}" in page
     assert in_a_cell(page, "1 failed of 3, not in the mean")
+    # the HTML page: every experiment a row (the failed ones too), the same tables
+    html = (out / "index.html").read_text()
+    headers, rows = experiments_table(html)
+    assert len(rows) == 9 and sum(row[-2] == "lenet-mnist: failed" for row in rows) == 2
+    assert "LeNet on MNIST: mean over seeds [95% CI]" in headers
+    for title in ("Test accuracy over seeds (groups.csv)", "The tuned lr per family (tuned.csv)",
+                  "Differences between tuned families (tuned-differences.csv)"):  # fmt: skip
+        assert f"<h2>{title}</h2>" in html
 
 
 def test_without_repeats_the_comparison_is_one_line_per_experiment(
@@ -559,8 +606,11 @@ def test_without_repeats_the_comparison_is_one_line_per_experiment(
         "curves-lenet-mnist.png",
         "experiments.csv",
         "experiments.md",
+        "index.html",
     ]
     assert "over seeds" not in (out / "experiments.md").read_text()
+    _, rows = experiments_table((out / "index.html").read_text())
+    assert [row[:2] for row in rows] == [["sgd", "sgd"], ["adam", "adam"]]
 
 
 def test_failed_queued_runs_are_listed_for_counting_only_when_asked(

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from browser import charts, colours, inked, needs_chromium, rendered_dom, screenshot
 from PIL import Image
 from test_experiments import in_a_cell, starts_a_row
 from test_pipeline_e2e import copy_repository, dvc, run, stages_run, tiny_project
@@ -164,6 +165,7 @@ def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> N
         "curves-lenet-digits.png",
         "experiments.csv",
         "experiments.md",
+        "index.html",
     ]
     rows = list(csv.DictReader((out / "experiments.csv").open()))
     shown = json.loads(dvc("exp", "show", "--json", cwd=baseline).stdout)
@@ -202,6 +204,35 @@ def test_cross_experiment_figure_gif_and_table(baseline: Path, experiments) -> N
     unknown = compare_experiments(baseline, "--exp", "adamm", check=False)
     assert unknown.returncode == 2
     assert "no finished experiment 'adamm'; known: sgd, mom, main" in unknown.stderr
+
+
+@needs_chromium
+def test_the_experiments_page_in_a_browser_offline(
+    baseline: Path, experiments, tmp_path: Path
+) -> None:
+    """The page of the two experiments (written by the test above), opened with every host
+    unreachable: one table row per experiment, every chart drawn, a screenshot with ink."""
+    page = baseline / "reports" / "experiments" / "index.html"
+    if not page.exists():
+        compare_experiments(baseline)
+    dom = rendered_dom(page)
+    assert 'data-rendered="' in dom and "data-error" not in dom
+    table = dom.split('id="experiments"')[1].split("</table>")[0]
+    rows = re.findall(r"<tr data-line=\"([^\"]*)\"", table)
+    assert sorted(rows) == ["optimizer=momentum, lr=null", "optimizer=sgd, lr=0.05"]
+    # curves of LeNet and AlexNet, params against accuracy: each drawn
+    assert charts(dom) == 3 == page.read_text().count('<div class="chart" id=')
+    image = screenshot(page, tmp_path / "experiments.png", (1200, 1400))
+    assert colours(image) > 50 and inked(image) > 0.03, "the screenshot is (nearly) blank"
+
+
+@needs_chromium
+def test_dvc_plots_diff_page_draws_offline(baseline: Path, experiments) -> None:
+    """Plain `dvc plots diff` of the two experiments: the repository's template inlines Vega."""
+    dvc("plots", "diff", "sgd", "mom", "-o", "reports/dvc-diff", cwd=baseline, timeout=120)
+    page = baseline / "reports" / "dvc-diff" / "index.html"
+    plots = page.read_text().split("</head>")[-1].count("vegaEmbed(")
+    assert plots >= 10 and charts(rendered_dom(page)) == plots
 
 
 def test_offline_dvc_plots_of_two_experiments(baseline: Path, experiments) -> None:

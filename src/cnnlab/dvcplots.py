@@ -1,20 +1,21 @@
-"""DVC's plots rendered to SVG on this machine, so they can be viewed with no internet.
+"""DVC's plots rendered to static SVG on this machine, for reports and papers.
 
-``dvc plots show`` / ``dvc plots diff`` write an HTML page that loads vega, vega-lite and
-vega-embed from a CDN: offline it is blank. Their ``--json`` output holds the same filled-in
-Vega-Lite specs; vl-convert (a PyPI wheel that bundles the Vega libraries in a Rust/Deno
-binary, no browser, no network) turns each into a static SVG, and one HTML page holds them
-inline. What is lost is interactivity (hover, zoom, the smoothing slider).
+``dvc plots show`` / ``dvc plots diff`` write an interactive page (offline too: .dvc/config
+names a template with Vega inline, see cnnlab.webpage). Their ``--json`` output holds the
+same filled-in Vega-Lite specs; vl-convert (a PyPI wheel that bundles the Vega libraries in a
+Rust/Deno binary, no browser, no network) turns each into a static SVG, and one HTML page
+holds them inline. What is lost is interactivity (hover, zoom, the smoothing slider).
+What DVC could not load is listed, one readable line each (:func:`not_rendered`).
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_specs", "svg_file_name"]
+__all__ = ["not_rendered", "render_specs", "svg_file_name"]
 
 
 def svg_file_name(plot_id: str) -> str:
@@ -40,12 +41,62 @@ def _whole_epochs(spec: Any) -> Any:
     return spec
 
 
-def render_specs(shown: Mapping[str, Any]) -> tuple[dict[str, str], str]:
+def _revision(rev: str) -> str:
+    return "the workspace" if rev == "workspace" else f"revision {rev!r}"
+
+
+def _fetch_hint(rev: str) -> str:
+    if rev == "workspace":
+        return "`dvc repro` makes them, `dvc pull` fetches them"
+    return f"`dvc exp pull <remote> {rev}` fetches an experiment's, `dvc pull` a commit's"
+
+
+def _error_note(error: Mapping[str, Any]) -> str:
+    """One of DVC's ``errors`` entries (name, rev, source, type, msg) as a sentence."""
+    rev = str(error.get("rev") or "workspace")
+    where = _revision(rev)
+    path = error.get("source") or error.get("name")
+    if path:
+        where += f", {path}"
+    message = re.sub(r"^\[Errno \d+\] ", "", str(error.get("msg") or "")).strip()
+    if error.get("type") == "FileNotFoundError" and "No storage files available" in message:
+        return f"{where}: not in this machine's DVC cache; {_fetch_hint(rev)}"
+    if error.get("type") == "FileNotFoundError":
+        return f"{where}: no such file in that revision"
+    kind = str(error.get("type") or "error")
+    return f"{where}: {kind}: {message}" if message else f"{where}: {kind}"
+
+
+def not_rendered(shown: Mapping[str, Any], revisions: Sequence[str]) -> list[str]:
+    """What is missing from ``dvc plots show/diff --json``'s output, one line each: DVC's
+    errors, and each asked-for revision (``revisions``; ``workspace`` for ``show``) that no
+    plot and no error mentions. DVC reports such a revision only on stderr, as "failed to
+    load some plots": a directory of plots (DVCLive's curves) whose listing is not in the
+    cache leaves no trace in the JSON."""
+    errors = list(shown.get("errors") or [])
+    notes = list(dict.fromkeys(_error_note(e) for e in errors))
+    seen = {str(e.get("rev") or "workspace") for e in errors}
+    for entries in (shown.get("data") or {}).values():
+        for entry in entries:
+            seen.update(entry.get("revisions") or [])
+    for rev in dict.fromkeys(revisions):
+        if rev not in seen:
+            notes.append(
+                f"{_revision(rev)}: DVC found none of its plots: it has none, or its outputs "
+                f"are not in this machine's DVC cache; {_fetch_hint(rev)}"
+            )
+    return notes
+
+
+def render_specs(
+    shown: Mapping[str, Any], revisions: Sequence[str] = ()
+) -> tuple[dict[str, str], str]:
     """SVGs and an HTML page from the output of ``dvc plots show/diff --json``.
 
     Returns ``({file name: svg text}, html page)``; the page embeds every SVG, so it is one
-    self-contained file. Plots DVC could not build (a revision without the file) are listed
-    with DVC's message rather than dropped silently.
+    self-contained file. What DVC could not load (a revision without the file, or not in the
+    cache; ``revisions`` are the ones asked for) is listed under "Not rendered", one
+    sentence each (:func:`not_rendered`), rather than dropped silently.
     """
     import vl_convert
 
@@ -58,14 +109,14 @@ def render_specs(shown: Mapping[str, Any]) -> tuple[dict[str, str], str]:
             svg = vl_convert.vegalite_to_svg(_whole_epochs(entry["content"]))
             name = svg_file_name(plot_id)
             svgs[name] = svg
-            revisions = ", ".join(entry.get("revisions") or [])
+            revs = ", ".join(entry.get("revisions") or [])
             sections.append(
-                f'<section><h2>{html.escape(plot_id)}</h2><p class="revs">{html.escape(revisions)}'
+                f'<section><h2>{html.escape(plot_id)}</h2><p class="revs">{html.escape(revs)}'
                 f"</p>\n{svg}\n</section>"
             )
-    errors = shown.get("errors") or []
-    if errors:
-        items = "".join(f"<li>{html.escape(str(e))}</li>" for e in errors)
+    notes = not_rendered(shown, revisions)
+    if notes:
+        items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
         sections.append(f"<section><h2>Not rendered</h2><ul>{items}</ul></section>")
     page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>DVC plots</title>'
