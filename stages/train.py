@@ -80,7 +80,7 @@ def train_and_save(
         resume = ResumePoint(
             CHECKPOINTS / f"{name}.pt", fingerprint({"run": name, **settings}, PREPARED / dataset)
         )
-        saved, message = resume.read()
+        saved, message = resume.read(run.model, run.optimizer, run.scheduler)
         if message:
             print(f"{name}: {message}", flush=True)
     saved = distributed.broadcast_from_main(saved, world)
