@@ -6,12 +6,22 @@ The library (src/cnnlab) knows no paths; this module is the one place that does.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no writer locks
+    fcntl = None  # type: ignore[assignment]
 
 #: One folder per dataset: a built-in dataset's card, or the user's own images (dvc.yaml's
 #: download stage depends on datasets/<name>, so adding an image reruns that dataset alone).
@@ -33,6 +43,9 @@ PARAMS_OK = Path("data/params-ok")
 #: stage output (measurements differ from run to run and would change dvc.lock), and tracked
 #: by git, so every experiment commit keeps its own.
 TIMINGS = Path("timings.json")
+#: One lock file per run and per prepared dataset (git-ignored, no stage's output): the
+#: process writing it holds an flock, which the kernel drops when that process ends.
+LOCKS = Path("data/locks")
 
 
 #: Left in every folder a command writes with --out, so that it replaces only its own folders.
@@ -67,14 +80,126 @@ def interactive() -> bool:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    if _watched is not None and _ended(_watched):
+        print(
+            f"the dvc process that started this stage (pid {_watched.pid}) is gone: stopping",
+            file=sys.stderr,
+            flush=True,
+        )
     raise KeyboardInterrupt
 
 
-def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
+#: The open lock files of this process: kept open (and so locked) until it ends.
+_HELD: list[int] = []
+
+
+def _lock_file(key: str) -> Path:
+    """Arguments come straight from the command line (validated later): a safe file name."""
+    if re.fullmatch(r"[A-Za-z0-9_.@-]{1,100}", key) and not key.startswith("."):
+        return LOCKS / f"{key}.lock"
+    return LOCKS / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+
+
+def hold_writer_lock(key: str, what: str) -> None:
+    """Be the only process writing ``what`` until this one ends, or refuse at once.
+
+    Two writers of one run (an orphaned stage whose `dvc` was killed, and the next
+    `dvc repro`; two `dvc exp run` in one workspace) would mix their checkpoints and
+    outputs. An OS lock rather than a pid file: it cannot outlive its holder, however the
+    holder dies, so it never needs clearing by hand. Under torchrun only rank 0 writes.
+    """
+    from cnnlab.errors import UserError
+
+    if fcntl is None or os.environ.get("RANK", "0") != "0":
+        return
+    path = _lock_file(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 1000, 0).decode(errors="replace").strip() or "it has just started"
+        os.close(fd)
+        pid = holder.split()[1].rstrip(":") if holder.startswith("pid ") else "<pid>"
+        raise UserError(
+            f"{what} is being written by another process right now ({holder}); a second "
+            f"writer would mix its files with that one's. Wait for it to end, or stop it "
+            f"(kill {pid}) and rerun; for experiments in parallel use `dvc exp run --queue` "
+            "or `--temp` (docs/params.md)"
+        ) from None
+    stage = os.environ.get("DVC_STAGE")
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    holder = f"pid {os.getpid()}: `python {' '.join(sys.argv)}`" + (
+        f" (dvc stage {stage})" if stage else ""
+    )
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{holder}, since {started}\n".encode(), 0)
+    _HELD.append(fd)
+
+
+#: The process :func:`stop_with_dvc` watches (a ``psutil.Process``), if any.
+_watched: Any = None
+#: Shells DVC may run a stage's command with (`$SHELL -c '<cmd>'`, /bin/sh without $SHELL).
+_SHELLS = {"sh", "dash", "bash", "zsh", "fish", "ksh", "mksh"}
+
+
+def _ended(process: Any) -> bool:
+    """Gone, or dead and not yet reaped by its own parent (a zombie)."""
+    import psutil
+
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def stop_with_dvc() -> None:
+    """End this stage (as SIGTERM does: "interrupted", exit 130) when the `dvc` that started
+    it goes away, instead of writing on as an orphan beside the next `dvc repro`.
+
+    DVC runs ``$SHELL -c '<cmd>'``: bash replaces itself with the stage, dash waits for it,
+    so the process to watch is the parent, or the grandparent past a ``-c`` shell. Linux's
+    PR_SET_PDEATHSIG covers the parent even across torchrun's exec; a thread that looks
+    once a second covers the rest (psutil, which DVC itself needs, tells a reused pid apart).
+    """
+    import psutil
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    global _watched
+    try:
+        watched = psutil.Process().parent()
+        if watched is not None and watched.name() in _SHELLS and "-c" in watched.cmdline():
+            watched = watched.parent()
+    except psutil.Error:
+        return
+    if watched is None:
+        return
+    _watched = watched
+
+    def watch() -> None:
+        while not _ended(watched):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler says why
+
+    threading.Thread(target=watch, name="stop-with-dvc", daemon=True).start()
+
+
+def run_stage(
+    main: Callable[..., None],
+    n_args: int,
+    usage: str,
+    writes: Callable[..., tuple[str, str]] | None = None,
+) -> None:
     """Run ``main(*argv)``, turning expected failures into one clear message and exit code 2.
 
     A :class:`~cnnlab.errors.UserError` (bad params, bad data, a missing input) is the user's
     to fix, so it gets the message alone; anything else is a bug and keeps its traceback.
+    ``writes(*argv)`` gives the (lock key, description) of what the stage writes, for
+    :func:`hold_writer_lock`. Run by DVC (``DVC_STAGE`` set), the stage ends with its dvc.
     """
     from cnnlab.errors import UserError
 
@@ -83,6 +208,10 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
     if len(args) != n_args:
         sys.exit(f"usage: {usage}")
     try:
+        if os.environ.get("DVC_STAGE"):
+            stop_with_dvc()
+        if writes is not None:
+            hold_writer_lock(*writes(*args))
         main(*args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

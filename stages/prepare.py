@@ -55,4 +55,9 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, 1, "python stages/prepare.py <dataset>")
+    run_stage(
+        main,
+        1,
+        "python stages/prepare.py <dataset>",
+        writes=lambda d: (f"prepare-{d}", f"data/prepared/{d}"),
+    )

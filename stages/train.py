@@ -149,4 +149,9 @@ def record_timing(name: str, timing: dict, runs: set[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, 2, "python stages/train.py <model> <dataset>")
+    run_stage(
+        main,
+        2,
+        "python stages/train.py <model> <dataset>",
+        writes=lambda m, d: (f"run-{run_name(m, d)}", f"run {run_name(m, d)}"),
+    )
