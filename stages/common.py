@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import signal
@@ -46,6 +47,10 @@ TIMINGS = Path("timings.json")
 #: One lock file per run and per prepared dataset (git-ignored, no stage's output): the
 #: process writing it holds an flock, which the kernel drops when that process ends.
 LOCKS = Path("data/locks")
+PARAMS = Path("params.yaml")
+#: params.yaml as the first stage of the current `dvc repro` / `dvc exp run` found it, with
+#: that dvc process's identity; git-ignored and no stage's output, so dvc.lock never sees it.
+PARAMS_AT_START = LOCKS / "params-at-start.json"
 
 
 #: Left in every folder a command writes with --out, so that it replaces only its own folders.
@@ -188,6 +193,106 @@ def stop_with_dvc() -> None:
     threading.Thread(target=watch, name="stop-with-dvc", daemon=True).start()
 
 
+_MISSING = object()
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: the dotted keys `-S` and dvc.lock use."""
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def params_changes(before: str | None, after: str | None) -> str | None:
+    """The keys whose values differ between two texts of params.yaml ("seed: 5 -> 6, ..."),
+    or None if they hold the same values (a comment or spacing edit changes nothing)."""
+    if before == after:
+        return None
+    from ruamel.yaml import YAMLError
+
+    from cnnlab.params import read_yaml
+
+    try:
+        old, new = _flat(read_yaml(before or "")), _flat(read_yaml(after or ""))
+    except YAMLError:  # unreadable now (or then): load_params names the YAML error
+        return "the whole file"
+    if old == new:
+        return None
+
+    def show(value: Any) -> str:
+        text = "(absent)" if value is _MISSING else repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    keys = sorted(
+        k for k in old.keys() | new.keys() if old.get(k, _MISSING) != new.get(k, _MISSING)
+    )
+    shown = [f"{k}: {show(old.get(k, _MISSING))} -> {show(new.get(k, _MISSING))}" for k in keys[:5]]
+    return ", ".join(shown) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+
+def _read_params_text() -> str | None:
+    try:
+        return PARAMS.read_text()
+    except (OSError, UnicodeDecodeError):  # load_params says what is wrong with it
+        return None
+
+
+_PARALLEL_HINT = (
+    "Likely cause: another `dvc exp run` (or an edit) in this workspace; run experiments in "
+    "parallel with `dvc exp run --queue` or `--temp` (docs/params.md)"
+)
+
+
+def params_at_start() -> str | None:
+    """params.yaml's text when the current dvc run began, checked against the file now.
+
+    The first stage of a `dvc repro` (validate, when it runs) records the file with the
+    identity of its dvc process; each later stage of the same dvc run refuses to start if
+    the file no longer holds the same values. A stage run by hand (or under torchrun) has
+    no record to compare with and takes the file as it finds it.
+    """
+    from cnnlab.errors import UserError
+
+    now = _read_params_text()
+    if _watched is None or os.environ.get("RANK") is not None:
+        return now
+    me = f"{_watched.pid} {_watched.create_time()}"
+    try:
+        record = json.loads(PARAMS_AT_START.read_text())
+        recorded = record["params"] if record.get("dvc") == me else _MISSING
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        recorded = _MISSING
+    if recorded is _MISSING:
+        from cnnlab.files import write_json
+
+        write_json(PARAMS_AT_START, {"dvc": me, "params": now})
+        return now
+    changes = params_changes(recorded, now)
+    if changes:
+        raise UserError(
+            f"params.yaml changed since this dvc run began ({changes}): this stage would "
+            f"record results under params that did not produce the earlier stages'. "
+            f"{_PARALLEL_HINT}; then restore params.yaml and rerun"
+        )
+    return recorded
+
+
+def check_params_unchanged(start: str | None) -> None:
+    """At a stage's end: DVC records the params it finds now beside what the stage made."""
+    from cnnlab.errors import UserError
+
+    changes = params_changes(start, _read_params_text())
+    if changes:
+        raise UserError(
+            f"params.yaml changed while this stage ran ({changes}): its outputs were made "
+            f"with the old values, and DVC must not record them under the new ones, so the "
+            f"stage fails. {_PARALLEL_HINT}; then restore params.yaml and rerun"
+        )
+
+
 def run_stage(
     main: Callable[..., None],
     n_args: int,
@@ -200,6 +305,8 @@ def run_stage(
     to fix, so it gets the message alone; anything else is a bug and keeps its traceback.
     ``writes(*argv)`` gives the (lock key, description) of what the stage writes, for
     :func:`hold_writer_lock`. Run by DVC (``DVC_STAGE`` set), the stage ends with its dvc.
+    params.yaml must hold the same values at the stage's start and end as when the dvc run
+    began: else the stage fails rather than have DVC record results under other params.
     """
     from cnnlab.errors import UserError
 
@@ -212,7 +319,9 @@ def run_stage(
             stop_with_dvc()
         if writes is not None:
             hold_writer_lock(*writes(*args))
+        start = params_at_start()
         main(*args)
+        check_params_unchanged(start)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
