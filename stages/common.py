@@ -48,7 +48,7 @@ TIMINGS = Path("timings.json")
 #: process writing it holds an flock, which the kernel drops when that process ends.
 LOCKS = Path("data/locks")
 PARAMS = Path("params.yaml")
-#: params.yaml as the first stage of the current `dvc repro` / `dvc exp run` found it, with
+#: params.yaml as the first stage of each running `dvc repro` / `dvc exp run` found it, by
 #: that dvc process's identity; git-ignored and no stage's output, so dvc.lock never sees it.
 PARAMS_AT_START = LOCKS / "params-at-start.json"
 
@@ -246,30 +246,56 @@ _PARALLEL_HINT = (
 )
 
 
+def _identity(process: Any) -> str:
+    """A process, told apart from a later one that reuses its pid."""
+    return f"{process.pid} {process.create_time()}"
+
+
+def _alive(identity: str) -> bool:
+    import psutil
+
+    pid = identity.partition(" ")[0]
+    try:
+        return _identity(psutil.Process(int(pid))) == identity
+    except (psutil.Error, ValueError):
+        return False
+
+
 def params_at_start() -> str | None:
     """params.yaml's text when the current dvc run began, checked against the file now.
 
-    The first stage of a `dvc repro` (validate, when it runs) records the file with the
+    The first stage of a `dvc repro` (validate, when it runs) records the file under the
     identity of its dvc process; each later stage of the same dvc run refuses to start if
-    the file no longer holds the same values. A stage run by hand (or under torchrun) has
-    no record to compare with and takes the file as it finds it.
+    the file no longer holds the same values. Records of dvc processes that have ended are
+    dropped. A stage run by hand (or under torchrun) has no record to compare with and
+    takes the file as it finds it.
     """
     from cnnlab.errors import UserError
+    from cnnlab.files import write_json
 
     now = _read_params_text()
-    if _watched is None or os.environ.get("RANK") is not None:
+    if _watched is None or os.environ.get("RANK") is not None or fcntl is None:
         return now
-    me = f"{_watched.pid} {_watched.create_time()}"
+    me = _identity(_watched)
+    PARAMS_AT_START.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(PARAMS_AT_START.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        record = json.loads(PARAMS_AT_START.read_text())
-        recorded = record["params"] if record.get("dvc") == me else _MISSING
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
-        recorded = _MISSING
-    if recorded is _MISSING:
-        from cnnlab.files import write_json
-
-        write_json(PARAMS_AT_START, {"dvc": me, "params": now})
-        return now
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
+        try:
+            runs = json.loads(PARAMS_AT_START.read_text())
+        except (OSError, ValueError):
+            runs = {}
+        if not isinstance(runs, dict):
+            runs = {}
+        recorded = runs.get(me, _MISSING)
+        if not isinstance(recorded, str | None):
+            recorded = _MISSING
+        if recorded is _MISSING:
+            runs = {k: v for k, v in runs.items() if _alive(k)}
+            write_json(PARAMS_AT_START, {**runs, me: now})
+            return now
+    finally:
+        os.close(fd)
     changes = params_changes(recorded, now)
     if changes:
         raise UserError(
@@ -317,9 +343,9 @@ def run_stage(
     try:
         if os.environ.get("DVC_STAGE"):
             stop_with_dvc()
+        start = params_at_start()
         if writes is not None:
             hold_writer_lock(*writes(*args))
-        start = params_at_start()
         main(*args)
         check_params_unchanged(start)
     except UserError as exc:
