@@ -407,3 +407,25 @@ def test_download_stage_names_what_it_skipped_and_ignored(tmp_path, monkeypatch,
     assert f"{len(expected)} link(s) or special file(s) skipped" in out
     assert f"pics: skipped datasets/pics/apple/x.png: {LINK}" in err
     assert "pics: skipped datasets/pics/leaf/pipe.png: a FIFO (named pipe)" in err
+
+
+def test_validate_names_a_dataset_whose_folder_does_not_exist(tmp_path: Path) -> None:
+    """Else it passes, and DVC stops later with only "No such file or directory"."""
+    import subprocess
+
+    params = yaml.safe_load(clean_params_text())
+    params["datasets"] = ["digits", "nofolder"]
+    params["dataset"]["nofolder"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    validate = [sys.executable, str(ROOT / "stages" / "validate.py")]
+    result = subprocess.run(validate, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: datasets: got 'nofolder': a dataset of your own images, but there is no folder "
+        "datasets/nofolder/; put its images in datasets/nofolder/<class>/<image> (or fix the "
+        "name, or take it out of `datasets`)\n"
+    )
+    assert not (tmp_path / "data/params-ok").exists()
+    write_image_folder(tmp_path / "datasets/nofolder", per_class=1, bad_files=False)
+    again = subprocess.run(validate, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
