@@ -22,6 +22,7 @@ def main(dataset: str) -> None:
 
         folder = load(dataset, RAW / dataset, SOURCES / dataset, options, seed=params.seed)
         raw, skipped = folder.raw, folder.skipped
+        del folder
     else:
         raw = load_raw(dataset, RAW / dataset, options)
     data = split_dataset(
@@ -40,6 +41,7 @@ def main(dataset: str) -> None:
     )
     if is_folder(dataset):
         data.meta["skipped_files"] = skipped  # the record of what was left out, and why
+    del raw  # every decoded image: only the chosen ones (in data) are needed from here on
     save_prepared(data, PREPARED / dataset)
     for entry in skipped:
         print(

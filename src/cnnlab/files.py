@@ -173,15 +173,14 @@ def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """torch.save through a buffer: given a path, torch names the archive's records after the
-    file, and the temporary file's random name would make every checkpoint's bytes differ."""
-    import io
-
+    """torch.save into the open temporary file, as it goes (no second copy of the tensors in
+    memory). Given a file object, torch names the archive's records as for a buffer; given a
+    path it would name them after the file, and the temporary file's random name would make
+    every checkpoint's bytes differ."""
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getbuffer())
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_torch(path: str | Path) -> Any:

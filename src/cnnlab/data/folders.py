@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -314,6 +315,17 @@ def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -
     return test
 
 
+def _keep_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x[keep]`` for a mask, made in place: each kept row moves up to its final place (never
+    past a row still to be read), so the result shares ``x``'s memory instead of copying
+    most of a large decoded folder a second time."""
+    rows = keep.nonzero().flatten().tolist()
+    for target, source in enumerate(rows):
+        if target != source:
+            x[target] = x[source]
+    return x[: len(rows)]
+
+
 def load(
     name: str, raw_dir: Path, folder: Path, options: FolderOptions, *, seed: int
 ) -> FolderDataset:
@@ -324,7 +336,14 @@ def load(
     folder = Path(folder)
     classes: list[str] = list(manifest["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    decoded: dict[str | None, list[np.ndarray]] = {}
+    # Each split's images go straight into one uint8 [N, 3, size, size] tensor sized from the
+    # manifest (bad files leave its tail unused): no list of arrays, no stacked copy.
+    size = options.size
+    listed = Counter(entry["split"] for entry in manifest["files"])
+    decoded = {
+        split: torch.empty((n, 3, size, size), dtype=torch.uint8) for split, n in listed.items()
+    }
+    filled: Counter[str | None] = Counter()
     labels: dict[str | None, list[int]] = {}
     skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
     for entry in manifest["files"]:
@@ -346,8 +365,10 @@ def load(
         except images.BadImage as exc:
             skipped.append({"path": entry["path"], "reason": str(exc)})
             continue
-        decoded.setdefault(entry["split"], []).append(image)
-        labels.setdefault(entry["split"], []).append(index[entry["class"]])
+        split = entry["split"]
+        decoded[split][filled[split]].numpy()[...] = image.transpose(2, 0, 1)  # HWC -> CHW
+        filled[split] += 1
+        labels.setdefault(split, []).append(index[entry["class"]])
     if skipped and options.on_bad_file == "error":
         shown = "\n".join(
             f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS]
@@ -364,11 +385,9 @@ def load(
         )
 
     def stack(split: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        arrays = decoded.get(split, [])
-        size = options.size
-        x = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+        x = decoded.pop(split, torch.empty((0, 3, size, size), dtype=torch.uint8))
         y = np.asarray(labels.get(split, []), dtype=np.int64)
-        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+        return x[: filled[split]], torch.from_numpy(y)  # leading rows: contiguous, no copy
 
     splits = manifest.get("splits")
     if splits:
@@ -380,8 +399,8 @@ def load(
         test = torch.from_numpy(
             _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
         )
-        train_x, train_y = all_x[~test].contiguous(), all_y[~test].contiguous()
         test_x, test_y = all_x[test].contiguous(), all_y[test].contiguous()
+        train_x, train_y = _keep_rows(all_x, ~test), all_y[~test].contiguous()
         val = None
     counts = torch.bincount(train_y, minlength=len(classes)).tolist()
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
