@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/prepare_memory.py 1000 2000 4000           # this checkout
     .venv/bin/python benchmarks/prepare_memory.py 2000 --code /other/checkout   # compare
+    .venv/bin/python benchmarks/prepare_memory.py 4000 --max-train 500   # a quick-run subsample
 
 Writes N photos (256x256 JPEG, 10 classes, smooth colours plus noise, about 20 KB each) to a
 temporary folder, lists them with download@photos, then runs prepare@photos at `size: 224`
@@ -64,11 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("counts", type=int, nargs="+", help="numbers of photos")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose stages run")
+    parser.add_argument("--max-train", type=int, help="data.max_train (default: all)")
     args = parser.parse_args()
     code = args.code.resolve()
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(code / "src")}
     torch_mb, _ = peak_of([sys.executable, "-c", "import torch"], ROOT, env)
-    print(f"code: {code}; `import torch` alone: peak RSS {torch_mb:.0f} MB")
+    print(
+        f"code: {code}; max_train: {args.max_train}; `import torch` alone: peak RSS "
+        f"{torch_mb:.0f} MB"
+    )
     print("photos | decoded MB | prepare peak RSS MB | above import torch | seconds")
     for n in args.counts:
         with tempfile.TemporaryDirectory(prefix="prepare-memory-") as tmp:
@@ -77,6 +82,7 @@ def main() -> None:
             params = yaml.safe_load((code / "params.yaml").read_text())
             params.update(datasets=["photos"], models=["lenet"], threads=1)
             params["dataset"]["photos"] = {"size": 224}
+            params["data"]["max_train"] = args.max_train
             (work / "params.yaml").write_text(yaml.safe_dump(params))
             subprocess.run(
                 [sys.executable, str(code / "stages/download.py"), "photos"],

@@ -20,7 +20,11 @@ def main(dataset: str) -> None:
     if is_folder(dataset):
         from cnnlab.data.folders import load
 
-        folder = load(dataset, RAW / dataset, SOURCES / dataset, options, seed=params.seed)
+        # A subsample of a folder is decoded alone (after a pass that finds the bad files).
+        subsample = params.data.max_train is not None or params.data.max_test is not None
+        folder = load(
+            dataset, RAW / dataset, SOURCES / dataset, options, seed=params.seed, lazy=subsample
+        )
         raw, skipped = folder.raw, folder.skipped
         del folder
     else:
