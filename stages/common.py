@@ -276,7 +276,12 @@ def params_at_start() -> str | None:
     now = _read_params_text()
     if _watched is None or os.environ.get("RANK") is not None or fcntl is None:
         return now
-    me = _identity(_watched)
+    import psutil
+
+    try:
+        me = _identity(_watched)
+    except psutil.Error:  # that dvc is gone already; stop_with_dvc ends this stage
+        return now
     PARAMS_AT_START.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(PARAMS_AT_START.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o666)
     try:
