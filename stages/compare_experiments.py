@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         group_markdown,
         model_title,
         param_text,
+        spreadsheet_safe,
         tuned_markdown,
     )
 
@@ -241,9 +242,10 @@ def main(argv: list[str] | None = None) -> None:
             for file, what, rows in charts:
                 plot_intervals([Interval(**r) for r in rows], f"{title}: {what}", out / file)
                 figures.append(file)
-        table.to_csv(out / "experiments.csv", index=False, lineterminator="\n")
+        # Names and labels stay text in a spreadsheet: '=...' is not run as a formula.
+        spreadsheet_safe(table).to_csv(out / "experiments.csv", index=False, lineterminator="\n")
         for file, frame in csvs.items():
-            frame.to_csv(out / file, index=False, lineterminator="\n")
+            spreadsheet_safe(frame).to_csv(out / file, index=False, lineterminator="\n")
         (out / "experiments.md").write_text(experiment_markdown(table, varied, figures, sections))
         histories = {(r.experiment.name, r.dataset, r.model): r.history for r in runs}
         page = experiment_page(

@@ -98,4 +98,9 @@ def main(model_name: str, dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, 2, "python stages/evaluate.py <model> <dataset>")
+    run_stage(
+        main,
+        2,
+        "python stages/evaluate.py <model> <dataset>",
+        writes=lambda m, d: (f"run-{run_name(m, d)}", f"run {run_name(m, d)}"),
+    )

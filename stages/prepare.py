@@ -20,8 +20,13 @@ def main(dataset: str) -> None:
     if is_folder(dataset):
         from cnnlab.data.folders import load
 
-        folder = load(dataset, RAW / dataset, SOURCES / dataset, options, seed=params.seed)
+        # A subsample of a folder is decoded alone (after a pass that finds the bad files).
+        subsample = params.data.max_train is not None or params.data.max_test is not None
+        folder = load(
+            dataset, RAW / dataset, SOURCES / dataset, options, seed=params.seed, lazy=subsample
+        )
         raw, skipped = folder.raw, folder.skipped
+        del folder
     else:
         raw = load_raw(dataset, RAW / dataset, options)
     data = split_dataset(
@@ -40,6 +45,7 @@ def main(dataset: str) -> None:
     )
     if is_folder(dataset):
         data.meta["skipped_files"] = skipped  # the record of what was left out, and why
+    del raw  # every decoded image: only the chosen ones (in data) are needed from here on
     save_prepared(data, PREPARED / dataset)
     for entry in skipped:
         print(
@@ -55,4 +61,9 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, 1, "python stages/prepare.py <dataset>")
+    run_stage(
+        main,
+        1,
+        "python stages/prepare.py <dataset>",
+        writes=lambda d: (f"prepare-{d}", f"data/prepared/{d}"),
+    )

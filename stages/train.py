@@ -80,7 +80,7 @@ def train_and_save(
         resume = ResumePoint(
             CHECKPOINTS / f"{name}.pt", fingerprint({"run": name, **settings}, PREPARED / dataset)
         )
-        saved, message = resume.read()
+        saved, message = resume.read(run.model, run.optimizer, run.scheduler)
         if message:
             print(f"{name}: {message}", flush=True)
     saved = distributed.broadcast_from_main(saved, world)
@@ -149,4 +149,9 @@ def record_timing(name: str, timing: dict, runs: set[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, 2, "python stages/train.py <model> <dataset>")
+    run_stage(
+        main,
+        2,
+        "python stages/train.py <model> <dataset>",
+        writes=lambda m, d: (f"run-{run_name(m, d)}", f"run {run_name(m, d)}"),
+    )

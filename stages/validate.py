@@ -8,15 +8,27 @@ change reruns only the stages that read the changed keys.
 
 from __future__ import annotations
 
-from common import PARAMS_OK, run_stage
+from common import PARAMS_OK, SOURCES, run_stage
 
-from cnnlab.params import load_params
+from cnnlab.params import ParamsError, load_params
 
 
 def main() -> None:
+    from cnnlab.data.catalog import is_folder
     from cnnlab.files import write_text
 
     params = load_params()
+    # DVC would stop later, on download@<name>'s missing dep, with only "No such file".
+    missing = [n for n in params.datasets if is_folder(n) and not (SOURCES / n).is_dir()]
+    if missing:
+        raise ParamsError(
+            "; ".join(
+                f"datasets: got {name!r}: a dataset of your own images, but there is no folder "
+                f"{SOURCES / name}/; put its images in {SOURCES / name}/<class>/<image> (or fix "
+                "the name, or take it out of `datasets`)"
+                for name in missing
+            )
+        )
     write_text(PARAMS_OK, "params.yaml is valid\n")  # constant: reruns nothing downstream
     runs = len(params.models) * len(params.datasets)
     print(f"params.yaml is valid: {runs} run{'' if runs == 1 else 's'} to train")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
+import socket
 import subprocess
 import sys
 import time
@@ -194,3 +197,64 @@ def test_a_killed_ddp_run_resumes_to_the_same_bytes(runs, tmp_path: Path) -> Non
     ):
         assert (cwd / name).read_bytes() == (reference / name).read_bytes(), name
     assert checkpoint.exists()  # complete, kept until evaluate@<run> starts
+
+
+# --------------------------------------------------------------------------- multi-node faults
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _multi_node_train(cwd: Path, port: int, **env: str) -> subprocess.Popen:
+    """Node 0 of a two-node job whose other node never comes."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env={**os.environ, "CI": "true", "PET_NNODES": "2", "PET_MASTER_PORT": str(port), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_master_port_in_use_is_one_line_before_torchrun_starts(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path / "busy", 1)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        _, stderr = _multi_node_train(cwd, port).communicate(timeout=120)
+    assert stderr == (
+        f"error: distributed: port {port} on 127.0.0.1 is in use (another torchrun, or another "
+        "program), and node 0 must listen on it: set PET_MASTER_PORT to a free port on every "
+        "node, or stop what holds it\n"
+    )
+
+
+def test_a_node_that_never_comes_is_waited_for_a_stated_time(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path / "alone", 1)
+    port = _free_port()
+    waiting = _multi_node_train(cwd, port)
+    try:
+        assert waiting.stderr is not None
+        ready, _, _ = select.select([waiting.stderr], [], [], 120)
+        assert ready, "no line within 120 s"
+        first = waiting.stderr.readline()
+        assert first == (
+            "waiting up to 300 s (PET_RDZV_CONF=timeout=N,join_timeout=N changes it) for 2 "
+            f"nodes to join at 127.0.0.1:{port}: start the same command on every node (past "
+            "the wait, torchrun stops: 'Timed out ... waiting')\n"
+        )
+    finally:
+        waiting.kill()
+        waiting.communicate(timeout=60)
+    short = _multi_node_train(cwd, port, PET_RDZV_CONF="timeout=5,join_timeout=5")
+    _, stderr = short.communicate(timeout=120)
+    assert short.returncode != 0
+    assert stderr.startswith("waiting as PET_RDZV_CONF=timeout=5,join_timeout=5 says for 2 nodes")
+    assert re.search(
+        r"Timed out after \d+ seconds waiting for clients\. 1/2 clients joined", stderr
+    )

@@ -642,3 +642,27 @@ def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
         ("ok", False, 1),
         ("broke", True, 2),
     ]
+
+
+def test_hostile_experiment_names_stay_text_in_the_page_and_in_a_spreadsheet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names DVC accepts: the page shows them (no script runs, no link appears) and a
+    spreadsheet opening experiments.csv reads them as text, not formulas."""
+    import csv
+
+    from markdown_it import MarkdownIt
+
+    script, formula = "<script>alert(1)<", '=HYPERLINK("http://x.example","y")'
+    fake_sweep(
+        monkeypatch, [(script, {}, lenet_run(0.9)), (formula, {}, lenet_run(0.95))]
+    )  # same params: the labels are the names
+    out = tmp_path / "out"
+    compare_main()(["--out", str(out)])
+    html = MarkdownIt("commonmark").enable("table").render((out / "experiments.md").read_text())
+    assert "<script" not in html and "<a " not in html
+    assert ">&lt;script&gt;alert(1)&lt;</td>" in html  # what a browser shows: the name
+    assert ">=HYPERLINK(&quot;http://x.example&quot;,&quot;y&quot;)</td>" in html
+    rows = list(csv.DictReader((out / "experiments.csv").open()))
+    assert {r["experiment"] for r in rows} == {script, "'" + formula}
+    assert {r["label"] for r in rows} == {script, "'" + formula}

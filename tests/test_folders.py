@@ -407,3 +407,58 @@ def test_download_stage_names_what_it_skipped_and_ignored(tmp_path, monkeypatch,
     assert f"{len(expected)} link(s) or special file(s) skipped" in out
     assert f"pics: skipped datasets/pics/apple/x.png: {LINK}" in err
     assert "pics: skipped datasets/pics/leaf/pipe.png: a FIFO (named pipe)" in err
+
+
+def test_validate_names_a_dataset_whose_folder_does_not_exist(tmp_path: Path) -> None:
+    """Else it passes, and DVC stops later with only "No such file or directory"."""
+    import subprocess
+
+    params = yaml.safe_load(clean_params_text())
+    params["datasets"] = ["digits", "nofolder"]
+    params["dataset"]["nofolder"] = {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    validate = [sys.executable, str(ROOT / "stages" / "validate.py")]
+    result = subprocess.run(validate, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: datasets: got 'nofolder': a dataset of your own images, but there is no folder "
+        "datasets/nofolder/; put its images in datasets/nofolder/<class>/<image> (or fix the "
+        "name, or take it out of `datasets`)\n"
+    )
+    assert not (tmp_path / "data/params-ok").exists()
+    write_image_folder(tmp_path / "datasets/nofolder", per_class=1, bad_files=False)
+    again = subprocess.run(validate, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_subsample_of_a_folder_decodes_only_the_chosen_images_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.max_train/max_test on a large folder: the same prepared data as decoding it all,
+    but only the chosen images are held (each file is decoded once to find the bad ones)."""
+    from cnnlab.data.prepare import split_dataset
+
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=12)  # 36 images and 2 bad files
+    scan("pics", folder, raw)
+    options = FolderOptions(size=16, on_bad_file="skip")
+
+    def prepared(lazy: bool):
+        data = load("pics", raw, folder, options, seed=3, lazy=lazy).raw
+        return split_dataset(
+            data.train_images, data.train_labels, data.test_images, data.test_labels,
+            data.classes, name="pics", seed=3, val_fraction=0.2, max_train=10, max_test=4,
+        )  # fmt: skip
+
+    decoded = []
+    real_decode = images.decode
+    monkeypatch.setattr(images, "decode", lambda *a: decoded.append(1) or real_decode(*a))
+    everything = prepared(lazy=False)
+    assert len(decoded) == 38
+    decoded.clear()
+    subsample = prepared(lazy=True)
+    assert len(decoded) == 38 + 10 + 4  # every file once, then the 14 chosen ones again
+    for split in ("train", "val", "test"):
+        assert torch.equal(subsample.images[split], everything.images[split]), split
+        assert torch.equal(subsample.labels[split], everything.labels[split]), split
+    assert subsample.meta == everything.meta

@@ -100,6 +100,8 @@ def test_nag_is_sgd_with_nesterov(raw: dict) -> None:
             "crop_padding, hflip, hue, pca_lighting, saturation",
         ),
         ({"data": {"channels": 2}}, "data.channels: got 2: Input should be 1 or 3"),
+        ({"data": {"mirror": "  "}}, "data.mirror: got '  ': blank, which would be the current"),
+        ({"data": {"mirror": ""}}, "data.mirror: got '': blank, which would be the current"),
         (
             {"datasets": ["cifar10"], "data": {"channels": 1}},
             "data.channels: got 1: cifar10 has 3-channel images; allowed: null (as stored) or 3",

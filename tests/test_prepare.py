@@ -75,3 +75,25 @@ def test_a_failed_save_keeps_the_previous_complete_output(tmp_path: Path, monkey
         save_prepared(second, tmp_path / "out")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary directory left
     assert torch.equal(load_prepared(tmp_path / "out").images["val"], first.images["val"])
+
+
+def test_channel_stats_are_the_same_bits_as_over_the_whole_transposed_split() -> None:
+    """Computed chunk by chunk from the images each chunk spans (no transposed copy of the
+    whole split), the statistics in meta.json must not change by a bit."""
+    import cnnlab.data.prepare as prepare
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (700, 3, 37, 41), generator=g, dtype=torch.uint8)
+    for chunk in (1000, 1517, 37 * 41, prepare.STATS_CHUNK):
+        flat = images.transpose(0, 1).reshape(3, -1).to(torch.float64) / 255.0
+        sums = sum(part.sum(dim=1) for part in flat.split(chunk, dim=1))
+        squares = sum((part * part).sum(dim=1) for part in flat.split(chunk, dim=1))
+        mean = sums / flat.shape[1]
+        std = (squares / flat.shape[1] - mean * mean).clamp_min(1e-12).sqrt()
+        expected = [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+        original = prepare.STATS_CHUNK
+        prepare.STATS_CHUNK = chunk
+        try:
+            assert channel_stats(images) == expected, chunk
+        finally:
+            prepare.STATS_CHUNK = original

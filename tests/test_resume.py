@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import ROOT, clean_params_text, digits_prepared
 
@@ -51,14 +52,19 @@ def _outputs(cwd: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = _workdir(tmp_path_factory.mktemp("resume") / "straight")
     process = _train(cwd)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     # Kept, complete, until evaluate@lenet-digits starts (DVC has recorded train by then).
     assert (cwd / "checkpoints" / "lenet-digits.pt").exists()
-    return _outputs(cwd)
+    return cwd
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(straight_run: Path) -> dict[str, bytes]:
+    return _outputs(straight_run)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -130,3 +136,51 @@ def test_damaged_resume_state_is_discarded(tmp_path: Path, uninterrupted) -> Non
     assert "discarded an unreadable resume state" in output
     assert _outputs(cwd) == uninterrupted
     shutil.rmtree(cwd)
+
+
+def _not_a_state(complete: dict) -> object:
+    return [1, 2, 3]
+
+
+def _no_history(complete: dict) -> dict:
+    del complete["state"]["history"]
+    return complete
+
+
+def _wrong_shape(complete: dict) -> dict:
+    name = next(iter(complete["model"]))
+    complete["model"][name] = torch.zeros(3, 1, 2, 2)
+    return complete
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [
+        (_not_a_state, "a list, not a dict"),
+        (_no_history, "state.history missing"),
+        (_wrong_shape, "this model's is torch.float32"),
+    ],
+)
+def test_resume_state_that_does_not_fit_is_discarded_and_training_starts_over(
+    tmp_path: Path, straight_run: Path, uninterrupted, tamper, why: str
+) -> None:
+    """A state that loads but is no state of this run (planted, or from a bug) would break
+    every later run of the stage; it is dropped with one line and the run trains from epoch 1."""
+    cwd = _workdir(tmp_path / "planted")
+    checkpoint = cwd / "checkpoints" / "lenet-digits.pt"
+    checkpoint.parent.mkdir()
+    complete = torch.load(straight_run / "checkpoints" / "lenet-digits.pt", weights_only=True)
+    torch.save(tamper(complete), checkpoint)
+    for attempt in range(2):  # and the next run does not meet it again
+        process = _train(cwd)
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+        assert "Traceback" not in output
+        if attempt == 0:
+            line = next(x for x in output.splitlines() if "discarded" in x)
+            assert line.startswith("lenet-digits: discarded a resume state that does not fit")
+            assert why in line and line.endswith("starting from epoch 1")
+            assert "epoch 1/6" in output
+            assert _outputs(cwd) == uninterrupted
+        else:
+            assert "resuming after epoch 6" in output

@@ -104,10 +104,72 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
     the ``threads`` param so torchrun keeps its oversubscription warning to itself.
     """
     command = torchrun_command(nproc, sys.argv[0], sys.argv[1:])
+    if multi_node_requested():
+        check_rendezvous_port()
+        conf = os.environ.get("PET_RDZV_CONF")
+        if conf:
+            wait = f"as PET_RDZV_CONF={conf} says"
+        else:  # torchrun's default: 600 s, without a word
+            os.environ["PET_RDZV_CONF"] = f"timeout={JOIN_TIMEOUT_S},join_timeout={JOIN_TIMEOUT_S}"
+            wait = f"up to {JOIN_TIMEOUT_S} s (PET_RDZV_CONF=timeout=N,join_timeout=N changes it)"
+        host, port = rendezvous_endpoint()
+        nodes = os.environ.get("PET_NNODES", "all")
+        print(
+            f"waiting {wait} for {nodes} nodes to join at {host}:{port}: start the same "
+            "command on every node (past the wait, torchrun stops: 'Timed out ... waiting')",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"launching torchrun: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     sys.stdout.flush()
     os.execv(command[0], command)
+
+
+#: How long a multi-node launch waits for every node (torchrun's own default is 600 s).
+JOIN_TIMEOUT_S = 300
+
+
+def rendezvous_endpoint() -> tuple[str, int]:
+    """Where torchrun's rendezvous of several nodes meets: PET_RDZV_ENDPOINT (c10d), else
+    torchrun's static PET_MASTER_ADDR:PET_MASTER_PORT with its defaults."""
+    endpoint = os.environ.get("PET_RDZV_ENDPOINT")
+    if endpoint:
+        host, _, port = endpoint.rpartition(":")
+        return (host, int(port)) if host and port.isdigit() else (endpoint, 29400)
+    return os.environ.get("PET_MASTER_ADDR", "127.0.0.1"), int(
+        os.environ.get("PET_MASTER_PORT", "29500")
+    )
+
+
+def check_rendezvous_port() -> None:
+    """Node 0 of torchrun's static rendezvous listens on the master port: one already taken
+    here would end in a long EADDRINUSE traceback from torchrun, after its start-up."""
+    import errno
+    import socket
+
+    from cnnlab.errors import UserError
+
+    if (
+        os.environ.get("PET_RDZV_ENDPOINT")
+        or os.environ.get("PET_RDZV_BACKEND", "static") != "static"
+    ):
+        return  # c10d: whichever node is on the endpoint's host serves it, or joins it
+    if os.environ.get("PET_NODE_RANK", "0") != "0":
+        return
+    host, port = rendezvous_endpoint()
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as torch's store does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return  # not an address of this machine: torchrun says what is wrong
+            raise UserError(
+                f"distributed: port {port} on {host} is in use (another torchrun, or another "
+                "program), and node 0 must listen on it: set PET_MASTER_PORT to a free port "
+                "on every node, or stop what holds it"
+            ) from None
 
 
 def backend_for(requested: str, device: torch.device) -> str:

@@ -1,15 +1,96 @@
-"""Atomic file writing: a killed stage leaves the previous complete file or none, never half."""
+"""Atomic file writing: a killed stage leaves the previous complete file or none, never half.
+
+A write goes to a scratch file or folder beside its destination, locked (``flock``) by its
+writer while in use. A writer killed outright (SIGKILL, power loss) cannot remove its
+scratch, but the kernel drops its lock; the next write of the same destination removes every
+unlocked scratch of it (:func:`remove_stale_scratch`), so each stage cleans up after a killed
+earlier run of itself. One still locked belongs to a writer running right now and is left.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+
+def try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive lock on ``path`` (a file or a directory), or
+    None if another process holds one. The kernel drops the lock when its holder dies,
+    however it dies; the lock follows the file through renames."""
+    fd = os.open(path, os.O_RDONLY)
+    if fcntl is None:  # pragma: no cover - not POSIX: no lock, and no cleanup either
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _scratch_name(dest: Path, suffix: str) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def _is_scratch_of(name: str, dest: Path) -> bool:
+    """The names :func:`_scratch_name` and :func:`replace_directory` give (and the
+    ``mkdtemp`` names of earlier downloads), nothing else a user might keep there."""
+    rest = r"(\d+\.[0-9a-f]{8}\.(tmp|partial)|[0-9a-f]{8}\.old|[A-Za-z0-9_]+\.partial)"
+    return re.fullmatch(rf"\.{re.escape(dest.name)}\.{rest}", name) is not None
+
+
+def remove_stale_scratch(dest: Path) -> None:
+    """Remove what killed writers of ``dest`` left beside it: scratch files and folders no
+    live process holds locked. Writers of ``dest`` call it before they start theirs."""
+    if fcntl is None or not dest.parent.is_dir():  # pragma: no cover - not POSIX
+        return
+    for stale in dest.parent.iterdir():
+        if stale.is_symlink() or not _is_scratch_of(stale.name, dest):
+            continue
+        try:
+            fd = try_lock(stale)
+        except FileNotFoundError:  # its writer finished meanwhile
+            continue
+        if fd is None:
+            continue
+        try:
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def scratch_beside(dest: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """An empty directory beside ``dest`` (same filesystem, so a final rename is atomic),
+    locked while in use and removed whatever happens, including Ctrl-C; stale ones that
+    killed writers left are removed first."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(dest)
+    scratch = _scratch_name(dest, suffix)
+    scratch.mkdir()
+    fd = try_lock(scratch)
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -21,13 +102,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    remove_stale_scratch(path)
+    tmp = _scratch_name(path, ".tmp")
     # 0o666 lets the umask decide the permissions, as a plain open() would (mkstemp gives 0o600)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
+        if fcntl is not None:  # held while the file is written: not stale
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield tmp
         os.replace(tmp, path)
     finally:
+        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
@@ -39,34 +124,35 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     For outputs made of several files that are only meaningful together (tensors + metadata):
     readers see the old directory or the new one, never a mix.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    tmp.mkdir()
-    try:
+    with scratch_beside(path) as tmp:
         yield tmp
-        replace_directory(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_directory(tmp, Path(path))
 
 
 def replace_directory(built: Path, dest: Path) -> None:
     """Swap ``built`` in for ``dest``; an old ``dest`` stays until the new one is in place."""
     old: Path | None = None
+    fd: int | None = None
     if dest.exists() or dest.is_symlink():
         old = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.old")
+        if dest.is_dir() and not dest.is_symlink():
+            fd = try_lock(dest)  # a kill before the rmtree below leaves it unlocked: stale
         dest.rename(old)
     try:
-        built.rename(dest)
-    except BaseException:
+        try:
+            built.rename(dest)
+        except BaseException:
+            if old is not None:
+                old.rename(dest)
+            raise
         if old is not None:
-            old.rename(dest)
-        raise
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -87,15 +173,14 @@ def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """torch.save through a buffer: given a path, torch names the archive's records after the
-    file, and the temporary file's random name would make every checkpoint's bytes differ."""
-    import io
-
+    """torch.save into the open temporary file, as it goes (no second copy of the tensors in
+    memory). Given a file object, torch names the archive's records as for a buffer; given a
+    path it would name them after the file, and the temporary file's random name would make
+    every checkpoint's bytes differ."""
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getbuffer())
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        torch.save(obj, handle)
 
 
 def load_torch(path: str | Path) -> Any:

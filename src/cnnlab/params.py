@@ -133,6 +133,16 @@ class DataParams(_Section):
     #: true: 28x28 images are zero-padded to a 32x32 model (LeNet-5's way); false: resized.
     pad_to_size: bool
 
+    @field_validator("mirror")
+    @classmethod
+    def _mirror_not_blank(cls, mirror: str | None) -> str | None:
+        if mirror is not None and not mirror.strip():
+            raise ValueError(
+                "blank, which would be the current folder; leave it empty (null) for the "
+                "public mirrors, or give a folder or an http(s) URL holding <dataset>/ folders"
+            )
+        return mirror
+
     @field_validator("mean")
     @classmethod
     def _mean_in_range(cls, mean: list[float] | None) -> list[float] | None:

@@ -302,10 +302,18 @@ def _fmt_ratio(value: Any) -> str:
     return f"{number:,.1f}×" if number >= 10 else f"{number:.2f}×"
 
 
+#: Characters Markdown would act on rather than show: a backslash escapes, text between two
+#: ``$`` is maths on GitHub, backticks make code, ``*``/``~`` emphasis and strike-through,
+#: ``[...]`` links, and ``<``/``>``/``&`` HTML tags and entities (an experiment named
+#: ``<script>alert(1)<`` must be shown, not run). ``_`` is left: GitHub ignores it inside
+#: words, where names have it.
+_MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\$`*~[]<>&"} | {"\n": " "})
+
+
 def _text(text: str) -> str:
-    """Escape what Markdown would not show as typed: a backslash escapes, text between two
-    ``$`` is maths on GitHub, and a newline ends a heading."""
-    return text.replace("\\", "\\\\").replace("$", "\\$").replace("\n", " ")
+    """Escape what Markdown would not show as typed (:data:`_MARKDOWN_ESCAPES`); a newline,
+    which would end a heading, becomes a space."""
+    return text.translate(_MARKDOWN_ESCAPES)
 
 
 def _cell(text: str) -> str:
@@ -322,6 +330,29 @@ def _markdown(frame: pd.DataFrame, align: str) -> str:
     aligns = ["right" if kind == "r" else "left" for kind in align]
     # Cells are text already: tabulate must not reparse "98.50" as a number and drop the 0.
     return escaped.to_markdown(index=False, disable_numparse=True, colalign=aligns)
+
+
+#: What a spreadsheet reads as the start of a formula (OWASP's list): a cell of text that
+#: begins with one gets a leading ``'``, which spreadsheets show as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for a CSV file that may be opened in a spreadsheet: an experiment named
+    ``=HYPERLINK(...)`` must stay text. Numbers (-0.5 included) are left as they are."""
+
+    def safe(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+            try:
+                float(value)
+            except ValueError:
+                return "'" + value
+        return value
+
+    safe_frame = frame.copy()
+    for column in frame.select_dtypes(include=["object", "string"]).columns:
+        safe_frame[column] = frame[column].map(safe)
+    return safe_frame
 
 
 def _link_target(path: str | Path) -> str:

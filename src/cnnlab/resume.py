@@ -3,22 +3,23 @@
 DVC 3 has no checkpoints of its own and deletes a stage's outputs before rerunning it, so the
 resume state lives beside the outputs, not among them (DVC's run-cache keeps working, which
 it would not with ``persist: true`` outputs). A state is used only if its fingerprint, built
-from everything that decides the run's bytes (params, prepared data, library code), matches;
-otherwise it is discarded with a message.
+from everything that decides the run's bytes (params, prepared data, library code), matches
+and its content fits the run (keys, tensor shapes, epoch history); otherwise it is discarded
+with a message and training starts over: a bad file must never break every later run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cnnlab.files import load_torch, save_torch
-from cnnlab.training import TrainState
+from cnnlab.training import EpochRecord, TrainState
 
 CODE_ROOT = Path(__file__).resolve().parent
 
@@ -72,16 +73,20 @@ class ResumePoint:
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
     ) -> tuple[TrainState | None, str]:
         """Restore a matching state into the objects; returns it and a line for the log."""
-        saved, message = self.read()
+        saved, message = self.read(model, optimizer, scheduler)
         if saved is None:
             return None, message
         return restore(saved, model, optimizer, scheduler), message
 
-    def read(self) -> tuple[dict[str, Any] | None, str]:
-        """The saved state if it belongs to this run (else None), and a line for the log.
+    def read(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The saved state if it belongs to this run and fits its objects (else None), and a
+        line for the log.
 
         Separate from :func:`restore` so that under DDP rank 0 alone reads the file (other
-        nodes do not have it) and hands the state to every rank.
+        nodes do not have it) and hands the state to every rank; the objects are only looked
+        at, so a state that does not fit leaves them as a fresh run has them.
         """
         if not self.path.exists():
             return None, ""
@@ -90,10 +95,17 @@ class ResumePoint:
         except Exception as exc:  # a damaged file is discarded, never trusted
             self.discard()
             return None, f"discarded an unreadable resume state ({exc.__class__.__name__})"
-        if saved.get("fingerprint") != self.fingerprint:
+        if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.fingerprint):
             self.discard()
             return None, (
                 "discarded a resume state from different params, data or code; "
+                "starting from epoch 1"
+            )
+        problem = misfit(saved, model, optimizer, scheduler)
+        if problem:
+            self.discard()
+            return None, (
+                f"discarded a resume state that does not fit this run ({problem}); "
                 "starting from epoch 1"
             )
         return saved, f"resuming after epoch {saved['state']['epoch']} from {self.path}"
@@ -111,3 +123,117 @@ def restore(
     if scheduler is not None and saved["scheduler"] is not None:
         scheduler.load_state_dict(saved["scheduler"])
     return TrainState.from_dict(saved["state"])
+
+
+_SAVED_KEYS = ("fingerprint", "state", "model", "optimizer", "scheduler")
+_STATE_KEYS = {f.name for f in fields(TrainState)}
+_RECORD_KEYS = {f.name for f in fields(EpochRecord)}
+
+
+def misfit(
+    saved: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> str:
+    """Why ``saved`` cannot continue this run (None if it can), judged without touching the
+    objects: a file that loads (``weights_only`` keeps it to plain data) may still hold
+    anything, and ``load_state_dict`` fails half-way or, for the optimizer's tensors, only at
+    the first step."""
+    if not isinstance(saved, dict):
+        return f"a {type(saved).__name__}, not a dict"
+    missing = [key for key in _SAVED_KEYS if key not in saved]
+    if missing:
+        return f"no {', '.join(missing)}"
+    return (
+        _state_misfit(saved["state"], model)
+        or _weights_misfit("model", saved["model"], model.state_dict())
+        or _optimizer_misfit(saved["optimizer"], optimizer)
+        or _scheduler_misfit(saved["scheduler"], scheduler)
+    )
+
+
+def _state_misfit(state: Any, model: torch.nn.Module) -> str | None:
+    if not isinstance(state, dict):
+        return f"state is a {type(state).__name__}, not a dict"
+    missing = sorted(_STATE_KEYS - state.keys())
+    extra = sorted(map(str, state.keys() - _STATE_KEYS))
+    if missing or extra:
+        return f"state.{(missing or extra)[0]} {'missing' if missing else 'unknown'}"
+    epoch, history = state["epoch"], state["history"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f"state.epoch is {epoch!r}"
+    if not isinstance(history, list) or len(history) != epoch:
+        return f"state.history does not hold one record for each of the {epoch} epochs"
+    for number, record in enumerate(history, 1):
+        if not isinstance(record, dict) or record.keys() != _RECORD_KEYS:
+            return f"state.history[{number - 1}] is not an epoch record"
+        if record["epoch"] != number:
+            return f"state.history[{number - 1}] is epoch {record['epoch']!r}, not {number}"
+    if state["best_model"] is not None:
+        return _weights_misfit("state.best_model", state["best_model"], model.state_dict())
+    return None
+
+
+def _weights_misfit(what: str, saved: Any, current: dict[str, torch.Tensor]) -> str | None:
+    """Same names, shapes and dtypes as the model's own state_dict."""
+    if not isinstance(saved, dict):
+        return f"{what} is a {type(saved).__name__}, not a dict"
+    for name, tensor in current.items():
+        value = saved.get(name)
+        if not isinstance(value, torch.Tensor):
+            return f"{what}.{name} missing"
+        if value.shape != tensor.shape or value.dtype != tensor.dtype:
+            return (
+                f"{what}.{name} is {value.dtype} {tuple(value.shape)}, "
+                f"this model's is {tensor.dtype} {tuple(tensor.shape)}"
+            )
+    extra = sorted(map(str, saved.keys() - current.keys()))
+    return f"{what}.{extra[0]} is not in this model" if extra else None
+
+
+def _optimizer_misfit(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
+    """The param groups' sizes, and every per-parameter tensor either a scalar (a step count)
+    or of its parameter's shape (torch checks neither until the first step)."""
+    if not isinstance(saved, dict) or not {"state", "param_groups"} <= saved.keys():
+        return "optimizer is not an optimizer's state"
+    groups = saved["param_groups"]
+    ours = optimizer.param_groups
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
+        return "optimizer.param_groups is not a list of groups"
+    if [(len(g["params"]), sorted(map(str, g))) for g in groups] != [
+        (len(g["params"]), sorted(g)) for g in ours
+    ]:
+        return "optimizer.param_groups do not match this run's optimizer"
+    shapes = {
+        index: param.shape
+        for group, mine in zip(groups, ours, strict=True)
+        for index, param in zip(group["params"], mine["params"], strict=True)
+    }
+    if not isinstance(saved["state"], dict):
+        return "optimizer.state is not a dict"
+    for index, entry in saved["state"].items():
+        if index not in shapes or not isinstance(entry, dict):
+            return f"optimizer.state[{index!r}] belongs to no parameter"
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != shapes[index]:
+                return (
+                    f"optimizer.state[{index!r}].{key} is {tuple(value.shape)}, "
+                    f"its parameter {tuple(shapes[index])}"
+                )
+    return None
+
+
+def _scheduler_misfit(saved: Any, scheduler: Any) -> str | None:
+    """The same parts (and their keys) as this run's schedule."""
+    if scheduler is None or saved is None:
+        return None if saved is scheduler else "scheduler does not match this run's schedule"
+    current = scheduler.state_dict()
+    if not isinstance(saved, dict) or saved.keys() != current.keys():
+        return "scheduler does not match this run's schedule"
+    for key, part in current.items():
+        theirs = saved[key]
+        if isinstance(part, dict) != isinstance(theirs, dict) or (
+            isinstance(part, dict) and theirs.keys() != part.keys()
+        ):
+            return f"scheduler.{key} does not match this run's schedule"
+    return None

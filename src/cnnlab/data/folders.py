@@ -42,6 +42,7 @@ import hashlib
 import json
 import os
 import stat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -314,40 +315,106 @@ def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -
     return test
 
 
+def _keep_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x[keep]`` for a mask, made in place: each kept row moves up to its final place (never
+    past a row still to be read), so the result shares ``x``'s memory instead of copying
+    most of a large decoded folder a second time."""
+    rows = keep.nonzero().flatten().tolist()
+    for target, source in enumerate(rows):
+        if target != source:
+            x[target] = x[source]
+    return x[: len(rows)]
+
+
+def _decode_entry(name: str, folder: Path, entry: dict[str, Any], options: FolderOptions) -> Any:
+    """One listed file, read (checked against its md5) and decoded; raises BadImage."""
+    path = folder / entry["path"]
+    try:
+        data = _read_regular(path)
+    except OSError as exc:
+        raise DataError(
+            f"{path}: cannot read it ({exc.strerror or exc}); the folder changed since "
+            f"download@{name} listed it: run `dvc repro` (or `dvc repro download@{name}`)"
+        ) from None
+    if hashlib.md5(data).hexdigest() != entry["md5"]:
+        raise DataError(
+            f"{path} changed since download@{name} listed it: run `dvc repro` so the "
+            "download stage records the folder's current content first"
+        )
+    return images.decode(data, options.size, options.resize)
+
+
+class LazyImages:
+    """The images of some listed files, decoded only when indexed (``images[indices]``, as
+    prepare's split takes them): a subsample of a large folder never holds the rest."""
+
+    def __init__(
+        self, name: str, folder: Path, entries: list[dict[str, Any]], options: FolderOptions
+    ) -> None:
+        self.name, self.folder, self.entries, self.options = name, folder, entries, options
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        rows = index.tolist()
+        size = self.options.size
+        out = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
+        for k, row in enumerate(rows):  # decoded once already: a BadImage here is a bug
+            image = _decode_entry(self.name, self.folder, self.entries[row], self.options)
+            out[k].numpy()[...] = image.transpose(2, 0, 1)
+        return out
+
+
 def load(
-    name: str, raw_dir: Path, folder: Path, options: FolderOptions, *, seed: int
+    name: str,
+    raw_dir: Path,
+    folder: Path,
+    options: FolderOptions,
+    *,
+    seed: int,
+    lazy: bool = False,
 ) -> FolderDataset:
-    """Decode and resize every file ``raw_dir``'s manifest lists (read from ``folder``)."""
+    """Decode and resize every file ``raw_dir``'s manifest lists (read from ``folder``).
+
+    ``lazy``: for a subsample (``data.max_train``/``max_test``). Every file is still decoded
+    once, to know which are bad files (they change what the seeded draw picks), but its
+    pixels are dropped; the splits are :class:`LazyImages` that decode the chosen files again.
+    Memory then grows with the subsample, not the folder, for the price of decoding it twice.
+    """
     import torch
 
     manifest = _read_manifest(name, raw_dir)
     folder = Path(folder)
     classes: list[str] = list(manifest["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    decoded: dict[str | None, list[np.ndarray]] = {}
+    # Each split's images go straight into one uint8 [N, 3, size, size] tensor sized from the
+    # manifest (bad files leave its tail unused): no list of arrays, no stacked copy.
+    size = options.size
+    listed = Counter(entry["split"] for entry in manifest["files"])
+    decoded = {
+        split: torch.empty((0 if lazy else n, 3, size, size), dtype=torch.uint8)
+        for split, n in listed.items()
+    }
+    good: dict[str | None, list[dict[str, Any]]] = {}
+    filled: Counter[str | None] = Counter()
     labels: dict[str | None, list[int]] = {}
     skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
     for entry in manifest["files"]:
-        path = folder / entry["path"]
         try:
-            data = _read_regular(path)
-        except OSError as exc:
-            raise DataError(
-                f"{path}: cannot read it ({exc.strerror or exc}); the folder changed since "
-                f"download@{name} listed it: run `dvc repro` (or `dvc repro download@{name}`)"
-            ) from None
-        if hashlib.md5(data).hexdigest() != entry["md5"]:
-            raise DataError(
-                f"{path} changed since download@{name} listed it: run `dvc repro` so the "
-                "download stage records the folder's current content first"
-            )
-        try:
-            image = images.decode(data, options.size, options.resize)
+            image = _decode_entry(name, folder, entry, options)
         except images.BadImage as exc:
             skipped.append({"path": entry["path"], "reason": str(exc)})
             continue
-        decoded.setdefault(entry["split"], []).append(image)
-        labels.setdefault(entry["split"], []).append(index[entry["class"]])
+        split = entry["split"]
+        if lazy:
+            good.setdefault(split, []).append(entry)
+        else:
+            decoded[split][filled[split]].numpy()[...] = image.transpose(2, 0, 1)  # HWC->CHW
+        filled[split] += 1
+        labels.setdefault(split, []).append(index[entry["class"]])
     if skipped and options.on_bad_file == "error":
         shown = "\n".join(
             f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS]
@@ -363,12 +430,12 @@ def load(
             "them out (they are then listed in the prepared data's meta.json)."
         )
 
-    def stack(split: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-        arrays = decoded.get(split, [])
-        size = options.size
-        x = np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
+    def stack(split: str | None) -> tuple[Any, torch.Tensor]:
         y = np.asarray(labels.get(split, []), dtype=np.int64)
-        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y)
+        if lazy:
+            return LazyImages(name, folder, good.get(split, []), options), torch.from_numpy(y)
+        x = decoded.pop(split, torch.empty((0, 3, size, size), dtype=torch.uint8))
+        return x[: filled[split]], torch.from_numpy(y)  # leading rows: contiguous, no copy
 
     splits = manifest.get("splits")
     if splits:
@@ -380,8 +447,21 @@ def load(
         test = torch.from_numpy(
             _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
         )
-        train_x, train_y = all_x[~test].contiguous(), all_y[~test].contiguous()
-        test_x, test_y = all_x[test].contiguous(), all_y[test].contiguous()
+        if lazy:
+            entries = all_x.entries
+            test_x = LazyImages(
+                name, folder, [e for e, t in zip(entries, test.tolist(), strict=True) if t], options
+            )
+            train_x = LazyImages(
+                name,
+                folder,
+                [e for e, t in zip(entries, test.tolist(), strict=True) if not t],
+                options,
+            )
+        else:
+            test_x = all_x[test].contiguous()
+            train_x = _keep_rows(all_x, ~test)
+        test_y, train_y = all_y[test].contiguous(), all_y[~test].contiguous()
         val = None
     counts = torch.bincount(train_y, minlength=len(classes)).tolist()
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]

@@ -17,6 +17,8 @@ from cnnlab.files import atomic_directory, load_torch, save_torch, write_json
 TENSORS_FILE = "tensors.pt"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")
+#: Values per channel summed at a time by :func:`channel_stats` (float64: 32 MB a channel).
+STATS_CHUNK = 1 << 22
 
 
 @dataclass
@@ -48,11 +50,20 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     float64 sums make the numbers independent of how the work is split across threads.
     """
     c = images.shape[1]
-    flat = images.transpose(0, 1).reshape(c, -1)
-    count = flat.shape[1]
+    pixels = images[0].numel() // c if len(images) else 0
+    count = len(images) * pixels
+    by_image = images.reshape(len(images), c, pixels)
     sums = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
-    for chunk in flat.split(1 << 22, dim=1):
+    # Chunks of STATS_CHUNK values per channel of the channel-major pixels, as one
+    # ``images.transpose(0, 1).reshape(c, -1).split(STATS_CHUNK, dim=1)`` would cut them (so
+    # the sums are the same bits), but built from the images each chunk spans: never a
+    # transposed copy of the whole split.
+    for start in range(0, count, STATS_CHUNK):
+        stop = min(start + STATS_CHUNK, count)
+        first, last = start // pixels, (stop - 1) // pixels + 1
+        block = by_image[first:last].transpose(0, 1).reshape(c, -1)
+        chunk = block[:, start - first * pixels : stop - first * pixels]
         chunk = chunk.to(torch.float64) / 255.0
         sums += chunk.sum(dim=1)
         squares += (chunk * chunk).sum(dim=1)

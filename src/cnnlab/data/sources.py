@@ -26,30 +26,20 @@ need it; params validation and ``digits`` never pay for it.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Protocol
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
 
 from cnnlab.data import cifar, digits, flowers, mnist
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.fetch import RETRY, RetryPolicy, mirror_root
 from cnnlab.data.options import ResizedOptions
 from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
-from cnnlab.files import replace_directory
+from cnnlab.files import replace_directory, scratch_beside
 
 __all__ = [
     "FAMILIES",
@@ -271,56 +261,6 @@ def _known(name: str) -> None:
         raise DataError(f"unknown dataset '{name}'; known datasets: {', '.join(DATASETS)}")
 
 
-def _lock(directory: Path) -> int | None:
-    """An open descriptor holding an exclusive lock on ``directory``, or None if another
-    process holds one. The kernel drops the lock when its holder dies, however it dies."""
-    fd = os.open(directory, os.O_RDONLY)
-    if fcntl is None:  # pragma: no cover - not POSIX: no lock, and no cleanup either
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _remove_stale_scratch(dest: Path) -> None:
-    """Remove what a killed download of ``dest`` left next to it (a scratch directory it
-    could not clean up, with its ``.part`` files); one still locked is a download running
-    right now, in another process, and is left alone."""
-    if fcntl is None or not dest.parent.is_dir():  # pragma: no cover - not POSIX
-        return
-    for stale in dest.parent.glob(glob.escape(f".{dest.name}.") + "*.partial"):
-        if stale.is_symlink() or not stale.is_dir():
-            continue
-        fd = _lock(stale)
-        if fd is None:
-            continue
-        try:
-            log.info("removing %s, left by an interrupted download", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _scratch_sibling(dest: Path) -> Iterator[Path]:
-    """A scratch directory on the same filesystem as ``dest`` (so the final rename is
-    atomic), locked while in use, removed whatever happens, including Ctrl-C (and by the
-    next download if this process is killed outright)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_scratch(dest)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    fd = _lock(scratch)
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if fd is not None:
-            os.close(fd)
-
-
 def download(
     name: str,
     dest: Path,
@@ -339,7 +279,7 @@ def download(
     _known(name)
     dest = Path(dest)
     retry = retry or RETRY
-    with _scratch_sibling(dest) as scratch:
+    with scratch_beside(dest, ".partial") as scratch:
         built = scratch / "out"
         built.mkdir()
         FAMILIES[name].build(name, built, mirror, retry)
