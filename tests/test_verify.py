@@ -14,7 +14,9 @@ import verify
 RUN = "alexnet-digits"
 TOLERANCE = {
     "measured_with": {"seeds": [1, 2, 3]},
-    "runs": {RUN: {"recipe": "r1", "test_acc_range": 0.02, "agreement_min": 0.9}},
+    "runs": {
+        RUN: {"recipe": "r1", "confidence": 0.99, "test_acc_bound": 0.02, "agreement_bound": 0.9}
+    },
 }
 
 
@@ -48,8 +50,8 @@ def test_a_run_no_further_than_two_seeds_passes(capsys: pytest.CaptureFixture) -
     assert _check(here, COMMITTED).failures == []
     out = capsys.readouterr().out
     assert "ok    [tolerance] alexnet-digits: test acc 96.00% here vs 95.00% committed" in out
-    assert "|diff| 1.00 <= 2.00 points (the range over seeds 1, 2, 3)" in out
-    assert "predictions agree on 99.00% of 100 test images >= 90.00%" in out
+    assert "|diff| 1.00 <= 2.00 points; predictions agree on 99.00% of 100 test images" in out
+    assert ">= 90.00% (99% bounds for two seeds' runs, from seeds 1, 2, 3)" in out
 
 
 def test_an_accuracy_further_than_the_seed_range_fails() -> None:
@@ -82,3 +84,20 @@ def test_a_structural_difference_fails_whatever_the_tolerance() -> None:
         "alexnet-digits: params is 11 here and 10 committed; that does not depend on the "
         "machine (a code or data change?)"
     ]
+
+
+def test_the_bounds_cover_two_seeds_runs_99_times_in_100() -> None:
+    """Student's t over the seeds: wide for few seeds, and from the pairs' disagreements."""
+    import tolerance
+
+    accs = [0.95, 0.96, 0.97, 0.98, 0.99]  # SD 0.0158
+    agreements = [0.97, 0.98, 0.96, 0.97, 0.98, 0.99, 0.97, 0.96, 0.98, 0.97]
+    bounds = tolerance.derive(accs, agreements)
+    assert bounds["test_acc_sd"] == pytest.approx(0.015811, abs=1e-6)
+    assert bounds["test_acc_bound"] == pytest.approx(4.604095 * 0.015811 * 2**0.5, abs=1e-5)
+    # mean disagreement 0.027, SD 0.009487, t(0.995, 9) = 3.249836
+    assert bounds["agreement_bound"] == pytest.approx(
+        1 - (0.027 + 3.249836 * 0.009487 * (1.1**0.5)), abs=1e-5
+    )
+    with pytest.raises(tolerance.VerifyError, match="at least three seeds"):
+        tolerance.derive([0.9, 0.91], [0.95])
