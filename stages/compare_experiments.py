@@ -63,12 +63,12 @@ def _rows(
     for exp in experiments:
         if exp.failed:
             found = [
-                {"dataset": dataset, "model": model, "failed": True}
+                ({"dataset": dataset, "model": model, "failed": True}, None)
                 for dataset in exp.params.get("datasets") or []
                 for model in exp.params.get("models") or []
             ]
         else:
-            found = [r.metrics for r in runs if r.experiment is exp]
+            found = [(r.metrics, r.run_key) for r in runs if r.experiment is exp]
         rows += [
             {
                 "experiment": exp.name,
@@ -76,8 +76,9 @@ def _rows(
                 "label": labels[exp.name],
                 "params": flats[exp.name],
                 "run": run,
+                "run_key": key,
             }
-            for run in found
+            for run, key in found
         ]
     return rows
 
@@ -108,6 +109,12 @@ def _lines(
     )
 
 
+def _shortened(names: list[str], sep: str = ", ", shown: int = 5, quote: bool = True) -> str:
+    """A list for one line of output: the first few names and how many more."""
+    text = sep.join(repr(n) if quote else n for n in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exp", nargs="+", metavar="NAME", help="experiments to compare")
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         experiment_labels,
         flatten_params,
         list_experiments,
+        same_runs,
         varying_params,
     )
     from cnnlab.figures import (
@@ -168,9 +176,16 @@ def main(argv: list[str] | None = None) -> None:
         experiments,
         metrics_path=lambda model, dataset: f"{METRICS}/{run_name(model, dataset)}.json",
         log_dir=lambda model, dataset: f"{TRAIN_LOGS}/{run_name(model, dataset)}",
-        strict=bool(args.exp),
-        timings=(str(TIMINGS), run_name),
+        timings=str(TIMINGS),
+        run_stage=lambda model, dataset: f"train@{run_name(model, dataset)}",
     )
+    same = same_runs(runs)
+    for name, first in same.items():
+        print(
+            f"note: experiment {name!r} reached the same runs as {first!r} (nothing it "
+            "changed is read by training): one measurement, counted once",
+            file=sys.stderr,
+        )
     columns = [*varied, *([key] if key and key not in varied else [])]
     table = experiment_table(_rows(experiments, runs, labels, flats), columns)
 
@@ -210,10 +225,21 @@ def main(argv: list[str] | None = None) -> None:
             name = run_name(model, dataset)
             group = [r for r in runs if (r.dataset, r.model) == (dataset, model)]
             of_run = (table["dataset"] == dataset) & (table["model"] == model)
+            title = f"{model_title(model)} on {dataset_title(dataset)}"
             histories, diverged, bands = _lines(
                 group, labels, table[of_run] if repeated else None, by
             )
-            title = f"{model_title(model)} on {dataset_title(dataset)}"
+            empty = [label for label, history in histories.items() if history.empty]
+            if empty:
+                print(
+                    f"note: {title}: no logged epoch to draw for {_shortened(empty)} "
+                    "(it diverged in its first epoch, or its logs are missing)",
+                    file=sys.stderr,
+                )
+                histories = {k: h for k, h in histories.items() if k not in empty}
+                bands = {k: b for k, b in bands.items() if k not in empty}
+            if not histories:
+                continue  # its table rows stay: the run counts, it has no curve
             shown = by if repeated else varied
             title += f", by {', '.join(shown)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")
@@ -251,9 +277,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         (out / "index.html").write_text(page, encoding="utf-8")
         mark_output_folder(out)
+    compared = [e.name for e in experiments if e.failed or any(r.experiment is e for r in runs)]
+    named = [n if n == labels[n] else f"{n}: {labels[n]}" for n in compared]
     print(
-        f"compared {len(experiments)} experiments "
-        f"({'; '.join(n if n == t else f'{n}: {t}' for n, t in labels.items())}) "
+        f"compared {len(compared)} experiments ({_shortened(named, '; ', quote=False)}) "
         f"-> {args.out}/index.html, experiments.md, experiments.csv"
         + "".join(f", {file}" for file in csvs)
         + f", {len(figures)} figures"

@@ -39,6 +39,7 @@ from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
 
 __all__ = [
+    "NOT_MEASURED",
     "comparison",
     "dataset_title",
     "difference_markdown",
@@ -454,14 +455,21 @@ _EXPERIMENT_RUN_COLUMNS = [
     "epochs_completed",
     "train_seconds",
     "status",
+    "run_id",
 ]
+
+#: What the table shows for a run whose training time was not measured for that run (DVC
+#: restored it from its cache and the experiment kept another run's timings.json entry).
+NOT_MEASURED = "not measured here"
 
 
 def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -> pd.DataFrame:
     """One row per experiment and run: what the experiment changed, then how the run did.
 
     ``rows`` hold ``experiment`` (its name), ``rev``, ``label``, ``params`` (the experiment's
-    flattened params) and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
+    flattened params), optionally ``run_key`` (what trained the run, cnnlab.runs; the
+    ``run_id`` column, which cnnlab.stats counts once however many experiments reached it)
+    and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
     "failed": True}`` for a run of an experiment that failed: status "failed", no numbers,
     so that it is seen and counted rather than missing). ``varied`` names the params
     that differ between the experiments; each gets a column, so the CSV can be filtered and
@@ -492,6 +500,8 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
                 "epochs_completed": metrics["epochs_completed"],
                 "train_seconds": _float(run.get("train_seconds")),
                 "status": "failed" if run.get("failed") else metrics["status"],
+                # what trained it (cnnlab.runs): equal ids are one run, reached twice
+                "run_id": str(row.get("run_key") or "")[:12] or None,
             }
         )
         records.append(record)
@@ -510,6 +520,21 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
             kind="stable",
         ).reset_index(drop=True)
     return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
+
+
+def _same_run_lines(table: pd.DataFrame) -> list[str]:
+    """A Markdown bullet per run that several experiments reached."""
+    if "run_id" not in table:
+        return []
+    lines = []
+    known = table[table["run_id"].notna()]
+    for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
+        if len(rows) > 1:
+            names = ", ".join(f"`{name}`" for name in rows["experiment"])
+            lines.append(
+                f"- {model_title(model)} on {dataset_title(dataset)}: {names} (run {run_id})"
+            )
+    return lines
 
 
 def param_text(value: Any) -> str:
@@ -573,11 +598,25 @@ def experiment_markdown(
             "Best epoch": table["best_epoch"].map(_fmt_int),
             "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_acc),
             "Epochs": table["epochs_completed"].map(_fmt_int),
-            "Train time (s)": table["train_seconds"].map(lambda v: _fmt_float(v, 1)),
+            "Train time (s)": table["train_seconds"].map(
+                lambda v: NOT_MEASURED if _float(v) != _float(v) else _fmt_float(v, 1)
+            ),
             "Status": table["status"],
         }
     )
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
+    same = _same_run_lines(table)
+    if same:
+        parts += [
+            "",
+            "## Experiments that reached the same run",
+            "",
+            "These experiments trained nothing new (DVC restored the run from its cache, or "
+            "what they changed is read by no training stage): one measurement each, counted "
+            "once in every mean and interval.",
+            "",
+            *same,
+        ]
     if figures:
         parts += ["", "## Figures"]
         for name in figures:
