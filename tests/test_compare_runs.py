@@ -86,6 +86,9 @@ def fake_cache(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, object]]:
         def __init__(self, root: str, rev: str) -> None:
             self.files = revs[rev]
 
+        def exists(self, path: str) -> bool:
+            return path in self.files
+
         def read_text(self, path: str) -> str:
             found = self.files.get(path)
             if found is None:
@@ -232,20 +235,29 @@ def test_missing_or_unreadable_experiments_are_skipped_with_one_line_each(
         "failed to load directory ('plots', 'train')"
     )
     conflict = "<<<<<<< HEAD\n{}\n=======\n{}\n>>>>>>> theirs\n"
+    # after `dvc gc -w`: dvc.lock lists the file, the cache has no copy of it
+    collected = committed("momentum", 0.9)
+    collected[f"plots/train/{RUN}/plots/metrics/val/acc.tsv"] = FileNotFoundError(
+        "[Errno 2] No storage files available"
+    )
     exps = experiments(
         fake_cache,
         ok=committed("adam", 0.97),
         gone=gone,
+        collected=collected,
         conflicted=committed("rmsprop", 0.95, timings=conflict),
         broken={**committed("nag", 0.9), f"metrics/{RUN}.json": conflict},
     )
     runs = collect(exps)
     assert [r.experiment.name for r in runs] == ["ok", "conflicted"]
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 3, err
+    assert len(err) == 4, err
     assert err[0].startswith("note: skipping experiment 'gone'")
     assert "is not in this machine's DVC cache" in err[0]
     assert "`dvc exp pull <remote> gone` fetches it" in err[0]
+    assert err[1].startswith("note: skipping experiment 'collected'")
+    assert f"{RUN}/plots/metrics/val/acc.tsv is not in this machine's DVC cache" in err[1]
+    err = err[1:]
     assert err[1] == (
         "note: experiment 'conflicted': timings.json is not valid JSON (a merge conflict "
         "left in it?): its times are not shown"

@@ -345,7 +345,7 @@ def collect_runs(
                 measured.setdefault(run.run_key, timing)
         runs.extend(found)
     if not runs:
-        why = f" ({'; '.join(reasons)})" if reasons else ""
+        why = " (each skipped above, with why)" if reasons else ""
         raise ExperimentError(
             f"none of the chosen experiments has results to compare{why}: fetch their "
             "outputs (`dvc exp pull <remote> <name>`) or run them again (`dvc exp run`)"
@@ -372,9 +372,15 @@ def _experiment_runs(
         try:
             return str(fs.read_text(path))
         except FileNotFoundError:
-            return None
+            try:  # DVC knows the file (its dvc.lock lists it) but has no copy of it
+                uncached = fs.exists(path)
+            except (DataIndexError, StorageError, OSError):
+                uncached = True
+            if not uncached:
+                return None
         except (DataIndexError, StorageError, OSError):
-            raise _Unreadable(
+            pass
+        raise _Unreadable(
                 f"{path} is not in this machine's DVC cache (after `dvc gc`, or made on "
                 f"another machine): `dvc exp pull <remote> {exp.name}` fetches it"
             ) from None
