@@ -381,9 +381,9 @@ def _experiment_runs(
         except (DataIndexError, StorageError, OSError):
             pass
         raise _Unreadable(
-                f"{path} is not in this machine's DVC cache (after `dvc gc`, or made on "
-                f"another machine): `dvc exp pull <remote> {exp.name}` fetches it"
-            ) from None
+            f"{path} is not in this machine's DVC cache (after `dvc gc`, or made on "
+            f"another machine): `dvc exp pull <remote> {exp.name}` fetches it"
+        ) from None
 
     try:
         table = _read_json(read(timings), timings) if timings else None
