@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         experiment_labels,
         flatten_params,
         list_experiments,
+        run_labels,
         same_runs,
         varying_params,
     )
@@ -226,8 +227,11 @@ def main(argv: list[str] | None = None) -> None:
             group = [r for r in runs if (r.dataset, r.model) == (dataset, model)]
             of_run = (table["dataset"] == dataset) & (table["model"] == model)
             title = f"{model_title(model)} on {dataset_title(dataset)}"
+            # lines labelled by what differs among this run's experiments and the run reads
+            plotted = [e for e in experiments if any(r.experiment is e for r in group)]
+            own_labels, own_varied = run_labels(plotted, varied, model, dataset)
             histories, diverged, bands = _lines(
-                group, labels, table[of_run] if repeated else None, by
+                group, own_labels, table[of_run] if repeated else None, by
             )
             empty = [label for label, history in histories.items() if history.empty]
             if empty:
@@ -240,8 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                 bands = {k: b for k, b in bands.items() if k not in empty}
             if not histories:
                 continue  # its table rows stay: the run counts, it has no curve
-            shown = by if repeated else varied
-            title += f", by {', '.join(shown)}" if shown else ""
+            shown = by if repeated else own_varied
+            title += f", by {_shortened(shown, quote=False)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")
             # Best-accuracy labels stack up; past four lines the table says it better.
             plot_learning_curves(

@@ -35,6 +35,8 @@ __all__ = [
     "experiment_labels",
     "flatten_params",
     "list_experiments",
+    "reads",
+    "run_labels",
     "same_runs",
     "varying_params",
 ]
@@ -289,6 +291,49 @@ def _timings_of(table: Any, key: str | None) -> dict[str, Any]:
         ),
         {},
     )
+
+
+def reads(key: str, model: str, dataset: str, flat: Mapping[str, Any]) -> bool:
+    """Whether a run of ``model`` on ``dataset`` with these (flattened) params reads ``key``:
+    ``model.<other>.*``, the rows of the optimizers not chosen, ``dataset.<other>.*`` and the
+    run choices (``datasets``, ``models``) are never read."""
+    head, _, rest = key.partition(".")
+    owner = rest.split(".")[0]
+    if head == "model" and rest:
+        return owner == model
+    if head == "optimizers" and rest:
+        return owner == flat.get("optimizer")
+    if head == "dataset" and rest:
+        return owner == dataset
+    return key not in _RUN_CHOICE_KEYS
+
+
+def run_labels(
+    experiments: Sequence[Experiment], varied: Sequence[str], model: str, dataset: str
+) -> tuple[dict[str, str], list[str]]:
+    """The line labels of one run's figure (``model`` on ``dataset``) and the params they
+    show: of ``varied``, only those that differ among these experiments where a run reads
+    them (:func:`reads`), and in each label only those this run reads; the experiment's
+    name where labels would not tell lines apart, as :func:`experiment_labels`."""
+    flats = {e.name: flatten_params(e.params) for e in experiments}
+
+    def values(key: str) -> set[str]:
+        return {
+            json.dumps(flat.get(key), sort_keys=True)
+            for flat in flats.values()
+            if reads(key, model, dataset, flat)
+        }
+
+    shown = [k for k in varied if len(values(k)) > 1]
+    labels = {
+        name: ", ".join(
+            f"{k}={param_text(flat.get(k))}" for k in shown if reads(k, model, dataset, flat)
+        )
+        for name, flat in flats.items()
+    }
+    if not shown or len(set(labels.values())) < len(labels):
+        return {n: f"{n}: {t}" if t else n for n, t in labels.items()}, shown
+    return labels, shown
 
 
 def collect_runs(
