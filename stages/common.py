@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 #: One folder per dataset: a built-in dataset's card, or the user's own images (dvc.yaml's
@@ -117,3 +117,10 @@ def run_stage(main: Callable[..., None], n_args: int, usage: str) -> None:
     except MemoryError:
         traceback.print_exc()
         sys.exit("error: out of memory; lower batch_size / eval_batch_size or data.max_train")
+
+
+def shortened(names: Sequence[str], sep: str = ", ", shown: int = 8) -> str:
+    """A list for one line of stage output: the first ``shown`` names and how many more (a
+    folder of 2,000 classes would otherwise print a line of thousands of characters)."""
+    text = sep.join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -41,6 +41,7 @@ from common import (
     check_output_folder,
     mark_output_folder,
     run_name,
+    shortened,
 )
 
 if TYPE_CHECKING:
@@ -107,12 +108,6 @@ def _lines(
         {line.label: line.diverged_epoch for line in lines if line.diverged},
         {line.label: line.band for line in lines if line.band is not None},
     )
-
-
-def _shortened(names: list[str], sep: str = ", ", shown: int = 5, quote: bool = True) -> str:
-    """A list for one line of output: the first few names and how many more."""
-    text = sep.join(repr(n) if quote else n for n in names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,8 +230,9 @@ def main(argv: list[str] | None = None) -> None:
             )
             empty = [label for label, history in histories.items() if history.empty]
             if empty:
+                names = shortened([repr(n) for n in empty])
                 print(
-                    f"note: {title}: no logged epoch to draw for {_shortened(empty)} "
+                    f"note: {title}: no logged epoch to draw for {names} "
                     "(it diverged in its first epoch, or its logs are missing)",
                     file=sys.stderr,
                 )
@@ -245,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
             if not histories:
                 continue  # its table rows stay: the run counts, it has no curve
             shown = by if repeated else own_varied
-            title += f", by {_shortened(shown, quote=False)}" if shown else ""
+            title += f", by {shortened(shown)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")
             # Best-accuracy labels stack up; past four lines the table says it better.
             plot_learning_curves(
@@ -284,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     compared = [e.name for e in experiments if e.failed or any(r.experiment is e for r in runs)]
     named = [n if n == labels[n] else f"{n}: {labels[n]}" for n in compared]
     print(
-        f"compared {len(compared)} experiments ({_shortened(named, '; ', quote=False)}) "
+        f"compared {len(compared)} experiments ({shortened(named, '; ', shown=5)}) "
         f"-> {args.out}/index.html, experiments.md, experiments.csv"
         + "".join(f", {file}" for file in csvs)
         + f", {len(figures)} figures"

@@ -80,3 +80,29 @@ def test_nine_experiments_give_one_readable_figure(
     assert "and 4 more)" in said  # a long list shortened with a count
     width, height = Image.open(out / "curves-lenet-mnist.png").size
     assert width == 1200 and height >= 900
+
+
+def test_a_folder_of_many_classes_is_listed_in_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    import yaml
+    from conftest import clean_params_text
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+    import download
+
+    params = yaml.safe_load(clean_params_text())
+    params["datasets"], params["dataset"]["big"] = ["big"], {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for i in range(2000):
+        folder = tmp_path / "datasets" / "big" / f"class_{i:04d}"
+        folder.mkdir(parents=True)
+        (folder / "a.png").write_bytes(b"not decoded here")
+    monkeypatch.chdir(tmp_path)
+    download.main("big")
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("big: 2000 files in 2000 classes (class_0000, class_0001, ")
+    assert "class_0007 and 1992 more) listed from datasets/big/" in line
+    assert len(line) < 250
