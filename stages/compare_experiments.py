@@ -90,7 +90,8 @@ def _lines(
     table: pd.DataFrame | None,
     by: list[str],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int | None], dict[str, Any]]:
-    """One run's curves: a line per experiment, or with ``table`` (the run's rows, when some
+    """One run's curves: a line per experiment (experiments that reached the same run share
+    one), or with ``table`` (the run's rows, when some
     configuration has several seeds) a mean line per configuration and its seeds' band."""
     from cnnlab.stats import curve_groups
 
@@ -100,8 +101,25 @@ def _lines(
         if r.metrics.get("diverged")
     }
     if table is None:
-        histories = {labels[r.experiment.name]: r.history for r in group}
-        return histories, {labels[name]: epoch for name, epoch in diverged.items()}, {}
+        # one line per run: experiments that reached the same run share it
+        first: dict[str, ExperimentRun] = {}
+        also: dict[str, list[str]] = {}
+        for r in group:
+            owner = first.setdefault(r.run_key or r.experiment.name, r)
+            if owner is not r:
+                also.setdefault(owner.experiment.name, []).append(r.experiment.name)
+
+        def label(name: str) -> str:
+            others = also.get(name)
+            return labels[name] + (f" (also {', '.join(others)}: the same run)" if others else "")
+
+        drawn = [r.experiment.name for r in first.values()]
+        histories = {label(r.experiment.name): r.history for r in first.values()}
+        return (
+            histories,
+            {label(name): epoch for name, epoch in diverged.items() if name in drawn},
+            {},
+        )
     lines = curve_groups(table, by, {r.experiment.name: r.history for r in group}, diverged)
     return (
         {line.label: line.history for line in lines},
@@ -223,7 +241,9 @@ def main(argv: list[str] | None = None) -> None:
             of_run = (table["dataset"] == dataset) & (table["model"] == model)
             title = f"{model_title(model)} on {dataset_title(dataset)}"
             # lines labelled by what differs among this run's experiments and the run reads
-            plotted = [e for e in experiments if any(r.experiment is e for r in group)]
+            # (one line per run: an experiment that repeated another's run draws no line)
+            distinct = {r.run_key or r.experiment.name: r.experiment for r in reversed(group)}
+            plotted = [e for e in experiments if any(d is e for d in distinct.values())]
             own_labels, own_varied = run_labels(plotted, varied, model, dataset)
             histories, diverged, bands = _lines(
                 group, own_labels, table[of_run] if repeated else None, by

@@ -287,3 +287,24 @@ def test_a_named_experiment_without_a_logged_epoch_is_compared_without_its_curve
     assert "compared 1 experiments" in said.out
     assert not list(out.glob("curves-*"))
     assert "diverged" in (out / "experiments.md").read_text()
+
+
+def test_experiments_that_reached_the_same_run_share_one_line() -> None:
+    import sys
+
+    from test_experiments import history
+
+    from cnnlab.experiments import ExperimentRun
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+    from compare_experiments import _lines
+
+    exps = [experiment(name, datasets=["mnist"], models=["lenet"]) for name in "abc"]
+    keys = {"a": "k1", "b": "k2", "c": "k1"}
+    group = [
+        ExperimentRun(e, "lenet", "mnist", lenet_run(0.9), history(i), keys[e.name])
+        for i, e in enumerate(exps)
+    ]
+    labels = {"a": "optimizer=adam", "b": "optimizer=sgd", "c": "optimizer=adam"}
+    histories, _, _ = _lines(group, labels, None, [])
+    assert list(histories) == ["optimizer=adam (also c: the same run)", "optimizer=sgd"]
