@@ -308,3 +308,17 @@ def test_experiments_that_reached_the_same_run_share_one_line() -> None:
     labels = {"a": "optimizer=adam", "b": "optimizer=sgd", "c": "optimizer=adam"}
     histories, _, _ = _lines(group, labels, None, [])
     assert list(histories) == ["optimizer=adam (also c: the same run)", "optimizer=sgd"]
+
+
+def test_the_page_says_not_measured_here_instead_of_a_partial_time() -> None:
+    from fake_experiments import fake_comparison
+    from test_experiment_page import experiments_table
+
+    from cnnlab.experiment_page import experiment_page
+    from cnnlab.reporting import NOT_MEASURED
+
+    c = fake_comparison(configs=2)
+    unmeasured = (c.table["experiment"] == "exp-01-0") & (c.table["model"] == "alexnet")
+    c.table.loc[unmeasured, "train_seconds"] = float("nan")
+    _, rows = experiments_table(experiment_page(c.table, c.varied, c.histories))
+    assert [row[-1] for row in rows] == ["20.0", NOT_MEASURED]
