@@ -23,8 +23,11 @@ groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab.sta
 ``--tune KEY`` picks, per family of configurations that differ only in KEY, the value with
 the best mean validation accuracy and reports the test accuracy there: tuned.csv,
 tuned-differences.csv, tuned-<model>-<dataset>.png. Queued runs that failed are counted as
-failed, never averaged; experiments whose outputs are not in this machine's DVC cache are
-skipped with a note.
+failed, never averaged. A run is what trained it (DVC's run-cache key of its train stage,
+cnnlab.runs): experiments that reached the same run are one measurement, counted once and
+listed together, and a training time is shown only for the run it timed. Experiments whose
+outputs are not in this machine's DVC cache, or whose files are unreadable, are skipped with
+one line each; the command fails (exit 2, one line) only when nothing is left to compare.
 """
 
 from __future__ import annotations

@@ -341,7 +341,6 @@ def collect_runs(
     experiments: Iterable[Experiment],
     metrics_path: Callable[[str, str], str],
     log_dir: Callable[[str, str], str],
-    strict: bool = False,
     timings: str | None = None,
     run_stage: Callable[[str, str], str] | None = None,
 ) -> list[ExperimentRun]:
@@ -358,9 +357,8 @@ def collect_runs(
 
     An experiment whose files cannot be read (it failed, its outputs are not in this
     machine's DVC cache, a file is not valid JSON) is skipped with a one-line note on
-    stderr, named or not (``strict`` is kept for callers and changes nothing); when none is
-    left, an error says what to do. Failed experiments (``failed=True``) have no files and
-    are passed over.
+    stderr, named or not; when none is left, an error says what to do. Failed experiments
+    (``failed=True``) have no files and are passed over.
     """
     from dvc.api import DVCFileSystem
 
