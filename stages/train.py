@@ -127,7 +127,9 @@ def train_and_save(
     # A run that diverged in its first epoch logged no epoch; its plots output still exists.
     (TRAIN_LOGS / name / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     timing = {"device": device.type, "threads": params.threads, "processes": world.size}
-    timing["run"] = run_key(name)  # the comparison shows a time only for the run it timed
+    # the comparison shows a time only for the run it timed (train_*: the README's
+    # `dvc exp show --drop` leaves it out like the times)
+    timing["train_run"] = run_key(name)
     runs = {run_name(m, d) for m in params.models for d in params.datasets}
     record_timing(name, {**state.timings(), **timing}, runs)
 

@@ -189,7 +189,7 @@ def test_the_comparison_lists_experiments_that_reached_the_same_run(
 def test_a_timing_is_shown_only_for_the_run_it_timed(
     fake_cache: dict[str, dict[str, object]],
 ) -> None:
-    sgd_timing = {RUN: {"train_seconds": 31.8, "run": key_of("sgd")}}
+    sgd_timing = {RUN: {"train_seconds": 31.8, "train_run": key_of("sgd")}}
     exps = experiments(
         fake_cache,
         sgd=committed("sgd", 0.4373, timings=sgd_timing),
@@ -202,7 +202,7 @@ def test_a_timing_is_shown_only_for_the_run_it_timed(
     assert seconds == {"sgd": 31.8, "noop": None, "old": None}
 
     # the run that trained it is among those compared: its time is this run's time
-    adam_timing = {RUN: {"train_seconds": 12.5, "run": key_of("adam")}}
+    adam_timing = {RUN: {"train_seconds": 12.5, "train_run": key_of("adam")}}
     exps += experiments(fake_cache, adam=committed("adam", 0.9694, timings=adam_timing))
     seconds = {r.experiment.name: r.metrics.get("train_seconds") for r in collect(exps)}
     assert seconds == {"sgd": 31.8, "noop": 12.5, "old": None, "adam": 12.5}

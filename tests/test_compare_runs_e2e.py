@@ -50,7 +50,7 @@ def test_train_records_the_key_dvc_files_its_run_under(project: Path) -> None:
     keys = train_keys(project, "main")
     assert set(keys) == {"train@lenet-digits", "train@alexnet-digits"}
     for stage, key in keys.items():
-        assert timings[stage.removeprefix("train@")]["run"] == key
+        assert timings[stage.removeprefix("train@")]["train_run"] == key
         assert (project / ".dvc" / "cache" / "runs" / key[:2] / key).is_dir()
 
 

@@ -278,16 +278,16 @@ def _run_keys(read: Callable[[str], str | None]) -> dict[str, str]:
 
 
 def _timings_of(table: Any, key: str | None) -> dict[str, Any]:
-    """A run's timings.json entry, only when it says it timed this run (its ``run`` is the
+    """A run's timings.json entry, only when it says it timed this run (its ``train_run`` is the
     run's key): a run DVC restored from its cache did not rewrite timings.json, and the
     entry the experiment committed may be another run's."""
     if key is None or not isinstance(table, Mapping):
         return {}
     return next(
         (
-            {k: v for k, v in entry.items() if k != "run"}
+            {k: v for k, v in entry.items() if k != "train_run"}
             for entry in table.values()
-            if isinstance(entry, Mapping) and entry.get("run") == key
+            if isinstance(entry, Mapping) and entry.get("train_run") == key
         ),
         {},
     )
