@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,3 +386,10 @@ def run_stage(
     except MemoryError:
         traceback.print_exc()
         sys.exit("error: out of memory; lower batch_size / eval_batch_size or data.max_train")
+
+
+def shortened(names: Sequence[str], sep: str = ", ", shown: int = 8) -> str:
+    """A list for one line of stage output: the first ``shown`` names and how many more (a
+    folder of 2,000 classes would otherwise print a line of thousands of characters)."""
+    text = sep.join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -16,6 +16,7 @@ from common import (
     EVAL_PLOTS,
     METRICS,
     METRICS_FILE,
+    PREPARED,
     REPORTS,
     TRAIN_LOGS,
     run_name,
@@ -56,13 +57,34 @@ def main() -> None:
     params = load_params()
     from cnnlab.figures import plot_confusion_matrix, plot_learning_curves
     from cnnlab.files import write_json, write_text
-    from cnnlab.reporting import report_markdown, run_table, summary_json
+    from cnnlab.reporting import (
+        recipe,
+        report_markdown,
+        run_table,
+        schedule_text,
+        summary_json,
+    )
 
-    runs = [
-        json.loads((METRICS / f"{run_name(model, dataset)}.json").read_text())
-        for dataset in params.datasets
-        for model in params.models
-    ]
+    runs, recipes = [], {}
+    settings = params.optimizer_settings()
+    for dataset in params.datasets:
+        # prepare's record of the splits (cnnlab.data.prepare.META_FILE; read here as JSON
+        # so that this stage does not import torch)
+        meta = json.loads((PREPARED / dataset / "meta.json").read_text())
+        for model in params.models:
+            name = run_name(model, dataset)
+            metrics = json.loads((METRICS / f"{name}.json").read_text())
+            runs.append({**metrics, "num_classes": len(read_classes(name))})
+            recipes[name] = recipe(
+                settings,
+                params.optimizer,
+                schedule_text(params.scheduler.model_dump()),
+                params.epochs,
+                params.batch_size,
+                meta["counts"],
+                params.data.max_train,
+                params.data.max_test,
+            )
     table = run_table(runs)  # the one table: summary.json, report.md and the figures' titles
     figures: dict[str, str] = {}  # caption or dataset -> path relative to the report
     confusions: dict[str, str] = {}
@@ -86,10 +108,11 @@ def main() -> None:
         figures[str(dataset)] = str(Path("..") / figure)
     # The first model is the baseline; the second (if any) is compared against it.
     pair = {"baseline": params.models[0], "challenger": (params.models[1:] or [None])[0]}
-    summary = summary_json(table, **pair)
+    summary = summary_json(table, **pair, recipes=recipes)
     write_json(METRICS_FILE, run_metrics(summary))
     write_json(REPORTS / "summary.json", summary)
-    write_text(REPORTS / "report.md", report_markdown(table, {**figures, **confusions}, **pair))
+    report = report_markdown(table, {**figures, **confusions}, **pair, recipes=recipes)
+    write_text(REPORTS / "report.md", report)
     plural = "run" if len(runs) == 1 else "runs"
     print(f"compare: {len(runs)} {plural} -> {REPORTS / 'report.md'}, {COMPARE_PLOTS}/")
 

@@ -23,8 +23,11 @@ groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab.sta
 ``--tune KEY`` picks, per family of configurations that differ only in KEY, the value with
 the best mean validation accuracy and reports the test accuracy there: tuned.csv,
 tuned-differences.csv, tuned-<model>-<dataset>.png. Queued runs that failed are counted as
-failed, never averaged; experiments whose outputs are not in this machine's DVC cache are
-skipped with a note.
+failed, never averaged. A run is what trained it (DVC's run-cache key of its train stage,
+cnnlab.runs): experiments that reached the same run are one measurement, counted once and
+listed together, and a training time is shown only for the run it timed. Experiments whose
+outputs are not in this machine's DVC cache, or whose files are unreadable, are skipped with
+one line each; the command fails (exit 2, one line) only when nothing is left to compare.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from common import (
     check_output_folder,
     mark_output_folder,
     run_name,
+    shortened,
 )
 
 if TYPE_CHECKING:
@@ -63,12 +67,12 @@ def _rows(
     for exp in experiments:
         if exp.failed:
             found = [
-                {"dataset": dataset, "model": model, "failed": True}
+                ({"dataset": dataset, "model": model, "failed": True}, None)
                 for dataset in exp.params.get("datasets") or []
                 for model in exp.params.get("models") or []
             ]
         else:
-            found = [r.metrics for r in runs if r.experiment is exp]
+            found = [(r.metrics, r.run_key) for r in runs if r.experiment is exp]
         rows += [
             {
                 "experiment": exp.name,
@@ -76,8 +80,9 @@ def _rows(
                 "label": labels[exp.name],
                 "params": flats[exp.name],
                 "run": run,
+                "run_key": key,
             }
-            for run in found
+            for run, key in found
         ]
     return rows
 
@@ -88,7 +93,8 @@ def _lines(
     table: pd.DataFrame | None,
     by: list[str],
 ) -> tuple[dict[str, pd.DataFrame], dict[str, int | None], dict[str, Any]]:
-    """One run's curves: a line per experiment, or with ``table`` (the run's rows, when some
+    """One run's curves: a line per experiment (experiments that reached the same run share
+    one), or with ``table`` (the run's rows, when some
     configuration has several seeds) a mean line per configuration and its seeds' band."""
     from cnnlab.stats import curve_groups
 
@@ -98,8 +104,25 @@ def _lines(
         if r.metrics.get("diverged")
     }
     if table is None:
-        histories = {labels[r.experiment.name]: r.history for r in group}
-        return histories, {labels[name]: epoch for name, epoch in diverged.items()}, {}
+        # one line per run: experiments that reached the same run share it
+        first: dict[str, ExperimentRun] = {}
+        also: dict[str, list[str]] = {}
+        for r in group:
+            owner = first.setdefault(r.run_key or r.experiment.name, r)
+            if owner is not r:
+                also.setdefault(owner.experiment.name, []).append(r.experiment.name)
+
+        def label(name: str) -> str:
+            others = also.get(name)
+            return labels[name] + (f" (also {', '.join(others)}: the same run)" if others else "")
+
+        drawn = [r.experiment.name for r in first.values()]
+        histories = {label(r.experiment.name): r.history for r in first.values()}
+        return (
+            histories,
+            {label(name): epoch for name, epoch in diverged.items() if name in drawn},
+            {},
+        )
     lines = curve_groups(table, by, {r.experiment.name: r.history for r in group}, diverged)
     return (
         {line.label: line.history for line in lines},
@@ -131,6 +154,8 @@ def main(argv: list[str] | None = None) -> None:
         experiment_labels,
         flatten_params,
         list_experiments,
+        run_labels,
+        same_runs,
         varying_params,
     )
     from cnnlab.figures import (
@@ -169,9 +194,16 @@ def main(argv: list[str] | None = None) -> None:
         experiments,
         metrics_path=lambda model, dataset: f"{METRICS}/{run_name(model, dataset)}.json",
         log_dir=lambda model, dataset: f"{TRAIN_LOGS}/{run_name(model, dataset)}",
-        strict=bool(args.exp),
-        timings=(str(TIMINGS), run_name),
+        timings=str(TIMINGS),
+        run_stage=lambda model, dataset: f"train@{run_name(model, dataset)}",
     )
+    same = same_runs(runs)
+    for name, first in same.items():
+        print(
+            f"note: experiment {name!r} reached the same runs as {first!r} (nothing it "
+            "changed is read by training): one measurement, counted once",
+            file=sys.stderr,
+        )
     columns = [*varied, *([key] if key and key not in varied else [])]
     table = experiment_table(_rows(experiments, runs, labels, flats), columns)
 
@@ -211,12 +243,29 @@ def main(argv: list[str] | None = None) -> None:
             name = run_name(model, dataset)
             group = [r for r in runs if (r.dataset, r.model) == (dataset, model)]
             of_run = (table["dataset"] == dataset) & (table["model"] == model)
-            histories, diverged, bands = _lines(
-                group, labels, table[of_run] if repeated else None, by
-            )
             title = f"{model_title(model)} on {dataset_title(dataset)}"
-            shown = by if repeated else varied
-            title += f", by {', '.join(shown)}" if shown else ""
+            # lines labelled by what differs among this run's experiments and the run reads
+            # (one line per run: an experiment that repeated another's run draws no line)
+            distinct = {r.run_key or r.experiment.name: r.experiment for r in reversed(group)}
+            plotted = [e for e in experiments if any(d is e for d in distinct.values())]
+            own_labels, own_varied = run_labels(plotted, varied, model, dataset)
+            histories, diverged, bands = _lines(
+                group, own_labels, table[of_run] if repeated else None, by
+            )
+            empty = [label for label, history in histories.items() if history.empty]
+            if empty:
+                names = shortened([repr(n) for n in empty])
+                print(
+                    f"note: {title}: no logged epoch to draw for {names} "
+                    "(it diverged in its first epoch, or its logs are missing)",
+                    file=sys.stderr,
+                )
+                histories = {k: h for k, h in histories.items() if k not in empty}
+                bands = {k: b for k, b in bands.items() if k not in empty}
+            if not histories:
+                continue  # its table rows stay: the run counts, it has no curve
+            shown = by if repeated else own_varied
+            title += f", by {shortened(shown)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")
             # Best-accuracy labels stack up; past four lines the table says it better.
             plot_learning_curves(
@@ -253,9 +302,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         (out / "index.html").write_text(page, encoding="utf-8")
         mark_output_folder(out)
+    compared = [e.name for e in experiments if e.failed or any(r.experiment is e for r in runs)]
+    named = [n if n == labels[n] else f"{n}: {labels[n]}" for n in compared]
     print(
-        f"compared {len(experiments)} experiments "
-        f"({'; '.join(n if n == t else f'{n}: {t}' for n, t in labels.items())}) "
+        f"compared {len(compared)} experiments ({shortened(named, '; ', shown=5)}) "
         f"-> {args.out}/index.html, experiments.md, experiments.csv"
         + "".join(f", {file}" for file in csvs)
         + f", {len(figures)} figures"

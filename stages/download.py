@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from common import RAW, SOURCES, run_stage
+from common import RAW, SOURCES, run_stage, shortened
 
 from cnnlab.params import load_params
 
@@ -29,8 +29,8 @@ def main(dataset: str) -> None:
             )
         print(
             f"{dataset}: {len(manifest['files'])} files in {len(manifest['classes'])} classes "
-            f"({', '.join(manifest['classes'])}) listed from {SOURCES / dataset}/"
-            + (f"; ignored (not in a class folder): {', '.join(ignored)}" if ignored else "")
+            f"({shortened(manifest['classes'])}) listed from {SOURCES / dataset}/"
+            + (f"; ignored (not in a class folder): {shortened(ignored)}" if ignored else "")
             + (f"; {len(skipped)} link(s) or special file(s) skipped" if skipped else "")
         )
         return

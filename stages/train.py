@@ -127,8 +127,26 @@ def train_and_save(
     # A run that diverged in its first epoch logged no epoch; its plots output still exists.
     (TRAIN_LOGS / name / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
     timing = {"device": device.type, "threads": params.threads, "processes": world.size}
+    # the comparison shows a time only for the run it timed (train_*: the README's
+    # `dvc exp show --drop` leaves it out like the times)
+    timing["train_run"] = run_key(name)
     runs = {run_name(m, d) for m in params.models for d in params.datasets}
     record_timing(name, {**state.timings(), **timing}, runs)
+
+
+def run_key(name: str) -> str | None:
+    """What this run is (DVC's run-cache key of train@<name>, as dvc.lock will record it,
+    cnnlab.runs): timings.json is no output, so a run DVC restores from its cache leaves
+    another run's entry there, and this key tells the two apart. None outside a DVC repo."""
+    from dvc.exceptions import DvcException
+
+    from cnnlab.runs import workspace_key
+
+    try:
+        return workspace_key(f"train@{name}")
+    except DvcException as exc:
+        print(f"{name}: timings.json: no run key ({exc}); comparisons will not show this time")
+        return None
 
 
 def record_timing(name: str, timing: dict, runs: set[str]) -> None:

@@ -52,15 +52,15 @@ def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:
     saved = params.read_text()
     trains = {"train@lenet-digits", "train@alexnet-digits"}
     # validate reads every param (a second's check whose output never changes) and compare
-    # only `datasets` and `models`.
+    # `datasets`, `models` and the recipe its report states (optimizer, lr, epochs, ...).
     cases = {
-        ("optimizer=sgd",): trains | {"validate"},
-        ("epochs=3", "lr=0.003"): trains | {"validate"},
+        ("optimizer=sgd",): trains | {"validate", "compare"},
+        ("epochs=3", "lr=0.003"): trains | {"validate", "compare"},
         ("optimizers.sgd.lr=0.02",): {"validate"},  # not the chosen optimizer's row
-        ("optimizers.adam.lr=0.002",): trains | {"validate"},
+        ("optimizers.adam.lr=0.002",): trains | {"validate", "compare"},
         ("model.alexnet.dropout=0.3",): ALEXNET | {"validate"},
         ("model.lenet.activation=tanh",): LENET | {"validate"},
-        ("data.max_test=100",): {"prepare@digits", "validate"},
+        ("data.max_test=100",): {"prepare@digits", "validate", "compare"},
         ("models=[lenet]",): {"compare", "validate"},
     }
     try:

@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import dataset_title, model_title
+from cnnlab.reporting import NOT_MEASURED, dataset_title, model_title
 from cnnlab.stats import mean_history
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
 
@@ -443,13 +443,15 @@ def experiment_rows(
                     high = _acc_text(group["test_acc_ci_high_pct"])
                     cells.append((f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean))
         cells.append(("ok" if not statuses else "; ".join(statuses), None))
-        seconds = [_number(v) for v in own["train_seconds"]]
-        total = (
-            sum(s for s in seconds if s is not None)
-            if any(s is not None for s in seconds)
-            else None
-        )
-        cells.append((_DASH if total is None else f"{total:.1f}", total))
+        # a run DVC restored from its cache has no time of its own: never another run's
+        seconds = [_number(v) for v in own[own["status"] != "failed"]["train_seconds"]]
+        total = sum(s for s in seconds if s is not None) if None not in seconds else None
+        if not seconds:
+            cells.append((_DASH, None))
+        elif total is None:
+            cells.append((NOT_MEASURED, None))
+        else:
+            cells.append((f"{total:.1f}", total))
         rows.append({"experiment": str(name), "line": line_of[str(name)], "cells": cells})
     return columns, rows
 

@@ -16,7 +16,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ __all__ = [
     "experiment_labels",
     "flatten_params",
     "list_experiments",
+    "reads",
+    "run_labels",
+    "same_runs",
     "varying_params",
 ]
 
@@ -64,6 +67,7 @@ class ExperimentRun:
     dataset: str
     metrics: dict[str, Any]  # the evaluate stage's metrics of this run
     history: pd.DataFrame  # one row per epoch (see cnnlab.history)
+    run_key: str | None = None  # what trained it (cnnlab.runs); None: not known
 
 
 def dvc_json(args: Sequence[str], root: Path) -> Any:
@@ -226,67 +230,230 @@ def experiment_labels(experiments: Sequence[Experiment], varied: Sequence[str]) 
     return labels
 
 
+def same_runs(runs: Iterable[ExperimentRun]) -> dict[str, str]:
+    """Experiment -> the first experiment that reached the same runs, for every experiment
+    all of whose runs another one (listed before it) had already reached: a no-op change,
+    or a param no stage reads, repeats a measurement instead of making a new one."""
+    first: dict[str, str] = {}  # run key -> the first experiment that reached it
+    keys: dict[str, list[str | None]] = {}
+    for run in runs:
+        keys.setdefault(run.experiment.name, []).append(run.run_key)
+        if run.run_key is not None:
+            first.setdefault(run.run_key, run.experiment.name)
+    same = {}
+    for name, own in keys.items():
+        earlier = {first.get(k) if k is not None else None for k in own}
+        if len(earlier) == 1 and None not in earlier and earlier != {name}:
+            same[name] = str(earlier.pop())
+    return same
+
+
+def _skip(note: str) -> None:
+    print(f"note: skipping {note}", file=sys.stderr)
+
+
+class _Unreadable(Exception):
+    """One experiment's files could not be read: the reason, for its one-line note."""
+
+
+def _read_json(text: str | None, path: str) -> Any:
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        # e.g. a merge conflict's <<<<<<< left in a committed file
+        raise _Unreadable(f"{path} is not valid JSON (a merge conflict left in it?)") from None
+
+
+def _run_keys(read: Callable[[str], str | None]) -> dict[str, str]:
+    """Stage name -> run-cache key from the experiment's dvc.lock ({} when it has none)."""
+    import yaml
+
+    from cnnlab.runs import lock_keys
+
+    text = read("dvc.lock")
+    try:
+        return lock_keys(yaml.safe_load(text) if text else None)
+    except yaml.YAMLError:
+        raise _Unreadable("dvc.lock is not valid YAML (a merge conflict left in it?)") from None
+
+
+def _timings_of(table: Any, key: str | None) -> dict[str, Any]:
+    """A run's timings.json entry, only when it says it timed this run (its ``train_run`` is the
+    run's key): a run DVC restored from its cache did not rewrite timings.json, and the
+    entry the experiment committed may be another run's."""
+    if key is None or not isinstance(table, Mapping):
+        return {}
+    return next(
+        (
+            {k: v for k, v in entry.items() if k != "train_run"}
+            for entry in table.values()
+            if isinstance(entry, Mapping) and entry.get("train_run") == key
+        ),
+        {},
+    )
+
+
+def reads(key: str, model: str, dataset: str, flat: Mapping[str, Any]) -> bool:
+    """Whether a run of ``model`` on ``dataset`` with these (flattened) params reads ``key``:
+    ``model.<other>.*``, the rows of the optimizers not chosen, ``dataset.<other>.*`` and the
+    run choices (``datasets``, ``models``) are never read."""
+    head, _, rest = key.partition(".")
+    owner = rest.split(".")[0]
+    if head == "model" and rest:
+        return owner == model
+    if head == "optimizers" and rest:
+        return owner == flat.get("optimizer")
+    if head == "dataset" and rest:
+        return owner == dataset
+    return key not in _RUN_CHOICE_KEYS
+
+
+def run_labels(
+    experiments: Sequence[Experiment], varied: Sequence[str], model: str, dataset: str
+) -> tuple[dict[str, str], list[str]]:
+    """The line labels of one run's figure (``model`` on ``dataset``) and the params they
+    show: of ``varied``, only those that differ among these experiments where a run reads
+    them (:func:`reads`), and in each label only those this run reads; the experiment's
+    name where labels would not tell lines apart, as :func:`experiment_labels`."""
+    flats = {e.name: flatten_params(e.params) for e in experiments}
+
+    def values(key: str) -> set[str]:
+        return {
+            json.dumps(flat.get(key), sort_keys=True)
+            for flat in flats.values()
+            if reads(key, model, dataset, flat)
+        }
+
+    shown = [k for k in varied if len(values(k)) > 1]
+    labels = {
+        name: ", ".join(
+            f"{k}={param_text(flat.get(k))}" for k in shown if reads(k, model, dataset, flat)
+        )
+        for name, flat in flats.items()
+    }
+    if not shown or len(set(labels.values())) < len(labels):
+        return {n: f"{n}: {t}" if t else n for n, t in labels.items()}, shown
+    return labels, shown
+
+
 def collect_runs(
     root: Path,
     experiments: Iterable[Experiment],
     metrics_path: Callable[[str, str], str],
     log_dir: Callable[[str, str], str],
-    strict: bool,
-    timings: tuple[str, Callable[[str, str], str]] | None = None,
+    timings: str | None = None,
+    run_stage: Callable[[str, str], str] | None = None,
 ) -> list[ExperimentRun]:
     """Every run (model x dataset of its params) of every experiment, with metrics and history.
 
     ``metrics_path(model, dataset)`` and ``log_dir(model, dataset)`` give a run's evaluate
-    metrics file and DVCLive directory, relative to the repository; ``timings`` is the file of
-    measured training times and the key of a run in it, merged into the run's metrics where
-    the experiment kept one. An experiment whose
-    metrics cannot be read (it failed, or its outputs are not in this machine's DVC cache)
-    is an error when ``strict`` (the user named it) and is skipped with a note otherwise.
-    Failed experiments (``failed=True``) have no files and are passed over.
+    metrics file and DVCLive directory, relative to the repository; ``run_stage(model,
+    dataset)`` the name of the stage that trained it, whose run-cache key in the
+    experiment's dvc.lock identifies the run (``ExperimentRun.run_key``: experiments that
+    reached the same run have the same key). ``timings`` is the file of measured training
+    times: an entry is merged into a run's metrics only when it names that run's key, taken
+    from any of the experiments (a run restored from DVC's cache was timed by the
+    experiment that trained it); else the run has no time ("not measured here").
+
+    An experiment whose files cannot be read (it failed, its outputs are not in this
+    machine's DVC cache, a file is not valid JSON) is skipped with a one-line note on
+    stderr, named or not; when none is left, an error says what to do. Failed experiments
+    (``failed=True``) have no files and are passed over.
     """
     from dvc.api import DVCFileSystem
 
     runs: list[ExperimentRun] = []
+    measured: dict[str, dict[str, Any]] = {}  # run key -> its timing, from any experiment
+    reasons: list[str] = []
     for exp in experiments:
         if exp.failed:
             continue  # nothing to read: the caller reports it as failed
-        fs = DVCFileSystem(str(root), rev=exp.rev)
-
-        def read(path: str, fs: DVCFileSystem = fs) -> str | None:
-            try:
-                return fs.read_text(path)
-            except FileNotFoundError:
-                return None
-
-        table = json.loads(read(timings[0]) or "{}") if timings else {}
-        found: list[ExperimentRun] = []
-        missing: list[str] = []
-        for dataset in exp.params.get("datasets") or []:
-            for model in exp.params.get("models") or []:
-                text = read(metrics_path(model, dataset))
-                if text is None:
-                    missing.append(metrics_path(model, dataset))
-                    continue
-                logs = log_dir(model, dataset)
-                history = history_from_texts(
-                    lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
-                )
-                metrics = json.loads(text)
-                if timings and isinstance(table.get(timings[1](model, dataset)), dict):
-                    metrics = {**table[timings[1](model, dataset)], **metrics}
-                found.append(ExperimentRun(exp, model, dataset, metrics, history))
-        if missing:
-            message = (
-                f"experiment {exp.name!r} ({exp.rev[:7]}) has no metrics in "
-                f"{', '.join(missing)}: it failed before evaluating, or its outputs are not "
-                "in this machine's DVC cache (`dvc exp pull <remote> "
-                f"{exp.name}` fetches them)"
+        try:
+            found, table = _experiment_runs(
+                DVCFileSystem(str(root), rev=exp.rev),
+                exp,
+                metrics_path,
+                log_dir,
+                timings,
+                run_stage,
             )
-            if strict:
-                raise ExperimentError(message)
-            print(f"note: skipping: {message}", file=sys.stderr)
+        except _Unreadable as exc:
+            reason = f"experiment {exp.name!r} ({exp.rev[:7]}): {exc}"
+            reasons.append(reason)
+            _skip(reason)
             continue
+        for run in found:
+            timing = _timings_of(table, run.run_key)
+            if timing and run.run_key is not None:
+                measured.setdefault(run.run_key, timing)
         runs.extend(found)
     if not runs:
-        raise ExperimentError("none of the chosen experiments has metrics to compare")
-    return runs
+        why = " (each skipped above, with why)" if reasons else ""
+        raise ExperimentError(
+            f"none of the chosen experiments has results to compare{why}: fetch their "
+            "outputs (`dvc exp pull <remote> <name>`) or run them again (`dvc exp run`)"
+        )
+    if timings is None:
+        return runs
+    return [
+        replace(run, metrics={**measured.get(run.run_key or "", {}), **run.metrics}) for run in runs
+    ]
+
+
+def _experiment_runs(
+    fs: Any,
+    exp: Experiment,
+    metrics_path: Callable[[str, str], str],
+    log_dir: Callable[[str, str], str],
+    timings: str | None,
+    run_stage: Callable[[str, str], str] | None,
+) -> tuple[list[ExperimentRun], Any]:
+    """One experiment's runs and its timings.json's table, or _Unreadable saying why not."""
+    from dvc_data.index.index import DataIndexError, StorageError
+
+    def read(path: str) -> str | None:
+        try:
+            return str(fs.read_text(path))
+        except FileNotFoundError:
+            try:  # DVC knows the file (its dvc.lock lists it) but has no copy of it
+                uncached = fs.exists(path)
+            except (DataIndexError, StorageError, OSError):
+                uncached = True
+            if not uncached:
+                return None
+        except (DataIndexError, StorageError, OSError):
+            pass
+        raise _Unreadable(
+            f"{path} is not in this machine's DVC cache (after `dvc gc`, or made on "
+            f"another machine): `dvc exp pull <remote> {exp.name}` fetches it"
+        ) from None
+
+    try:
+        table = _read_json(read(timings), timings) if timings else None
+    except _Unreadable as exc:  # the times are extras: the results still count
+        print(f"note: experiment {exp.name!r}: {exc}: its times are not shown", file=sys.stderr)
+        table = None
+    keys = _run_keys(read) if run_stage else {}
+    found: list[ExperimentRun] = []
+    missing: list[str] = []
+    for dataset in exp.params.get("datasets") or []:
+        for model in exp.params.get("models") or []:
+            path = metrics_path(model, dataset)
+            metrics = _read_json(read(path), path)
+            if metrics is None:
+                missing.append(path)
+                continue
+            if not isinstance(metrics, dict):
+                raise _Unreadable(f"{path} holds no metrics record")
+            logs = log_dir(model, dataset)
+            history = history_from_texts(
+                lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
+            )
+            key = keys.get(run_stage(model, dataset)) if run_stage else None
+            found.append(ExperimentRun(exp, model, dataset, metrics, history, key))
+    if missing:
+        raise _Unreadable(
+            f"no metrics in {', '.join(missing)}: it failed before evaluating, or was run "
+            "with other `datasets`/`models` than its params name"
+        )
+    return found, table

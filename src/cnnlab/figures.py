@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,8 +406,40 @@ def _curves_figure(
         _best_labels(axes[1, 1], bests)
 
     fig.suptitle(_literal(title), fontsize=12)
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4))
+    for handle in handles:
+        handle.set_label(textwrap.fill(str(handle.get_label()), _LEGEND_WRAP))
+    ncols, extra = _legend_layout([str(h.get_label()) for h in handles])
+    fig.set_size_inches(_CURVES_SIZE[0], _CURVES_SIZE[1] + extra)
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
     return fig, traces
+
+
+#: Legend labels longer than this many characters wrap onto further lines.
+_LEGEND_WRAP = 110
+#: Legend metrics at legend.fontsize 8.5 pt, in inches: a character's mean width in DejaVu
+#: Sans (a little above its 0.55 em), one entry's handle and spacing, one text line, and the
+#: lines a figure of _CURVES_SIZE holds below its panels without growing.
+_LEGEND_CHAR = 0.072
+_LEGEND_ENTRY = 0.6
+_LEGEND_LINE = 0.2
+_LEGEND_FREE_LINES = 2
+
+
+def _legend_layout(labels: list[str]) -> tuple[int, float]:
+    """Columns of a figure legend below the panels and the height (inches) to add to the
+    figure for it, so that the legend is never cut off and the panels never collapse: as
+    many columns (up to 4) as the longest label allows across the figure's width, then one
+    more line of height per line of legend past the first two. (matplotlib's constrained
+    layout makes room for a legend inside the figure, never beyond it.)"""
+    if not labels:
+        return 1, 0.0
+    widest = max(len(line) for label in labels for line in label.splitlines())
+    width = widest * _LEGEND_CHAR + _LEGEND_ENTRY
+    ncols = max(1, min(4, len(labels), int(_CURVES_SIZE[0] * 0.96 // width)))
+    lines = 0
+    for start in range(0, len(labels), ncols):
+        lines += max(label.count("\n") + 1 for label in labels[start : start + ncols])
+    return ncols, max(0, lines - _LEGEND_FREE_LINES) * _LEGEND_LINE
 
 
 # --------------------------------------------------------------------------------------------

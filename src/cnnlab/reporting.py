@@ -39,6 +39,8 @@ from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
 
 __all__ = [
+    "DID_NOT_LEARN",
+    "NOT_MEASURED",
     "comparison",
     "dataset_title",
     "difference_markdown",
@@ -47,8 +49,10 @@ __all__ = [
     "group_markdown",
     "model_title",
     "param_text",
+    "recipe",
     "report_markdown",
     "run_table",
+    "schedule_text",
     "summary_json",
     "tuned_markdown",
 ]
@@ -71,6 +75,7 @@ _RUN_DTYPES: dict[str, str] = {
     "diverged_epoch": "Int64",
     **dict.fromkeys(_QUALITY, "float64"),
     **dict.fromkeys(_COUNTS, "Int64"),
+    "num_classes": "Int64",
     "model_title": "str",
     "dataset_title": "str",
 }
@@ -90,7 +95,20 @@ _JSON_KEYS = (
     "epochs_completed",
     "params",
     "macs",
+    "num_classes",
 )
+
+#: The status of a run whose test accuracy is within :data:`CHANCE_MARGIN_POINTS` of chance
+#: (one over the number of classes): it trained without error and learned nothing.
+DID_NOT_LEARN = "did not learn"
+CHANCE_MARGIN_POINTS = 5.0
+#: What to try then, in the report and summary.json.
+DID_NOT_LEARN_ADVICE = (
+    "try a larger lr (`-S lr=...`, e.g. ten times the row's), another optimizer "
+    "(`-S optimizer=adam`), or more epochs (`-S epochs=...`)"
+)
+#: Top-5 accuracy is 100% by definition with 5 classes or fewer: shown only above that.
+TOP5_MIN_CLASSES = 6
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,14 +200,25 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
     diverged = bool(run.get("diverged"))
     epoch = _int(run.get("diverged_epoch"))
     status = "ok" if not diverged else "diverged" if epoch is None else f"diverged at epoch {epoch}"
+    classes = _int(run.get("num_classes"))  # known in the compare stage only
+    quality = {key: math.nan if diverged else _float(run.get(key)) for key in _QUALITY}
+    if classes is not None and classes < TOP5_MIN_CLASSES:
+        quality["test_top5"] = math.nan
+    if (
+        classes is not None
+        and not diverged
+        and quality["test_acc"] * 100 < 100 / classes + CHANCE_MARGIN_POINTS
+    ):
+        status = DID_NOT_LEARN
     return {
         "model": str(run["model"]),
         "dataset": str(run["dataset"]),
         "status": status,
         "diverged": diverged,
         "diverged_epoch": epoch,
-        **{key: math.nan if diverged else _float(run.get(key)) for key in _QUALITY},
+        **quality,
         **{key: _int(run.get(key)) for key in _COUNTS},
+        "num_classes": classes,
         "model_title": model_title(str(run["model"])),
         "dataset_title": dataset_title(str(run["dataset"])),
     }
@@ -249,18 +278,29 @@ def comparison(table: pd.DataFrame, baseline: str, challenger: str) -> pd.DataFr
     return frame.rename_axis("dataset").reset_index()
 
 
-def summary_json(table: pd.DataFrame, baseline: str, challenger: str | None) -> dict[str, Any]:
+def summary_json(
+    table: pd.DataFrame,
+    baseline: str,
+    challenger: str | None,
+    recipes: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """The content of ``reports/summary.json``: the run table's metrics per run and the
     comparison (none without a challenger).
 
-    Keys come in a fixed order (runs by dataset then model, fields in a fixed list) so that the
-    file is byte-stable and ``git diff`` shows real changes only. Per-class accuracies are left
-    to the per-run files: they would swamp ``dvc exp show``.
+    ``recipes`` (run name -> :func:`recipe`) are written with each run, and a run that did
+    not learn gets ``advice``. Keys come in a fixed order (runs by dataset then model, fields
+    in a fixed list) so that the file is byte-stable and ``git diff`` shows real changes
+    only. Per-class accuracies are left to the per-run files: they would swamp
+    ``dvc exp show``.
     """
-    runs = {
-        f"{row['model']}-{row['dataset']}": {key: _json_value(row[key]) for key in _JSON_KEYS}
-        for row in table.to_dict("records")
-    }
+    runs = {}
+    for row in table.to_dict("records"):
+        name = f"{row['model']}-{row['dataset']}"
+        runs[name] = {key: _json_value(row[key]) for key in _JSON_KEYS}
+        if row["status"] == DID_NOT_LEARN:
+            runs[name]["advice"] = DID_NOT_LEARN_ADVICE
+        if recipes and name in recipes:
+            runs[name]["recipe"] = _json_value(dict(recipes[name]))
     pairs: dict[str, Any] = {}
     if challenger is not None:
         for row in comparison(table, baseline, challenger).to_dict("records"):
@@ -362,11 +402,11 @@ def _link_target(path: str | Path) -> str:
 
 
 def _outcome(table: pd.DataFrame) -> pd.Series:
-    """Per run: "ok", or "diverged (epoch N)"."""
+    """Per run: "ok", "did not learn", or "diverged (epoch N)"."""
     diverged = table["diverged_epoch"].map(
         lambda epoch: "diverged" if pd.isna(epoch) else f"diverged (epoch {epoch})"
     )
-    return diverged.where(table["diverged"], "ok").astype(str)
+    return diverged.where(table["diverged"], table["status"]).astype(str)
 
 
 def _test_acc(table: pd.DataFrame) -> pd.Series:
@@ -399,7 +439,102 @@ def _summary_markdown(table: pd.DataFrame) -> str:
             "Status": _outcome(table),
         }
     )
+    classes = table["num_classes"].dropna()
+    if len(classes) == len(table) and (classes < TOP5_MIN_CLASSES).all():
+        return _markdown(shown.drop(columns="Top-5 (%)"), "llrrrrrl")  # always 100%
     return _markdown(shown, "llrrrrrrl")
+
+
+def recipe(
+    settings: Mapping[str, Any],
+    optimizer: str,
+    schedule: str,
+    epochs: int,
+    batch_size: int,
+    counts: Mapping[str, int],
+    max_train: int | None,
+    max_test: int | None,
+) -> dict[str, Any]:
+    """What a run was trained with, for the report and summary.json: ``settings`` are the
+    optimizer's resolved keyword arguments (``Params.optimizer_settings``), ``counts`` the
+    prepared split sizes, ``max_train``/``max_test`` the subsampling params."""
+    return {
+        "optimizer": optimizer,
+        "lr": settings.get("lr"),  # None: PyTorch's default
+        "weight_decay": settings.get("weight_decay"),
+        "schedule": schedule,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "train_images": counts.get("train"),
+        "val_images": counts.get("val"),
+        "test_images": counts.get("test"),
+        "max_train": max_train,
+        "max_test": max_test,
+    }
+
+
+def schedule_text(s: Mapping[str, Any]) -> str:
+    """The learning-rate schedule of params.yaml's ``scheduler`` section in a few words: its
+    name and the keys that schedule reads."""
+    name = str(s.get("name"))
+    text = {
+        "step": f"step (x{s.get('gamma')} every {s.get('step_size')} epochs)",
+        "multistep": f"multistep (x{s.get('gamma')} after epochs "
+        f"{param_text(s.get('milestones'))})",
+        "cosine": f"cosine (down to {s.get('min_lr')})",
+        "onecycle": f"onecycle (peak at {s.get('pct_start')} of the run)",
+        "plateau": f"plateau (x{s.get('factor')} when {s.get('monitor')} stalls "
+        f"{s.get('patience')} epochs)",
+    }.get(name, name)
+    warmup = s.get("warmup_epochs")
+    if name != "onecycle" and warmup:
+        text += f", {warmup} warm-up epochs"
+    return text
+
+
+def _subsampling(r: Mapping[str, Any]) -> str:
+    parts = [f"{key}={r[key]:,}" for key in ("max_train", "max_test") if r.get(key) is not None]
+    return ", ".join(parts) or "none"
+
+
+def _recipe_markdown(table: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any]]) -> str:
+    rows = []
+    for row in table.to_dict("records"):
+        r = recipes.get(f"{row['model']}-{row['dataset']}")
+        if r is None:
+            continue
+        sizes = " / ".join(
+            _fmt_int(r.get(k)) for k in ("train_images", "val_images", "test_images")
+        )
+        rows.append(
+            {
+                "Dataset": row["dataset_title"],
+                "Model": row["model_title"],
+                "Optimizer": str(r["optimizer"]),
+                "lr": "PyTorch's default" if r.get("lr") is None else f"{r['lr']:g}",
+                "Weight decay": _DASH
+                if r.get("weight_decay") is None
+                else f"{r['weight_decay']:g}",
+                "Schedule": str(r["schedule"]),
+                "Epochs": _fmt_int(r["epochs"]),
+                "Batch": _fmt_int(r["batch_size"]),
+                "Train / val / test images": sizes,
+                "Subsampled": _subsampling(r),
+            }
+        )
+    return _markdown(pd.DataFrame(rows), "llllllrrrl") if rows else "_No recipe recorded._"
+
+
+def _not_learned_markdown(table: pd.DataFrame) -> list[str]:
+    lines = []
+    for row in table[table["status"] == DID_NOT_LEARN].to_dict("records"):
+        chance = 100 / row["num_classes"]
+        lines.append(
+            f"- **{_text(row['model_title'])} on {_text(row['dataset_title'])}** did not learn: "
+            f"test accuracy {_fmt_pct(row['test_acc'])}%, chance {chance:.2f}% "
+            f"({row['num_classes']} classes); {DID_NOT_LEARN_ADVICE}."
+        )
+    return lines
 
 
 def _comparison_markdown(table: pd.DataFrame, baseline: str, challenger: str) -> list[str]:
@@ -444,19 +579,34 @@ def _comparison_markdown(table: pd.DataFrame, baseline: str, challenger: str) ->
 
 
 def report_markdown(
-    table: pd.DataFrame, figures: Mapping[str, str], baseline: str, challenger: str | None
+    table: pd.DataFrame,
+    figures: Mapping[str, str],
+    baseline: str,
+    challenger: str | None,
+    recipes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """``reports/report.md`` from the run table: summary, comparison, figures.
 
     ``baseline`` and ``challenger`` are the first two of ``models`` (no comparison without a
-    second). ``figures`` maps a dataset to the path of its learning-curve PNG *relative to
-    where the report is written*, so the images render on GitHub and in ``dvc plots`` alike;
-    keys that are not datasets of the runs are still shown, under their own name, so that
-    extra figures (a confusion matrix, say) need no change here.
+    second); ``recipes`` (run name -> :func:`recipe`) give the Recipe section, and a
+    subsampled recipe is named in the title. ``figures`` maps a dataset to the path of its
+    learning-curve PNG *relative to where the report is written*, so the images render on
+    GitHub and in ``dvc plots`` alike; keys that are not datasets of the runs are still
+    shown, under their own name, so that extra figures (a confusion matrix, say) need no
+    change here.
     """
     b_title = model_title(baseline)
     title = b_title if challenger is None else f"{b_title} vs {model_title(challenger)}"
-    parts = [f"# {title}", "", _INTRO, "", "## Summary", "", _summary_markdown(table)]
+    subsampled = sorted({_subsampling(r) for r in (recipes or {}).values()} - {"none"})
+    if subsampled:
+        title += f" (subsampled: {'; '.join(subsampled)})"
+    parts = [f"# {title}", "", _INTRO]
+    if recipes:
+        parts += ["", "## Recipe", "", _recipe_markdown(table, recipes)]
+    parts += ["", "## Summary", "", _summary_markdown(table)]
+    not_learned = _not_learned_markdown(table)
+    if not_learned:
+        parts += ["", "## Runs that did not learn", "", *not_learned]
     if challenger is not None:
         parts += ["", f"## {title} per dataset", ""]
         parts += _comparison_markdown(table, baseline, challenger)
@@ -485,14 +635,21 @@ _EXPERIMENT_RUN_COLUMNS = [
     "epochs_completed",
     "train_seconds",
     "status",
+    "run_id",
 ]
+
+#: What the table shows for a run whose training time was not measured for that run (DVC
+#: restored it from its cache and the experiment kept another run's timings.json entry).
+NOT_MEASURED = "not measured here"
 
 
 def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -> pd.DataFrame:
     """One row per experiment and run: what the experiment changed, then how the run did.
 
     ``rows`` hold ``experiment`` (its name), ``rev``, ``label``, ``params`` (the experiment's
-    flattened params) and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
+    flattened params), optionally ``run_key`` (what trained the run, cnnlab.runs; the
+    ``run_id`` column, which cnnlab.stats counts once however many experiments reached it)
+    and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
     "failed": True}`` for a run of an experiment that failed: status "failed", no numbers,
     so that it is seen and counted rather than missing). ``varied`` names the params
     that differ between the experiments; each gets a column, so the CSV can be filtered and
@@ -523,6 +680,8 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
                 "epochs_completed": metrics["epochs_completed"],
                 "train_seconds": _float(run.get("train_seconds")),
                 "status": "failed" if run.get("failed") else metrics["status"],
+                # what trained it (cnnlab.runs): equal ids are one run, reached twice
+                "run_id": str(row.get("run_key") or "")[:12] or None,
             }
         )
         records.append(record)
@@ -541,6 +700,21 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
             kind="stable",
         ).reset_index(drop=True)
     return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
+
+
+def _same_run_lines(table: pd.DataFrame) -> list[str]:
+    """A Markdown bullet per run that several experiments reached."""
+    if "run_id" not in table:
+        return []
+    lines = []
+    known = table[table["run_id"].notna()]
+    for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
+        if len(rows) > 1:
+            names = ", ".join(f"`{name}`" for name in rows["experiment"])
+            lines.append(
+                f"- {model_title(model)} on {dataset_title(dataset)}: {names} (run {run_id})"
+            )
+    return lines
 
 
 def param_text(value: Any) -> str:
@@ -604,11 +778,25 @@ def experiment_markdown(
             "Best epoch": table["best_epoch"].map(_fmt_int),
             "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_acc),
             "Epochs": table["epochs_completed"].map(_fmt_int),
-            "Train time (s)": table["train_seconds"].map(lambda v: _fmt_float(v, 1)),
+            "Train time (s)": table["train_seconds"].map(
+                lambda v: NOT_MEASURED if _float(v) != _float(v) else _fmt_float(v, 1)
+            ),
             "Status": table["status"],
         }
     )
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
+    same = _same_run_lines(table)
+    if same:
+        parts += [
+            "",
+            "## Experiments that reached the same run",
+            "",
+            "These experiments trained nothing new (DVC restored the run from its cache, or "
+            "what they changed is read by no training stage): one measurement each, counted "
+            "once in every mean and interval.",
+            "",
+            *same,
+        ]
     if figures:
         parts += ["", "## Figures"]
         for name in figures:

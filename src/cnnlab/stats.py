@@ -34,6 +34,7 @@ __all__ = [
     "Summary",
     "curve_groups",
     "difference_table",
+    "distinct_runs",
     "group_columns",
     "group_table",
     "interval_rows",
@@ -51,6 +52,35 @@ _ROUND = 4
 
 #: The param that tells repeats of one configuration apart.
 SEED = "seed"
+#: The column that names what trained a row's run (cnnlab.runs): rows with the same id are
+#: one run that several experiments reached (a no-op change, a param training never reads),
+#: one measurement however often it is listed.
+RUN_ID = "run_id"
+
+
+def distinct_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with each run once (its first row); rows without a run id all stay."""
+    if RUN_ID not in rows:
+        return rows
+    ids = rows[RUN_ID]
+    known = ids.notna() & (ids.astype(str) != "")
+    return rows[~known | ~ids.duplicated()]
+
+
+def _same_run_text(rows: pd.DataFrame) -> str:
+    """ "b = a" for each experiment whose run an earlier row's experiment had reached."""
+    if RUN_ID not in rows:
+        return ""
+    first: dict[str, str] = {}
+    pairs = []
+    for name, run_id in zip(rows["experiment"], rows[RUN_ID], strict=True):
+        if not isinstance(run_id, str) or not run_id:
+            continue
+        if run_id in first:
+            pairs.append(f"{name} = {first[run_id]}")
+        else:
+            first[run_id] = str(name)
+    return "; ".join(pairs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,23 +205,28 @@ class _Group:
     rows: pd.DataFrame
 
     @property
+    def distinct(self) -> pd.DataFrame:
+        """One row per run: experiments that reached the same run are one measurement."""
+        return distinct_runs(self.rows)
+
+    @property
     def ok(self) -> pd.DataFrame:
-        return self.rows[self.rows["status"] == "ok"]
+        return self.distinct[self.distinct["status"] == "ok"]
 
     def values(self, column: str = "test_acc_pct") -> list[float]:
         return [float(v) for v in self.ok[column] if np.isfinite(v)]
 
     @property
     def n_diverged(self) -> int:
-        return int(self.rows["status"].str.startswith("diverged").sum())
+        return int(self.distinct["status"].str.startswith("diverged").sum())
 
     @property
     def n_failed(self) -> int:
-        return int((self.rows["status"] == "failed").sum())
+        return int((self.distinct["status"] == "failed").sum())
 
     @property
     def status(self) -> str:
-        total, ok = len(self.rows), len(self.ok)
+        total, ok = len(self.distinct), len(self.ok)
         if ok == total:
             return "ok"
         parts = [
@@ -219,6 +254,11 @@ def _groups(table: pd.DataFrame, by: Sequence[str]) -> list[_Group]:
     return found
 
 
+def _run_ids(g: _Group) -> set[str]:
+    ids = g.ok[RUN_ID] if RUN_ID in g.ok else pd.Series(dtype=object)
+    return {str(i) for i in ids if isinstance(i, str) and i}
+
+
 def _pct(value: float) -> float:
     return round(value, _ROUND) if math.isfinite(value) else math.nan
 
@@ -235,7 +275,7 @@ def _summary_fields(prefix: str, s: Summary) -> dict[str, Any]:
 
 def _group_record(g: _Group) -> dict[str, Any]:
     test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
-    seeds = g.rows[SEED].tolist() if SEED in g.rows else []
+    seeds = g.distinct[SEED].tolist() if SEED in g.rows else []
     return {
         "group": g.label,
         **g.params,
@@ -250,6 +290,7 @@ def _group_record(g: _Group) -> dict[str, Any]:
         "status": g.status,
         "seeds": " ".join(str(s) for s in seeds),
         "experiments": " ".join(g.rows["experiment"]),
+        "same_run": _same_run_text(g.rows),
     }
 
 
@@ -260,7 +301,8 @@ def _summary_columns(prefix: str) -> list[str]:
 def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """One row per configuration (the values of ``by``) and run: n, mean, sd, 95% CI of the
     test accuracy over the seeds that finished, the mean best validation accuracy, and how
-    many seeds diverged or failed (those are in no mean)."""
+    many seeds diverged or failed (those are in no mean). ``n`` counts distinct runs:
+    experiments that reached the same run (``same_run``: "b = a") are one measurement."""
     columns = [
         "group",
         *by,
@@ -275,6 +317,7 @@ def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
         "status",
         "seeds",
         "experiments",
+        "same_run",
     ]
     return pd.DataFrame([_group_record(g) for g in _groups(table, by)], columns=columns)
 
@@ -327,11 +370,12 @@ def difference_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     for _, run in itertools.groupby(groups, key=lambda g: (g.dataset, g.model)):
         for a, b in itertools.combinations(list(run), 2):
             differs = ", ".join(k for k in by if a.params[k] != b.params[k])
-            records.append(
-                _difference_row(
-                    a.dataset, a.model, a.label, b.label, differs, a.values(), b.values()
-                )
+            record = _difference_row(
+                a.dataset, a.model, a.label, b.label, differs, a.values(), b.values()
             )
+            if _run_ids(a) and _run_ids(a) == _run_ids(b):
+                record["verdict"] = "the same runs: training reads none of these params"
+            records.append(record)
     return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
 
 
@@ -496,6 +540,7 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
                 & (table["model"] == model)
                 & (table["status"] == "ok")
             ]
+            rows = distinct_runs(rows)
             chosen.append((row["choice"], [float(v) for v in rows["test_acc_pct"]]))
         for (a, x), (b, y) in itertools.combinations(chosen, 2):
             records.append(_difference_row(dataset, model, a, b, "", x, y))
@@ -545,7 +590,7 @@ def curve_groups(
     lines = []
     for g in _groups(table, by):
         ok = [n for n in g.ok["experiment"] if n in histories]
-        bad = [n for n in g.rows["experiment"] if n in diverged_epochs and n in histories]
+        bad = [n for n in g.distinct["experiment"] if n in diverged_epochs and n in histories]
         used = ok or bad
         if not used:
             continue
@@ -579,6 +624,7 @@ def interval_rows(
             & (table["model"] == row["model"])
             & (table["status"] == "ok")
         ]
+        own = distinct_runs(own)
         n = 0 if pd.isna(row["n"]) else int(row["n"])
         lost = [
             f"{int(row[column])} {what}"
