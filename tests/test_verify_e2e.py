@@ -253,3 +253,29 @@ def test_the_scratch_clone_is_removed_after_a_run(project: Path, tmp_path: Path)
     _verify(project, env)
     assert list((tmp_path / "scratch").iterdir()) == []
     shutil.rmtree(tmp_path / "scratch")
+
+
+@pytest.mark.slow
+def test_baseline_restores_this_machines_run_from_the_run_cache(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a platform that did not make the committed results: nothing trains twice."""
+    for key, value in _second_platform().items():
+        monkeypatch.setenv(key, value)
+    dvc("repro", "-f", cwd=project, timeout=VERIFY_DEADLINE)  # this platform's baseline
+    here = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    committed = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], project).stdout)["stages"]
+    stage = "train@alexnet-digits"
+    assert here[stage]["outs"] != committed[stage]["outs"], (
+        "the second platform gave the same bytes"
+    )
+    cache = project / ".dvc" / "cache" / "files" / "md5"
+    for out in committed[stage]["outs"]:  # as on a machine that never had the committed bytes
+        (cache / out["md5"][:2] / out["md5"][2:]).unlink(missing_ok=True)
+    dvc("exp", "run", "-S", "lr=0.002", cwd=project, timeout=VERIFY_DEADLINE)
+    result = run(["python", "ci/baseline.py"], project, timeout=VERIFY_DEADLINE)
+    assert f"Stage '{stage}' is cached - skipping run" in result.stdout, result.stdout
+    assert f"Running stage '{stage}'" not in result.stdout
+    assert "Data and pipelines are up to date." in dvc("status", cwd=project).stdout
+    now = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert now[stage]["outs"] == here[stage]["outs"]
