@@ -59,7 +59,7 @@ baseline: setup
 	$(RUN) $(BIN)/python ci/baseline.py
 
 # Everything but the CUDA tests, end-to-end tests that drive the real `dvc` included (what
-# CI runs; 12-14 minutes on 2 cores).
+# CI runs; 17 minutes on 2 quiet cores).
 test: setup
 	$(RUN) $(BIN)/python -m pytest --durations=10
 
