@@ -113,14 +113,30 @@ def missing_from_cache(lock_text: str) -> list[str]:
 
 
 def drop_from_lock(stages: set[str]) -> None:
-    """Remove these stages' entries from the workspace's dvc.lock (written atomically)."""
+    """Remove these stages' entries from the workspace's dvc.lock, with DVC's own round-trip
+    YAML writer (the other entries keep their bytes)."""
+    from dvc.utils.serialize import modify_yaml
+
+    with modify_yaml(ROOT / "dvc.lock") as data:
+        for stage in stages:
+            data["stages"].pop(stage, None)
+
+
+def restore_stage_order(head_text: str) -> None:
+    """DVC appends a stage it records anew: put the entries back in the committed order, so
+    that the same results are the same bytes (HEAD's, when nothing differs)."""
+    from dvc.utils.serialize import modify_yaml
+
     path = ROOT / "dvc.lock"
-    lock = yaml.safe_load(path.read_text())
-    for stage in stages:
-        lock["stages"].pop(stage, None)
-    temporary = path.with_name(".dvc.lock.baseline")
-    temporary.write_text(yaml.safe_dump(lock, sort_keys=False))
-    temporary.replace(path)
+    committed = yaml.safe_load(head_text)
+    if yaml.safe_load(path.read_text()) == committed:
+        path.write_text(head_text)
+        return
+    order = list(committed.get("stages") or {})
+    with modify_yaml(path) as data:
+        stages = data["stages"]
+        for name in sorted(stages, key=lambda n: order.index(n) if n in order else len(order)):
+            stages.move_to_end(name)
 
 
 def main() -> int:
@@ -160,6 +176,7 @@ def main() -> int:
         # machine's run of the same params. HEAD keeps the committed entries.
         drop_from_lock({entry.split(":", 1)[0] for entry in missing})
         dvc(ROOT, "repro")
+        restore_stage_order(git("show", "HEAD:dvc.lock"))
     status = dvc(ROOT, "status", quiet=True).strip()
     print(f"baseline: dvc status: {status or 'nothing to reproduce'}")
     differs = git("status", "--short", "--", *RESULT_FILES, *RESULT_FOLDERS).strip()
