@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cnnlab import stats
-from cnnlab.reporting import experiment_table, param_text
+from cnnlab_compare import stats
+from cnnlab_compare.reporting import experiment_table, param_text
 
 OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam")
 RUNS = (("digits", "lenet"), ("digits", "alexnet"))

@@ -13,7 +13,7 @@ from PIL import Image
 from test_experiments import compare_main, experiment, fake_sweep, history, lenet_run
 
 from cnnlab import figures
-from cnnlab.experiments import run_labels, varying_params
+from cnnlab_compare.experiments import run_labels, varying_params
 
 
 def test_lines_show_only_the_params_this_run_reads() -> None:

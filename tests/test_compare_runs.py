@@ -24,9 +24,9 @@ from test_experiments import (
     sweep,
 )
 
-from cnnlab import stats
-from cnnlab.experiments import Experiment, ExperimentError, collect_runs
 from cnnlab.runs import lock_key, lock_keys
+from cnnlab_compare import stats
+from cnnlab_compare.experiments import Experiment, ExperimentError, collect_runs
 
 RUN = "lenet-mnist"
 
@@ -148,8 +148,10 @@ def test_experiments_that_reached_the_same_run_are_one_measurement() -> None:
     groups = stats.group_table(table, stats.group_columns(varied))
     (group,) = groups.to_dict("records")
     assert group["n"] == 2  # not 3: the repeat of one run is no second seed
-    assert group["seeds"] == "1 2"
-    assert group["experiments"] == "adam adam-again adam-2"
+    assert group["seeds"] == ["1", "2"]
+    # the experiments stay a list (and one line in the CSV): both were run
+    assert group["experiments"] == ["adam", "adam-again", "adam-2"]
+    assert stats.for_output(groups)["experiments"].tolist() == ["adam adam-again adam-2"]
     assert group["same_run"] == "adam-again = adam"
     assert group["test_acc_mean_pct"] == pytest.approx((96.94 + 96.00) / 2)
     assert group["test_acc_sd_pct"] > 0.5  # two different values, not 96.94 twice
@@ -161,7 +163,7 @@ def test_the_comparison_lists_experiments_that_reached_the_same_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import cnnlab.experiments as module
+    import cnnlab_compare.experiments as module
 
     exps = experiments(
         fake_cache,
@@ -209,7 +211,7 @@ def test_a_timing_is_shown_only_for_the_run_it_timed(
 
 
 def test_an_unmeasured_run_says_so_in_the_table() -> None:
-    from cnnlab.reporting import NOT_MEASURED, experiment_markdown
+    from cnnlab_compare.reporting import NOT_MEASURED, experiment_markdown
 
     table, varied = sweep(
         [
@@ -273,7 +275,7 @@ def test_a_named_experiment_without_a_logged_epoch_is_compared_without_its_curve
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_sweep(monkeypatch, [("first", {"optimizer": "sgd"}, lenet_run(None, diverged=True))])
-    import cnnlab.experiments as module
+    import cnnlab_compare.experiments as module
 
     (run,) = module.collect_runs()
     empty = run.history.iloc[:0]
@@ -290,14 +292,11 @@ def test_a_named_experiment_without_a_logged_epoch_is_compared_without_its_curve
 
 
 def test_experiments_that_reached_the_same_run_share_one_line() -> None:
-    import sys
 
     from test_experiments import history
 
-    from cnnlab.experiments import ExperimentRun
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-    from compare_experiments import _lines
+    from cnnlab_compare.cli import _lines
+    from cnnlab_compare.experiments import ExperimentRun
 
     exps = [experiment(name, datasets=["mnist"], models=["lenet"]) for name in "abc"]
     keys = {"a": "k1", "b": "k2", "c": "k1"}
@@ -314,8 +313,8 @@ def test_the_page_says_not_measured_here_instead_of_a_partial_time() -> None:
     from fake_experiments import fake_comparison
     from test_experiment_page import experiments_table
 
-    from cnnlab.experiment_page import experiment_page
-    from cnnlab.reporting import NOT_MEASURED
+    from cnnlab_compare.experiment_page import experiment_page
+    from cnnlab_compare.reporting import NOT_MEASURED
 
     c = fake_comparison(configs=2)
     unmeasured = (c.table["experiment"] == "exp-01-0") & (c.table["model"] == "alexnet")

@@ -30,9 +30,12 @@ ALEXNET = {"train@alexnet-digits", "evaluate@alexnet-digits"}
 DATA = {"download@digits", "prepare@digits"}
 
 
+#: The console scripts `pip install -e .` put beside this Python (pyproject's [project.scripts]).
+BIN = Path(sys.executable).parent
+
+
 def compare_experiments(project: Path, *args: str, check: bool = True):
-    script = project / "stages" / "compare_experiments.py"
-    return run([sys.executable, str(script), *args], project, check=check, timeout=300)
+    return run([str(BIN / "cnnlab-compare"), *args], project, check=check, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +239,7 @@ def test_dvc_plots_diff_page_draws_offline(baseline: Path, experiments) -> None:
 
 
 def test_offline_dvc_plots_of_two_experiments(baseline: Path, experiments) -> None:
-    script = baseline / "stages" / "render_dvc_plots.py"
-    run([sys.executable, str(script), "sgd", "mom", "--out", "reports/dvc"], baseline)
+    run([str(BIN / "cnnlab-plots"), "sgd", "mom", "--out", "reports/dvc"], baseline)
     page = (baseline / "reports/dvc/index.html").read_text()
     assert page.count("<svg") == len(list((baseline / "reports/dvc").glob("*.svg"))) >= 6
     assert "<script" not in page

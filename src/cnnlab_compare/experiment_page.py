@@ -31,9 +31,10 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import NOT_MEASURED, dataset_title, model_title
-from cnnlab.stats import mean_history
+from cnnlab.reporting import dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
+from cnnlab_compare.reporting import NOT_MEASURED
+from cnnlab_compare.stats import mean_history
 
 __all__ = ["experiment_page", "page_data"]
 
@@ -72,7 +73,7 @@ def _lines(table: pd.DataFrame, groups: pd.DataFrame | None) -> dict[str, str]:
     line = dict(zip(table["experiment"], table["label"], strict=True))
     if groups is not None:
         for row in groups.to_dict("records"):
-            for name in str(row["experiments"]).split():
+            for name in row["experiments"]:
                 line[name] = str(row["group"])
     return line
 
@@ -404,7 +405,7 @@ def experiment_rows(
     stats: dict[tuple[str, str, str], dict[str, Any]] = {}
     if groups is not None:
         for row in groups.to_dict("records"):
-            for name in str(row["experiments"]).split():
+            for name in row["experiments"]:
                 stats[(name, row["dataset"], row["model"])] = row
     # a param sorts by value where every experiment's is a number, else as text (null, [a, b])
     numeric = {k: all(_number(v) is not None for v in table[k]) for k in varied}
@@ -631,7 +632,7 @@ def experiment_page(
 
     ``table`` is :func:`cnnlab.reporting.experiment_table`'s; ``histories`` maps
     ``(experiment, dataset, model)`` to a run's history (cnnlab.history); ``groups`` is
-    :func:`cnnlab.stats.group_table`'s when some configuration has several seeds (lines are
+    :func:`cnnlab_compare.stats.group_table`'s when some configuration has several seeds (lines are
     then configurations, ``by`` the params that tell them apart); ``sections`` are further
     tables (title, frame), e.g. the differences and the tuned choice.
     """

@@ -3,15 +3,18 @@
 Outside the pipeline: it reads what each experiment committed (``dvc exp show``, and its
 metrics and per-epoch histories from the DVC cache), so it runs after a sweep, e.g.
 
-    python stages/compare_experiments.py                     # every experiment of HEAD
-    python stages/compare_experiments.py --exp sgd adam      # these (names or revisions)
-    python stages/compare_experiments.py --all --out reports/all-experiments
-    python stages/compare_experiments.py --tune lr           # best lr per optimizer, by val
+    cnnlab-compare                     # every experiment of HEAD
+    cnnlab-compare --exp sgd adam      # these (names or revisions)
+    cnnlab-compare --all --out reports/all-experiments
+    cnnlab-compare --tune lr           # best lr per optimizer, by val
+
+(``python -m cnnlab_compare`` is the same command.)
 
 Per dataset and model: curves-<model>-<dataset>.png (2x2: train/val loss and accuracy, one
 line per experiment, labelled by the params that differ) and .gif (the same, growing epoch by
 epoch); experiments.md and experiments.csv (test accuracy per experiment and run); index.html,
-one self-contained interactive page of it all (cnnlab.experiment_page: a sortable, filterable
+one self-contained interactive page of it all (cnnlab_compare.experiment_page: a sortable,
+filterable
 table, curves to hover, params against accuracy; no network needed). The output
 folder is replaced as a whole, so it never mixes two comparisons; a non-empty folder this
 command did not write is refused.
@@ -19,7 +22,7 @@ command did not write is refused.
 Experiments that differ only in ``seed`` (queue them with ``-S 'seed=1,2,3'``) are repeats
 of one configuration: then the curves show one mean line per configuration with the band its
 seeds span, accuracy-<model>-<dataset>.png the mean test accuracy with its 95% interval, and
-groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab.stats).
+groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab_compare.stats).
 ``--tune KEY`` picks, per family of configurations that differ only in KEY, the value with
 the best mean validation accuracy and reports the test accuracy there: tuned.csv,
 tuned-differences.csv, tuned-<model>-<dataset>.png. Queued runs that failed are counted as
@@ -37,20 +40,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common import (
-    METRICS,
-    TIMINGS,
-    TRAIN_LOGS,
-    check_output_folder,
-    mark_output_folder,
-    run_name,
-    shortened,
-)
+from cnnlab.errors import UserError
+from cnnlab.files import check_output_folder, mark_output_folder, shortened
+from cnnlab_compare.layout import METRICS, TIMINGS, TRAIN_LOGS, run_name
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cnnlab.experiments import Experiment, ExperimentRun
+    from cnnlab_compare.experiments import Experiment, ExperimentRun
 
 OUT = Path("reports/experiments")
 
@@ -96,7 +93,7 @@ def _lines(
     """One run's curves: a line per experiment (experiments that reached the same run share
     one), or with ``table`` (the run's rows, when some
     configuration has several seeds) a mean line per configuration and its seeds' band."""
-    from cnnlab.stats import curve_groups
+    from cnnlab_compare.stats import curve_groups
 
     diverged = {
         r.experiment.name: r.metrics.get("diverged_epoch")
@@ -146,9 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_output_folder(args.out)
 
-    from cnnlab import stats
-    from cnnlab.experiment_page import experiment_page
-    from cnnlab.experiments import (
+    from cnnlab.files import atomic_directory
+    from cnnlab.reporting import dataset_title, model_title, param_text, spreadsheet_safe
+    from cnnlab_compare import stats
+    from cnnlab_compare.experiment_page import experiment_page
+    from cnnlab_compare.experiments import (
         ExperimentError,
         collect_runs,
         experiment_labels,
@@ -158,22 +157,17 @@ def main(argv: list[str] | None = None) -> None:
         same_runs,
         varying_params,
     )
-    from cnnlab.figures import (
+    from cnnlab_compare.figures import (
         Interval,
         animate_learning_curves,
         plot_intervals,
         plot_learning_curves,
     )
-    from cnnlab.files import atomic_directory
-    from cnnlab.reporting import (
-        dataset_title,
+    from cnnlab_compare.reporting import (
         difference_markdown,
         experiment_markdown,
         experiment_table,
         group_markdown,
-        model_title,
-        param_text,
-        spreadsheet_safe,
         tuned_markdown,
     )
 
@@ -294,11 +288,13 @@ def main(argv: list[str] | None = None) -> None:
         # Names and labels stay text in a spreadsheet: '=...' is not run as a formula.
         spreadsheet_safe(table).to_csv(out / "experiments.csv", index=False, lineterminator="\n")
         for file, frame in csvs.items():
+            frame = stats.for_output(frame)
             spreadsheet_safe(frame).to_csv(out / file, index=False, lineterminator="\n")
         (out / "experiments.md").write_text(experiment_markdown(table, varied, figures, sections))
         histories = {(r.experiment.name, r.dataset, r.model): r.history for r in runs}
+        shown_tables = [(title, stats.for_output(frame)) for title, frame in page_tables]
         page = experiment_page(
-            table, varied, histories, groups if repeated else None, by, page_tables
+            table, varied, histories, groups if repeated else None, by, shown_tables
         )
         (out / "index.html").write_text(page, encoding="utf-8")
         mark_output_folder(out)
@@ -312,11 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-if __name__ == "__main__":
-    from cnnlab.experiments import ExperimentError
-
+def run(argv: list[str] | None = None) -> None:
+    """The console script: a mistake the user can fix is one line on stderr and exit 2,
+    never a traceback."""
     try:
-        main()
-    except ExperimentError as exc:
+        main(argv)
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

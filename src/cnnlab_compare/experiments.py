@@ -189,16 +189,13 @@ def _pick(
     raise ExperimentError(f"no finished experiment {name!r}; known: {known}")
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """``{"model": {"alexnet": {"dropout": 0.5}}}`` -> ``{"model.alexnet.dropout": 0.5}``,
-    the key spelling of ``dvc exp run -S``. Lists stay values (``datasets=[mnist]``)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, f"{name}."))
-        else:
-            flat[name] = value
+    the key spelling of ``dvc exp run -S`` (``pandas.json_normalize``). Lists stay values
+    (``datasets=[mnist]``)."""
+    if not params:
+        return {}
+    (flat,) = pd.json_normalize(dict(params), sep=".").to_dict("records")
     return flat
 
 
