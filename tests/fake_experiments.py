@@ -1,5 +1,5 @@
 """A made-up cross-experiment comparison (no training, no DVC): what
-stages/compare_experiments.py hands to the experiments page, for its unit tests and for
+cnnlab-compare hands to the experiments page, for its unit tests and for
 benchmarks/experiment_page.py (30 experiments' page without 30 trainings).
 """
 

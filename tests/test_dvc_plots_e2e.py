@@ -1,4 +1,4 @@
-"""DVC's own plots pages, offline, in a real browser; and render_dvc_plots' notes on what DVC
+"""DVC's own plots pages, offline, in a real browser; and cnnlab-plots' notes on what DVC
 could not load.
 
 The page test opens what plain `dvc plots show` writes for the session's tiny reproduced

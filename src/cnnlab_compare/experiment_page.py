@@ -1,6 +1,6 @@
 """The experiments page: one self-contained HTML file to explore a cross-experiment comparison.
 
-stages/compare_experiments.py writes it as ``index.html`` next to its Markdown and CSV:
+cnnlab-compare writes it as ``index.html`` next to its Markdown and CSV:
 
 - a table with one row per experiment (the params that differ, each run's test accuracy,
   the mean of its configuration over seeds with the 95% interval, status, training time),
