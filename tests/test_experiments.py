@@ -504,9 +504,14 @@ def test_mean_curves_with_a_band_and_the_interval_chart(tmp_path: Path) -> None:
     assert Image.open(chart).size[0] == 1200
 
 
-def fake_sweep(monkeypatch: pytest.MonkeyPatch, specs: list[tuple[str, dict, dict]]) -> None:
+def fake_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+    specs: list[tuple[str, dict, dict]],
+    histories: list[pd.DataFrame] | None = None,
+) -> None:
     """Make the comparison script see these experiments (name, param changes, LeNet-on-MNIST
-    metrics), as if `dvc exp show` and the DVC cache held them."""
+    metrics), as if `dvc exp show` and the DVC cache held them; each experiment's history is
+    ``histories[i]`` (default: a history drawn with seed i)."""
     import cnnlab_compare.experiments as module
 
     exps = [
@@ -518,7 +523,7 @@ def fake_sweep(monkeypatch: pytest.MonkeyPatch, specs: list[tuple[str, dict, dic
         for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
     ]
     runs = [
-        module.ExperimentRun(e, "lenet", "mnist", run, history(i))
+        module.ExperimentRun(e, "lenet", "mnist", run, histories[i] if histories else history(i))
         for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
         if not e.failed
     ]

@@ -160,8 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     from cnnlab_compare.figures import (
         Interval,
         animate_learning_curves,
+        needs_small_multiples,
         plot_intervals,
         plot_learning_curves,
+        plot_small_multiples,
     )
     from cnnlab_compare.reporting import (
         difference_markdown,
@@ -272,6 +274,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             animate_learning_curves(histories, curves_title, out / f"curves-{name}.gif", diverged)
             figures += [f"curves-{name}.png", f"curves-{name}.gif"]
+            if needs_small_multiples(histories):
+                # lines on top of each other, or too many for one panel: one panel per line
+                panels = f"curves-{name}-panels.png"
+                plot_small_multiples(histories, curves_title, out / panels, diverged)
+                figures.append(panels)
             charts = []
             if repeated:
                 own = groups[(groups["dataset"] == dataset) & (groups["model"] == model)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cnnlab.figures import (
     _CURVES_SIZE,
@@ -26,6 +28,8 @@ from cnnlab.figures import (
     _GIF_DPI,
     _STYLE,
     OKABE_ITO,
+    _accuracy_scale,
+    _column,
     _curves_figure,
     _literal,
     _save_png,
@@ -33,7 +37,15 @@ from cnnlab.figures import (
 )
 from cnnlab.files import write_bytes
 
-__all__ = ["Interval", "animate_learning_curves", "plot_intervals", "plot_learning_curves"]
+__all__ = [
+    "Interval",
+    "animate_learning_curves",
+    "needs_small_multiples",
+    "overlapping",
+    "plot_intervals",
+    "plot_learning_curves",
+    "plot_small_multiples",
+]
 
 
 def animate_learning_curves(
@@ -164,5 +176,86 @@ def plot_intervals(
         ax.set_ylim(-len(rows) + 0.4, 0.6)
         ax.set_xlim(left - 0.1 * span, right + 0.1 * span)
         ax.set_xlabel(xlabel)
+        fig.suptitle(_literal(title), fontsize=12)
+        _save_png(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# small multiples: one panel per line, where lines would hide each other
+
+#: Two lines closer than this many points of validation accuracy at every common epoch are
+#: drawn on top of each other at the curves figure's scale.
+OVERLAP_POINTS = 0.5
+#: Past this many lines one 2x2 figure is a tangle even when none overlap.
+MAX_SHARED_LINES = 8
+_PANEL_COLUMNS = 5
+_PANEL_SIZE = (2.4, 1.9)  # inches per panel: 30 lines -> a 12 x 11.4 inch (1440 px) figure
+
+
+def _val_acc(history: pd.DataFrame) -> pd.Series:
+    """Validation accuracy in percent by epoch (finite values only)."""
+    values = _column(history, "val_acc") * _accuracy_scale(history)
+    series = pd.Series(values, index=_column(history, "epoch"))
+    return series[np.isfinite(series.index) & np.isfinite(series.to_numpy())]
+
+
+def overlapping(histories: Mapping[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """The pairs of lines whose validation accuracies stay within :data:`OVERLAP_POINTS` of
+    each other at every epoch both logged: in one panel, one hides the other."""
+    curves = {label: _val_acc(h) for label, h in histories.items()}
+    pairs = []
+    labels = list(curves)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            both = curves[a].index.intersection(curves[b].index)
+            if len(both) and (curves[a][both] - curves[b][both]).abs().max() < OVERLAP_POINTS:
+                pairs.append((a, b))
+    return pairs
+
+
+def needs_small_multiples(histories: Mapping[str, pd.DataFrame]) -> bool:
+    """Whether the shared curves figure hides lines: too many, or some on top of others."""
+    return len(histories) > MAX_SHARED_LINES or bool(overlapping(histories))
+
+
+def plot_small_multiples(
+    histories: Mapping[str, pd.DataFrame],
+    title: str,
+    path: Path,
+    diverged: Mapping[str, int | None] | None = None,
+) -> None:
+    """Save the validation accuracy as small multiples: one panel per line (titled with its
+    label, in its curves-figure colour), the other lines in light grey behind it for
+    context, every panel on the same axes. Lines that lie on top of each other in the shared
+    figure are each seen here, and no legend can be cut off: the labels are panel titles."""
+    if not histories:
+        raise ValueError("small multiples need at least one history")
+    diverged = dict(diverged or {})
+    curves = {label: _val_acc(h) for label, h in histories.items()}
+    count = len(curves)
+    ncols = min(_PANEL_COLUMNS, count)
+    nrows = math.ceil(count / ncols)
+    size = (max(_CURVES_SIZE[0], ncols * _PANEL_SIZE[0]), 1.0 + nrows * _PANEL_SIZE[1])
+    with mpl.style.context(["default", _STYLE]):
+        fig = Figure(figsize=size, dpi=_DPI, layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False))
+        flat = list(axes.ravel())
+        for index, (label, curve) in enumerate(curves.items()):
+            ax = flat[index]
+            for other, line in curves.items():
+                if other != label:
+                    ax.plot(line.index, line.to_numpy(), color="0.85", lw=1.0, zorder=1)
+            colour = OKABE_ITO[index % len(OKABE_ITO)]
+            ax.plot(curve.index, curve.to_numpy(), color=colour, lw=2.0, zorder=3)
+            text = textwrap.fill(_literal(label), 34)
+            if label in diverged:
+                epoch = diverged[label]
+                text += "\n(diverged)" if epoch is None else f"\n(diverged at epoch {epoch})"
+            ax.set_title(text, fontsize=8, color=colour, loc="left")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        for ax in flat[count:]:
+            ax.set_visible(False)
+        fig.supxlabel("epoch", fontsize=10)
+        fig.supylabel("validation accuracy (%)", fontsize=10)
         fig.suptitle(_literal(title), fontsize=12)
         _save_png(fig, path)
