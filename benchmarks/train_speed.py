@@ -165,10 +165,10 @@ def cnnlab_pipeline(workload: str, data) -> dict[str, float]:
     import torch
     import yaml
 
+    from cnnlab.evaluation import evaluate_batches
     from cnnlab.params import validate_params
     from cnnlab.recipe import batch_maker, build_run, fit
     from cnnlab.runtime import make_deterministic
-    from cnnlab.training import evaluate_batches
 
     spec = WORKLOADS[workload]
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

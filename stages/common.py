@@ -199,7 +199,7 @@ def params_changes(before: str | None, after: str | None) -> str | None:
         return None
     from ruamel.yaml import YAMLError
 
-    from cnnlab.params import read_yaml
+    from cnnlab.slices import read_yaml
 
     try:
         old, new = _flat(read_yaml(before or "")), _flat(read_yaml(after or ""))

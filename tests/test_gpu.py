@@ -33,7 +33,7 @@ from cnnlab.models import options as opts
 from cnnlab.models import zoo
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.recipe import build_run, fit
-from cnnlab.resume import ResumePoint
+from cnnlab.resume import ResumePoint, restore
 from cnnlab.runtime import make_deterministic, pick_device
 
 # cuBLAS reads it when its first handle is made: before any test touches CUDA.
@@ -269,7 +269,9 @@ def test_the_loss_scale_survives_a_resume(tmp_path: Path) -> None:
     with pytest.raises(Stop):
         fit(first, on_epoch=save_then_stop)
     second = build_run(params, "lenet", data, CUDA)
-    state, message = point.load(second.model, second.optimizer, second.scheduler)
+    saved, message = point.read(second.model, second.optimizer, second.scheduler)
+    assert saved is not None
+    state = restore(saved, second.model, second.optimizer, second.scheduler)
     assert state is not None and state.epoch == 1 and "resuming after epoch 1" in message
     assert state.grad_scaler is not None
     resumed = fit(second, state=state)

@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from conftest import digits_prepared, make_params
 
 from cnnlab.data.prepare import split_dataset
-from cnnlab.evaluation import classification_metrics
+from cnnlab.evaluation import classification_metrics, evaluate_batches
 from cnnlab.recipe import amp_dtype, augmentation_for, build_run, fit, new_model
 from cnnlab.runtime import epoch_seed, make_deterministic
-from cnnlab.training import evaluate_batches
 
 CPU = torch.device("cpu")
 

@@ -389,9 +389,11 @@ def plot_confusion_matrix(
 
     Colour shows the share of each true class (row-normalised) so that a rare class's mistakes
     are as visible as a common one's; the cell text keeps the raw counts, which is what one
-    checks against the test set. Counts are omitted beyond 30 classes, where they would not
-    fit. A single-hue sequential colour map stays readable for colour-blind readers and in
-    greyscale.
+    checks against the test set (sklearn's ConfusionMatrixDisplay colours and labels by one
+    and the same value). Counts are omitted beyond 30 classes, where they would not fit, and
+    beyond :data:`MATRIX_MAX_CLASSES` the figure shows the most-confused pairs instead, since
+    the matrix's labels would be an unreadable smear. A single-hue sequential colour map stays
+    readable for colour-blind readers and in greyscale.
     """
     counts = np.asarray(matrix, dtype=float)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
@@ -405,6 +407,9 @@ def plot_confusion_matrix(
         raise ValueError("confusion matrix counts must be finite and non-negative")
 
     n = counts.shape[0]
+    if n > MATRIX_MAX_CLASSES:
+        _plot_confused_pairs(counts, classes, title, path)
+        return
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts * 100.0, totals, out=np.zeros_like(counts), where=totals > 0)
     total = counts.sum()
@@ -451,4 +456,44 @@ def plot_confusion_matrix(
             else (f"accuracy {accuracy:.2f}% on {int(total):,} images")
         )
         ax.set_title(subtitle, fontsize=9)
+        _save_png(fig, path)
+
+
+#: Above this many classes a matrix's tick labels overlap: the most-confused pairs instead.
+MATRIX_MAX_CLASSES = 60
+CONFUSED_PAIRS_SHOWN = 25
+
+
+def most_confused(counts: np.ndarray, shown: int = CONFUSED_PAIRS_SHOWN) -> list[tuple[int, int]]:
+    """(true, predicted) class indices of the off-diagonal cells with the most test images."""
+    mistakes = np.array(counts, dtype=float)
+    np.fill_diagonal(mistakes, 0)
+    flat = np.argsort(-mistakes, axis=None, kind="stable")[:shown]
+    return [divmod(int(i), mistakes.shape[0]) for i in flat if mistakes.flat[i] > 0]
+
+
+def _plot_confused_pairs(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    """The off-diagonal cells with the most test images, as labelled horizontal bars."""
+    pairs = most_confused(counts)
+    mistakes = counts
+    total = counts.sum()
+    accuracy = float(np.trace(counts) / total * 100.0) if total > 0 else math.nan
+    with mpl.style.context(["default", _STYLE]):
+        fig = Figure(figsize=(_CONFUSION_SIZE[0], 1.5 + 0.25 * max(1, len(pairs))), dpi=_DPI)
+        fig.set_layout_engine("constrained")
+        ax = fig.subplots()
+        labels = [_literal(f"{classes[a]} → {classes[p]}") for a, p in pairs]
+        ax.barh(range(len(pairs)), [mistakes[a, p] for a, p in pairs], color="#3b75af")
+        ax.set_yticks(range(len(pairs)), labels=labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("test images (true class → predicted class)")
+        fig.suptitle(_literal(title), fontsize=12)
+        ax.set_title(
+            f"the {len(pairs)} most-confused of {len(classes):,} classes; "
+            + (f"accuracy {accuracy:.2f}% on " if not math.isnan(accuracy) else "")
+            + f"{int(total):,} images",
+            fontsize=9,
+        )
+        if not pairs:
+            ax.text(0.5, 0.5, "no mistakes", transform=ax.transAxes, ha="center")
         _save_png(fig, path)

@@ -34,6 +34,7 @@ import pandas as pd
 
 from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
+from cnnlab.record import DID_NOT_LEARN_ADVICE, status_of
 
 __all__ = [
     "DID_NOT_LEARN",
@@ -89,15 +90,7 @@ _JSON_KEYS = (
     "num_classes",
 )
 
-#: The status of a run whose test accuracy is within :data:`CHANCE_MARGIN_POINTS` of chance
-#: (one over the number of classes): it trained without error and learned nothing.
 DID_NOT_LEARN = "did not learn"
-CHANCE_MARGIN_POINTS = 5.0
-#: What to try then, in the report and summary.json.
-DID_NOT_LEARN_ADVICE = (
-    "try a larger lr (`-S lr=...`, e.g. ten times the row's), another optimizer "
-    "(`-S optimizer=adam`), or more epochs (`-S epochs=...`)"
-)
 #: Top-5 accuracy is 100% by definition with 5 classes or fewer: shown only above that.
 TOP5_MIN_CLASSES = 6
 
@@ -190,21 +183,19 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
     diverged = bool(run.get("diverged"))
     epoch = _int(run.get("diverged_epoch"))
-    status = "ok" if not diverged else "diverged" if epoch is None else f"diverged at epoch {epoch}"
-    classes = _int(run.get("num_classes"))  # known in the compare stage only
+    classes = _int(len(run["classes"]) if "classes" in run else run.get("num_classes"))
     quality = {key: math.nan if diverged else _float(run.get(key)) for key in _QUALITY}
     if classes is not None and classes < TOP5_MIN_CLASSES:
         quality["test_top5"] = math.nan
-    if (
-        classes is not None
-        and not diverged
-        and quality["test_acc"] * 100 < 100 / classes + CHANCE_MARGIN_POINTS
-    ):
-        status = DID_NOT_LEARN
+    status = run.get("status")  # the record's (cnnlab.record.status_of)
+    if status is None and classes is not None:
+        status = status_of(_float(run.get("test_acc")), classes, diverged)
+    if status == "diverged" or (status is None and diverged):
+        status = "diverged" if epoch is None else f"diverged at epoch {epoch}"
     return {
         "model": str(run["model"]),
         "dataset": str(run["dataset"]),
-        "status": status,
+        "status": status or "ok",
         "diverged": diverged,
         "diverged_epoch": epoch,
         **quality,
@@ -436,31 +427,21 @@ def _summary_markdown(table: pd.DataFrame) -> str:
     return _markdown(shown, "llrrrrrrl")
 
 
-def recipe(
-    settings: Mapping[str, Any],
-    optimizer: str,
-    schedule: str,
-    epochs: int,
-    batch_size: int,
-    counts: Mapping[str, int],
-    max_train: int | None,
-    max_test: int | None,
-) -> dict[str, Any]:
-    """What a run was trained with, for the report and summary.json: ``settings`` are the
-    optimizer's resolved keyword arguments (``Params.optimizer_settings``), ``counts`` the
-    prepared split sizes, ``max_train``/``max_test`` the subsampling params."""
+def recipe(r: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run was trained with, for the report and summary.json, from its record's
+    ``recipe`` (train's checkpoint header plus prepare's split sizes and subsampling)."""
     return {
-        "optimizer": optimizer,
-        "lr": settings.get("lr"),  # None: PyTorch's default
-        "weight_decay": settings.get("weight_decay"),
-        "schedule": schedule,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "train_images": counts.get("train"),
-        "val_images": counts.get("val"),
-        "test_images": counts.get("test"),
-        "max_train": max_train,
-        "max_test": max_test,
+        "optimizer": r.get("optimizer"),
+        "lr": r.get("lr"),  # None: PyTorch's default
+        "weight_decay": r.get("weight_decay"),
+        "schedule": schedule_text(r.get("scheduler") or {}),
+        "epochs": r.get("epochs"),
+        "batch_size": r.get("batch_size"),
+        "train_images": r.get("train_images"),
+        "val_images": r.get("val_images"),
+        "test_images": r.get("test_images"),
+        "max_train": r.get("max_train"),
+        "max_test": r.get("max_test"),
     }
 
 

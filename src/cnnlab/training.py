@@ -31,6 +31,7 @@ from torch import nn
 from cnnlab import distributed
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.distributed import SINGLE, World
+from cnnlab.evaluation import evaluate_batches, sum_dtype
 from cnnlab.runtime import epoch_seed, synchronize
 
 #: Steps between two host reads of the divergence flag on an accelerator. Each read waits for
@@ -137,34 +138,6 @@ class TrainState:
         return cls(**data)
 
 
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for the running loss sums; MPS has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-@torch.inference_mode()
-def evaluate_batches(
-    model: nn.Module, batches: BatchMaker, batch_size: int
-) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy, logits and labels (on the CPU) over a whole split.
-
-    The sums and logits stay on the batches' device until the end: one host read per split,
-    not one per batch. In float64, the sum is the same number a Python float would hold.
-    """
-    model.eval()
-    total_loss = torch.zeros((), dtype=_sum_dtype(batches.device), device=batches.device)
-    logits_parts, label_parts = [], []
-    for start in range(0, len(batches), batch_size):
-        x, y = batches.batch(slice(start, start + batch_size))
-        logits = model(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").to(total_loss.dtype)
-        logits_parts.append(logits)
-        label_parts.append(y)
-    logits = torch.cat(logits_parts).cpu()
-    labels = torch.cat(label_parts).cpu()
-    return total_loss.item() / max(1, len(labels)), logits, labels
-
-
 @torch.inference_mode()
 def _validate_sharded(
     model: nn.Module, batches: BatchMaker, batch_size: int, world: World
@@ -179,7 +152,7 @@ def _validate_sharded(
     n = len(batches)
     share = -(-n // world.size)
     begin, end = min(n, world.rank * share), min(n, (world.rank + 1) * share)
-    loss_sum = torch.zeros((), dtype=_sum_dtype(batches.device), device=batches.device)
+    loss_sum = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
     correct = torch.zeros((), dtype=torch.int64, device=batches.device)
     for start in range(begin, end, batch_size):
         x, y = batches.batch(slice(start, min(start + batch_size, end)))
@@ -346,7 +319,7 @@ class _EpochLoop:
         # the same on every rank; on the device once per epoch, not an index copy per batch
         order = torch.randperm(len(self.train_batches), generator=generator).to(device)
         augment_generator = _augment_generator(config, epoch, device, generator)
-        loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         healthy = torch.ones((), dtype=torch.bool, device=device)
         bar = _progress_bar(self.used, config, epoch)
