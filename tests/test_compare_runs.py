@@ -321,3 +321,61 @@ def test_the_page_says_not_measured_here_instead_of_a_partial_time() -> None:
     c.table.loc[unmeasured, "train_seconds"] = float("nan")
     _, rows = experiments_table(experiment_page(c.table, c.varied, c.histories))
     assert [row[-1] for row in rows] == ["20.0", NOT_MEASURED]
+
+
+# --------------------------------------------------------------------------------------------
+# the record's status, as evaluate wrote it
+
+
+def test_a_run_at_chance_level_is_flagged_did_not_learn_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record says "did not learn" (cnnlab.record decides it once): the table, the
+    Markdown, the groups and the page say so too, and never "ok"; its accuracy is a result
+    (in the mean), shown with the flag."""
+    from test_experiment_page import experiments_table
+    from test_experiments import compare_main, fake_sweep, lenet_run, run_metrics
+
+    flat = run_metrics("lenet", "mnist", 0.1135, status="did not learn")
+    specs = [
+        ("adam-1", {"optimizer": "adam", "seed": 1}, lenet_run(0.97)),
+        ("adam-2", {"optimizer": "adam", "seed": 2}, lenet_run(0.96)),
+        ("sgd-1", {"optimizer": "sgd", "seed": 1}, flat),
+        ("sgd-2", {"optimizer": "sgd", "seed": 2}, lenet_run(0.60)),
+    ]
+    fake_sweep(monkeypatch, specs)
+    out = tmp_path / "out"
+    compare_main()(["--out", str(out)])
+    runs = pd.read_csv(out / "experiments.csv").set_index("experiment")
+    assert runs.loc["sgd-1", "status"] == "did not learn"
+    groups = pd.read_csv(out / "groups.csv").set_index("group")
+    assert groups.loc["optimizer=sgd", "status"] == "1 of 2 did not learn"
+    assert groups.loc["optimizer=sgd", "n"] == 2  # a measurement at chance: in the mean
+    assert groups.loc["optimizer=sgd", "test_acc_mean_pct"] == pytest.approx((11.35 + 60) / 2)
+    assert groups.loc["optimizer=adam", "status"] == "ok"
+    text = (out / "experiments.md").read_text()
+    assert "## Runs that did not learn" in text and "- `sgd-1`: LeNet on MNIST, 11.35%" in text
+    assert "11.35 (did not learn)" in text
+    page = (out / "index.html").read_text()
+    headers, body = experiments_table(page)
+    status = headers.index("status")
+    rows = {row[0]: row for row in body if len(row) == len(headers)}
+    assert rows["sgd-1"][status] == "lenet-mnist: did not learn"
+    assert "11.35 (did not learn)" in rows["sgd-1"]
+    assert rows["adam-1"][status] == "ok"
+
+
+def test_metrics_from_before_the_run_record_are_skipped_with_the_fix(
+    fake_cache: dict[str, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = {"model": "lenet", "dataset": "mnist", "test_acc": 0.9, "diverged": False}
+    exps = experiments(
+        fake_cache,
+        ok=committed("adam", 0.97),
+        old={**committed("sgd", 0.9), f"metrics/{RUN}.json": json.dumps(old)},
+    )
+    assert [r.experiment.name for r in collect(exps)] == ["ok"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: skipping experiment 'old'")
+    assert f"metrics/{RUN}.json: not a run record" in line
+    assert "`dvc repro evaluate@<run>`" in line

@@ -83,19 +83,36 @@ def test_not_a_dvc_repository_is_named(tmp_path: Path) -> None:
         list_experiments(tmp_path)
 
 
-def run_metrics(model: str, dataset: str, acc: float, diverged: bool = False) -> dict:
+def run_metrics(
+    model: str, dataset: str, acc: float, diverged: bool = False, status: str | None = None
+) -> dict:
+    """A run's record (cnnlab.record, as evaluate writes it) and its training time."""
+    classes = [str(c) for c in range(10)]
     return {
         "model": model,
         "dataset": dataset,
+        "model_title": model,
+        "dataset_title": dataset,
+        "status": status or ("diverged" if diverged else "ok"),
         "test_acc": acc,
         "test_top5": 0.99,
+        "test_loss": 0.3,
         "best_val_acc": acc + 0.001,
         "best_epoch": 2,
         "final_val_acc": acc - 0.002,
+        "epochs": 3,
         "epochs_completed": 3,
         "train_seconds": 12.5,
         "diverged": diverged,
         "diverged_epoch": 1 if diverged else None,
+        "params": 61706,
+        "macs": 429456,
+        "test_images": 100,
+        "recipe": {},
+        "classes": classes,
+        "confusion": None,
+        "per_class_acc": None,
+        "test_predictions": None,
     }
 
 

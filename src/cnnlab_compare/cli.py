@@ -95,10 +95,10 @@ def _lines(
     configuration has several seeds) a mean line per configuration and its seeds' band."""
     from cnnlab_compare.stats import curve_groups
 
-    diverged = {
+    diverged = {  # the record's status (cnnlab.record), never re-derived here
         r.experiment.name: r.metrics.get("diverged_epoch")
         for r in group
-        if r.metrics.get("diverged")
+        if r.metrics.get("status") == "diverged"
     }
     if table is None:
         # one line per run: experiments that reached the same run share it
@@ -109,9 +109,12 @@ def _lines(
             if owner is not r:
                 also.setdefault(owner.experiment.name, []).append(r.experiment.name)
 
+        flat = {r.experiment.name for r in group if r.metrics.get("status") == "did not learn"}
+
         def label(name: str) -> str:
             others = also.get(name)
-            return labels[name] + (f" (also {', '.join(others)}: the same run)" if others else "")
+            text = labels[name] + (" (did not learn)" if name in flat else "")
+            return text + (f" (also {', '.join(others)}: the same run)" if others else "")
 
         drawn = [r.experiment.name for r in first.values()]
         histories = {label(r.experiment.name): r.history for r in first.values()}

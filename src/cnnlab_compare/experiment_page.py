@@ -34,7 +34,7 @@ from cnnlab.figures import OKABE_ITO
 from cnnlab.reporting import dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
 from cnnlab_compare.reporting import NOT_MEASURED
-from cnnlab_compare.stats import mean_history
+from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
 
 __all__ = ["experiment_page", "page_data"]
 
@@ -93,7 +93,7 @@ def _curve_points(
     for row in rows.to_dict("records"):
         name = str(row["experiment"])
         if (name, dataset, model) in histories:
-            members.setdefault(line_of[name], []).append((name, row["status"] == "ok"))
+            members.setdefault(line_of[name], []).append((name, row["status"] in RESULTS))
     points = []
     for line, found in members.items():
         used = [name for name, ok in found if ok] or [name for name, _ in found]
@@ -232,7 +232,7 @@ def params_spec(
 ) -> dict | None:
     """Test accuracy against each param that differs: one small scatter per param, one
     colour per line as in the curves, one point shape per run. None without such params."""
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"].isin(RESULTS)]  # those that did not learn are at chance
     points = []
     for param in params:
         order = _order([str(v) for v in ok[param]])
@@ -429,9 +429,12 @@ def experiment_rows(
             else:
                 status = str(run["status"].iloc[0])
                 acc = _number(run["test_acc_pct"].iloc[0])
-                cells.append(
-                    (_acc_text(acc) if status == "ok" else status, acc if status == "ok" else None)
-                )
+                if status == "ok":
+                    cells.append((_acc_text(acc), acc))
+                elif status == DID_NOT_LEARN:  # a number, flagged: chance level is a result
+                    cells.append((f"{_acc_text(acc)} ({status})", acc))
+                else:
+                    cells.append((status, None))
                 if status != "ok":
                     statuses.append(f"{model}-{dataset}: {status}")
             if groups is not None:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from cnnlab.errors import UserError
 from cnnlab.history import history_from_texts, tsv_path
+from cnnlab.record import RecordError, parse_record
 from cnnlab.reporting import param_text
 
 __all__ = [
@@ -436,12 +437,15 @@ def _experiment_runs(
     for dataset in exp.params.get("datasets") or []:
         for model in exp.params.get("models") or []:
             path = metrics_path(model, dataset)
-            metrics = _read_json(read(path), path)
-            if metrics is None:
+            text = read(path)
+            if text is None:
                 missing.append(path)
                 continue
-            if not isinstance(metrics, dict):
-                raise _Unreadable(f"{path} holds no metrics record")
+            _read_json(text, path)  # a merge conflict is named as one
+            try:  # the run's record (cnnlab.record): its numbers and its status, as evaluated
+                metrics = parse_record(text, path).model_dump()
+            except RecordError as exc:
+                raise _Unreadable(str(exc)) from None
             logs = log_dir(model, dataset)
             history = history_from_texts(
                 lambda column, logs=logs: read(tsv_path(logs, column).as_posix())

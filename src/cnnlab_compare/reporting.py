@@ -16,8 +16,10 @@ from typing import Any
 
 import pandas as pd
 
+from cnnlab.record import DID_NOT_LEARN_ADVICE
 from cnnlab.reporting import (
     _DASH,
+    DID_NOT_LEARN,
     _float,
     _fmt_acc,
     _fmt_float,
@@ -157,6 +159,9 @@ def experiment_markdown(
 
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
     accuracy = table["test_acc_pct"].map(_fmt_acc).where(table["status"] == "ok", table["status"])
+    # a run at chance level keeps its number, flagged: it is a result, not a success
+    flat = table["status"] == DID_NOT_LEARN
+    accuracy = accuracy.where(~flat, table["test_acc_pct"].map(_fmt_acc) + f" ({DID_NOT_LEARN})")
     pivot = (
         table.assign(accuracy=accuracy)
         .pivot_table("accuracy", index="label", columns=["dataset", "model"], aggfunc="last")
@@ -185,6 +190,22 @@ def experiment_markdown(
         }
     )
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
+    flat = table[table["status"] == DID_NOT_LEARN]
+    if not flat.empty:
+        names = [
+            f"- `{row['experiment']}`: {model_title(row['model'])} on "
+            f"{dataset_title(row['dataset'])}, {_fmt_acc(row['test_acc_pct'])}%"
+            for row in flat.to_dict("records")
+        ]
+        parts += [
+            "",
+            "## Runs that did not learn",
+            "",
+            "Their test accuracy is within a few points of chance (one over the number of "
+            f"classes): they trained without error and learned nothing; {DID_NOT_LEARN_ADVICE}.",
+            "",
+            *names,
+        ]
     same = _same_run_lines(table)
     if same:
         parts += [

@@ -53,6 +53,11 @@ _ROUND = 4
 
 #: The param that tells repeats of one configuration apart.
 SEED = "seed"
+#: The statuses of a run with a test accuracy (cnnlab.record): one that did not learn is a
+#: measurement too (near chance, e.g. an lr too small), so it is in the mean, and flagged.
+#: "diverged ..." and "failed" runs have no accuracy and are only counted.
+DID_NOT_LEARN = "did not learn"
+RESULTS = ("ok", DID_NOT_LEARN)
 #: The column that names what trained a row's run (cnnlab.runs): rows with the same id are
 #: one run that several experiments reached (a no-op change, a param training never reads),
 #: one measurement however often it is listed.
@@ -211,7 +216,12 @@ class _Group:
 
     @property
     def ok(self) -> pd.DataFrame:
-        return self.distinct[self.distinct["status"] == "ok"]
+        """The runs with a test accuracy (those that did not learn included)."""
+        return self.distinct[self.distinct["status"].isin(RESULTS)]
+
+    @property
+    def n_not_learned(self) -> int:
+        return int((self.distinct["status"] == DID_NOT_LEARN).sum())
 
     def values(self, column: str = "test_acc_pct") -> list[float]:
         return [float(v) for v in self.ok[column] if np.isfinite(v)]
@@ -226,9 +236,9 @@ class _Group:
 
     @property
     def status(self) -> str:
-        total, ok = len(self.distinct), len(self.ok)
-        if ok == total:
-            return "ok"
+        """"ok", or what went wrong: seeds without a result (not in the mean) and seeds
+        that did not learn (in the mean, at chance)."""
+        total, ok, flat = len(self.distinct), len(self.ok), self.n_not_learned
         parts = [
             f"{count} {what}"
             for count, what in ((self.n_diverged, "diverged"), (self.n_failed, "failed"))
@@ -236,7 +246,10 @@ class _Group:
         ]
         if ok == 0:
             return f"no result: {' and '.join(parts)} of {total}"
-        return f"{' and '.join(parts)} of {total}, not in the mean"
+        texts = [f"{' and '.join(parts)} of {total}, not in the mean"] if parts else []
+        if flat:
+            texts.append(DID_NOT_LEARN if flat == total else f"{flat} of {total} did not learn")
+        return "; ".join(texts) or "ok"
 
 
 def _groups(table: pd.DataFrame, by: Sequence[str]) -> list[_Group]:
@@ -534,7 +547,7 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
                 table["experiment"].isin(names)
                 & (table["dataset"] == dataset)
                 & (table["model"] == model)
-                & (table["status"] == "ok")
+                & table["status"].isin(RESULTS)
             ]
             rows = distinct_runs(rows)
             chosen.append((row["choice"], [float(v) for v in rows["test_acc_pct"]]))
@@ -634,7 +647,7 @@ def interval_rows(
             table["experiment"].isin(names)
             & (table["dataset"] == row["dataset"])
             & (table["model"] == row["model"])
-            & (table["status"] == "ok")
+            & table["status"].isin(RESULTS)
         ]
         own = distinct_runs(own)
         n = 0 if pd.isna(row["n"]) else int(row["n"])
