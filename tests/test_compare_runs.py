@@ -379,3 +379,15 @@ def test_metrics_from_before_the_run_record_are_skipped_with_the_fix(
     assert line.startswith("note: skipping experiment 'old'")
     assert f"metrics/{RUN}.json: not a run record" in line
     assert "`dvc repro evaluate@<run>`" in line
+
+
+def test_a_history_that_is_not_dvclives_tsv_skips_its_experiment_with_one_line(
+    fake_cache: dict[str, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = committed("sgd", 0.9)
+    bad[f"plots/train/{RUN}/plots/metrics/val/acc.tsv"] = "<<<<<<< HEAD\nstep\tacc\n=======\n"
+    exps = experiments(fake_cache, ok=committed("adam", 0.97), bad=bad)
+    assert [r.experiment.name for r in collect(exps)] == ["ok"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: skipping experiment 'bad'")
+    assert f"plots/train/{RUN}: a per-epoch log is not DVCLive's TSV" in line

@@ -447,9 +447,16 @@ def _experiment_runs(
             except RecordError as exc:
                 raise _Unreadable(str(exc)) from None
             logs = log_dir(model, dataset)
-            history = history_from_texts(
-                lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
-            )
+            try:
+                history = history_from_texts(
+                    lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
+                )
+            except ValueError as exc:  # pandas' ParserError too: not DVCLive's TSV
+                first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                raise _Unreadable(
+                    f"{logs}: a per-epoch log is not DVCLive's TSV ({first}; a merge "
+                    "conflict left in it?)"
+                ) from None
             key = keys.get(run_stage(model, dataset)) if run_stage else None
             found.append(ExperimentRun(exp, model, dataset, metrics, history, key))
     if missing:

@@ -9,10 +9,13 @@ difference of means with Welch's interval (no equal-variance assumption: an opti
 is unstable has a larger spread than one that is not).
 
 Every function is pure: it takes the per-experiment table of
-:func:`cnnlab.reporting.experiment_table` (accuracies in percent, one row per experiment
-and run, a column per varied param, ``status`` "ok", "diverged..." or "failed") and
-returns a DataFrame. A diverged or failed run has no accuracy worth averaging: it is
-counted in its group (``n_diverged``, ``n_failed``) and left out of every mean.
+:func:`cnnlab_compare.reporting.experiment_table` (accuracies in percent, one row per
+experiment and run, a column per varied param, ``status`` from the run's record: "ok",
+"did not learn", "diverged..." or "failed") and returns a DataFrame. A diverged or failed
+run has no accuracy worth averaging: it is counted in its group (``n_diverged``,
+``n_failed``) and left out of every mean. A run that did not learn is a measurement (at
+chance): in the mean, and named in the group's status. Groups are ``DataFrame.groupby``
+groups, intervals ``scipy.stats`` ones (Student's t, Welch's ``ttest_ind``).
 """
 
 from __future__ import annotations
