@@ -225,7 +225,7 @@ def plot_small_multiples(
     diverged: Mapping[str, int | None] | None = None,
 ) -> None:
     """Save the validation accuracy as small multiples: one panel per line (titled with its
-    label, in its curves-figure colour), the other lines in light grey behind it for
+    label; the line in its curves-figure colour), the other lines in light grey behind it for
     context, every panel on the same axes. Lines that lie on top of each other in the shared
     figure are each seen here, and no legend can be cut off: the labels are panel titles."""
     if not histories:
@@ -251,7 +251,7 @@ def plot_small_multiples(
             if label in diverged:
                 epoch = diverged[label]
                 text += "\n(diverged)" if epoch is None else f"\n(diverged at epoch {epoch})"
-            ax.set_title(text, fontsize=8, color=colour, loc="left")
+            ax.set_title(text, fontsize=8, loc="left")  # black: yellow text is unreadable
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         for ax in flat[count:]:
             ax.set_visible(False)
