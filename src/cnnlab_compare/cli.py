@@ -12,12 +12,14 @@ metrics and per-epoch histories from the DVC cache), so it runs after a sweep, e
 
 Per dataset and model: curves-<model>-<dataset>.png (2x2: train/val loss and accuracy, one
 line per experiment, labelled by the params that differ) and .gif (the same, growing epoch by
-epoch); experiments.md and experiments.csv (test accuracy per experiment and run); index.html,
-one self-contained interactive page of it all (cnnlab_compare.experiment_page: a sortable,
-filterable
-table, curves to hover, params against accuracy; no network needed). The output
-folder is replaced as a whole, so it never mixes two comparisons; a non-empty folder this
-command did not write is refused.
+epoch); curves-<model>-<dataset>-panels.png (validation accuracy, one panel per line) where
+lines would lie on top of each other or past eight lines; experiments.md and experiments.csv
+(test accuracy per experiment and run); index.html, one self-contained interactive page of it
+all (cnnlab_compare.experiment_page: a sortable, filterable table, curves to hover, params
+against accuracy; no network needed). Each run's status is its record's (cnnlab.record): a
+run at chance level is flagged "did not learn" everywhere. The output folder is replaced as a
+whole, so it never mixes two comparisons; a non-empty folder this command did not write is
+refused.
 
 Experiments that differ only in ``seed`` (queue them with ``-S 'seed=1,2,3'``) are repeats
 of one configuration: then the curves show one mean line per configuration with the band its
