@@ -67,8 +67,9 @@ def train_and_save(
     from cnnlab import distributed
     from cnnlab.data.prepare import load_prepared
     from cnnlab.files import save_torch
-    from cnnlab.recipe import build_run, checkpoint_header, fit
+    from cnnlab.recipe import build_run, checkpoint_header
     from cnnlab.resume import ResumePoint, fingerprint, restore
+    from cnnlab.training import train
 
     data = load_prepared(PREPARED / dataset)
     name = run_name(model_name, dataset)
@@ -87,7 +88,7 @@ def train_and_save(
     saved = distributed.broadcast_from_main(saved, world)
     state = restore(saved, run.model, run.optimizer, run.scheduler) if saved else None
     if not world.is_main:  # trains its shard; rank 0 writes everything
-        fit(run, state=state)
+        train(run, state=state)
         return
     out = MODELS / name
 
@@ -107,7 +108,7 @@ def train_and_save(
 
         for record in state.history if state else []:  # DVC removed the old logs: replay them
             log(record)
-        state = fit(run, state=state, on_epoch=log_and_save)
+        state = train(run, state=state, on_epoch=log_and_save)
         # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
         live.summary.update(state.summary(params.epochs))
 

@@ -7,8 +7,6 @@ a run means the same thing everywhere.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,8 +19,8 @@ from cnnlab.distributed import SINGLE, World, steps_per_epoch
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
 from cnnlab.params import Params, ParamsError
-from cnnlab.schedulers import LRSchedule, build_scheduler
-from cnnlab.training import EpochRecord, TrainConfig, TrainState, train
+from cnnlab.schedulers import build_scheduler
+from cnnlab.training import Run, TrainConfig
 
 
 def augmentation_for(params: Params, dataset: str) -> Augmentation:
@@ -140,16 +138,6 @@ def global_batch_size(params: Params, world: World) -> int:
     return params.batch_size
 
 
-@dataclass
-class Run:
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: LRSchedule
-    train_batches: BatchMaker
-    val_batches: BatchMaker
-    config: TrainConfig
-
-
 def build_run(
     params: Params,
     model_name: str,
@@ -205,22 +193,4 @@ def build_run(
         train_batches,
         batch_maker(params, model_name, data, "val", device),
         config,
-    )
-
-
-def fit(
-    run: Run,
-    *,
-    state: TrainState | None = None,
-    on_epoch: Callable[[EpochRecord, TrainState], None] | None = None,
-) -> TrainState:
-    return train(
-        run.model,
-        run.optimizer,
-        run.scheduler,
-        run.train_batches,
-        run.val_batches,
-        run.config,
-        state=state,
-        on_epoch=on_epoch,
     )
