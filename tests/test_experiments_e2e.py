@@ -62,8 +62,9 @@ def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:
         ("epochs=3", "lr=0.003"): trains | {"validate"},
         ("optimizers.sgd.lr=0.02",): {"validate"},  # not the chosen optimizer's row
         ("optimizers.adam.lr=0.002",): trains | {"validate"},
-        ("model.alexnet.dropout=0.3",): ALEXNET | {"validate"},
-        ("model.lenet.activation=tanh",): LENET | {"validate"},
+        # evaluate rebuilds the model from its checkpoint's header: no model params of its own
+        ("model.alexnet.dropout=0.3",): {"train@alexnet-digits", "validate"},
+        ("model.lenet.activation=tanh",): {"train@lenet-digits", "validate"},
         ("data.max_test=100",): {"prepare@digits", "validate"},
         ("models=[lenet]",): {"compare", "validate"},
     }
