@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from cnnlab_compare.experiments import Experiment, ExperimentRun
 
 OUT = Path("reports/experiments")
+PROG = "cnnlab-compare"
 
 
 def _rows(
@@ -134,7 +135,7 @@ def _lines(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--exp", nargs="+", metavar="NAME", help="experiments to compare")
     parser.add_argument("--all", action="store_true", help="experiments of every commit")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")

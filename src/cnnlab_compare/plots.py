@@ -21,10 +21,11 @@ from cnnlab.errors import UserError
 from cnnlab.files import check_output_folder, mark_output_folder
 
 OUT = Path("reports/dvc-plots")
+PROG = "cnnlab-plots"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("revs", nargs="*", help="revisions or experiment names to compare")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = parser.parse_args(argv)
