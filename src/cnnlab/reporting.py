@@ -133,7 +133,8 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 def _json_value(value: Any) -> Any:
     """Make one value JSON-safe: numpy scalars become Python ones and NaN/inf become null,
     because ``json.dumps`` would otherwise write ``NaN``, which is not JSON and which
-    ``dvc metrics`` cannot read back."""
+    ``dvc metrics`` cannot read back. Not ``DataFrame.to_json``: it rounds floats to 10
+    digits (``double_precision`` at most 15), where summary.json keeps evaluate's values."""
     if value is None or isinstance(value, (str, bool)):
         return value
     if value is pd.NA or value is pd.NaT:
