@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import copy_clean_checkout
+from e2e import dvc, run, stages_run
 from fake_datasets import FOLDER_COLOURS, image_bytes, write_image_folder
-from test_pipeline_e2e import dvc, run, stages_run
 from test_reporting import table_rows
 
 pytestmark = pytest.mark.e2e
