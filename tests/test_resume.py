@@ -19,6 +19,10 @@ from e2e import finish, wait_for
 
 from cnnlab.data.prepare import save_prepared
 
+#: Every test trains LeNet in the train stage's own process, killed and resumed: about 15 s
+#: each on 2 quiet cores, minutes together; `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 OUTPUTS = (
     "models/lenet-digits/best.pt",
     "models/lenet-digits/last.pt",
