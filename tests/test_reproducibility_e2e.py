@@ -22,6 +22,7 @@ def _load_lock_diff():
 lock_diff = _load_lock_diff()
 
 
+@pytest.mark.slow  # every stage of the shared project again, AlexNet's training included
 def test_forced_rerun_gives_the_same_dvc_lock(reproduced_digits, tmp_path: Path) -> None:
     """The gate CI runs: every stage again, and git sees no change in dvc.lock (or in the
     metrics files git tracks; timings.json holds measurements and does change)."""
