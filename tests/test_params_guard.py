@@ -58,8 +58,13 @@ class FakeDvc:
 
 
 def _set_seed(cwd: Path, seed: int) -> None:
+    """params.yaml with another seed, replaced in one step: a stage reading it meanwhile
+    reads the old or the new values, never a half-written file (a truncated params.yaml
+    read at the stage's start failed the run with a different error now and then)."""
     params = yaml.safe_load((cwd / "params.yaml").read_text())
-    (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "seed": seed}))
+    new = cwd / "params.yaml.new"
+    new.write_text(yaml.safe_dump({**params, "seed": seed}))
+    os.replace(new, cwd / "params.yaml")
 
 
 def test_a_stage_refuses_to_start_when_params_changed_since_its_dvc_run_began(
