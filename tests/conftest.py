@@ -152,12 +152,12 @@ def reproduced_digits(
 ) -> tuple[Path, subprocess.CompletedProcess]:
     """One tiny project (digits, LeNet + AlexNet, 2 epochs) after its first `dvc repro`,
     committed, and that run's output. The end-to-end modules that start from a reproduced
-    project copy it (test_pipeline_e2e.copy_repository) instead of each paying for the run.
+    project copy it (e2e.copy_repository: git, cache and outputs) instead of each paying for
+    the run; none changes this one.
     """
-    from test_pipeline_e2e import COMMIT, TINY_DATA, TINY_PARAMS, dvc, run, tiny_project
+    from e2e import TINY_DATA, TINY_PARAMS, commit, dvc, tiny_project
 
     path = tiny_project(tmp_path_factory.mktemp("shared") / "repo", TINY_PARAMS, TINY_DATA)
     first = dvc("repro", cwd=path)
-    run(["git", "add", "-A"], path)
-    run([*COMMIT, "baseline"], path)
+    commit(path, "baseline")
     return path, first

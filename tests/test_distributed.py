@@ -14,13 +14,13 @@ import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import ROOT, clean_params_text, digits_prepared, make_params
+from e2e import finish, wait_for
 
 from cnnlab import distributed
 from cnnlab.data.prepare import save_prepared
@@ -179,13 +179,11 @@ def test_a_killed_ddp_run_resumes_to_the_same_bytes(runs, tmp_path: Path) -> Non
         text=True,
     )
     checkpoint = cwd / "checkpoints" / f"{RUN}.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(checkpoint.exists, "rank 0's first resume state", 120, process=process)
     tree = psutil.Process(process.pid)
     for proc in [*tree.children(recursive=True), tree]:
         proc.kill()
-    output, _ = process.communicate(timeout=60)
+    output, _ = finish(process, 60, "train.py under torchrun, killed")
     assert process.returncode != 0, f"finished before the kill; output:\n{output}"
     assert not (cwd / "models" / RUN / "best.pt").exists()
     assert "resuming after epoch 1" in _train(cwd)
@@ -226,7 +224,7 @@ def test_a_master_port_in_use_is_one_line_before_torchrun_starts(tmp_path: Path)
         other.bind(("127.0.0.1", 0))
         other.listen()
         port = other.getsockname()[1]
-        _, stderr = _multi_node_train(cwd, port).communicate(timeout=120)
+        _, stderr = finish(_multi_node_train(cwd, port), 120, "node 0 of two, its port busy")
     assert stderr == (
         f"error: distributed: port {port} on 127.0.0.1 is in use (another torchrun, or another "
         "program), and node 0 must listen on it: set PET_MASTER_PORT to a free port on every "
@@ -252,7 +250,7 @@ def test_a_node_that_never_comes_is_waited_for_a_stated_time(tmp_path: Path) -> 
         waiting.kill()
         waiting.communicate(timeout=60)
     short = _multi_node_train(cwd, port, PET_RDZV_CONF="timeout=5,join_timeout=5")
-    _, stderr = short.communicate(timeout=120)
+    _, stderr = finish(short, 120, "node 0 of two, a 5 s rendezvous")
     assert short.returncode != 0
     assert stderr.startswith("waiting as PET_RDZV_CONF=timeout=5,join_timeout=5 says for 2 nodes")
     assert re.search(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from browser import charts, colours, inked, needs_chromium, rendered_dom, screenshot
-from test_pipeline_e2e import COMMIT, copy_repository, dvc, run
+from e2e import COMMIT, copy_repository, dvc, run
 
 pytestmark = pytest.mark.e2e
 

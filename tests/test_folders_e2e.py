@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_clean_checkout
+from e2e import commit, copy_repository, dvc, stages_run
 from fake_datasets import FOLDER_COLOURS, image_bytes, write_image_folder
-from test_pipeline_e2e import dvc, run, stages_run
 from test_reporting import table_rows
 
 pytestmark = pytest.mark.e2e
@@ -26,29 +25,17 @@ TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("folders") / "repo"
-    copy_clean_checkout(path)
+def project(reproduced_digits, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's reproduced digits project (see conftest) given a folder of
+    images as a second dataset, LeNet alone: the digits' stages are DVC's cached ones."""
+    path = copy_repository(reproduced_digits[0], tmp_path_factory.mktemp("folders") / "repo")
     write_image_folder(path / "datasets" / "pics", per_class=6)
     (path / "datasets" / "pics" / "README.md").write_text("Three colours, generated.\n")
     params = yaml.safe_load((path / "params.yaml").read_text())
-    params.update(
-        datasets=["digits", "pics"],
-        models=["lenet"],
-        epochs=1,
-        batch_size=16,
-        eval_batch_size=200,
-        threads=1,
-    )
-    params["data"].update(max_train=200, max_test=100)
+    params.update(datasets=["digits", "pics"], models=["lenet"])
     params["dataset"]["pics"] = {"size": 48, "resize": "letterbox", "on_bad_file": "skip"}
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q", "-b", "main"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "photos"],
-    ):
-        run(cmd, path)
+    commit(path, "photos")
     return path
 
 
@@ -64,6 +51,7 @@ def test_the_folder_runs_through_every_stage(project: Path, first_repro) -> None
     ran = stages_run(first_repro.stdout)
     assert {"download@pics", "prepare@pics", "train@lenet-pics", "evaluate@lenet-pics"} <= set(ran)
     assert ran[-1] == "compare"
+    assert not {"prepare@digits", "train@lenet-digits"} & set(ran)  # as they were
     assert "20 files in 3 classes (apple, leaf, sky)" in first_repro.stdout
     assert "ignored (not in a class folder): README.md" in first_repro.stdout
 

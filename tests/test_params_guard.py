@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
+from e2e import DEADLINE, commit, copy_repository, dvc, finish, run
+from e2e import env as e2e_env
 from test_resume import _workdir
 from test_writers import _holder_pid
 
@@ -56,8 +58,13 @@ class FakeDvc:
 
 
 def _set_seed(cwd: Path, seed: int) -> None:
+    """params.yaml with another seed, replaced in one step: a stage reading it meanwhile
+    reads the old or the new values, never a half-written file (a truncated params.yaml
+    read at the stage's start failed the run with a different error now and then)."""
     params = yaml.safe_load((cwd / "params.yaml").read_text())
-    (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "seed": seed}))
+    new = cwd / "params.yaml.new"
+    new.write_text(yaml.safe_dump({**params, "seed": seed}))
+    os.replace(new, cwd / "params.yaml")
 
 
 def test_a_stage_refuses_to_start_when_params_changed_since_its_dvc_run_began(
@@ -101,10 +108,11 @@ def test_a_stage_fails_when_params_change_while_it_runs(tmp_path: Path) -> None:
     try:
         _holder_pid(cwd)  # it has read params.yaml by then
         _set_seed(cwd, 6)
-        _, stderr = stage.communicate(timeout=600)
+        _, stderr = finish(stage, DEADLINE, "train.py lenet digits")
     finally:
         if stage.poll() is None:
             stage.kill()
+            stage.communicate(timeout=60)
     assert stage.returncode == 2, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(
@@ -128,25 +136,27 @@ def test_only_changed_values_count_and_are_named_by_their_dotted_keys() -> None:
 
 @pytest.mark.e2e
 def test_dvc_records_nothing_under_params_changed_mid_run_and_temp_experiments_still_run(
-    tmp_path: Path,
+    reproduced_digits, tmp_path: Path
 ) -> None:
     """The real `dvc`: a second `dvc exp run` writes its -S values while the first trains
     (simulated by writing them); then the way to run experiments in parallel, `--temp`,
-    which runs in a copy of the workspace, where the check must not get in the way."""
-    from test_pipeline_e2e import dvc, run, tiny_project
+    which runs in a copy of the workspace, where the check must not get in the way.
 
-    params = {"datasets": ["digits"], "models": ["lenet"], "epochs": 30, "threads": 1}
-    repo = tiny_project(tmp_path / "repo", params, {"max_train": 400, "max_test": 200})
-    env = {
-        **os.environ,
-        "CI": "true",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    env.pop("PYTHONPATH", None)
+    On a copy of the session's reproduced tiny project (see conftest), LeNet alone and long
+    enough to be caught training; the data stages stay as they were."""
+    repo = copy_repository(reproduced_digits[0], tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(
+        yaml.safe_dump({**params, "models": ["lenet"], "epochs": 30}, sort_keys=False)
+    )
+    commit(repo, "lenet alone, 30 epochs")
+    # The finished run's lock file still names its last holder (a released lock keeps its
+    # text): without it, the pid read below is the new train stage's.
+    (repo / "data/locks/run-lenet-digits.lock").unlink()
     repro = subprocess.Popen(
         [str(Path(sys.executable).parent / "dvc"), "repro"],
         cwd=repo,
-        env=env,
+        env=e2e_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -154,10 +164,11 @@ def test_dvc_records_nothing_under_params_changed_mid_run_and_temp_experiments_s
     try:
         _holder_pid(repo)  # train@lenet-digits is running
         _set_seed(repo, 6)
-        output, _ = repro.communicate(timeout=600)
+        output, _ = finish(repro, DEADLINE, "dvc repro")
     finally:
         if repro.poll() is None:
             repro.kill()
+            repro.communicate(timeout=60)
     assert repro.returncode != 0
     assert "error: params.yaml changed while this stage ran (seed: 42 -> 6)" in output
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -165,5 +176,5 @@ def test_dvc_records_nothing_under_params_changed_mid_run_and_temp_experiments_s
     assert recorded.get("seed") != 6
 
     run(["git", "checkout", "params.yaml"], repo)
-    dvc("exp", "run", "--temp", "-n", "parallel", "-S", "epochs=2", cwd=repo, timeout=600)
+    dvc("exp", "run", "--temp", "-n", "parallel", "-S", "epochs=2", cwd=repo)
     assert "parallel" in dvc("exp", "show", "--csv", cwd=repo).stdout

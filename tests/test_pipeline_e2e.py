@@ -7,20 +7,29 @@ minute; the assertions are what a user sees: stage names, metrics files, what re
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_clean_checkout
+
+# The helpers live in tests/e2e.py; they are imported from here too (the older modules do).
+from e2e import (  # noqa: F401
+    COMMIT,
+    DEADLINE,
+    ROOT,
+    TINY_DATA,
+    TINY_PARAMS,
+    copy_repository,
+    dvc,
+    run,
+    stages_run,
+    tiny_project,
+)
 from test_reporting import table_rows
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
 METRIC_KEYS = {
     "test_acc",
     "test_top5",
@@ -32,65 +41,6 @@ METRIC_KEYS = {
     "macs",
     "diverged",
 }
-
-
-def run(
-    cmd: list[str], cwd: Path, check: bool = True, timeout: float | None = None
-) -> subprocess.CompletedProcess:
-    """``cmd`` in ``cwd`` with the venv first on PATH; ``timeout`` (seconds) is a deadline:
-    past it the command is killed and the test fails with subprocess.TimeoutExpired."""
-    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `python` in dvc.yaml: the venv's
-    env = {**os.environ, "CI": "true", "PATH": path}
-    env.pop("PYTHONPATH", None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n"
-            f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-        )
-    return result
-
-
-def dvc(
-    *args: str, cwd: Path, check: bool = True, timeout: float | None = None
-) -> subprocess.CompletedProcess:
-    return run([str(Path(sys.executable).parent / "dvc"), *args], cwd, check, timeout)
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
-
-
-#: The tiny configuration of the shared reproduced project (conftest's ``reproduced_digits``).
-TINY_PARAMS = {
-    "datasets": ["digits"],
-    "models": ["lenet", "alexnet"],
-    "epochs": 2,
-    "batch_size": 32,
-    "eval_batch_size": 100,
-    "threads": 2,  # one stage runs at a time: both cores are free
-}
-TINY_DATA = {"max_train": 400, "max_test": 200}
-COMMIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm"]
-
-
-def tiny_project(path: Path, params: dict, data: dict) -> Path:
-    """A git repository holding a copy of the project with these params, committed."""
-    copy_clean_checkout(path)
-    values = yaml.safe_load((path / "params.yaml").read_text())
-    values.update(params)
-    values["data"].update(data)
-    (path / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], path)
-    run(["git", "add", "-A"], path)
-    run([*COMMIT, "tiny"], path)
-    return path
-
-
-def copy_repository(source: Path, dest: Path) -> Path:
-    """A copy of a reproduced repository: git, DVC cache and outputs, as they are."""
-    shutil.copytree(source, dest, symlinks=True)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +124,11 @@ def test_second_repro_runs_nothing(project: Path, first_repro) -> None:
     assert "Data and pipelines are up to date." in again.stdout
 
 
-def test_a_diverging_run_is_reported_and_the_pipeline_goes_on(project: Path, first_repro):
+def test_a_diverging_run_is_reported_and_the_pipeline_goes_on(
+    reproduced_digits, tmp_path: Path
+) -> None:
+    """In its own copy of the reproduced project: the experiment's results stay there."""
+    project = copy_repository(reproduced_digits[0], tmp_path / "repo")
     result = dvc(
         "exp", "run", "-S", "optimizer=sgd", "-S", "lr=1e6", "-S", "models=[lenet]", cwd=project
     )

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_pipeline_e2e import copy_repository, dvc, run, stages_run
+from e2e import copy_repository, dvc, run, stages_run
 
 pytestmark = pytest.mark.e2e
 

@@ -7,11 +7,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-from test_pipeline_e2e import COMMIT, TINY_DATA, dvc, run, tiny_project
+from e2e import COMMIT, ROOT, TINY_DATA, copy_repository, dvc, run, tiny_project
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_lock_diff():
@@ -24,13 +22,11 @@ def _load_lock_diff():
 lock_diff = _load_lock_diff()
 
 
-def test_forced_rerun_gives_the_same_dvc_lock(reproduced_digits) -> None:
+@pytest.mark.slow  # every stage of the shared project again, AlexNet's training included
+def test_forced_rerun_gives_the_same_dvc_lock(reproduced_digits, tmp_path: Path) -> None:
     """The gate CI runs: every stage again, and git sees no change in dvc.lock (or in the
     metrics files git tracks; timings.json holds measurements and does change)."""
-    from test_pipeline_e2e import copy_repository
-
-    source, _ = reproduced_digits
-    project = copy_repository(source, source.parent / "forced")
+    project = copy_repository(reproduced_digits[0], tmp_path / "forced")
     dvc("repro", "-f", cwd=project)
     diff = run(
         ["git", "diff", "--exit-code", "--stat", "dvc.lock", "metrics"], project, check=False

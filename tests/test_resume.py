@@ -15,8 +15,13 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, clean_params_text, digits_prepared
+from e2e import finish, wait_for
 
 from cnnlab.data.prepare import save_prepared
+
+#: Every test trains LeNet in the train stage's own process, killed and resumed: about 15 s
+#: each on 2 quiet cores, minutes together; `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
 
 OUTPUTS = (
     "models/lenet-digits/best.pt",
@@ -55,7 +60,7 @@ def _outputs(cwd: Path) -> dict[str, bytes]:
 def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = _workdir(tmp_path_factory.mktemp("resume") / "straight")
     process = _train(cwd)
-    output, _ = process.communicate(timeout=300)
+    output, _ = finish(process, 300, "train.py lenet digits")
     assert process.returncode == 0, output
     # Kept, complete, until evaluate@lenet-digits starts (DVC has recorded train by then).
     assert (cwd / "checkpoints" / "lenet-digits.pt").exists()
@@ -72,18 +77,16 @@ def test_killed_run_resumes_to_identical_bytes(tmp_path: Path, uninterrupted, si
     cwd = _workdir(tmp_path / "killed")
     process = _train(cwd)
     checkpoint = cwd / "checkpoints" / "lenet-digits.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(checkpoint.exists, "the first epoch's resume state", 120, process=process)
     time.sleep(random.Random(os.getpid()).uniform(0, 0.2))  # somewhere inside a later epoch
     process.send_signal(sig)
-    output, _ = process.communicate(timeout=60)
+    output, _ = finish(process, 60, "train.py lenet digits")
     assert process.returncode != 0, f"finished before the signal; output:\n{output}"
     if sig == signal.SIGTERM:
         assert "interrupted" in output and "Traceback" not in output
     assert not (cwd / "models/lenet-digits/best.pt").exists()
     rerun = _train(cwd)
-    output, _ = rerun.communicate(timeout=300)
+    output, _ = finish(rerun, 300, "train.py lenet digits")
     assert rerun.returncode == 0, output
     assert "lenet-digits: resuming after epoch" in output
     assert _outputs(cwd) == uninterrupted
@@ -93,15 +96,13 @@ def test_resume_state_from_other_params_is_discarded(tmp_path: Path, uninterrupt
     cwd = _workdir(tmp_path / "changed")
     process = _train(cwd)
     checkpoint = cwd / "checkpoints" / "lenet-digits.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(checkpoint.exists, "the first epoch's resume state", 120, process=process)
     process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
+    finish(process, 60, "train.py lenet digits, killed")
     params = yaml.safe_load((cwd / "params.yaml").read_text())
     (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "lr": 0.002}))
     rerun = _train(cwd)
-    output, _ = rerun.communicate(timeout=300)
+    output, _ = finish(rerun, 300, "train.py lenet digits")
     assert rerun.returncode == 0, output
     assert "discarded a resume state from different params, data or code" in output
     assert "epoch 1/6" in output
@@ -114,12 +115,12 @@ def test_a_kill_after_training_but_before_dvc_recorded_it_costs_no_retraining(
     complete resume state rewrites them, byte for byte, without a training epoch."""
     cwd = _workdir(tmp_path / "late")
     process = _train(cwd)
-    output, _ = process.communicate(timeout=300)
+    output, _ = finish(process, 300, "train.py lenet digits")
     assert process.returncode == 0, output
     shutil.rmtree(cwd / "models")
     shutil.rmtree(cwd / "plots")
     rerun = _train(cwd)
-    output, _ = rerun.communicate(timeout=300)
+    output, _ = finish(rerun, 300, "train.py lenet digits")
     assert rerun.returncode == 0, output
     assert "lenet-digits: resuming after epoch 6" in output
     assert "epoch 1/6" not in output and "epoch 6/6" not in output  # nothing trained
@@ -131,7 +132,7 @@ def test_damaged_resume_state_is_discarded(tmp_path: Path, uninterrupted) -> Non
     (cwd / "checkpoints").mkdir()
     (cwd / "checkpoints" / "lenet-digits.pt").write_bytes(b"not a checkpoint")
     process = _train(cwd)
-    output, _ = process.communicate(timeout=300)
+    output, _ = finish(process, 300, "train.py lenet digits")
     assert process.returncode == 0, output
     assert "discarded an unreadable resume state" in output
     assert _outputs(cwd) == uninterrupted
@@ -173,7 +174,7 @@ def test_resume_state_that_does_not_fit_is_discarded_and_training_starts_over(
     torch.save(tamper(complete), checkpoint)
     for attempt in range(2):  # and the next run does not meet it again
         process = _train(cwd)
-        output, _ = process.communicate(timeout=300)
+        output, _ = finish(process, 300, "train.py lenet digits")
         assert process.returncode == 0, output
         assert "Traceback" not in output
         if attempt == 0:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_pipeline_e2e import COMMIT, copy_repository, dvc, run, tiny_project
+from e2e import COMMIT, copy_repository, dvc, run, tiny_project
 
 pytestmark = pytest.mark.e2e
 
