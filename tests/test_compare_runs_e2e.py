@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from e2e import copy_repository, dvc, run
 from test_experiments_e2e import compare_experiments
-from test_pipeline_e2e import copy_repository, dvc, run
 
 from cnnlab.runs import lock_keys
 

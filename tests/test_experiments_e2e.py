@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 from browser import charts, colours, inked, needs_chromium, rendered_dom, screenshot
+from e2e import copy_repository, dvc, run, stages_run, tiny_project
 from PIL import Image
 from test_experiments import in_a_cell, starts_a_row
-from test_pipeline_e2e import copy_repository, dvc, run, stages_run, tiny_project
 
 pytestmark = pytest.mark.e2e
 

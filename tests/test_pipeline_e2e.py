@@ -12,20 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-# The helpers live in tests/e2e.py; they are imported from here too (the older modules do).
-from e2e import (  # noqa: F401
-    COMMIT,
-    DEADLINE,
-    ROOT,
-    TINY_DATA,
-    TINY_PARAMS,
-    copy_repository,
-    dvc,
-    run,
-    stages_run,
-    tiny_project,
-)
+from e2e import copy_repository, dvc, run, stages_run
 from test_reporting import table_rows
 
 pytestmark = pytest.mark.e2e

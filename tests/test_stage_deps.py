@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT, copy_clean_checkout
+from e2e import COMMIT, dvc, run
 from fake_datasets import write_image_folder
-from test_pipeline_e2e import COMMIT, dvc, run
 
 #: Where the project's own code lives; any other loaded file (torch, dvc, ...) is a library's.
 CODE_DIRS = ("src/", "stages/")
