@@ -32,8 +32,8 @@ from cnnlab.files import atomic_directory, write_json
 TENSORS_FILE = "tensors.pt"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")
-#: Values per channel summed at a time by :func:`channel_stats` (float64: 32 MB a channel).
-STATS_CHUNK = 1 << 22
+#: Values per channel summed at a time by :func:`channel_stats` (float64: 8 MB a channel).
+STATS_CHUNK = 1 << 20
 #: Images fetched, written and freed at a time by :func:`save_prepared` (at 224x224 RGB:
 #: 64 x 150 KB, about 10 MB).
 WRITE_CHUNK = 64
@@ -136,9 +136,9 @@ class _ChannelSums:
             spanned = self.held[first - self.held_first : last - self.held_first]
             chunk = spanned.transpose(0, 1).reshape(self.c, -1)
             chunk = chunk[:, self.start - first * self.pixels : stop - first * self.pixels]
-            chunk = chunk.to(torch.float64) / 255.0
+            chunk = chunk.to(torch.float64).div_(255.0)  # in place: one float64 chunk held
             self.sums += chunk.sum(dim=1)
-            self.squares += (chunk * chunk).sum(dim=1)
+            self.squares += chunk.mul_(chunk).sum(dim=1)
             self.start = stop
         done = self.start // self.pixels if self.pixels else 0
         self.held = self.held[done - self.held_first :]
