@@ -472,3 +472,50 @@ def test_a_subsample_of_a_folder_decodes_only_the_chosen_images_again(
         assert path.read_bytes() == (tmp_path / "some" / path.name).read_bytes(), path.name
     assert load_prepared(tmp_path / "some").meta["counts"] == {"train": 8, "val": 2, "test": 4}
     assert not list(tmp_path.glob(".pics-*"))  # the scratch file has no name
+
+
+def test_listing_and_preparing_a_folder_print_one_summary_line_each_off_a_terminal(
+    tmp_path: Path,
+) -> None:
+    """In a CI log or a redirected output, the md5 listing, the decoding and the writing of
+    a folder each end with one line of counts and time instead of a progress bar."""
+    import re
+    import subprocess
+
+    folder = tmp_path / "datasets/pics"
+    write_image_folder(folder, per_class=4)  # 12 images and 2 bad files
+    params = yaml.safe_load(clean_params_text())
+    params.update(datasets=["pics"], models=["lenet"], threads=1)
+    params["dataset"]["pics"] = {"size": 16, "on_bad_file": "skip"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    err = ""
+    for script in ("download.py", "prepare.py"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "stages" / script), "pics"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        err += result.stderr
+    lines = [line for line in err.splitlines() if " in " in line and " s" in line]
+    assert [re.sub(r" in [0-9.]+ s, \d+ ", " in T s, R ", line) for line in lines] == [
+        "pics: md5 of the files: 14 files in T s, R files/s",
+        "pics: decode: 14 files in T s, R files/s",
+        "pics: prepare: 12 img in T s, R img/s",
+    ]
+    assert "\r" not in err  # no bar redrawn
+
+
+def test_progress_on_a_terminal_is_a_bar_with_counts(capsys: pytest.CaptureFixture) -> None:
+    from cnnlab.data.progress import Progress
+
+    with Progress("bar", 40, "pics: decode", "files") as bar:
+        for _ in range(40):
+            bar.update()
+    err = capsys.readouterr().err
+    assert "pics: decode" in err and "40/40" in err
+    with Progress(None, 40, "pics: decode", "files") as bar:
+        bar.update(40)
+    assert capsys.readouterr() == ("", "")
