@@ -11,9 +11,10 @@ listing), then prepare@photos at `size: 224` (150 KB per image decoded) and, wit
 ``--train``, one epoch of that model with `threads: 1`; each stage runs alone in a child
 process, whose peak RSS (getrusage) and time are printed, so that the growth with N shows.
 `import torch` alone is part of each peak: it is printed first, and subtracted in the
-"above torch" columns. RSS counts the pages a process has mapped: a memory-mapped
-prepared split counts as far as training has touched it, the page cache behind plain
-reads and writes does not.
+"above torch" figures. RSS counts the pages a process has mapped: a memory-mapped
+prepared split counts as far as training has touched it (shared with any other process
+mapping it, and dropped by the kernel under memory pressure), the page cache behind plain
+reads and writes does not; the "anonymous" figure (sampled) is the heap alone.
 """
 
 from __future__ import annotations
@@ -49,26 +50,36 @@ def write_photos(folder: Path, n: int, seed: int = 0) -> None:
         image.save(path, quality=85)
 
 
-def peak_of(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Peak RSS (MB) and seconds of one child (run alone: RUSAGE_CHILDREN holds the max)."""
-    wrapper = (
-        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)"
-    )
+def _rss_kb(pid: int) -> dict[str, int]:
+    """The RSS fields of /proc/<pid>/status (kB); empty once the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = (line.split(":") for line in lines if line.startswith(("RssAnon", "RssFile")))
+    return {key: int(value.split()[0]) for key, value in fields}
+
+
+def peak_of(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """Peak RSS (MB, from the kernel's own count: ``wait4``'s ``ru_maxrss``), the largest
+    anonymous part of it sampled every 20 ms (MB: the heap, as against mapped files), and
+    the seconds of one child."""
     start = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", wrapper, *command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    seconds = time.perf_counter() - start
-    kb, code = done.stdout.split()[-2:]
-    if code != "0":
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return int(kb) / 1024, seconds
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        anon = 0
+        while True:
+            anon = max(anon, _rss_kb(proc.pid).get("RssAnon", 0))
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.02)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed:\n{err.read().decode()[-3000:]}")
+    return usage.ru_maxrss / 1024, anon / 1024, seconds
 
 
 def load_average() -> str:
@@ -90,16 +101,16 @@ def main() -> None:
         "PYTHONPATH": str(code / "src"),
         "OMP_NUM_THREADS": "1",
     }
-    torch_mb, _ = peak_of([sys.executable, "-c", "import torch"], ROOT, env)
+    torch_mb, torch_anon, _ = peak_of([sys.executable, "-c", "import torch"], ROOT, env)
     print(
         f"code: {code}; max_train: {args.max_train}; threads 1; {os.cpu_count()} CPUs; "
         f"load average before: {load_average()}; `import torch` alone: peak RSS "
-        f"{torch_mb:.0f} MB"
+        f"{torch_mb:.0f} MB ({torch_anon:.0f} MB anonymous)"
     )
     stages = ["download", "prepare"] + (["train"] if args.train else [])
     print(
         "photos | decoded MB | "
-        + " | ".join(f"{s} peak RSS MB (above torch) | {s} s" for s in stages)
+        + " | ".join(f"{s} peak RSS MB (above torch; anonymous) | {s} s" for s in stages)
         + " | load average after"
     )
     for n in args.counts:
@@ -116,8 +127,9 @@ def main() -> None:
             for stage in stages:
                 script = code / f"stages/{stage}.py"
                 names = [model, "photos"] if stage == "train" else ["photos"]
-                rss, seconds = peak_of([sys.executable, str(script), *names], work, env)
-                cells += [f"{rss:.0f} ({rss - torch_mb:.0f})", f"{seconds:.1f}"]
+                rss, anon, seconds = peak_of([sys.executable, str(script), *names], work, env)
+                above = f"{rss - torch_mb:.0f}" if rss > torch_mb else "no torch"
+                cells += [f"{rss:.0f} ({above}; {anon:.0f})", f"{seconds:.1f}"]
             print(" | ".join([*cells, load_average()]), flush=True)
 
 
