@@ -295,13 +295,9 @@ def _mapped(path: Path) -> torch.Tensor:
     Copy-on-write (``mmap_mode="c"``), not read-only: torch wants a writable array (it warns
     on a read-only one), and nothing writes to the images anyway, so every page stays the
     file's page-cache page, shared by every process that maps it; the file itself can never
-    change. An empty split cannot be mapped (zero bytes) and is read instead.
+    change.
     """
-    try:
-        array = np.load(path, mmap_mode="c", allow_pickle=False)
-    except ValueError:  # numpy cannot map an empty array
-        array = np.load(path, allow_pickle=False)
-    return torch.from_numpy(array)
+    return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
 
 
 def load_prepared(directory: Path) -> PreparedData:
