@@ -14,7 +14,9 @@ Two steps, as for the downloaded datasets:
 - :func:`load` (the ``prepare`` stage) decodes the files the manifest lists, after checking
   each against its md5, and resizes them once (:mod:`cnnlab.data.images`). Files that are
   not decodable images are reported by name and skipped or refused, as
-  ``dataset.<name>.on_bad_file`` says.
+  ``dataset.<name>.on_bad_file`` says. The decoded images are never all held: they go to a
+  scratch file, or are decoded again for a subsample, and prepare writes the splits a chunk
+  at a time, so a folder of any size prepares in the same memory.
 
 Hidden files (``.DS_Store``) are ignored anywhere, and so are hidden folders inside a class
 folder (``.thumbnails/``), without mention. A hidden folder where a class folder would be
