@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser import CHROMIUM, FLAGS  # noqa: E402
 from fake_experiments import fake_comparison  # noqa: E402
 
-from cnnlab.experiment_page import experiment_page  # noqa: E402
 from cnnlab.webpage import vega_script  # noqa: E402
+from cnnlab_compare.experiment_page import experiment_page  # noqa: E402
 
 RUNS = [(d, m) for d in ("mnist", "fashion_mnist", "cifar10") for m in ("lenet", "alexnet")]
 

@@ -32,8 +32,9 @@ import yaml
 
 from cnnlab.data.prepare import PreparedData
 from cnnlab.params import validate_params
-from cnnlab.recipe import build_run, fit
+from cnnlab.recipe import build_run
 from cnnlab.runtime import make_deterministic, synchronize
+from cnnlab.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,7 +147,7 @@ def alexnet_throughput(
     )
     run = build_run(params, "alexnet", random_data(n_train, (3, 32, 32)), device)
     flops = train_flops_per_image(run)
-    state = fit(run)
+    state = train(run)
     seconds = state.history[-1].seconds
     return {"images_per_second": len(run.train_batches) / seconds, "flops_per_image": flops}
 
@@ -163,7 +164,7 @@ def lenet_variants(device: torch.device, n_train: int) -> list[dict[str, Any]]:
     }.items():
         params = params_with({**preset, "device": device.type, "data.mirror": None, **extra})
         run = build_run(params, "lenet", random_data(n_train, (1, 28, 28), 512), device)
-        state = fit(run)
+        state = train(run)
         out.append(
             {
                 "variant": name,

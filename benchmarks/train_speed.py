@@ -165,10 +165,11 @@ def cnnlab_pipeline(workload: str, data) -> dict[str, float]:
     import torch
     import yaml
 
+    from cnnlab.evaluation import evaluate_batches
     from cnnlab.params import validate_params
-    from cnnlab.recipe import batch_maker, build_run, fit
+    from cnnlab.recipe import batch_maker, build_run
     from cnnlab.runtime import make_deterministic
-    from cnnlab.training import evaluate_batches
+    from cnnlab.training import train
 
     spec = WORKLOADS[workload]
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -184,7 +185,7 @@ def cnnlab_pipeline(workload: str, data) -> dict[str, float]:
     run = build_run(params, spec["model"], data, device)
     x, y = run.train_batches.batch(slice(0, BATCH), run.config.augment, None)
     train_flops = flops_per_image(run.model, x, y, train=True)
-    state = fit(run)
+    state = train(run)
     train_ips = n / state.history[-1].seconds
     train_rss, _ = peak_rss_mb()
 

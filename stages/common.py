@@ -15,9 +15,17 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# The --out folder rules and one-line lists, shared with the cnnlab-compare commands.
+from cnnlab.files import (  # noqa: F401  (re-exported: the stages import them from here)
+    OUTPUT_MARK,
+    check_output_folder,
+    mark_output_folder,
+    shortened,
+)
 
 try:
     import fcntl
@@ -51,28 +59,6 @@ PARAMS = Path("params.yaml")
 #: params.yaml as the first stage of each running `dvc repro` / `dvc exp run` found it, by
 #: that dvc process's identity; git-ignored and no stage's output, so dvc.lock never sees it.
 PARAMS_AT_START = LOCKS / "params-at-start.json"
-
-
-#: Left in every folder a command writes with --out, so that it replaces only its own folders.
-OUTPUT_MARK = ".written-by-cnnlab"
-
-
-def check_output_folder(path: Path) -> None:
-    """``--out`` replaces its folder as a whole: refuse a non-empty one this tool did not write
-    (a folder of notes given by mistake would be gone)."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if path.is_symlink() or not path.is_dir():
-        sys.exit(f"error: --out {path}: exists and is not a folder; give a new or empty folder")
-    if any(path.iterdir()) and not (path / OUTPUT_MARK).is_file():
-        sys.exit(
-            f"error: --out {path}: holds files this command did not write, and it replaces "
-            "the folder as a whole; give a new or empty folder (or remove this one yourself)"
-        )
-
-
-def mark_output_folder(path: Path) -> None:
-    (path / OUTPUT_MARK).write_text("written by a cnnlab command; --out may replace it\n")
 
 
 def run_name(model: str, dataset: str) -> str:
@@ -213,7 +199,7 @@ def params_changes(before: str | None, after: str | None) -> str | None:
         return None
     from ruamel.yaml import YAMLError
 
-    from cnnlab.params import read_yaml
+    from cnnlab.slices import read_yaml
 
     try:
         old, new = _flat(read_yaml(before or "")), _flat(read_yaml(after or ""))
@@ -386,10 +372,3 @@ def run_stage(
     except MemoryError:
         traceback.print_exc()
         sys.exit("error: out of memory; lower batch_size / eval_batch_size or data.max_train")
-
-
-def shortened(names: Sequence[str], sep: str = ", ", shown: int = 8) -> str:
-    """A list for one line of stage output: the first ``shown`` names and how many more (a
-    folder of 2,000 classes would otherwise print a line of thousands of characters)."""
-    text = sep.join(names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

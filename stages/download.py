@@ -10,11 +10,10 @@ import sys
 
 from common import RAW, SOURCES, interactive, run_stage, shortened
 
-from cnnlab.params import load_params
+from cnnlab.slices import load_slice
 
 
 def main(dataset: str) -> None:
-    params = load_params()
     from cnnlab.data.catalog import is_folder
 
     if is_folder(dataset):
@@ -37,7 +36,7 @@ def main(dataset: str) -> None:
         return
     from cnnlab.data.sources import download
 
-    download(dataset, RAW / dataset, mirror=params.data.mirror)
+    download(dataset, RAW / dataset, mirror=load_slice("data.mirror")["data.mirror"])
     print(f"{dataset}: downloaded and verified into {RAW / dataset}")
 
 

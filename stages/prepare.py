@@ -6,16 +6,18 @@ import sys
 
 from common import PREPARED, RAW, SOURCES, interactive, run_stage
 
-from cnnlab.params import load_params
+from cnnlab.slices import load_slice
 
 
 def main(dataset: str) -> None:
-    params = load_params()
-    from cnnlab.data.catalog import is_folder
+    p = load_slice(
+        "seed", "data.val_fraction", "data.max_train", "data.max_test", f"dataset.{dataset}"
+    )
+    from cnnlab.data.catalog import is_folder, options_class
     from cnnlab.data.prepare import save_prepared, split_dataset
     from cnnlab.data.sources import load_raw
 
-    options = params.dataset_options(dataset)
+    options = options_class(dataset).model_validate(p[f"dataset.{dataset}"] or {})
     skipped: list[dict[str, str]] = []
     progress = "bar" if interactive() else "line"  # a folder's decoding and writing
     if is_folder(dataset):
@@ -24,14 +26,14 @@ def main(dataset: str) -> None:
         # Never held whole: decoded once to a scratch file beside the output, then written a
         # chunk at a time; a subsample is decoded again alone (after a pass that finds the
         # bad files) instead of filling a scratch file the size of the folder.
-        subsample = params.data.max_train is not None or params.data.max_test is not None
+        subsample = p["data.max_train"] is not None or p["data.max_test"] is not None
         PREPARED.mkdir(parents=True, exist_ok=True)
         folder = load(
             dataset,
             RAW / dataset,
             SOURCES / dataset,
             options,
-            seed=params.seed,
+            seed=p["seed"],
             lazy=subsample,
             scratch_dir=PREPARED,
             progress=progress,
@@ -47,10 +49,10 @@ def main(dataset: str) -> None:
         raw.test_labels,
         raw.classes,
         name=dataset,
-        seed=params.seed,
-        val_fraction=params.data.val_fraction,
-        max_train=params.data.max_train,
-        max_test=params.data.max_test,
+        seed=p["seed"],
+        val_fraction=p["data.val_fraction"],
+        max_train=p["data.max_train"],
+        max_test=p["data.max_test"],
         val_images=raw.val_images,
         val_labels=raw.val_labels,
     )

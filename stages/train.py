@@ -4,7 +4,8 @@ Per-epoch metrics go through DVCLive into plots/train/<run>/ (declared in dvc.ya
 is told not to touch dvc.yaml); its summary, plots/train/<run>/metrics.json, records the run:
 best epoch, divergence. Training time and throughput differ from run to run, so they go to
 timings.json, which is no stage's output (dvc.lock stays byte-identical on a rerun).
-The checkpoints hold weights only, so their bytes repeat from run to run.
+The checkpoints hold the weights and the header that rebuilds the model (evaluate reads it),
+so their bytes repeat from run to run.
 
 After every epoch a resume state goes to checkpoints/<run>.pt (outside DVC's outputs, which
 DVC deletes before a rerun); a killed or interrupted run continues from there on the next
@@ -66,8 +67,9 @@ def train_and_save(
     from cnnlab import distributed
     from cnnlab.data.prepare import load_prepared
     from cnnlab.files import save_torch
-    from cnnlab.recipe import build_run, fit
+    from cnnlab.recipe import build_run, checkpoint_header
     from cnnlab.resume import ResumePoint, fingerprint, restore
+    from cnnlab.training import train
 
     data = load_prepared(PREPARED / dataset)
     name = run_name(model_name, dataset)
@@ -86,7 +88,7 @@ def train_and_save(
     saved = distributed.broadcast_from_main(saved, world)
     state = restore(saved, run.model, run.optimizer, run.scheduler) if saved else None
     if not world.is_main:  # trains its shard; rank 0 writes everything
-        fit(run, state=state)
+        train(run, state=state)
         return
     out = MODELS / name
 
@@ -106,17 +108,12 @@ def train_and_save(
 
         for record in state.history if state else []:  # DVC removed the old logs: replay them
             log(record)
-        state = fit(run, state=state, on_epoch=log_and_save)
+        state = train(run, state=state, on_epoch=log_and_save)
         # DVCLive's summary (metrics.json) is the run's training record; evaluate reads it.
         live.summary.update(state.summary(params.epochs))
 
-    header = {
-        "model": model_name,
-        "dataset": dataset,
-        "in_channels": run.train_batches.out_channels,
-        "num_classes": data.num_classes,
-        "options": params.model_options(model_name).model_dump(),
-    }
+    # what rebuilds the model without params.yaml, and the recipe the reports state
+    header = checkpoint_header(params, model_name, data)
     last = {k: v.cpu() for k, v in run.model.state_dict().items()}
     save_torch(out / "last.pt", {**header, "epoch": state.epoch, "state_dict": last})
     save_torch(

@@ -1,5 +1,5 @@
 """A made-up cross-experiment comparison (no training, no DVC): what
-stages/compare_experiments.py hands to the experiments page, for its unit tests and for
+cnnlab-compare hands to the experiments page, for its unit tests and for
 benchmarks/experiment_page.py (30 experiments' page without 30 trainings).
 """
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cnnlab import stats
-from cnnlab.reporting import experiment_table, param_text
+from cnnlab_compare import stats
+from cnnlab_compare.reporting import experiment_table, param_text
 
 OPTIMIZERS = ("sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam")
 RUNS = (("digits", "lenet"), ("digits", "alexnet"))

@@ -24,9 +24,9 @@ from test_experiments import (
     sweep,
 )
 
-from cnnlab import stats
-from cnnlab.experiments import Experiment, ExperimentError, collect_runs
 from cnnlab.runs import lock_key, lock_keys
+from cnnlab_compare import stats
+from cnnlab_compare.experiments import Experiment, ExperimentError, collect_runs
 
 RUN = "lenet-mnist"
 
@@ -148,8 +148,10 @@ def test_experiments_that_reached_the_same_run_are_one_measurement() -> None:
     groups = stats.group_table(table, stats.group_columns(varied))
     (group,) = groups.to_dict("records")
     assert group["n"] == 2  # not 3: the repeat of one run is no second seed
-    assert group["seeds"] == "1 2"
-    assert group["experiments"] == "adam adam-again adam-2"
+    assert group["seeds"] == ["1", "2"]
+    # the experiments stay a list (and one line in the CSV): both were run
+    assert group["experiments"] == ["adam", "adam-again", "adam-2"]
+    assert stats.for_output(groups)["experiments"].tolist() == ["adam adam-again adam-2"]
     assert group["same_run"] == "adam-again = adam"
     assert group["test_acc_mean_pct"] == pytest.approx((96.94 + 96.00) / 2)
     assert group["test_acc_sd_pct"] > 0.5  # two different values, not 96.94 twice
@@ -161,7 +163,7 @@ def test_the_comparison_lists_experiments_that_reached_the_same_run(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import cnnlab.experiments as module
+    import cnnlab_compare.experiments as module
 
     exps = experiments(
         fake_cache,
@@ -209,7 +211,7 @@ def test_a_timing_is_shown_only_for_the_run_it_timed(
 
 
 def test_an_unmeasured_run_says_so_in_the_table() -> None:
-    from cnnlab.reporting import NOT_MEASURED, experiment_markdown
+    from cnnlab_compare.reporting import NOT_MEASURED, experiment_markdown
 
     table, varied = sweep(
         [
@@ -273,7 +275,7 @@ def test_a_named_experiment_without_a_logged_epoch_is_compared_without_its_curve
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_sweep(monkeypatch, [("first", {"optimizer": "sgd"}, lenet_run(None, diverged=True))])
-    import cnnlab.experiments as module
+    import cnnlab_compare.experiments as module
 
     (run,) = module.collect_runs()
     empty = run.history.iloc[:0]
@@ -290,14 +292,11 @@ def test_a_named_experiment_without_a_logged_epoch_is_compared_without_its_curve
 
 
 def test_experiments_that_reached_the_same_run_share_one_line() -> None:
-    import sys
 
     from test_experiments import history
 
-    from cnnlab.experiments import ExperimentRun
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
-    from compare_experiments import _lines
+    from cnnlab_compare.cli import _lines
+    from cnnlab_compare.experiments import ExperimentRun
 
     exps = [experiment(name, datasets=["mnist"], models=["lenet"]) for name in "abc"]
     keys = {"a": "k1", "b": "k2", "c": "k1"}
@@ -314,11 +313,81 @@ def test_the_page_says_not_measured_here_instead_of_a_partial_time() -> None:
     from fake_experiments import fake_comparison
     from test_experiment_page import experiments_table
 
-    from cnnlab.experiment_page import experiment_page
-    from cnnlab.reporting import NOT_MEASURED
+    from cnnlab_compare.experiment_page import experiment_page
+    from cnnlab_compare.reporting import NOT_MEASURED
 
     c = fake_comparison(configs=2)
     unmeasured = (c.table["experiment"] == "exp-01-0") & (c.table["model"] == "alexnet")
     c.table.loc[unmeasured, "train_seconds"] = float("nan")
     _, rows = experiments_table(experiment_page(c.table, c.varied, c.histories))
     assert [row[-1] for row in rows] == ["20.0", NOT_MEASURED]
+
+
+# --------------------------------------------------------------------------------------------
+# the record's status, as evaluate wrote it
+
+
+def test_a_run_at_chance_level_is_flagged_did_not_learn_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record says "did not learn" (cnnlab.record decides it once): the table, the
+    Markdown, the groups and the page say so too, and never "ok"; its accuracy is a result
+    (in the mean), shown with the flag."""
+    from test_experiment_page import experiments_table
+    from test_experiments import compare_main, fake_sweep, lenet_run, run_metrics
+
+    flat = run_metrics("lenet", "mnist", 0.1135, status="did not learn")
+    specs = [
+        ("adam-1", {"optimizer": "adam", "seed": 1}, lenet_run(0.97)),
+        ("adam-2", {"optimizer": "adam", "seed": 2}, lenet_run(0.96)),
+        ("sgd-1", {"optimizer": "sgd", "seed": 1}, flat),
+        ("sgd-2", {"optimizer": "sgd", "seed": 2}, lenet_run(0.60)),
+    ]
+    fake_sweep(monkeypatch, specs)
+    out = tmp_path / "out"
+    compare_main()(["--out", str(out)])
+    runs = pd.read_csv(out / "experiments.csv").set_index("experiment")
+    assert runs.loc["sgd-1", "status"] == "did not learn"
+    groups = pd.read_csv(out / "groups.csv").set_index("group")
+    assert groups.loc["optimizer=sgd", "status"] == "1 of 2 did not learn"
+    assert groups.loc["optimizer=sgd", "n"] == 2  # a measurement at chance: in the mean
+    assert groups.loc["optimizer=sgd", "test_acc_mean_pct"] == pytest.approx((11.35 + 60) / 2)
+    assert groups.loc["optimizer=adam", "status"] == "ok"
+    text = (out / "experiments.md").read_text()
+    assert "## Runs that did not learn" in text and "- `sgd-1`: LeNet on MNIST, 11.35%" in text
+    assert "11.35 (did not learn)" in text
+    page = (out / "index.html").read_text()
+    headers, body = experiments_table(page)
+    status = headers.index("status")
+    rows = {row[0]: row for row in body if len(row) == len(headers)}
+    assert rows["sgd-1"][status] == "lenet-mnist: did not learn"
+    assert "11.35 (did not learn)" in rows["sgd-1"]
+    assert rows["adam-1"][status] == "ok"
+
+
+def test_metrics_from_before_the_run_record_are_skipped_with_the_fix(
+    fake_cache: dict[str, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = {"model": "lenet", "dataset": "mnist", "test_acc": 0.9, "diverged": False}
+    exps = experiments(
+        fake_cache,
+        ok=committed("adam", 0.97),
+        old={**committed("sgd", 0.9), f"metrics/{RUN}.json": json.dumps(old)},
+    )
+    assert [r.experiment.name for r in collect(exps)] == ["ok"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: skipping experiment 'old'")
+    assert f"metrics/{RUN}.json: not a run record" in line
+    assert "`dvc repro evaluate@<run>`" in line
+
+
+def test_a_history_that_is_not_dvclives_tsv_skips_its_experiment_with_one_line(
+    fake_cache: dict[str, dict[str, object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = committed("sgd", 0.9)
+    bad[f"plots/train/{RUN}/plots/metrics/val/acc.tsv"] = "<<<<<<< HEAD\nstep\tacc\n=======\n"
+    exps = experiments(fake_cache, ok=committed("adam", 0.97), bad=bad)
+    assert [r.experiment.name for r in collect(exps)] == ["ok"]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("note: skipping experiment 'bad'")
+    assert f"plots/train/{RUN}: a per-epoch log is not DVCLive's TSV" in line

@@ -1,4 +1,4 @@
-"""DVC's own plots pages, offline, in a real browser; and render_dvc_plots' notes on what DVC
+"""DVC's own plots pages, offline, in a real browser; and cnnlab-plots' notes on what DVC
 could not load.
 
 The page test opens what plain `dvc plots show` writes for the session's tiny reproduced
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from browser import charts, colours, inked, needs_chromium, rendered_dom, screenshot
-from test_pipeline_e2e import COMMIT, ROOT, copy_repository, dvc, run
+from test_pipeline_e2e import COMMIT, copy_repository, dvc, run
 
 pytestmark = pytest.mark.e2e
 
@@ -67,8 +67,8 @@ def test_a_revision_not_in_the_cache_is_named(tmp_path: Path) -> None:
         run(["rm", "-rf", gone], repo)
     dvc("repro", cwd=repo, timeout=120)  # main's curves are back in the cache
 
-    script = ROOT / "stages" / "render_dvc_plots.py"
-    result = run([sys.executable, str(script), "main", "later"], repo, timeout=120)
+    plots = Path(sys.executable).parent / "cnnlab-plots"  # the console script
+    result = run([str(plots), "main", "later"], repo, timeout=120)
     note = (
         "revision 'later': DVC found none of its plots: it has none, or its outputs are not "
         "in this machine's DVC cache; `dvc exp pull <remote> later` fetches an experiment's, "

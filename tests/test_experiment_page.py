@@ -1,4 +1,4 @@
-"""The experiments page (cnnlab.experiment_page) from made-up comparisons: one file with no
+"""The experiments page (cnnlab_compare.experiment_page) from made-up comparisons: one file with no
 request, one table row per experiment, the curves' hover and highlight, the seed bands and
 means, and Vega-Lite specs that compile. (The browser test of a real two-experiment
 comparison is in tests/test_experiments_e2e.py.)
@@ -14,8 +14,8 @@ import pytest
 from browser import charts, needs_chromium, rendered_dom, run_script
 from fake_experiments import fake_comparison
 
-from cnnlab.experiment_page import experiment_page, page_data
 from cnnlab.webpage import vega_script
+from cnnlab_compare.experiment_page import experiment_page, page_data
 
 
 class _Tables(HTMLParser):

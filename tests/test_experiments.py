@@ -21,8 +21,8 @@ from PIL import Image
 from test_experiment_page import experiments_table
 from test_reporting import table_rows
 
-from cnnlab import figures, reporting, stats
-from cnnlab.experiments import (
+from cnnlab_compare import figures, reporting, stats
+from cnnlab_compare.experiments import (
     Experiment,
     ExperimentError,
     experiment_labels,
@@ -83,19 +83,36 @@ def test_not_a_dvc_repository_is_named(tmp_path: Path) -> None:
         list_experiments(tmp_path)
 
 
-def run_metrics(model: str, dataset: str, acc: float, diverged: bool = False) -> dict:
+def run_metrics(
+    model: str, dataset: str, acc: float, diverged: bool = False, status: str | None = None
+) -> dict:
+    """A run's record (cnnlab.record, as evaluate writes it) and its training time."""
+    classes = [str(c) for c in range(10)]
     return {
         "model": model,
         "dataset": dataset,
+        "model_title": model,
+        "dataset_title": dataset,
+        "status": status or ("diverged" if diverged else "ok"),
         "test_acc": acc,
         "test_top5": 0.99,
+        "test_loss": 0.3,
         "best_val_acc": acc + 0.001,
         "best_epoch": 2,
         "final_val_acc": acc - 0.002,
+        "epochs": 3,
         "epochs_completed": 3,
         "train_seconds": 12.5,
         "diverged": diverged,
         "diverged_epoch": 1 if diverged else None,
+        "params": 61706,
+        "macs": 429456,
+        "test_images": 100,
+        "recipe": {},
+        "classes": classes,
+        "confusion": None,
+        "per_class_acc": None,
+        "test_predictions": None,
     }
 
 
@@ -176,7 +193,7 @@ def test_gif_needs_an_epoch(tmp_path: Path) -> None:
 
 
 def test_dvc_plot_specs_render_to_svg_without_network() -> None:
-    from cnnlab.dvcplots import render_specs
+    from cnnlab_compare.dvcplots import render_specs
 
     spec = {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -208,7 +225,7 @@ def test_what_dvc_could_not_load_is_one_sentence_each() -> None:
     """DVC's error records and a revision DVC left out of its JSON altogether (a directory
     of curves whose listing is not in the cache): which revision, which file, why; never a
     Python repr."""
-    from cnnlab.dvcplots import not_rendered
+    from cnnlab_compare.dvcplots import not_rendered
 
     acc = "plots/train/lenet-digits/plots/metrics/val/acc.tsv"
     shown = {
@@ -242,7 +259,7 @@ def test_what_dvc_could_not_load_is_one_sentence_each() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# seeds, intervals and the tuned choice (cnnlab.stats)
+# seeds, intervals and the tuned choice (cnnlab_compare.stats)
 
 
 def lenet_run(test: float | None, val: float | None = None, diverged: bool = False) -> dict:
@@ -290,9 +307,9 @@ def test_experiments_that_differ_only_in_seed_are_one_configuration() -> None:
     groups = stats.group_table(table, by)
     # seeds pooled; a different batch size or optimizer is another configuration
     assert groups[["group", "n", "experiments", "seeds"]].values.tolist() == [
-        ["batch_size=32, optimizer=sgd", 2, "sgd-1 sgd-2", "1 2"],
-        ["batch_size=32, optimizer=adam", 1, "adam-1", "1"],
-        ["batch_size=64, optimizer=sgd", 1, "sgd-bs", "3"],
+        ["batch_size=32, optimizer=sgd", 2, ["sgd-1", "sgd-2"], ["1", "2"]],
+        ["batch_size=32, optimizer=adam", 1, ["adam-1"], ["1"]],
+        ["batch_size=64, optimizer=sgd", 1, ["sgd-bs"], ["3"]],
     ]
     assert groups["test_acc_mean_pct"].tolist() == [91.0, 97.0, 93.0]
     # one seed has no spread and no interval, and the page says so
@@ -504,10 +521,15 @@ def test_mean_curves_with_a_band_and_the_interval_chart(tmp_path: Path) -> None:
     assert Image.open(chart).size[0] == 1200
 
 
-def fake_sweep(monkeypatch: pytest.MonkeyPatch, specs: list[tuple[str, dict, dict]]) -> None:
+def fake_sweep(
+    monkeypatch: pytest.MonkeyPatch,
+    specs: list[tuple[str, dict, dict]],
+    histories: list[pd.DataFrame] | None = None,
+) -> None:
     """Make the comparison script see these experiments (name, param changes, LeNet-on-MNIST
-    metrics), as if `dvc exp show` and the DVC cache held them."""
-    import cnnlab.experiments as module
+    metrics), as if `dvc exp show` and the DVC cache held them; each experiment's history is
+    ``histories[i]`` (default: a history drawn with seed i)."""
+    import cnnlab_compare.experiments as module
 
     exps = [
         experiment(name, datasets=["mnist"], models=["lenet"], **changes)
@@ -518,7 +540,7 @@ def fake_sweep(monkeypatch: pytest.MonkeyPatch, specs: list[tuple[str, dict, dic
         for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
     ]
     runs = [
-        module.ExperimentRun(e, "lenet", "mnist", run, history(i))
+        module.ExperimentRun(e, "lenet", "mnist", run, histories[i] if histories else history(i))
         for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
         if not e.failed
     ]
@@ -527,10 +549,7 @@ def fake_sweep(monkeypatch: pytest.MonkeyPatch, specs: list[tuple[str, dict, dic
 
 
 def compare_main():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "stages"))
-    from compare_experiments import main
+    from cnnlab_compare.cli import main
 
     return main
 
@@ -554,6 +573,7 @@ def test_the_comparison_of_seeds_writes_groups_differences_and_the_tuned_choice(
     assert (out / ".written-by-cnnlab").is_file()  # --out may replace it next time
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "accuracy-lenet-mnist.png",
+        "curves-lenet-mnist-panels.png",  # the made-up histories lie within 0.5 points
         "curves-lenet-mnist.gif",
         "curves-lenet-mnist.png",
         "differences.csv",
@@ -616,7 +636,7 @@ def test_without_repeats_the_comparison_is_one_line_per_experiment(
 def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import cnnlab.experiments as module
+    import cnnlab_compare.experiments as module
 
     def entry(name: str, state: str | None, seed: int) -> dict:
         params = {**yaml.safe_load(clean_params_text()), "seed": seed}

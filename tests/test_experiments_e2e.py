@@ -30,9 +30,12 @@ ALEXNET = {"train@alexnet-digits", "evaluate@alexnet-digits"}
 DATA = {"download@digits", "prepare@digits"}
 
 
+#: The console scripts `pip install -e .` put beside this Python (pyproject's [project.scripts]).
+BIN = Path(sys.executable).parent
+
+
 def compare_experiments(project: Path, *args: str, check: bool = True):
-    script = project / "stages" / "compare_experiments.py"
-    return run([sys.executable, str(script), *args], project, check=check, timeout=300)
+    return run([str(BIN / "cnnlab-compare"), *args], project, check=check, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +55,17 @@ def test_each_change_marks_only_the_stages_that_read_it(baseline: Path) -> None:
     saved = params.read_text()
     trains = {"train@lenet-digits", "train@alexnet-digits"}
     # validate reads every param (a second's check whose output never changes) and compare
-    # `datasets`, `models` and the recipe its report states (optimizer, lr, epochs, ...).
+    # only `datasets` and `models`: the recipe its report states (optimizer, lr, epochs,
+    # split sizes) comes from each run's record (cnnlab.record), written by evaluate.
     cases = {
-        ("optimizer=sgd",): trains | {"validate", "compare"},
-        ("epochs=3", "lr=0.003"): trains | {"validate", "compare"},
+        ("optimizer=sgd",): trains | {"validate"},
+        ("epochs=3", "lr=0.003"): trains | {"validate"},
         ("optimizers.sgd.lr=0.02",): {"validate"},  # not the chosen optimizer's row
-        ("optimizers.adam.lr=0.002",): trains | {"validate", "compare"},
-        ("model.alexnet.dropout=0.3",): ALEXNET | {"validate"},
-        ("model.lenet.activation=tanh",): LENET | {"validate"},
-        ("data.max_test=100",): {"prepare@digits", "validate", "compare"},
+        ("optimizers.adam.lr=0.002",): trains | {"validate"},
+        # evaluate rebuilds the model from its checkpoint's header: no model params of its own
+        ("model.alexnet.dropout=0.3",): {"train@alexnet-digits", "validate"},
+        ("model.lenet.activation=tanh",): {"train@lenet-digits", "validate"},
+        ("data.max_test=100",): {"prepare@digits", "validate"},
         ("models=[lenet]",): {"compare", "validate"},
     }
     try:
@@ -236,8 +241,7 @@ def test_dvc_plots_diff_page_draws_offline(baseline: Path, experiments) -> None:
 
 
 def test_offline_dvc_plots_of_two_experiments(baseline: Path, experiments) -> None:
-    script = baseline / "stages" / "render_dvc_plots.py"
-    run([sys.executable, str(script), "sgd", "mom", "--out", "reports/dvc"], baseline)
+    run([str(BIN / "cnnlab-plots"), "sgd", "mom", "--out", "reports/dvc"], baseline)
     page = (baseline / "reports/dvc/index.html").read_text()
     assert page.count("<svg") == len(list((baseline / "reports/dvc").glob("*.svg"))) >= 6
     assert "<script" not in page

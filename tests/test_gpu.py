@@ -32,9 +32,10 @@ from cnnlab.errors import UserError
 from cnnlab.models import options as opts
 from cnnlab.models import zoo
 from cnnlab.models.zoo import build_model, input_size
-from cnnlab.recipe import build_run, fit
-from cnnlab.resume import ResumePoint
+from cnnlab.recipe import build_run
+from cnnlab.resume import ResumePoint, restore
 from cnnlab.runtime import make_deterministic, pick_device
+from cnnlab.training import train
 
 # cuBLAS reads it when its first handle is made: before any test touches CUDA.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -113,7 +114,7 @@ def test_a_training_step_uses_only_ops_with_deterministic_cuda_kernels(model: st
     data = random_data(4, shape=(3, 64, 64), n_val=2)
     run = build_run(params, model, data, torch.device("cpu"))
     with _OpRecorder() as recorder:
-        fit(run)
+        train(run)
     assert {"convolution_backward", "_fused_adam_"} <= recorder.ops  # it saw the whole step
     assert not recorder.ops & _NONDETERMINISTIC_ON_CUDA
 
@@ -168,7 +169,7 @@ def test_each_model_trains_under_each_amp_choice(model: str, amp: str) -> None:
     dtypes = []
     run.model.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    state = fit(run)
+    state = train(run)
     assert state.epoch == 1 and not state.diverged
     assert dtypes[0] == (AMP_DTYPES[amp] or torch.float32)  # the first training forward
     after = run.model.state_dict()
@@ -253,7 +254,7 @@ def test_the_loss_scale_survives_a_resume(tmp_path: Path) -> None:
     params = gpu_params(amp="fp16", epochs=3, model={"lenet": {"dropout": 0.2}})
     data = random_data(64)
     straight_run = build_run(params, "lenet", data, CUDA)
-    straight = fit(straight_run)
+    straight = train(straight_run)
     assert straight.grad_scaler is not None
 
     class Stop(Exception):
@@ -267,12 +268,14 @@ def test_the_loss_scale_survives_a_resume(tmp_path: Path) -> None:
         raise Stop
 
     with pytest.raises(Stop):
-        fit(first, on_epoch=save_then_stop)
+        train(first, on_epoch=save_then_stop)
     second = build_run(params, "lenet", data, CUDA)
-    state, message = point.load(second.model, second.optimizer, second.scheduler)
+    saved, message = point.read(second.model, second.optimizer, second.scheduler)
+    assert saved is not None
+    state = restore(saved, second.model, second.optimizer, second.scheduler)
     assert state is not None and state.epoch == 1 and "resuming after epoch 1" in message
     assert state.grad_scaler is not None
-    resumed = fit(second, state=state)
+    resumed = train(second, state=state)
     assert resumed.grad_scaler == straight.grad_scaler
     assert same_weights(second.model.state_dict(), straight_run.model.state_dict())
     assert [r.train_loss for r in resumed.history] == [r.train_loss for r in straight.history]
@@ -291,7 +294,7 @@ def test_two_runs_give_the_same_bytes_on_the_same_gpu(model: str, amp: str) -> N
     for _ in range(2):
         make_deterministic(1)
         run = build_run(params, model, data, CUDA)
-        state = fit(run)
+        state = train(run)
         results.append((run.model.state_dict(), state))
     (weights_a, a), (weights_b, b) = results
     assert same_weights(weights_a, weights_b) and same_weights(a.best_model, b.best_model)
@@ -311,7 +314,7 @@ def test_divergence_on_the_gpu_stops_with_the_last_finite_weights(optimizer, lr)
         params = gpu_params(optimizer=optimizer, lr=lr, epochs=2, batch_size=4)
         run = build_run(params, "lenet", random_data(400), CUDA)
         run.config = dataclasses.replace(run.config, check_every=check_every)
-        runs.append((run, fit(run)))
+        runs.append((run, train(run)))
     (checked, checked_state), (late, late_state) = runs
     assert late_state.diverged_epoch == checked_state.diverged_epoch == 1
     assert late_state.history == [] and late_state.best_model is None
@@ -330,7 +333,7 @@ def _host_waits(n_train: int, check_every: int | None) -> int:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            fit(run)
+            train(run)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)

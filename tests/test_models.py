@@ -74,16 +74,6 @@ def test_package_and_options_import_without_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_package_reexports_the_zoo_lazily() -> None:
-    import cnnlab.models as models
-
-    assert models.build_model is zoo.build_model
-    assert models.count_macs is zoo.count_macs
-    assert models.input_size is zoo.input_size
-    with pytest.raises(AttributeError):
-        _ = models.no_such_thing
-
-
 def test_unknown_model_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="known models: lenet"):
         build_model("vgg", in_channels=3, num_classes=10)

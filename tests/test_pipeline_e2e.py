@@ -134,7 +134,11 @@ def test_metrics_files_hold_the_documented_keys(project: Path, first_repro) -> N
     lenet = json.loads((project / "metrics" / "lenet-digits.json").read_text())
     assert lenet["test_acc"] > 0.5  # chance is 0.1
     assert lenet["params"] == 61_706  # LeNet with 1 input channel, 10 classes
-    assert "train_seconds" not in lenet and "per_class_acc" not in lenet  # not in the record
+    assert "train_seconds" not in lenet  # a measurement, not a result: timings.json
+    # the run's record: its status, confusion matrix and recipe, from which compare renders
+    assert lenet["status"] == "ok" and lenet["classes"] == [str(i) for i in range(10)]
+    assert sum(map(sum, lenet["confusion"])) == lenet["test_images"]
+    assert lenet["recipe"]["epochs"] == 2 and lenet["recipe"]["train_images"] > 0
     classes = json.loads((project / "plots/eval/lenet-digits/classes.json").read_text())
     assert [row["class"] for row in classes] == [str(i) for i in range(10)]
     assert sum(row["images"] for row in classes) == lenet["test_images"]

@@ -25,9 +25,10 @@ from cnnlab.data.prepare import PreparedData
 from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS, build_optimizer
 from cnnlab.params import Params, SchedulerParams, validate_params
-from cnnlab.recipe import augmentation_for, batch_maker, build_run, fit, input_shape, new_model
+from cnnlab.recipe import augmentation_for, batch_maker, build_run, input_shape, new_model
 from cnnlab.runtime import make_deterministic
 from cnnlab.schedulers import LRSchedule, build_scheduler
+from cnnlab.training import train
 
 CPU = torch.device("cpu")
 
@@ -370,7 +371,7 @@ def test_each_schedule_builds_from_params_and_trains(tiny_digits, changes) -> No
     run = build_run(params, "lenet", tiny_digits, CPU)
     assert isinstance(run.scheduler, LRSchedule)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    state = fit(run)
+    state = train(run)
     assert state.epoch == 2 and not state.diverged
     after = run.model.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before)
@@ -417,7 +418,7 @@ def test_a_short_digits_run_learns(name: str) -> None:
     settings = dict(LEARNING_RUNS[name])
     data = digits_prepared(max_train=settings.pop("max_train"))
     params = make_params(optimizer="adam", scheduler={"name": "step"}, **settings)
-    state = fit(build_run(params, name, data, CPU))
+    state = train(build_run(params, name, data, CPU))
     assert not state.diverged
     assert state.best_val_acc > 0.5, [r.val_acc for r in state.history]  # chance is 0.1
 
@@ -598,11 +599,6 @@ def test_tuned_preset_is_an_lr_grid_around_each_optimizers_row_with_two_seeds(
             shared = rest
     assert len(lines) == len(names)
     text = PRESETS.read_text().split("## tuned-optimizers-lenet-mnist", 1)[1]
-    assert "\npython stages/compare_experiments.py --tune lr\n" in text
+    assert "\ncnnlab-compare --tune lr\n" in text
 
 
-def test_a_plain_torch_scheduler_still_steps_once_per_epoch(tiny_digits) -> None:
-    params = make_params(epochs=2, batch_size=32, lr=1e-3, scheduler={"name": "none"})
-    run = build_run(params, "lenet", tiny_digits, CPU)
-    run.scheduler = torch.optim.lr_scheduler.StepLR(run.optimizer, step_size=1, gamma=0.1)
-    assert [r.lr for r in fit(run).history] == pytest.approx([1e-3, 1e-4])

@@ -14,15 +14,23 @@ ONECYCLE = {"name": "onecycle", "pct_start": 0.3, "warmup_epochs": 0}
 
 
 def recipe(max_train: int | None = None) -> dict:
+    """As the compare stage builds it from a run record's ``recipe``."""
     return reporting.recipe(
-        ADAM,
-        "adam",
-        reporting.schedule_text(ONECYCLE),
-        8,
-        32,
-        {"train": 1257, "val": 140, "test": 359},
-        max_train,
-        None,
+        {
+            "optimizer": "adam",
+            "lr": ADAM["lr"],
+            "weight_decay": ADAM["weight_decay"],
+            "settings": ADAM,
+            "scheduler": ONECYCLE,
+            "epochs": 8,
+            "batch_size": 32,
+            "seed": 42,
+            "train_images": 1257,
+            "val_images": 140,
+            "test_images": 359,
+            "max_train": max_train,
+            "max_test": None,
+        }
     )
 
 

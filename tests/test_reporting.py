@@ -486,5 +486,23 @@ def test_dollar_signs_in_legends_and_titles_of_learning_curves(
     for text, name in zip(texts, DOLLAR_NAMES, strict=True):
         assert_drawn_literally(fig, text, name)
     assert_drawn_literally(fig, fig._suptitle, "$\\foo$ 5$")
-    figures.animate_learning_curves(histories, "$\\foo$", tmp_path / "c.gif")  # no crash
+    from cnnlab_compare.figures import animate_learning_curves  # cnnlab-compare's GIF
+
+    animate_learning_curves(histories, "$\\foo$", tmp_path / "c.gif")  # no crash
     assert (tmp_path / "c.gif").read_bytes().startswith(b"GIF8")
+
+
+def test_many_classes_show_the_most_confused_pairs_not_a_smear(tmp_path: Path) -> None:
+    from PIL import Image
+
+    n = 2000
+    matrix = np.zeros((n, n), dtype=int)
+    np.fill_diagonal(matrix, 3)
+    matrix[7, 9] = 5  # the worst pair
+    matrix[100, 1] = 2
+    classes = [f"class_{i}" for i in range(n)]
+    path = tmp_path / "cm.png"
+    figures.plot_confusion_matrix(matrix.tolist(), classes, "Many classes", path)
+    width, height = Image.open(path).size
+    assert width < 1500 and height < 1500  # a page, not a 2,000-row poster
+    assert figures.most_confused(matrix)[:2] == [(7, 9), (100, 1)]

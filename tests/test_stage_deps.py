@@ -14,8 +14,10 @@ union of what its items load (download@<folder> reads folders.py, download@digit
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -27,8 +29,6 @@ import yaml
 from conftest import ROOT, copy_clean_checkout
 from fake_datasets import write_image_folder
 from test_pipeline_e2e import COMMIT, dvc, run
-
-pytestmark = pytest.mark.e2e
 
 #: Where the project's own code lives; any other loaded file (torch, dvc, ...) is a library's.
 CODE_DIRS = ("src/", "stages/")
@@ -145,6 +145,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, se
     return path, loaded, {name: deps for name, (_, deps) in stages.items()}
 
 
+@pytest.mark.e2e
 def test_every_stage_declares_exactly_the_code_it_runs(traced) -> None:
     path, loaded, deps = traced
     problems = coverage_problems(deps, loaded, path)
@@ -153,6 +154,7 @@ def test_every_stage_declares_exactly_the_code_it_runs(traced) -> None:
     )
 
 
+@pytest.mark.e2e
 def test_a_planted_gap_is_named_with_its_stage_and_path(traced) -> None:
     path, loaded, deps = traced
     planted = {name: [d for d in ds if d != "src/cnnlab/runtime.py"] for name, ds in deps.items()}
@@ -170,6 +172,7 @@ def test_a_planted_gap_is_named_with_its_stage_and_path(traced) -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_touching_a_module_reruns_exactly_the_stages_that_load_it(traced) -> None:
     path, loaded, deps = traced
     modules = sorted(
@@ -194,3 +197,58 @@ def test_touching_a_module_reruns_exactly_the_stages_that_load_it(traced) -> Non
             wrong.append(f"{module}: reruns {sorted(changed)}, loaded by {sorted(expected)}")
     assert not wrong, "\n".join(wrong)
     assert json.loads(dvc("status", "--json", cwd=path).stdout or "{}") == {}
+
+
+def _declared_params(stage: dict) -> set[str]:
+    """A stage's ``params:`` keys as dvc.yaml spells them, ``${item...}`` as ``{}``."""
+    keys = set()
+    for entry in stage.get("params", []):
+        for key in entry if isinstance(entry, dict) else [entry]:
+            keys.add(re.sub(r"\$\{[^}]*\}", "{}", str(key)))
+    return keys
+
+
+def _slice_keys(script: Path) -> set[str]:
+    """The keys a stage script passes to cnnlab.slices.load_slice, f-string fields as ``{}``."""
+    keys = set()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "load_slice":
+            for arg in node.args:
+                if isinstance(arg, ast.Constant):
+                    keys.add(arg.value)
+                elif isinstance(arg, ast.JoinedStr):
+                    parts = [v.value if isinstance(v, ast.Constant) else "{}" for v in arg.values]
+                    keys.add("".join(parts))
+    return keys
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare", "evaluate", "compare"])
+def test_a_stage_reads_exactly_the_params_it_declares(stage: str) -> None:
+    """download, prepare, evaluate and compare read their slice of params.yaml, not the whole
+    schema: what they read is what dvc.yaml declares, so no other key reruns them."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    spec = spec.get("do", spec)
+    assert _slice_keys(ROOT / "stages" / f"{stage}.py") == _declared_params(spec)
+
+
+@pytest.mark.parametrize(
+    ("stage", "allowed"),
+    [
+        ("download", ("src/cnnlab/data", "src/cnnlab/__init__.py", "src/cnnlab/errors.py",
+                      "src/cnnlab/files.py", "src/cnnlab/slices.py")),
+        ("prepare", ("src/cnnlab/data", "src/cnnlab/__init__.py", "src/cnnlab/errors.py",
+                     "src/cnnlab/files.py", "src/cnnlab/slices.py")),
+    ],
+)  # fmt: skip
+def test_download_and_prepare_depend_on_data_code_only(stage: str, allowed: tuple) -> None:
+    """A new optimizer or model option must not rerun a 170 MB download or any prepare."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["do"]
+    code = [d for d in spec["deps"] if d.startswith("src/")]
+    assert code and all(d.startswith(allowed) for d in code), code
+
+
+def test_evaluate_does_not_depend_on_the_training_code() -> None:
+    """Editing a schedule or the loop does not re-evaluate every run."""
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]["deps"]
+    for module in ("training.py", "schedulers.py", "optimizers.py", "distributed.py", "params.py"):
+        assert f"src/cnnlab/{module}" not in deps

@@ -56,8 +56,8 @@ def test_an_unwritable_output_is_named(monkeypatch, capsys) -> None:
     assert "permission denied on checkpoints/lenet-digits.pt: make it" in err
 
 
-@pytest.mark.parametrize("script", ["render_dvc_plots.py", "compare_experiments.py"])
-def test_out_refuses_a_folder_it_did_not_write(tmp_path: Path, script: str) -> None:
+@pytest.mark.parametrize("command", ["cnnlab-plots", "cnnlab-compare"])
+def test_out_refuses_a_folder_it_did_not_write(tmp_path: Path, command: str) -> None:
     """`--out` replaces its folder as a whole: pointed at a folder of notes, it says so and
     leaves the notes as they were."""
     import subprocess
@@ -66,7 +66,7 @@ def test_out_refuses_a_folder_it_did_not_write(tmp_path: Path, script: str) -> N
     notes.mkdir()
     (notes / "ideas.md").write_text("keep me\n")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / script), "--out", "notes"],
+        [str(Path(sys.executable).parent / command), "--out", "notes"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0

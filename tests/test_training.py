@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from conftest import digits_prepared, make_params
 
 from cnnlab.data.prepare import split_dataset
-from cnnlab.evaluation import classification_metrics
-from cnnlab.recipe import amp_dtype, augmentation_for, build_run, fit, new_model
+from cnnlab.evaluation import classification_metrics, evaluate_batches
+from cnnlab.recipe import amp_dtype, augmentation_for, build_run, new_model
 from cnnlab.runtime import epoch_seed, make_deterministic
-from cnnlab.training import evaluate_batches
+from cnnlab.training import train
 
 CPU = torch.device("cpu")
 
@@ -25,7 +25,7 @@ def _train(data, **changes):
     make_deterministic(1)
     params = make_params(**{"epochs": 3, "batch_size": 32, **changes})
     run = build_run(params, "lenet", data, CPU)
-    return run, fit(run)
+    return run, train(run)
 
 
 def test_epoch_seeds_come_from_numpy_seed_sequence() -> None:
@@ -106,7 +106,7 @@ def _sgd_step(data, **changes):
     params = run_params(**changes)
     run = build_run(params, "lenet", data, CPU)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
-    state = fit(run)
+    state = train(run)
     delta = torch.cat([(run.model.state_dict()[k] - v).flatten() for k, v in before.items()])
     return run, state, delta
 
@@ -188,7 +188,7 @@ def _deferred(data, check_every: int, **changes):
     params = make_params(**{"epochs": 2, "batch_size": 16, **changes})
     run = build_run(params, "lenet", data, CPU)
     run.config = dataclasses.replace(run.config, check_every=check_every)
-    return run, fit(run)
+    return run, train(run)
 
 
 def _same_run(a, b) -> bool:
@@ -243,7 +243,7 @@ def test_the_host_reads_device_values_once_per_check_not_per_step(digits, monkey
             return _original(tensor, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counting)
-    state = fit(run)
+    state = train(run)
     monkeypatch.undo()
     # per epoch: 3 checks, the loss and accuracy sums, validation's loss and accuracy
     assert len(state.history) == 2 and 0 < len(calls) <= 2 * 8 < 2 * 30, calls
@@ -259,7 +259,7 @@ def test_a_non_finite_validation_loss_is_divergence_and_never_the_best(digits) -
     params = make_params(epochs=3, batch_size=32)
     run = build_run(params, "lenet", digits, CPU)
     run.model.classifier.add_module("nan", _NaNWhenEvaluating())
-    state = fit(run)
+    state = train(run)
     assert state.diverged_epoch == 1 and [r.epoch for r in state.history] == [1]
     assert state.best_model is None and state.best_epoch == 0
     assert math.isnan(state.history[0].val_loss)

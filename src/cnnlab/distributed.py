@@ -245,8 +245,17 @@ def rank_slice(order: torch.Tensor, start: int, length: int, world: World) -> to
     return order[begin : begin + share]
 
 
+def _alone() -> bool:
+    """No process group: a single process, whose sums and flags are already the job's."""
+    return not (dist.is_available() and dist.is_initialized())
+
+
 def all_reduce_sum(device: torch.device, *values: torch.Tensor) -> list[torch.Tensor]:
-    """Each counter summed over all ranks, back on the CPU (NCCL reduces on ``device`` only)."""
+    """Each counter summed over all ranks, back on the CPU (NCCL reduces on ``device`` only).
+
+    A single process gets its values back untouched."""
+    if _alone():
+        return list(values)
     out = []
     for value in values:
         value = value.to(device, copy=True)
@@ -261,6 +270,8 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
     DDP syncs them at the start of each forward, but the last training forward then updates
     each rank's copy with its own slice; validation and the checkpoint use rank 0's.
     """
+    if _alone():
+        return
     for buffer in model.buffers():
         dist.broadcast(buffer, src=0)
 
@@ -271,6 +282,8 @@ def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
     The training loop calls it every step with "this step's loss is finite", so that every
     rank skips the same updates; with NCCL it is one more queued kernel, not a wait.
     """
+    if _alone():
+        return flag
     value = flag.to(torch.int32)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return value.bool()

@@ -1,4 +1,5 @@
-"""Test-set metrics from a model's logits: accuracy, top-5, loss, per class, confusion."""
+"""A model on a whole split: logits, then the test-set metrics (accuracy, top-5, loss, per
+class, confusion). Training's validation and the evaluate stage share it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.data.batches import BatchMaker
 
 
 def classification_metrics(
@@ -35,3 +39,31 @@ def classification_metrics(
         "per_class_acc": per_class,
         "confusion": confusion.tolist(),
     }
+
+
+def sum_dtype(device: torch.device) -> torch.dtype:
+    """float64 for the running loss sums; MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+@torch.inference_mode()
+def evaluate_batches(
+    model: nn.Module, batches: BatchMaker, batch_size: int
+) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy, logits and labels (on the CPU) over a whole split.
+
+    The sums and logits stay on the batches' device until the end: one host read per split,
+    not one per batch. In float64, the sum is the same number a Python float would hold.
+    """
+    model.eval()
+    total_loss = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
+    logits_parts, label_parts = [], []
+    for start in range(0, len(batches), batch_size):
+        x, y = batches.batch(slice(start, start + batch_size))
+        logits = model(x).float()
+        total_loss += F.cross_entropy(logits, y, reduction="sum").to(total_loss.dtype)
+        logits_parts.append(logits)
+        label_parts.append(y)
+    logits = torch.cat(logits_parts).cpu()
+    labels = torch.cat(label_parts).cpu()
+    return total_loss.item() / max(1, len(labels)), logits, labels

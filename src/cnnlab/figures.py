@@ -25,8 +25,7 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib as mpl
@@ -43,10 +42,7 @@ from cnnlab.files import write_bytes
 
 __all__ = [
     "OKABE_ITO",
-    "Interval",
-    "animate_learning_curves",
     "plot_confusion_matrix",
-    "plot_intervals",
     "plot_learning_curves",
 ]
 
@@ -256,66 +252,6 @@ def plot_learning_curves(
         _save_png(fig, path)
 
 
-def animate_learning_curves(
-    histories: dict[str, pd.DataFrame],
-    title: str,
-    path: Path,
-    diverged: Mapping[str, int | None] | None = None,
-    *,
-    frame_ms: int = 700,
-    hold_ms: int = 3000,
-) -> None:
-    """Save the 2x2 learning curves as an animated GIF that grows one epoch per frame.
-
-    The same picture as :func:`plot_learning_curves` (without the best-accuracy labels, which
-    would give the end away), drawn once with every epoch so that the axes are fixed at their
-    final limits, then redrawn with the lines cut at each epoch: nothing jumps between frames.
-    The last frame is held for ``hold_ms``. Frames are rendered by Agg and quantised by
-    Pillow to one palette taken from the last frame (which holds every colour) without
-    dithering, and Pillow writes no timestamps: the same histories give the same GIF bytes.
-    (matplotlib's ``PillowWriter`` was not used because it can only write to a path, which
-    rules out the atomic write, and quantises each frame on its own.)
-    """
-    from PIL import Image
-
-    with mpl.style.context(["default", _STYLE]):
-        fig, traces = _curves_figure(histories, title, diverged, mark_best=False, dpi=_GIF_DPI)
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()  # lays the figure out and autoscales the axes to the full histories
-        fig.set_layout_engine("none")  # freeze the layout: the epoch counter must not move it
-        for ax in fig.axes:
-            ax.set_xlim(ax.get_xlim())
-            ax.set_ylim(ax.get_ylim())
-        finite = [x[np.isfinite(x)] for _, x, _ in traces]
-        epochs = np.unique(np.concatenate(finite)) if finite else np.array([])
-        if epochs.size == 0:
-            raise ValueError("animate_learning_curves needs at least one logged epoch")
-        counter = fig.text(0.99, 0.99, "", ha="right", va="top", fontsize=10)
-        frames = []
-        for epoch in epochs:
-            for line, x, y in traces:
-                keep = x <= epoch
-                line.set_data(x[keep], y[keep])
-            counter.set_text(f"epoch {epoch:g} of {epochs[-1]:g}")
-            canvas.draw()
-            rgba = np.asarray(canvas.buffer_rgba())
-            frames.append(Image.fromarray(rgba[..., :3].copy(), mode="RGB"))
-    palette = frames[-1].quantize(
-        colors=255, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-    )
-    indexed = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
-    buffer = io.BytesIO()
-    indexed[0].save(
-        buffer,
-        format="GIF",
-        save_all=True,
-        append_images=indexed[1:],
-        duration=[frame_ms] * (len(indexed) - 1) + [hold_ms],
-        loop=0,
-    )
-    write_bytes(path, buffer.getvalue())
-
-
 def _curves_figure(
     histories: dict[str, pd.DataFrame],
     title: str,
@@ -443,78 +379,6 @@ def _legend_layout(labels: list[str]) -> tuple[int, float]:
 
 
 # --------------------------------------------------------------------------------------------
-# accuracy with intervals
-
-
-@dataclass(frozen=True)
-class Interval:
-    """One row of :func:`plot_intervals`: a mean (percent; NaN when there is no result), its
-    interval (NaN when there is none, e.g. one seed), the values behind it and a note."""
-
-    label: str
-    mean: float
-    low: float = math.nan
-    high: float = math.nan
-    values: tuple[float, ...] = ()
-    note: str = ""
-
-
-def plot_intervals(
-    rows: Sequence[Interval], title: str, path: Path, xlabel: str = "test accuracy (%)"
-) -> None:
-    """Save a dot-and-whisker chart: one row per label, top to bottom in the given order, the
-    mean as a marker, its interval as an error bar, each seed as a small hollow dot, and the
-    numbers (or the note, e.g. "no result: 2 diverged of 2") on the right.
-
-    Points and bars, not filled bars from zero: accuracies of 97-99% would all look alike.
-    """
-    if not rows:
-        raise ValueError("an interval chart needs at least one row")
-    finite = [
-        v
-        for r in rows
-        for v in (r.mean, r.low, r.high, *r.values)
-        if isinstance(v, (int, float)) and math.isfinite(v)
-    ]
-    left, right = (min(finite), max(finite)) if finite else (0.0, 100.0)
-    span = max(right - left, 0.5)
-    with mpl.style.context(["default", _STYLE, {"axes.grid.axis": "x"}]):
-        height = 1.5 + 0.42 * len(rows)
-        fig = Figure(figsize=(_CURVES_SIZE[0], height), dpi=_DPI, layout="constrained")
-        ax = fig.subplots()
-        texts = []
-        for index, row in enumerate(rows):
-            y = -index
-            colour = OKABE_ITO[index % len(OKABE_ITO)]
-            if row.values:
-                ax.plot(row.values, [y] * len(row.values), "o", mfc="none", color=colour,
-                        alpha=0.7, ms=5, zorder=2)  # fmt: skip
-            if math.isfinite(row.mean):
-                low, high = row.low, row.high
-                has_bar = math.isfinite(low) and math.isfinite(high)
-                err = [[row.mean - low], [high - row.mean]] if has_bar else None
-                ax.errorbar([row.mean], [y], xerr=err, fmt="D", color=colour, ms=6,
-                            capsize=4, lw=1.6, zorder=3)  # fmt: skip
-                text = f"{row.mean:.2f}" + (f" ± {(high - low) / 2:.2f}" if has_bar else "")
-                texts.append(f"{text} {row.note}".strip())
-            else:
-                texts.append(row.note or "no result")
-        ticks = [-i for i in range(len(rows))]
-        ax.set_yticks(ticks, labels=[_literal(r.label) for r in rows])
-        # The numbers as right-hand tick labels: the layout makes room for them.
-        right_axis = ax.secondary_yaxis("right")
-        right_axis.set_yticks(ticks, labels=[_literal(t) for t in texts])
-        right_axis.tick_params(length=0)
-        for index, label in enumerate(right_axis.get_yticklabels()):
-            label.set_color(OKABE_ITO[index % len(OKABE_ITO)])
-        ax.set_ylim(-len(rows) + 0.4, 0.6)
-        ax.set_xlim(left - 0.1 * span, right + 0.1 * span)
-        ax.set_xlabel(xlabel)
-        fig.suptitle(_literal(title), fontsize=12)
-        _save_png(fig, path)
-
-
-# --------------------------------------------------------------------------------------------
 # confusion matrix
 
 
@@ -525,9 +389,11 @@ def plot_confusion_matrix(
 
     Colour shows the share of each true class (row-normalised) so that a rare class's mistakes
     are as visible as a common one's; the cell text keeps the raw counts, which is what one
-    checks against the test set. Counts are omitted beyond 30 classes, where they would not
-    fit. A single-hue sequential colour map stays readable for colour-blind readers and in
-    greyscale.
+    checks against the test set (sklearn's ConfusionMatrixDisplay colours and labels by one
+    and the same value). Counts are omitted beyond 30 classes, where they would not fit, and
+    beyond :data:`MATRIX_MAX_CLASSES` the figure shows the most-confused pairs instead, since
+    the matrix's labels would be an unreadable smear. A single-hue sequential colour map stays
+    readable for colour-blind readers and in greyscale.
     """
     counts = np.asarray(matrix, dtype=float)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
@@ -541,6 +407,9 @@ def plot_confusion_matrix(
         raise ValueError("confusion matrix counts must be finite and non-negative")
 
     n = counts.shape[0]
+    if n > MATRIX_MAX_CLASSES:
+        _plot_confused_pairs(counts, classes, title, path)
+        return
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts * 100.0, totals, out=np.zeros_like(counts), where=totals > 0)
     total = counts.sum()
@@ -587,4 +456,44 @@ def plot_confusion_matrix(
             else (f"accuracy {accuracy:.2f}% on {int(total):,} images")
         )
         ax.set_title(subtitle, fontsize=9)
+        _save_png(fig, path)
+
+
+#: Above this many classes a matrix's tick labels overlap: the most-confused pairs instead.
+MATRIX_MAX_CLASSES = 60
+CONFUSED_PAIRS_SHOWN = 25
+
+
+def most_confused(counts: np.ndarray, shown: int = CONFUSED_PAIRS_SHOWN) -> list[tuple[int, int]]:
+    """(true, predicted) class indices of the off-diagonal cells with the most test images."""
+    mistakes = np.array(counts, dtype=float)
+    np.fill_diagonal(mistakes, 0)
+    flat = np.argsort(-mistakes, axis=None, kind="stable")[:shown]
+    return [divmod(int(i), mistakes.shape[0]) for i in flat if mistakes.flat[i] > 0]
+
+
+def _plot_confused_pairs(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    """The off-diagonal cells with the most test images, as labelled horizontal bars."""
+    pairs = most_confused(counts)
+    mistakes = counts
+    total = counts.sum()
+    accuracy = float(np.trace(counts) / total * 100.0) if total > 0 else math.nan
+    with mpl.style.context(["default", _STYLE]):
+        fig = Figure(figsize=(_CONFUSION_SIZE[0], 1.5 + 0.25 * max(1, len(pairs))), dpi=_DPI)
+        fig.set_layout_engine("constrained")
+        ax = fig.subplots()
+        labels = [_literal(f"{classes[a]} → {classes[p]}") for a, p in pairs]
+        ax.barh(range(len(pairs)), [mistakes[a, p] for a, p in pairs], color="#3b75af")
+        ax.set_yticks(range(len(pairs)), labels=labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("test images (true class → predicted class)")
+        fig.suptitle(_literal(title), fontsize=12)
+        ax.set_title(
+            f"the {len(pairs)} most-confused of {len(classes):,} classes; "
+            + (f"accuracy {accuracy:.2f}% on " if not math.isnan(accuracy) else "")
+            + f"{int(total):,} images",
+            fontsize=9,
+        )
+        if not pairs:
+            ax.text(0.5, 0.5, "no mistakes", transform=ax.transAxes, ha="center")
         _save_png(fig, path)

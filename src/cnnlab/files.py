@@ -15,9 +15,11 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from cnnlab.errors import UserError
 
 try:
     import fcntl
@@ -188,3 +190,41 @@ def load_torch(path: str | Path) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------
+# folders a command replaces as a whole (--out), and one-line lists for its output
+
+#: Left in every folder a command writes with --out, so that it replaces only its own folders.
+OUTPUT_MARK = ".written-by-cnnlab"
+
+
+class OutputFolderError(UserError):
+    """``--out`` names a folder the command must not replace."""
+
+
+def check_output_folder(path: Path) -> None:
+    """``--out`` replaces its folder as a whole: refuse a non-empty one this tool did not write
+    (a folder of notes given by mistake would be gone)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise OutputFolderError(
+            f"--out {path}: exists and is not a folder; give a new or empty folder"
+        )
+    if any(path.iterdir()) and not (path / OUTPUT_MARK).is_file():
+        raise OutputFolderError(
+            f"--out {path}: holds files this command did not write, and it replaces "
+            "the folder as a whole; give a new or empty folder (or remove this one yourself)"
+        )
+
+
+def mark_output_folder(path: Path) -> None:
+    (path / OUTPUT_MARK).write_text("written by a cnnlab command; --out may replace it\n")
+
+
+def shortened(names: Sequence[str], sep: str = ", ", shown: int = 8) -> str:
+    """A list for one line of output: the first ``shown`` names and how many more (a folder
+    of 2,000 classes would otherwise print a line of thousands of characters)."""
+    text = sep.join(names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -4,9 +4,11 @@ The schema says what each key allows; the defaults are params.yaml's values, wri
 only (a key's absence is an error, not a silent default). The options of a user's image
 folder are the one exception, since params.yaml cannot list them in advance.
 
-Every stage calls :func:`load_params` before doing any work, so a ``-S`` typo or a bad value
-stops the pipeline with one message that names the key, the value and what is allowed,
-instead of a traceback from deep inside torch an hour later.
+The validate stage calls :func:`load_params` before any other stage runs, so a ``-S`` typo or
+a bad value stops the pipeline with one message that names the key, the value and what is
+allowed, instead of a traceback from deep inside torch an hour later. Train, which runs the
+registries anyway, loads the whole schema too; the other stages read only their slice
+(:mod:`cnnlab.slices`), so that they do not depend on the registries' code.
 """
 
 from __future__ import annotations
@@ -23,16 +25,14 @@ from pydantic import (
 )
 
 from cnnlab.data.catalog import DATASETS, NAME_PATTERN, is_folder, options_class, stored_channels
-from cnnlab.errors import UserError
 from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS
+from cnnlab.slices import ParamsError, read_params, read_yaml
+
+__all__ = ["Params", "ParamsError", "load_params", "read_yaml", "validate_params"]
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 OptimizerName = Literal[tuple(OPTIMIZERS)]  # type: ignore[valid-type]
-
-
-class ParamsError(UserError, ValueError):
-    """params.yaml is unreadable or holds a value the pipeline cannot use."""
 
 
 class _Section(BaseModel):
@@ -429,24 +429,7 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
     return params
 
 
-def read_yaml(text: str) -> Any:
-    """YAML as DVC reads params.yaml (ruamel's YAML 1.2), so the values a stage uses are the
-    ones dvc.lock and `dvc params diff` record: PyYAML's YAML 1.1 reads ``010`` as 8 and
-    ``1:30`` as 90, where DVC reads 10 and the string '1:30'."""
-    from ruamel.yaml import YAML
-
-    return YAML(typ="safe").load(text)
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
-    from ruamel.yaml import YAMLError
-
-    path = Path(path)
-    try:
-        raw = read_yaml(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found; run from the project's top directory") from None
-    except YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    return validate_params(raw, str(path))
+    """Read and validate params.yaml (the validate and train stages; the others read a slice,
+    :mod:`cnnlab.slices`)."""
+    return validate_params(read_params(path), str(path))

@@ -7,8 +7,7 @@ a run means the same thing everywhere.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,8 +19,8 @@ from cnnlab.distributed import SINGLE, World, steps_per_epoch
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
 from cnnlab.params import Params, ParamsError
-from cnnlab.schedulers import LRSchedule, build_scheduler
-from cnnlab.training import EpochRecord, TrainConfig, TrainState, train
+from cnnlab.schedulers import build_scheduler
+from cnnlab.training import Run, TrainConfig
 
 
 def augmentation_for(params: Params, dataset: str) -> Augmentation:
@@ -67,24 +66,51 @@ def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
     )
 
 
+def checkpoint_header(params: Params, model_name: str, data: PreparedData) -> dict[str, Any]:
+    """What rebuilds the model and its input batches without params.yaml (evaluate reads it
+    from the checkpoint, nanoGPT's way), and the recipe the reports state.
+
+    ``input`` are :class:`BatchMaker`'s arguments: ``data.mean``/``data.std`` replace the
+    training split's statistics when set (the reference recipes' published constants).
+    """
+    options = params.model_options(model_name)
+    settings = params.optimizer_settings()
+    return {
+        "model": model_name,
+        "dataset": data.meta["dataset"],
+        "num_classes": data.num_classes,
+        "options": options.model_dump(),
+        "input": {
+            "in_channels": input_channels(params, data),
+            "size": input_size(model_name, options),
+            "mean": params.data.mean or data.meta["mean"],
+            "std": params.data.std or data.meta["std"],
+            "pad_to_size": params.data.pad_to_size,
+        },
+        "recipe": {
+            "optimizer": params.optimizer,
+            "lr": settings.get("lr"),  # None: PyTorch's default
+            "weight_decay": settings.get("weight_decay"),
+            "settings": settings,
+            "scheduler": params.scheduler.model_dump(),
+            "epochs": params.epochs,
+            "batch_size": params.batch_size,
+            "seed": params.seed,
+        },
+    }
+
+
 def batch_maker(
     params: Params, model_name: str, data: PreparedData, split: str, device: torch.device
 ) -> BatchMaker:
-    """Batches of ``split`` as the model takes them: size, channels, normalisation.
-
-    ``data.mean``/``data.std`` replace the training split's statistics when set (the
-    reference recipes' published constants, or 0.5/0.5).
-    """
+    """Batches of ``split`` as the model takes them: size, channels, normalisation."""
+    header = checkpoint_header(params, model_name, data)
     return BatchMaker(
         data.images[split],
         data.labels[split],
-        mean=params.data.mean or data.meta["mean"],
-        std=params.data.std or data.meta["std"],
-        size=input_size(model_name, params.model_options(model_name)),
-        in_channels=input_channels(params, data),
+        **header["input"],
         device=device,
         channels_last=params.channels_last,
-        pad_to_size=params.data.pad_to_size,
     )
 
 
@@ -110,16 +136,6 @@ def global_batch_size(params: Params, world: World) -> int:
             "distributed.batch_size_per: rank"
         )
     return params.batch_size
-
-
-@dataclass
-class Run:
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: LRSchedule
-    train_batches: BatchMaker
-    val_batches: BatchMaker
-    config: TrainConfig
 
 
 def build_run(
@@ -177,22 +193,4 @@ def build_run(
         train_batches,
         batch_maker(params, model_name, data, "val", device),
         config,
-    )
-
-
-def fit(
-    run: Run,
-    *,
-    state: TrainState | None = None,
-    on_epoch: Callable[[EpochRecord, TrainState], None] | None = None,
-) -> TrainState:
-    return train(
-        run.model,
-        run.optimizer,
-        run.scheduler,
-        run.train_batches,
-        run.val_batches,
-        run.config,
-        state=state,
-        on_epoch=on_epoch,
     )

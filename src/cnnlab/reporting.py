@@ -9,11 +9,8 @@ comes from it:
   the stage's figures (their titles and legends) render from it; :func:`comparison` is its
   baseline-vs-challenger view per dataset, shared by the JSON and the Markdown so that the
   two cannot disagree.
-* :func:`experiment_table` (``stages/compare_experiments.py``): one row per experiment and
-  run, accuracies in percent (``*_pct`` columns, for the CSV) rounded to 4 decimals to keep
-  float noise like ``98.71000000000001`` out. The statistics of :mod:`cnnlab.stats` are
-  computed from it, and :func:`experiment_markdown`, :func:`group_markdown`,
-  :func:`difference_markdown` and :func:`tuned_markdown` format them.
+* The cross-experiment tables (``cnnlab-compare``) live in :mod:`cnnlab_compare.reporting`,
+  which formats them with the helpers here, so both kinds of report read alike.
 
 Everything here is a pure function of its inputs, so the same runs always give the same
 table, JSON and text (no clock, no paths, no DVC). summary.json is for ``dvc metrics``/
@@ -37,16 +34,12 @@ import pandas as pd
 
 from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
+from cnnlab.record import DID_NOT_LEARN_ADVICE, status_of
 
 __all__ = [
     "DID_NOT_LEARN",
-    "NOT_MEASURED",
     "comparison",
     "dataset_title",
-    "difference_markdown",
-    "experiment_markdown",
-    "experiment_table",
-    "group_markdown",
     "model_title",
     "param_text",
     "recipe",
@@ -54,7 +47,6 @@ __all__ = [
     "run_table",
     "schedule_text",
     "summary_json",
-    "tuned_markdown",
 ]
 
 
@@ -98,15 +90,7 @@ _JSON_KEYS = (
     "num_classes",
 )
 
-#: The status of a run whose test accuracy is within :data:`CHANCE_MARGIN_POINTS` of chance
-#: (one over the number of classes): it trained without error and learned nothing.
 DID_NOT_LEARN = "did not learn"
-CHANCE_MARGIN_POINTS = 5.0
-#: What to try then, in the report and summary.json.
-DID_NOT_LEARN_ADVICE = (
-    "try a larger lr (`-S lr=...`, e.g. ten times the row's), another optimizer "
-    "(`-S optimizer=adam`), or more epochs (`-S epochs=...`)"
-)
 #: Top-5 accuracy is 100% by definition with 5 classes or fewer: shown only above that.
 TOP5_MIN_CLASSES = 6
 
@@ -149,7 +133,8 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 def _json_value(value: Any) -> Any:
     """Make one value JSON-safe: numpy scalars become Python ones and NaN/inf become null,
     because ``json.dumps`` would otherwise write ``NaN``, which is not JSON and which
-    ``dvc metrics`` cannot read back."""
+    ``dvc metrics`` cannot read back. Not ``DataFrame.to_json``: it rounds floats to 10
+    digits (``double_precision`` at most 15), where summary.json keeps evaluate's values."""
     if value is None or isinstance(value, (str, bool)):
         return value
     if value is pd.NA or value is pd.NaT:
@@ -199,21 +184,19 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
     diverged = bool(run.get("diverged"))
     epoch = _int(run.get("diverged_epoch"))
-    status = "ok" if not diverged else "diverged" if epoch is None else f"diverged at epoch {epoch}"
-    classes = _int(run.get("num_classes"))  # known in the compare stage only
+    classes = _int(len(run["classes"]) if "classes" in run else run.get("num_classes"))
     quality = {key: math.nan if diverged else _float(run.get(key)) for key in _QUALITY}
     if classes is not None and classes < TOP5_MIN_CLASSES:
         quality["test_top5"] = math.nan
-    if (
-        classes is not None
-        and not diverged
-        and quality["test_acc"] * 100 < 100 / classes + CHANCE_MARGIN_POINTS
-    ):
-        status = DID_NOT_LEARN
+    status = run.get("status")  # the record's (cnnlab.record.status_of)
+    if status is None and classes is not None:
+        status = status_of(_float(run.get("test_acc")), classes, diverged)
+    if status == "diverged" or (status is None and diverged):
+        status = "diverged" if epoch is None else f"diverged at epoch {epoch}"
     return {
         "model": str(run["model"]),
         "dataset": str(run["dataset"]),
-        "status": status,
+        "status": status or "ok",
         "diverged": diverged,
         "diverged_epoch": epoch,
         **quality,
@@ -445,31 +428,21 @@ def _summary_markdown(table: pd.DataFrame) -> str:
     return _markdown(shown, "llrrrrrrl")
 
 
-def recipe(
-    settings: Mapping[str, Any],
-    optimizer: str,
-    schedule: str,
-    epochs: int,
-    batch_size: int,
-    counts: Mapping[str, int],
-    max_train: int | None,
-    max_test: int | None,
-) -> dict[str, Any]:
-    """What a run was trained with, for the report and summary.json: ``settings`` are the
-    optimizer's resolved keyword arguments (``Params.optimizer_settings``), ``counts`` the
-    prepared split sizes, ``max_train``/``max_test`` the subsampling params."""
+def recipe(r: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run was trained with, for the report and summary.json, from its record's
+    ``recipe`` (train's checkpoint header plus prepare's split sizes and subsampling)."""
     return {
-        "optimizer": optimizer,
-        "lr": settings.get("lr"),  # None: PyTorch's default
-        "weight_decay": settings.get("weight_decay"),
-        "schedule": schedule,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "train_images": counts.get("train"),
-        "val_images": counts.get("val"),
-        "test_images": counts.get("test"),
-        "max_train": max_train,
-        "max_test": max_test,
+        "optimizer": r.get("optimizer"),
+        "lr": r.get("lr"),  # None: PyTorch's default
+        "weight_decay": r.get("weight_decay"),
+        "schedule": schedule_text(r.get("scheduler") or {}),
+        "epochs": r.get("epochs"),
+        "batch_size": r.get("batch_size"),
+        "train_images": r.get("train_images"),
+        "val_images": r.get("val_images"),
+        "test_images": r.get("test_images"),
+        "max_train": r.get("max_train"),
+        "max_test": r.get("max_test"),
     }
 
 
@@ -621,102 +594,6 @@ def report_markdown(
     return "\n".join(parts) + "\n"
 
 
-# --------------------------------------------------------------------------------------------
-# across experiments
-
-_EXPERIMENT_RUN_COLUMNS = [
-    "dataset",
-    "model",
-    "test_acc_pct",
-    "test_top5_pct",
-    "best_val_acc_pct",
-    "best_epoch",
-    "final_val_acc_pct",
-    "epochs_completed",
-    "train_seconds",
-    "status",
-    "run_id",
-]
-
-#: What the table shows for a run whose training time was not measured for that run (DVC
-#: restored it from its cache and the experiment kept another run's timings.json entry).
-NOT_MEASURED = "not measured here"
-
-
-def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -> pd.DataFrame:
-    """One row per experiment and run: what the experiment changed, then how the run did.
-
-    ``rows`` hold ``experiment`` (its name), ``rev``, ``label``, ``params`` (the experiment's
-    flattened params), optionally ``run_key`` (what trained the run, cnnlab.runs; the
-    ``run_id`` column, which cnnlab.stats counts once however many experiments reached it)
-    and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
-    "failed": True}`` for a run of an experiment that failed: status "failed", no numbers,
-    so that it is seen and counted rather than missing). ``varied`` names the params
-    that differ between the experiments; each gets a column, so the CSV can be filtered and
-    pivoted on them. Rows come by dataset, then model, then experiment in the given order
-    (the order the experiments were run), which keeps each comparison together.
-    """
-    records = []
-    order: dict[str, int] = {}
-    for row in rows:
-        order.setdefault(str(row["experiment"]), len(order))
-        run = row["run"]
-        metrics = _run_record(run)  # a failed run's has no numbers
-        record: dict[str, Any] = {
-            "experiment": str(row["experiment"]),
-            "rev": str(row["rev"])[:7],
-            "label": str(row["label"]),
-        }
-        record.update({key: param_text(row["params"].get(key)) for key in varied})
-        record.update(
-            {
-                "dataset": str(run["dataset"]),
-                "model": str(run["model"]),
-                "test_acc_pct": _pct(metrics["test_acc"]),
-                "test_top5_pct": _pct(metrics["test_top5"]),
-                "best_val_acc_pct": _pct(metrics["best_val_acc"]),
-                "best_epoch": metrics["best_epoch"],
-                "final_val_acc_pct": _pct(metrics["final_val_acc"]),
-                "epochs_completed": metrics["epochs_completed"],
-                "train_seconds": _float(run.get("train_seconds")),
-                "status": "failed" if run.get("failed") else metrics["status"],
-                # what trained it (cnnlab.runs): equal ids are one run, reached twice
-                "run_id": str(row.get("run_key") or "")[:12] or None,
-            }
-        )
-        records.append(record)
-    columns = ["experiment", "rev", "label", *varied, *_EXPERIMENT_RUN_COLUMNS]
-    table = pd.DataFrame(records, columns=columns)
-    if not table.empty:
-        datasets = list(dict.fromkeys(table["dataset"]))
-        models = list(dict.fromkeys(table["model"]))
-        table = table.sort_values(
-            ["dataset", "model", "experiment"],
-            key=lambda col: col.map(
-                {"dataset": datasets.index, "model": models.index, "experiment": order.get}[
-                    str(col.name)
-                ]
-            ),
-            kind="stable",
-        ).reset_index(drop=True)
-    return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
-
-
-def _same_run_lines(table: pd.DataFrame) -> list[str]:
-    """A Markdown bullet per run that several experiments reached."""
-    if "run_id" not in table:
-        return []
-    lines = []
-    known = table[table["run_id"].notna()]
-    for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
-        if len(rows) > 1:
-            names = ", ".join(f"`{name}`" for name in rows["experiment"])
-            lines.append(
-                f"- {model_title(model)} on {dataset_title(dataset)}: {names} (run {run_id})"
-            )
-    return lines
-
-
 def param_text(value: Any) -> str:
     """A param value as one would type it after ``-S key=``: null, true, [a, b]."""
     if value is None:
@@ -726,272 +603,3 @@ def param_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(param_text(v) for v in value) + "]"
     return str(value)
-
-
-def experiment_markdown(
-    table: pd.DataFrame,
-    varied: Sequence[str],
-    figures: Sequence[str],
-    sections: Sequence[str] = (),
-) -> str:
-    """The Markdown page of a cross-experiment comparison.
-
-    First the reference's shape (one row per experiment, one column per dataset and model,
-    the test accuracy), then every number per run, then the figures (``figures`` are file
-    names relative to the page). Accuracies are those of the best checkpoint by validation
-    accuracy, as everywhere in this project, not the last epoch's: the last epoch's is the
-    "final val acc" column. ``sections`` (Markdown, e.g. :func:`group_markdown`) come right
-    after the introduction: a summary over seeds is what one reads first.
-    """
-    parts = ["# Experiments compared", ""]
-    what = ", ".join(f"`{k}`" for k in varied) if varied else "nothing (labels are names)"
-    parts.append(
-        f"What varies between the experiments: {what}. Accuracies in percent on the test "
-        'split, with the checkpoint of the best validation accuracy; "final val" is the '
-        "last epoch's validation accuracy."
-    )
-    for section in sections:
-        parts += ["", section.rstrip("\n")]
-    if table.empty:
-        return "\n".join([*parts, "", "_No runs._"]) + "\n"
-
-    runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
-    accuracy = table["test_acc_pct"].map(_fmt_acc).where(table["status"] == "ok", table["status"])
-    pivot = (
-        table.assign(accuracy=accuracy)
-        .pivot_table("accuracy", index="label", columns=["dataset", "model"], aggfunc="last")
-        .reindex(index=list(dict.fromkeys(table["label"])), columns=runs)
-        .fillna(_DASH)
-    )
-    pivot.columns = [f"{dataset_title(d)} {model_title(m)}" for d, m in runs]
-    shown = pivot.rename_axis("Experiment").reset_index()
-    parts += ["", "## Test accuracy (%)", "", _markdown(shown, "l" + "r" * len(runs))]
-
-    every = pd.DataFrame(
-        {
-            "Experiment": table["label"],
-            "Dataset": table["dataset"].map(dataset_title),
-            "Model": table["model"].map(model_title),
-            "Test acc (%)": table["test_acc_pct"].map(_fmt_acc),
-            "Top-5 (%)": table["test_top5_pct"].map(_fmt_acc),
-            "Best val acc (%)": table["best_val_acc_pct"].map(_fmt_acc),
-            "Best epoch": table["best_epoch"].map(_fmt_int),
-            "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_acc),
-            "Epochs": table["epochs_completed"].map(_fmt_int),
-            "Train time (s)": table["train_seconds"].map(
-                lambda v: NOT_MEASURED if _float(v) != _float(v) else _fmt_float(v, 1)
-            ),
-            "Status": table["status"],
-        }
-    )
-    parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
-    same = _same_run_lines(table)
-    if same:
-        parts += [
-            "",
-            "## Experiments that reached the same run",
-            "",
-            "These experiments trained nothing new (DVC restored the run from its cache, or "
-            "what they changed is read by no training stage): one measurement each, counted "
-            "once in every mean and interval.",
-            "",
-            *same,
-        ]
-    if figures:
-        parts += ["", "## Figures"]
-        for name in figures:
-            parts += ["", f"![{name}]({_link_target(name)})"]
-    return "\n".join(parts) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# across experiments: seeds, differences, the tuned choice (tables of cnnlab.stats)
-
-#: Past this many pairs per run, the differences section keeps the pairs that differ in one
-#: param (the rest are in the CSV).
-_MAX_PAIRS = 15
-
-
-def _interval_text(n: Any, low: Any, high: Any, half: Any) -> str:
-    count = _int(n) or 0
-    if count == 0:
-        return _DASH
-    if count == 1:
-        return "n=1: no interval"
-    if math.isnan(_float(low)):
-        return _DASH
-    return f"{_float(low):.2f} – {_float(high):.2f} (±{_float(half):.2f})"
-
-
-def _mean_text(n: Any, mean: Any, half: Any) -> str:
-    count = _int(n) or 0
-    if count == 0:
-        return _DASH
-    if count == 1:
-        return f"{_float(mean):.2f} (n=1: no interval)"
-    return f"{_float(mean):.2f} ± {_float(half):.2f} (n={count})"
-
-
-def group_markdown(groups: pd.DataFrame) -> str:
-    """The section on repeats: per configuration and run, the test accuracy's mean, standard
-    deviation and 95% interval over the seeds (``cnnlab.stats.group_table``)."""
-    parts = [
-        "## Test accuracy over seeds (%)",
-        "",
-        "Experiments that differ only in `seed` are one configuration. Mean and standard "
-        "deviation over its seeds; 95% confidence interval of the mean, Student's t "
-        "(n=1 gives none). Diverged and failed seeds are counted under Status and left out "
-        "of every number.",
-        "",
-    ]
-    header = [
-        "Configuration",
-        "Dataset",
-        "Model",
-        "n",
-        "Mean",
-        "SD",
-        "95% CI",
-        "Best val mean",
-        "Seeds",
-        "Status",
-    ]
-    rows = [
-        [
-            str(row["group"]),
-            dataset_title(str(row["dataset"])),
-            model_title(str(row["model"])),
-            str(_int(row["n"]) or 0),
-            _fmt_float(row["test_acc_mean_pct"], 2),
-            _fmt_float(row["test_acc_sd_pct"], 2),
-            _interval_text(
-                row["n"],
-                row["test_acc_ci_low_pct"],
-                row["test_acc_ci_high_pct"],
-                row["test_acc_ci95_pct"],
-            ),
-            _fmt_float(row["best_val_acc_mean_pct"], 2),
-            str(row["seeds"]) or _DASH,
-            str(row["status"]),
-        ]
-        for row in groups.to_dict("records")
-    ]
-    shown = pd.DataFrame(rows, columns=header)
-    parts.append(_markdown(shown, "lllrrrrrll") if rows else "_No runs._")
-    return "\n".join(parts) + "\n"
-
-
-def _shown_pairs(diffs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
-    """All pairs, or, where a run has too many to read, those that differ in one param."""
-    kept, trimmed = [], False
-    for _, run in diffs.groupby(["dataset", "model"], sort=False):
-        if len(run) > _MAX_PAIRS and run["differs_in"].str.len().gt(0).all():
-            run = run[~run["differs_in"].str.contains(",", regex=False)]
-            trimmed = True
-        kept.append(run)
-    return (pd.concat(kept) if kept else diffs), trimmed
-
-
-def difference_markdown(
-    diffs: pd.DataFrame, title: str = "Differences between configurations", csv_name: str = ""
-) -> str:
-    """The section on pairs of the same run: A − B in points of test accuracy with Welch's
-    95% interval, and the verdict in words (``cnnlab.stats.difference_table``)."""
-    parts = [
-        f"## {title}",
-        "",
-        "Mean test accuracy of A minus that of B, in percentage points, with Welch's 95% "
-        "interval for a difference of means. An interval that includes zero means the seeds "
-        "run cannot tell the two apart.",
-        "",
-    ]
-    shown, trimmed = _shown_pairs(diffs)
-    if trimmed:
-        where = f" (every pair: {csv_name})" if csv_name else ""
-        parts += [
-            f"Runs with more than {_MAX_PAIRS} pairs show those differing in one param{where}.",
-            "",
-        ]
-    header = ["Dataset", "Model", "A", "B", "A − B", "95% CI", "Verdict"]
-    rows = []
-    for row in shown.to_dict("records"):
-        diff = _float(row["diff_points"])
-        low, high = _float(row["ci_low_points"]), _float(row["ci_high_points"])
-        rows.append(
-            [
-                dataset_title(str(row["dataset"])),
-                model_title(str(row["model"])),
-                str(row["a"]),
-                str(row["b"]),
-                _DASH if math.isnan(diff) else f"{diff:+.2f}",
-                _DASH if math.isnan(low) else f"{low:+.2f} to {high:+.2f}",
-                str(row["verdict"]),
-            ]
-        )
-    shown = pd.DataFrame(rows, columns=header)
-    parts.append(_markdown(shown, "llllrrl") if rows else "_No pairs._")
-    return "\n".join(parts) + "\n"
-
-
-def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
-    """The tuned comparison: per family, the ``key`` value chosen on mean validation
-    accuracy and the test accuracy there, next to the default value's
-    (``cnnlab.stats.tuned_table``)."""
-    parts = [
-        f"## Tuned `{key}`",
-        "",
-        f"Within each family (every param equal but `{key}` and `seed`), the `{key}` with the "
-        "best mean validation accuracy (best_val_acc) over its seeds is chosen; values with a "
-        "diverged seed are not candidates. The test accuracy is that of the chosen value "
-        "only and played no part in the choice. The validation mean it was chosen on is "
-        "biased upwards by the choice; the test mean is not.",
-        "",
-    ]
-    header = [
-        "Family",
-        "Dataset",
-        "Model",
-        f"Chosen {key}",
-        "Val mean (chosen on)",
-        "Test mean ± 95% CI",
-        f"Default {key}: test",
-        "Tuned − default",
-        "Candidates",
-    ]
-    rows = []
-    for row in tuned.to_dict("records"):
-        chosen = f"{row[key]} (default)" if row["is_default"] is True else str(row[key])
-        default = row[f"default_{key}"]
-        if not pd.isna(row["default_n"]):
-            default = "null (default)" if default == "null" else f"{default} (default)"
-        gain = _float(row["gain_points"])
-        gain_text = row["gain_verdict"] if isinstance(row["gain_verdict"], str) else _DASH
-        if not math.isnan(gain):
-            low, high = _float(row["gain_ci_low_points"]), _float(row["gain_ci_high_points"])
-            interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
-            gain_text = f"{gain:+.2f}{interval}: {gain_text}"
-        rows.append(
-            [
-                str(row["family"]),
-                dataset_title(str(row["dataset"])),
-                model_title(str(row["model"])),
-                chosen if row["tuned"] == "yes" else str(row["tuned"]),
-                _fmt_float(row["best_val_acc_mean_pct"], 2),
-                _mean_text(row["n"], row["test_acc_mean_pct"], row["test_acc_ci95_pct"]),
-                (
-                    f"{default}: "
-                    + _mean_text(
-                        row["default_n"],
-                        row["default_test_acc_mean_pct"],
-                        row["default_test_acc_ci95_pct"],
-                    )
-                    if not pd.isna(row["default_n"])
-                    else "not run"
-                ),
-                gain_text,
-                str(row["candidates"]),
-            ]
-        )
-    shown = pd.DataFrame(rows, columns=header)
-    parts.append(_markdown(shown, "llllrrrll") if rows else "_No runs._")
-    return "\n".join(parts) + "\n"

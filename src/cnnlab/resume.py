@@ -69,15 +69,6 @@ class ResumePoint:
             },
         )
 
-    def load(
-        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
-    ) -> tuple[TrainState | None, str]:
-        """Restore a matching state into the objects; returns it and a line for the log."""
-        saved, message = self.read(model, optimizer, scheduler)
-        if saved is None:
-            return None, message
-        return restore(saved, model, optimizer, scheduler), message
-
     def read(
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
     ) -> tuple[dict[str, Any] | None, str]:

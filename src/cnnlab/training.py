@@ -31,7 +31,9 @@ from torch import nn
 from cnnlab import distributed
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.distributed import SINGLE, World
+from cnnlab.evaluation import sum_dtype
 from cnnlab.runtime import epoch_seed, synchronize
+from cnnlab.schedulers import LRSchedule
 
 #: Steps between two host reads of the divergence flag on an accelerator. Each read waits for
 #: every queued step to finish, so reading it every step would serialise host and device.
@@ -61,6 +63,18 @@ class TrainConfig:
     #: Steps between host reads of the divergence flag. None: every step on the CPU, where
     #: the read costs nothing; every :data:`CHECK_EVERY_ON_DEVICE` steps on a GPU.
     check_every: int | None = None
+
+
+@dataclass
+class Run:
+    """One run's objects, built from params by :func:`cnnlab.recipe.build_run`."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRSchedule | None
+    train_batches: BatchMaker
+    val_batches: BatchMaker
+    config: TrainConfig
 
 
 @dataclass
@@ -137,39 +151,12 @@ class TrainState:
         return cls(**data)
 
 
-def _sum_dtype(device: torch.device) -> torch.dtype:
-    """float64 for the running loss sums; MPS has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 @torch.inference_mode()
-def evaluate_batches(
-    model: nn.Module, batches: BatchMaker, batch_size: int
-) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy, logits and labels (on the CPU) over a whole split.
-
-    The sums and logits stay on the batches' device until the end: one host read per split,
-    not one per batch. In float64, the sum is the same number a Python float would hold.
-    """
-    model.eval()
-    total_loss = torch.zeros((), dtype=_sum_dtype(batches.device), device=batches.device)
-    logits_parts, label_parts = [], []
-    for start in range(0, len(batches), batch_size):
-        x, y = batches.batch(slice(start, start + batch_size))
-        logits = model(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").to(total_loss.dtype)
-        logits_parts.append(logits)
-        label_parts.append(y)
-    logits = torch.cat(logits_parts).cpu()
-    labels = torch.cat(label_parts).cpu()
-    return total_loss.item() / max(1, len(labels)), logits, labels
-
-
-@torch.inference_mode()
-def _validate_sharded(
+def _validate(
     model: nn.Module, batches: BatchMaker, batch_size: int, world: World
 ) -> tuple[float, float]:
-    """Validation split over the ranks, sums all-reduced: every rank gets the same numbers.
+    """Validation loss and accuracy; under DDP split over the ranks and the sums all-reduced,
+    so that every rank gets the same numbers (a single process's slice is the whole split).
 
     Every rank needs them (the lr schedule and the divergence check must agree), and each
     rank evaluating its own contiguous slice costs 1/world of evaluating the whole split.
@@ -179,7 +166,7 @@ def _validate_sharded(
     n = len(batches)
     share = -(-n // world.size)
     begin, end = min(n, world.rank * share), min(n, (world.rank + 1) * share)
-    loss_sum = torch.zeros((), dtype=_sum_dtype(batches.device), device=batches.device)
+    loss_sum = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
     correct = torch.zeros((), dtype=torch.int64, device=batches.device)
     for start in range(begin, end, batch_size):
         x, y = batches.batch(slice(start, min(start + batch_size, end)))
@@ -295,18 +282,6 @@ def _warm_up(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> None
     synchronize(batches.device)
 
 
-def _step_epoch(scheduler: Any, val_loss: float, val_acc: float) -> None:
-    """Our :class:`~cnnlab.schedulers.LRSchedule` takes the metrics; a torch scheduler may too."""
-    if scheduler is None:
-        return
-    if hasattr(scheduler, "step_epoch"):
-        scheduler.step_epoch(val_loss=val_loss, val_acc=val_acc)
-    elif isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(val_loss)
-    else:
-        scheduler.step()
-
-
 @dataclass
 class _EpochSums:
     """What one pass over the training batches leaves: sums still on the device."""
@@ -346,7 +321,7 @@ class _EpochLoop:
         # the same on every rank; on the device once per epoch, not an index copy per batch
         order = torch.randperm(len(self.train_batches), generator=generator).to(device)
         augment_generator = _augment_generator(config, epoch, device, generator)
-        loss_sum = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         healthy = torch.ones((), dtype=torch.bool, device=device)
         bar = _progress_bar(self.used, config, epoch)
@@ -355,18 +330,13 @@ class _EpochLoop:
         diverged = False
         last_step = len(self.batches) - 1
         for step, (start, length) in enumerate(self.batches):
-            if world.distributed:
-                index = distributed.rank_slice(order, start, length, world)
-            else:
-                index = order[start : start + length]
+            index = distributed.rank_slice(order, start, length, world)
             x, y = self.train_batches.batch(index, config.augment, augment_generator)
             with _autocast(config.amp_dtype):
                 logits = self.net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            finite = torch.isfinite(loss)
-            if world.distributed:  # every rank skips the same steps and stops at the same one
-                finite = distributed.all_ranks_true(finite)
-            healthy &= finite
+            # every rank skips the same steps and stops at the same one
+            healthy &= distributed.all_ranks_true(torch.isfinite(loss))
             check = (step + 1) % self.check_every == 0 or step == last_step
             if check and not healthy.item():  # the host waits for the device here, and only here
                 diverged = True
@@ -423,18 +393,12 @@ def _close_epoch(
 ) -> tuple[EpochRecord, float, float]:
     """Validate, step the epoch schedule, and record the epoch (the train sums are read here,
     once per epoch). Also returns the unrounded val loss and accuracy."""
-    world = config.world
-    loss_sum, correct = sums.loss_sum, sums.correct
-    if world.distributed:
-        loss_sum, correct = distributed.all_reduce_sum(loss_sum.device, loss_sum, correct)
-        val_loss, val_acc = _validate_sharded(model, val_batches, config.eval_batch_size, world)
-    else:
-        val_loss, val_logits, val_labels = evaluate_batches(
-            model, val_batches, config.eval_batch_size
-        )
-        val_acc = (val_logits.argmax(1) == val_labels).double().mean().item()
+    device = sums.loss_sum.device
+    loss_sum, correct = distributed.all_reduce_sum(device, sums.loss_sum, sums.correct)
+    val_loss, val_acc = _validate(model, val_batches, config.eval_batch_size, config.world)
     lr = optimizer.param_groups[0]["lr"]
-    _step_epoch(scheduler, val_loss, val_acc)
+    if scheduler is not None:
+        scheduler.step_epoch(val_loss=val_loss, val_acc=val_acc)
     record = EpochRecord(
         epoch=epoch,
         train_loss=round(loss_sum.item() / used, 6),
@@ -470,12 +434,7 @@ def _remember(
 
 
 def train(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    train_batches: BatchMaker,
-    val_batches: BatchMaker,
-    config: TrainConfig,
+    run: Run,
     *,
     state: TrainState | None = None,
     on_epoch: Callable[[EpochRecord, TrainState], None] | None = None,
@@ -499,14 +458,18 @@ def train(
     to ``check_every - 1`` more batches. On the CPU the read costs nothing, so the default
     there is every step, before the backward pass, with nothing to skip.
 
-    ``scheduler`` is an :class:`~cnnlab.schedulers.LRSchedule` (stepped after every batch
-    and every epoch) or a plain torch scheduler (stepped once per epoch), or None. The lr
-    recorded per epoch is the one of the epoch's last batch.
+    The run's schedule (:class:`~cnnlab.schedulers.LRSchedule`, or None) is stepped after
+    every batch and every epoch. The lr recorded per epoch is the one of the epoch's last
+    batch.
 
-    With ``config.world`` distributed (under torchrun), ``model`` is trained through DDP on
-    this rank's share of every global batch (:mod:`cnnlab.distributed`), every rank ends
-    with the same weights and the same ``state``, and only rank 0 prints.
+    DDP sits at the loop's edges (:mod:`cnnlab.distributed`): with ``config.world``
+    distributed (under torchrun) the model is wrapped, each rank takes its share of every
+    global batch, and the sums and the divergence flag are reduced over the ranks; for a
+    single process each of these is the identity. Every rank ends with the same weights and
+    ``state``, and only rank 0 prints.
     """
+    model, optimizer, scheduler, config = run.model, run.optimizer, run.scheduler, run.config
+    train_batches, val_batches = run.train_batches, run.val_batches
     state = state or TrainState()
     world = config.world
     device = train_batches.device

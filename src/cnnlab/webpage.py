@@ -7,7 +7,7 @@ script with no imports, which this module inlines into
 
 - the HTML template DVC fills (``plots.html_template`` in .dvc/config points at
   :data:`DVC_TEMPLATE`); it has no ``{scripts}`` placeholder, so DVC's CDN tags are left out;
-- the experiments page (cnnlab.experiment_page).
+- the experiments page of cnnlab-compare (cnnlab_compare.experiment_page).
 
 The template is committed, so a fresh clone's ``dvc plots show`` works before any set-up
 step; ``tests/test_webpage.py`` checks that it equals what this module writes with the

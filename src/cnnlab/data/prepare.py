@@ -228,6 +228,9 @@ def split_dataset(
         "seed": seed,
         # null: the dataset's own validation split was kept, not drawn from train.
         "val_fraction": None if val_labels is not None else val_fraction,
+        # the subsampling params (data.max_train/max_test), for the reports' recipe
+        "max_train": max_train,
+        "max_test": max_test,
     }
     return PreparedData(images, labels, meta)
 

@@ -3,23 +3,28 @@
 Outside the pipeline: it reads what each experiment committed (``dvc exp show``, and its
 metrics and per-epoch histories from the DVC cache), so it runs after a sweep, e.g.
 
-    python stages/compare_experiments.py                     # every experiment of HEAD
-    python stages/compare_experiments.py --exp sgd adam      # these (names or revisions)
-    python stages/compare_experiments.py --all --out reports/all-experiments
-    python stages/compare_experiments.py --tune lr           # best lr per optimizer, by val
+    cnnlab-compare                     # every experiment of HEAD
+    cnnlab-compare --exp sgd adam      # these (names or revisions)
+    cnnlab-compare --all --out reports/all-experiments
+    cnnlab-compare --tune lr           # best lr per optimizer, by val
+
+(``python -m cnnlab_compare`` is the same command.)
 
 Per dataset and model: curves-<model>-<dataset>.png (2x2: train/val loss and accuracy, one
 line per experiment, labelled by the params that differ) and .gif (the same, growing epoch by
-epoch); experiments.md and experiments.csv (test accuracy per experiment and run); index.html,
-one self-contained interactive page of it all (cnnlab.experiment_page: a sortable, filterable
-table, curves to hover, params against accuracy; no network needed). The output
-folder is replaced as a whole, so it never mixes two comparisons; a non-empty folder this
-command did not write is refused.
+epoch); curves-<model>-<dataset>-panels.png (validation accuracy, one panel per line) where
+lines would lie on top of each other or past eight lines; experiments.md and experiments.csv
+(test accuracy per experiment and run); index.html, one self-contained interactive page of it
+all (cnnlab_compare.experiment_page: a sortable, filterable table, curves to hover, params
+against accuracy; no network needed). Each run's status is its record's (cnnlab.record): a
+run at chance level is flagged "did not learn" everywhere. The output folder is replaced as a
+whole, so it never mixes two comparisons; a non-empty folder this command did not write is
+refused.
 
 Experiments that differ only in ``seed`` (queue them with ``-S 'seed=1,2,3'``) are repeats
 of one configuration: then the curves show one mean line per configuration with the band its
 seeds span, accuracy-<model>-<dataset>.png the mean test accuracy with its 95% interval, and
-groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab.stats).
+groups.csv / differences.csv (also in experiments.md) the statistics (cnnlab_compare.stats).
 ``--tune KEY`` picks, per family of configurations that differ only in KEY, the value with
 the best mean validation accuracy and reports the test accuracy there: tuned.csv,
 tuned-differences.csv, tuned-<model>-<dataset>.png. Queued runs that failed are counted as
@@ -37,22 +42,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from common import (
-    METRICS,
-    TIMINGS,
-    TRAIN_LOGS,
-    check_output_folder,
-    mark_output_folder,
-    run_name,
-    shortened,
-)
+from cnnlab.errors import UserError
+from cnnlab.files import check_output_folder, mark_output_folder, shortened
+from cnnlab_compare.layout import METRICS, TIMINGS, TRAIN_LOGS, run_name
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from cnnlab.experiments import Experiment, ExperimentRun
+    from cnnlab_compare.experiments import Experiment, ExperimentRun
 
 OUT = Path("reports/experiments")
+PROG = "cnnlab-compare"
 
 
 def _rows(
@@ -96,12 +96,12 @@ def _lines(
     """One run's curves: a line per experiment (experiments that reached the same run share
     one), or with ``table`` (the run's rows, when some
     configuration has several seeds) a mean line per configuration and its seeds' band."""
-    from cnnlab.stats import curve_groups
+    from cnnlab_compare.stats import curve_groups
 
-    diverged = {
+    diverged = {  # the record's status (cnnlab.record), never re-derived here
         r.experiment.name: r.metrics.get("diverged_epoch")
         for r in group
-        if r.metrics.get("diverged")
+        if r.metrics.get("status") == "diverged"
     }
     if table is None:
         # one line per run: experiments that reached the same run share it
@@ -112,9 +112,12 @@ def _lines(
             if owner is not r:
                 also.setdefault(owner.experiment.name, []).append(r.experiment.name)
 
+        flat = {r.experiment.name for r in group if r.metrics.get("status") == "did not learn"}
+
         def label(name: str) -> str:
             others = also.get(name)
-            return labels[name] + (f" (also {', '.join(others)}: the same run)" if others else "")
+            text = labels[name] + (" (did not learn)" if name in flat else "")
+            return text + (f" (also {', '.join(others)}: the same run)" if others else "")
 
         drawn = [r.experiment.name for r in first.values()]
         histories = {label(r.experiment.name): r.history for r in first.values()}
@@ -132,7 +135,7 @@ def _lines(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--exp", nargs="+", metavar="NAME", help="experiments to compare")
     parser.add_argument("--all", action="store_true", help="experiments of every commit")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
@@ -146,9 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_output_folder(args.out)
 
-    from cnnlab import stats
-    from cnnlab.experiment_page import experiment_page
-    from cnnlab.experiments import (
+    from cnnlab.files import atomic_directory
+    from cnnlab.reporting import dataset_title, model_title, param_text, spreadsheet_safe
+    from cnnlab_compare import stats
+    from cnnlab_compare.experiment_page import experiment_page
+    from cnnlab_compare.experiments import (
         ExperimentError,
         collect_runs,
         experiment_labels,
@@ -158,22 +163,19 @@ def main(argv: list[str] | None = None) -> None:
         same_runs,
         varying_params,
     )
-    from cnnlab.figures import (
+    from cnnlab_compare.figures import (
         Interval,
         animate_learning_curves,
+        needs_small_multiples,
         plot_intervals,
         plot_learning_curves,
+        plot_small_multiples,
     )
-    from cnnlab.files import atomic_directory
-    from cnnlab.reporting import (
-        dataset_title,
+    from cnnlab_compare.reporting import (
         difference_markdown,
         experiment_markdown,
         experiment_table,
         group_markdown,
-        model_title,
-        param_text,
-        spreadsheet_safe,
         tuned_markdown,
     )
 
@@ -278,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             animate_learning_curves(histories, curves_title, out / f"curves-{name}.gif", diverged)
             figures += [f"curves-{name}.png", f"curves-{name}.gif"]
+            if needs_small_multiples(histories):
+                # lines on top of each other, or too many for one panel: one panel per line
+                panels = f"curves-{name}-panels.png"
+                plot_small_multiples(histories, curves_title, out / panels, diverged)
+                figures.append(panels)
             charts = []
             if repeated:
                 own = groups[(groups["dataset"] == dataset) & (groups["model"] == model)]
@@ -294,11 +301,13 @@ def main(argv: list[str] | None = None) -> None:
         # Names and labels stay text in a spreadsheet: '=...' is not run as a formula.
         spreadsheet_safe(table).to_csv(out / "experiments.csv", index=False, lineterminator="\n")
         for file, frame in csvs.items():
+            frame = stats.for_output(frame)
             spreadsheet_safe(frame).to_csv(out / file, index=False, lineterminator="\n")
         (out / "experiments.md").write_text(experiment_markdown(table, varied, figures, sections))
         histories = {(r.experiment.name, r.dataset, r.model): r.history for r in runs}
+        shown_tables = [(title, stats.for_output(frame)) for title, frame in page_tables]
         page = experiment_page(
-            table, varied, histories, groups if repeated else None, by, page_tables
+            table, varied, histories, groups if repeated else None, by, shown_tables
         )
         (out / "index.html").write_text(page, encoding="utf-8")
         mark_output_folder(out)
@@ -312,11 +321,15 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-if __name__ == "__main__":
-    from cnnlab.experiments import ExperimentError
-
+def run(argv: list[str] | None = None) -> None:
+    """The console script: a mistake the user can fix is one line on stderr and exit 2,
+    never a traceback."""
     try:
-        main()
-    except ExperimentError as exc:
+        main(argv)
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,7 +1,9 @@
 """Render DVC's plots to SVG files and one self-contained static HTML page.
 
-    python stages/render_dvc_plots.py                 # the workspace (`dvc plots show`)
-    python stages/render_dvc_plots.py main sgd adam   # these revisions (`dvc plots diff`)
+    cnnlab-plots                 # the workspace (`dvc plots show`)
+    cnnlab-plots main sgd adam   # these revisions (`dvc plots diff`)
+
+(``python -m cnnlab_compare.plots`` is the same command.)
 
 Writes <out>/index.html (every plot inline) and one .svg per plot (default out:
 reports/dvc-plots), for reports and papers; `dvc plots show` itself writes the interactive
@@ -15,27 +17,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import check_output_folder, mark_output_folder
+from cnnlab.errors import UserError
+from cnnlab.files import check_output_folder, mark_output_folder
 
 OUT = Path("reports/dvc-plots")
+PROG = "cnnlab-plots"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("revs", nargs="*", help="revisions or experiment names to compare")
     parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = parser.parse_args(argv)
     check_output_folder(args.out)
 
-    from cnnlab.dvcplots import not_rendered, render_specs
-    from cnnlab.experiments import ExperimentError, dvc_json
     from cnnlab.files import atomic_directory
+    from cnnlab_compare.dvcplots import not_rendered, render_specs
+    from cnnlab_compare.experiments import dvc_json
 
     command = ["plots", "diff", *args.revs] if args.revs else ["plots", "show"]
-    try:
-        shown = dvc_json(command, Path("."))
-    except ExperimentError as exc:
-        sys.exit(f"error: {exc}")
+    shown = dvc_json(command, Path("."))
     revisions = args.revs or ["workspace"]
     notes = not_rendered(shown, revisions)
     svgs, page = render_specs(shown, revisions)
@@ -54,5 +55,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(svgs)} plots -> {args.out}/index.html")
 
 
+def run(argv: list[str] | None = None) -> None:
+    """The console script: a mistake the user can fix is one line on stderr and exit 2."""
+    try:
+        main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    run()

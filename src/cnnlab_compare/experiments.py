@@ -24,6 +24,7 @@ import pandas as pd
 
 from cnnlab.errors import UserError
 from cnnlab.history import history_from_texts, tsv_path
+from cnnlab.record import RecordError, parse_record
 from cnnlab.reporting import param_text
 
 __all__ = [
@@ -189,16 +190,13 @@ def _pick(
     raise ExperimentError(f"no finished experiment {name!r}; known: {known}")
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """``{"model": {"alexnet": {"dropout": 0.5}}}`` -> ``{"model.alexnet.dropout": 0.5}``,
-    the key spelling of ``dvc exp run -S``. Lists stay values (``datasets=[mnist]``)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, f"{name}."))
-        else:
-            flat[name] = value
+    the key spelling of ``dvc exp run -S`` (``pandas.json_normalize``). Lists stay values
+    (``datasets=[mnist]``)."""
+    if not params:
+        return {}
+    (flat,) = pd.json_normalize(dict(params), sep=".").to_dict("records")
     return flat
 
 
@@ -439,16 +437,26 @@ def _experiment_runs(
     for dataset in exp.params.get("datasets") or []:
         for model in exp.params.get("models") or []:
             path = metrics_path(model, dataset)
-            metrics = _read_json(read(path), path)
-            if metrics is None:
+            text = read(path)
+            if text is None:
                 missing.append(path)
                 continue
-            if not isinstance(metrics, dict):
-                raise _Unreadable(f"{path} holds no metrics record")
+            _read_json(text, path)  # a merge conflict is named as one
+            try:  # the run's record (cnnlab.record): its numbers and its status, as evaluated
+                metrics = parse_record(text, path).model_dump()
+            except RecordError as exc:
+                raise _Unreadable(str(exc)) from None
             logs = log_dir(model, dataset)
-            history = history_from_texts(
-                lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
-            )
+            try:
+                history = history_from_texts(
+                    lambda column, logs=logs: read(tsv_path(logs, column).as_posix())
+                )
+            except ValueError as exc:  # pandas' ParserError too: not DVCLive's TSV
+                first = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                raise _Unreadable(
+                    f"{logs}: a per-epoch log is not DVCLive's TSV ({first}; a merge "
+                    "conflict left in it?)"
+                ) from None
             key = keys.get(run_stage(model, dataset)) if run_stage else None
             found.append(ExperimentRun(exp, model, dataset, metrics, history, key))
     if missing:

@@ -9,10 +9,13 @@ difference of means with Welch's interval (no equal-variance assumption: an opti
 is unstable has a larger spread than one that is not).
 
 Every function is pure: it takes the per-experiment table of
-:func:`cnnlab.reporting.experiment_table` (accuracies in percent, one row per experiment
-and run, a column per varied param, ``status`` "ok", "diverged..." or "failed") and
-returns a DataFrame. A diverged or failed run has no accuracy worth averaging: it is
-counted in its group (``n_diverged``, ``n_failed``) and left out of every mean.
+:func:`cnnlab_compare.reporting.experiment_table` (accuracies in percent, one row per
+experiment and run, a column per varied param, ``status`` from the run's record: "ok",
+"did not learn", "diverged..." or "failed") and returns a DataFrame. A diverged or failed
+run has no accuracy worth averaging: it is counted in its group (``n_diverged``,
+``n_failed``) and left out of every mean. A run that did not learn is a measurement (at
+chance): in the mean, and named in the group's status. Groups are ``DataFrame.groupby``
+groups, intervals ``scipy.stats`` ones (Student's t, Welch's ``ttest_ind``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "curve_groups",
     "difference_table",
     "distinct_runs",
+    "for_output",
     "group_columns",
     "group_table",
     "interval_rows",
@@ -52,6 +56,11 @@ _ROUND = 4
 
 #: The param that tells repeats of one configuration apart.
 SEED = "seed"
+#: The statuses of a run with a test accuracy (cnnlab.record): one that did not learn is a
+#: measurement too (near chance, e.g. an lr too small), so it is in the mean, and flagged.
+#: "diverged ..." and "failed" runs have no accuracy and are only counted.
+DID_NOT_LEARN = "did not learn"
+RESULTS = ("ok", DID_NOT_LEARN)
 #: The column that names what trained a row's run (cnnlab.runs): rows with the same id are
 #: one run that several experiments reached (a no-op change, a param training never reads),
 #: one measurement however often it is listed.
@@ -106,7 +115,8 @@ class Summary:
 
 
 def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-    """Student's t interval: mean ± t(1 - (1 - confidence) / 2, n - 1) · sd / sqrt(n).
+    """Student's t interval of the mean (``scipy.stats.t.interval`` with n - 1 degrees of
+    freedom around the mean, scaled by its standard error).
 
     NaN values are dropped first (they are runs without a result, counted elsewhere).
     """
@@ -119,8 +129,10 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     if n < 2:
         return Summary(1, mean, math.nan, math.nan, math.nan)
     sd = float(np.std(x, ddof=1))
-    half = float(scipy.stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / math.sqrt(n)
-    return Summary(n, mean, sd, mean - half, mean + half)
+    if sd == 0:  # every seed alike: scipy wants a positive scale; the interval is the point
+        return Summary(n, mean, 0.0, mean, mean)
+    low, high = scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=scipy.stats.sem(x))
+    return Summary(n, mean, sd, float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -192,10 +204,6 @@ def _label(row: Mapping[str, Any], by: Sequence[str]) -> str:
     return ", ".join(f"{k}={row[k]}" for k in by) if by else "every experiment"
 
 
-def _runs(table: pd.DataFrame) -> list[tuple[str, str]]:
-    return list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
-
-
 @dataclass(frozen=True, eq=False)
 class _Group:
     label: str
@@ -211,7 +219,12 @@ class _Group:
 
     @property
     def ok(self) -> pd.DataFrame:
-        return self.distinct[self.distinct["status"] == "ok"]
+        """The runs with a test accuracy (those that did not learn included)."""
+        return self.distinct[self.distinct["status"].isin(RESULTS)]
+
+    @property
+    def n_not_learned(self) -> int:
+        return int((self.distinct["status"] == DID_NOT_LEARN).sum())
 
     def values(self, column: str = "test_acc_pct") -> list[float]:
         return [float(v) for v in self.ok[column] if np.isfinite(v)]
@@ -226,9 +239,9 @@ class _Group:
 
     @property
     def status(self) -> str:
-        total, ok = len(self.distinct), len(self.ok)
-        if ok == total:
-            return "ok"
+        """"ok", or what went wrong: seeds without a result (not in the mean) and seeds
+        that did not learn (in the mean, at chance)."""
+        total, ok, flat = len(self.distinct), len(self.ok), self.n_not_learned
         parts = [
             f"{count} {what}"
             for count, what in ((self.n_diverged, "diverged"), (self.n_failed, "failed"))
@@ -236,21 +249,22 @@ class _Group:
         ]
         if ok == 0:
             return f"no result: {' and '.join(parts)} of {total}"
-        return f"{' and '.join(parts)} of {total}, not in the mean"
+        texts = [f"{' and '.join(parts)} of {total}, not in the mean"] if parts else []
+        if flat:
+            texts.append(DID_NOT_LEARN if flat == total else f"{flat} of {total} did not learn")
+        return "; ".join(texts) or "ok"
 
 
 def _groups(table: pd.DataFrame, by: Sequence[str]) -> list[_Group]:
-    """The groups in the table's order: by run (dataset, model), then by first experiment."""
+    """The groups in the table's order (``groupby(sort=False)``: by first appearance, and
+    the table comes by run, then by experiment): one per run and values of ``by``."""
+    if table.empty:
+        return []
     found: list[_Group] = []
-    for dataset, model in _runs(table):
-        run = table[(table["dataset"] == dataset) & (table["model"] == model)]
-        keys = list(dict.fromkeys(tuple(row[k] for k in by) for _, row in run.iterrows()))
-        for key in keys:
-            mask = np.ones(len(run), dtype=bool)
-            for column, value in zip(by, key, strict=True):
-                mask &= (run[column] == value).to_numpy()
-            params = dict(zip(by, key, strict=True))
-            found.append(_Group(_label(params, by), params, dataset, model, run[mask]))
+    for key, rows in table.groupby(["dataset", "model", *by], sort=False, dropna=False):
+        dataset, model, *values = key
+        params = dict(zip(by, values, strict=True))
+        found.append(_Group(_label(params, by), params, str(dataset), str(model), rows))
     return found
 
 
@@ -275,7 +289,7 @@ def _summary_fields(prefix: str, s: Summary) -> dict[str, Any]:
 
 def _group_record(g: _Group) -> dict[str, Any]:
     test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
-    seeds = g.distinct[SEED].tolist() if SEED in g.rows else []
+    seeds = [str(s) for s in g.distinct[SEED]] if SEED in g.rows else []
     return {
         "group": g.label,
         **g.params,
@@ -288,8 +302,8 @@ def _group_record(g: _Group) -> dict[str, Any]:
         "best_val_acc_mean_pct": _pct(val.mean),
         "best_val_acc_sd_pct": _pct(val.sd),
         "status": g.status,
-        "seeds": " ".join(str(s) for s in seeds),
-        "experiments": " ".join(g.rows["experiment"]),
+        "seeds": seeds,
+        "experiments": list(g.rows["experiment"]),
         "same_run": _same_run_text(g.rows),
     }
 
@@ -414,11 +428,9 @@ def tuned_table(
     """
     family_by = group_columns(varied, key)
     records = []
-    for dataset, model in _runs(table):
-        run = table[(table["dataset"] == dataset) & (table["model"] == model)]
-        for family in _groups(run, family_by):
-            candidates = _groups(family.rows, [key])
-            records.append(_tuned_record(family, candidates, key, defaults))
+    for family in _groups(table, family_by):
+        candidates = _groups(family.rows, [key])
+        records.append(_tuned_record(family, candidates, key, defaults))
     columns = [
         "family",
         *family_by,
@@ -495,7 +507,7 @@ def _tuned_record(
                 "n_diverged": chosen.n_diverged,
                 "n_failed": chosen.n_failed,
                 **_summary_fields("test_acc", test),
-                "experiments": " ".join(chosen.rows["experiment"]),
+                "experiments": list(chosen.rows["experiment"]),
             }
         )
     if default is not None:
@@ -531,20 +543,36 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     for (dataset, model), picks in tuned.groupby(["dataset", "model"], sort=False):
         chosen = []
         for row in picks.to_dict("records"):
-            if not isinstance(row["experiments"], str) or not row["experiments"]:
+            names = _names(row)
+            if not names:
                 continue
-            names = row["experiments"].split(" ")
             rows = table[
                 table["experiment"].isin(names)
                 & (table["dataset"] == dataset)
                 & (table["model"] == model)
-                & (table["status"] == "ok")
+                & table["status"].isin(RESULTS)
             ]
             rows = distinct_runs(rows)
             chosen.append((row["choice"], [float(v) for v in rows["test_acc_pct"]]))
         for (a, x), (b, y) in itertools.combinations(chosen, 2):
             records.append(_difference_row(dataset, model, a, b, "", x, y))
     return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
+
+
+def _names(row: Mapping[str, Any]) -> list[str]:
+    """A group or tuned row's experiments (a list; none where nothing was chosen)."""
+    names = row.get("experiments")
+    return list(names) if isinstance(names, (list, tuple)) else []
+
+
+def for_output(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` for a CSV or a page table: list cells (experiments, seeds) as one
+    space-separated text, as one would type them after ``--exp``."""
+    lists = [c for c in frame.columns if frame[c].map(lambda v: isinstance(v, list)).any()]
+    return frame.assign(
+        **{c: frame[c].map(lambda v: " ".join(map(str, v)) if isinstance(v, list) else v)
+           for c in lists}
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -617,12 +645,12 @@ def interval_rows(
     label, mean, low, high (percent), the seeds' own test accuracies and a note."""
     rows = []
     for row in frame.to_dict("records"):
-        names = str(row["experiments"]).split(" ") if isinstance(row["experiments"], str) else []
+        names = _names(row)
         own = table[
             table["experiment"].isin(names)
             & (table["dataset"] == row["dataset"])
             & (table["model"] == row["model"])
-            & (table["status"] == "ok")
+            & table["status"].isin(RESULTS)
         ]
         own = distinct_runs(own)
         n = 0 if pd.isna(row["n"]) else int(row["n"])

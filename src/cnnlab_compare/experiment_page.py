@@ -1,6 +1,6 @@
 """The experiments page: one self-contained HTML file to explore a cross-experiment comparison.
 
-stages/compare_experiments.py writes it as ``index.html`` next to its Markdown and CSV:
+cnnlab-compare writes it as ``index.html`` next to its Markdown and CSV:
 
 - a table with one row per experiment (the params that differ, each run's test accuracy,
   the mean of its configuration over seeds with the 95% interval, status, training time),
@@ -31,9 +31,10 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import NOT_MEASURED, dataset_title, model_title
-from cnnlab.stats import mean_history
+from cnnlab.reporting import dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
+from cnnlab_compare.reporting import NOT_MEASURED
+from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
 
 __all__ = ["experiment_page", "page_data"]
 
@@ -72,7 +73,7 @@ def _lines(table: pd.DataFrame, groups: pd.DataFrame | None) -> dict[str, str]:
     line = dict(zip(table["experiment"], table["label"], strict=True))
     if groups is not None:
         for row in groups.to_dict("records"):
-            for name in str(row["experiments"]).split():
+            for name in row["experiments"]:
                 line[name] = str(row["group"])
     return line
 
@@ -92,7 +93,7 @@ def _curve_points(
     for row in rows.to_dict("records"):
         name = str(row["experiment"])
         if (name, dataset, model) in histories:
-            members.setdefault(line_of[name], []).append((name, row["status"] == "ok"))
+            members.setdefault(line_of[name], []).append((name, row["status"] in RESULTS))
     points = []
     for line, found in members.items():
         used = [name for name, ok in found if ok] or [name for name, _ in found]
@@ -231,7 +232,7 @@ def params_spec(
 ) -> dict | None:
     """Test accuracy against each param that differs: one small scatter per param, one
     colour per line as in the curves, one point shape per run. None without such params."""
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"].isin(RESULTS)]  # those that did not learn are at chance
     points = []
     for param in params:
         order = _order([str(v) for v in ok[param]])
@@ -404,7 +405,7 @@ def experiment_rows(
     stats: dict[tuple[str, str, str], dict[str, Any]] = {}
     if groups is not None:
         for row in groups.to_dict("records"):
-            for name in str(row["experiments"]).split():
+            for name in row["experiments"]:
                 stats[(name, row["dataset"], row["model"])] = row
     # a param sorts by value where every experiment's is a number, else as text (null, [a, b])
     numeric = {k: all(_number(v) is not None for v in table[k]) for k in varied}
@@ -428,9 +429,12 @@ def experiment_rows(
             else:
                 status = str(run["status"].iloc[0])
                 acc = _number(run["test_acc_pct"].iloc[0])
-                cells.append(
-                    (_acc_text(acc) if status == "ok" else status, acc if status == "ok" else None)
-                )
+                if status == "ok":
+                    cells.append((_acc_text(acc), acc))
+                elif status == DID_NOT_LEARN:  # a number, flagged: chance level is a result
+                    cells.append((f"{_acc_text(acc)} ({status})", acc))
+                else:
+                    cells.append((status, None))
                 if status != "ok":
                     statuses.append(f"{model}-{dataset}: {status}")
             if groups is not None:
@@ -631,7 +635,7 @@ def experiment_page(
 
     ``table`` is :func:`cnnlab.reporting.experiment_table`'s; ``histories`` maps
     ``(experiment, dataset, model)`` to a run's history (cnnlab.history); ``groups`` is
-    :func:`cnnlab.stats.group_table`'s when some configuration has several seeds (lines are
+    :func:`cnnlab_compare.stats.group_table`'s when some configuration has several seeds (lines are
     then configurations, ``by`` the params that tell them apart); ``sections`` are further
     tables (title, frame), e.g. the differences and the tuned choice.
     """

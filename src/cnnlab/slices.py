@@ -1,0 +1,61 @@
+"""A stage's slice of params.yaml: the keys dvc.yaml lists for it, and nothing else.
+
+The validate stage checks the whole file against the schema (:mod:`cnnlab.params`, with the
+model and optimizer registries) and every other stage depends on its output, so DVC runs it
+first on any change. The other stages read their keys here, importing nothing they do not
+run: a new optimizer or model option then reruns no download or prepare (dvc.yaml's deps are
+what each stage imports; tests/test_stage_deps.py traces them).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import UserError
+
+
+class ParamsError(UserError, ValueError):
+    """params.yaml is unreadable or holds a value the pipeline cannot use."""
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as DVC reads params.yaml (ruamel's YAML 1.2), so the values a stage uses are the
+    ones dvc.lock and `dvc params diff` record: PyYAML's YAML 1.1 reads ``010`` as 8 and
+    ``1:30`` as 90, where DVC reads 10 and the string '1:30'."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
+
+
+def read_params(path: str | Path = "params.yaml") -> Any:
+    """params.yaml as DVC reads it, unvalidated."""
+    from ruamel.yaml import YAMLError
+
+    path = Path(path)
+    try:
+        return read_yaml(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the project's top directory") from None
+    except YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
+def load_slice(*keys: str, path: str | Path = "params.yaml") -> dict[str, Any]:
+    """``{key: value}`` for dotted keys as dvc.yaml's ``params:`` spell them (``data.mirror``).
+
+    A missing key is an error naming it: params.yaml holds every key with its default.
+    """
+    raw = read_params(path)
+    values = {}
+    for key in keys:
+        value = raw
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise ParamsError(
+                    f"{path}: {key}: missing: params.yaml holds every key with its default; "
+                    "put it back (`git show HEAD:params.yaml` has them all)"
+                )
+            value = value[part]
+        values[key] = value
+    return values
