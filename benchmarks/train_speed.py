@@ -61,7 +61,7 @@ def mnist_prepared(mirror: str | None, cache: Path):
     from cnnlab.data.sources import download, load_raw
 
     prepared = cache / "prepared" / "mnist"
-    if not prepared.exists():
+    if not (prepared / "train_images.npy").exists():  # none yet, or an earlier format
         raw_dir = cache / "raw" / "mnist"
         if not raw_dir.exists():
             download("mnist", raw_dir, mirror=mirror)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from common import RAW, SOURCES, run_stage, shortened
+from common import RAW, SOURCES, interactive, run_stage, shortened
 
 from cnnlab.slices import load_slice
 
@@ -19,7 +19,8 @@ def main(dataset: str) -> None:
     if is_folder(dataset):
         from cnnlab.data.folders import scan
 
-        manifest = scan(dataset, SOURCES / dataset, RAW / dataset)
+        progress = "bar" if interactive() else "line"
+        manifest = scan(dataset, SOURCES / dataset, RAW / dataset, progress=progress)
         ignored, skipped = manifest["ignored"], manifest["skipped"]
         for entry in skipped:  # links and special files: never followed nor read
             print(

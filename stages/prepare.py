@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from common import PREPARED, RAW, SOURCES, run_stage
+from common import PREPARED, RAW, SOURCES, interactive, run_stage
 
 from cnnlab.slices import load_slice
 
@@ -19,13 +19,24 @@ def main(dataset: str) -> None:
 
     options = options_class(dataset).model_validate(p[f"dataset.{dataset}"] or {})
     skipped: list[dict[str, str]] = []
+    progress = "bar" if interactive() else "line"  # a folder's decoding and writing
     if is_folder(dataset):
         from cnnlab.data.folders import load
 
-        # A subsample of a folder is decoded alone (after a pass that finds the bad files).
+        # Never held whole: decoded once to a scratch file beside the output, then written a
+        # chunk at a time; a subsample is decoded again alone (after a pass that finds the
+        # bad files) instead of filling a scratch file the size of the folder.
         subsample = p["data.max_train"] is not None or p["data.max_test"] is not None
+        PREPARED.mkdir(parents=True, exist_ok=True)
         folder = load(
-            dataset, RAW / dataset, SOURCES / dataset, options, seed=p["seed"], lazy=subsample
+            dataset,
+            RAW / dataset,
+            SOURCES / dataset,
+            options,
+            seed=p["seed"],
+            lazy=subsample,
+            scratch_dir=PREPARED,
+            progress=progress,
         )
         raw, skipped = folder.raw, folder.skipped
         del folder
@@ -48,7 +59,7 @@ def main(dataset: str) -> None:
     if is_folder(dataset):
         data.meta["skipped_files"] = skipped  # the record of what was left out, and why
     del raw  # every decoded image: only the chosen ones (in data) are needed from here on
-    save_prepared(data, PREPARED / dataset)
+    save_prepared(data, PREPARED / dataset, progress=progress)  # fills mean/std of a folder
     for entry in skipped:
         print(
             f"{dataset}: skipped {SOURCES / dataset / entry['path']}: {entry['reason']}",

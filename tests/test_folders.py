@@ -40,6 +40,11 @@ def listed(tmp_path: Path, name: str = "pics") -> tuple[Path, Path]:
     return tmp_path / "datasets" / name, tmp_path / "raw" / name
 
 
+def every_image(rows) -> torch.Tensor:
+    """All the images of a loaded folder's split, which load leaves to be read on demand."""
+    return rows[torch.arange(len(rows))]
+
+
 def test_scan_lists_every_file_with_class_and_md5(tmp_path: Path) -> None:
     folder, raw = listed(tmp_path)
     written = write_image_folder(folder, per_class=4)
@@ -71,11 +76,12 @@ def test_load_resizes_every_image_and_skips_bad_files_by_name(tmp_path: Path) ->
     assert raw_data.classes == CLASSES
     assert raw_data.train_images.shape == (12, 3, 24, 24)  # 4 of 5 per class
     assert raw_data.test_images.shape == (3, 3, 24, 24)  # round(5 * 0.2) = 1 per class
-    assert raw_data.train_images.dtype == torch.uint8
+    train = every_image(raw_data.train_images)  # decoded on demand, not held
+    assert train.dtype == torch.uint8 and train.shape == (12, 3, 24, 24)
     assert torch.bincount(raw_data.test_labels).tolist() == [1, 1, 1]
     # The colours survive: the class's colour dominates the lower two thirds of its images.
     for label, cls in enumerate(CLASSES):
-        pixels = raw_data.train_images[raw_data.train_labels == label][:, :, 16:, :]
+        pixels = train[raw_data.train_labels == label][:, :, 16:, :]
         mean = pixels.float().mean(dim=(0, 2, 3))
         assert abs(mean - torch.tensor(FOLDER_COLOURS[cls], dtype=torch.float)).max() < 12
 
@@ -87,7 +93,7 @@ def test_the_test_split_follows_the_seed(tmp_path: Path) -> None:
     options = FolderOptions(size=16)
 
     def test_images(seed: int) -> torch.Tensor:
-        return load("pics", raw, folder, options, seed=seed).raw.test_images
+        return every_image(load("pics", raw, folder, options, seed=seed).raw.test_images)
 
     assert torch.equal(test_images(3), test_images(3))
     assert not torch.equal(test_images(3), test_images(4))
@@ -435,30 +441,81 @@ def test_a_subsample_of_a_folder_decodes_only_the_chosen_images_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """data.max_train/max_test on a large folder: the same prepared data as decoding it all,
-    but only the chosen images are held (each file is decoded once to find the bad ones)."""
-    from cnnlab.data.prepare import split_dataset
+    but only the chosen images are held (each file is decoded once to find the bad ones).
+    Without a subsample, each file is decoded once and read back from a scratch file."""
+    from cnnlab.data.prepare import load_prepared, save_prepared, split_dataset
 
     folder, raw = listed(tmp_path)
     write_image_folder(folder, per_class=12)  # 36 images and 2 bad files
     scan("pics", folder, raw)
     options = FolderOptions(size=16, on_bad_file="skip")
 
-    def prepared(lazy: bool):
-        data = load("pics", raw, folder, options, seed=3, lazy=lazy).raw
-        return split_dataset(
+    def prepared(lazy: bool, out: Path):
+        data = load("pics", raw, folder, options, seed=3, lazy=lazy, scratch_dir=tmp_path).raw
+        split = split_dataset(
             data.train_images, data.train_labels, data.test_images, data.test_labels,
             data.classes, name="pics", seed=3, val_fraction=0.2, max_train=10, max_test=4,
         )  # fmt: skip
+        save_prepared(split, out)
+        return split
 
     decoded = []
     real_decode = images.decode
     monkeypatch.setattr(images, "decode", lambda *a: decoded.append(1) or real_decode(*a))
-    everything = prepared(lazy=False)
+    everything = prepared(lazy=False, out=tmp_path / "all")
     assert len(decoded) == 38
     decoded.clear()
-    subsample = prepared(lazy=True)
+    subsample = prepared(lazy=True, out=tmp_path / "some")
     assert len(decoded) == 38 + 10 + 4  # every file once, then the 14 chosen ones again
-    for split in ("train", "val", "test"):
-        assert torch.equal(subsample.images[split], everything.images[split]), split
-        assert torch.equal(subsample.labels[split], everything.labels[split]), split
     assert subsample.meta == everything.meta
+    for path in (tmp_path / "all").iterdir():
+        assert path.read_bytes() == (tmp_path / "some" / path.name).read_bytes(), path.name
+    assert load_prepared(tmp_path / "some").meta["counts"] == {"train": 8, "val": 2, "test": 4}
+    assert not list(tmp_path.glob(".pics-*"))  # the scratch file has no name
+
+
+def test_listing_and_preparing_a_folder_print_one_summary_line_each_off_a_terminal(
+    tmp_path: Path,
+) -> None:
+    """In a CI log or a redirected output, the md5 listing, the decoding and the writing of
+    a folder each end with one line of counts and time instead of a progress bar."""
+    import re
+    import subprocess
+
+    folder = tmp_path / "datasets/pics"
+    write_image_folder(folder, per_class=4)  # 12 images and 2 bad files
+    params = yaml.safe_load(clean_params_text())
+    params.update(datasets=["pics"], models=["lenet"], threads=1)
+    params["dataset"]["pics"] = {"size": 16, "on_bad_file": "skip"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    err = ""
+    for script in ("download.py", "prepare.py"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "stages" / script), "pics"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+        err += result.stderr
+    lines = [line for line in err.splitlines() if " in " in line and " s" in line]
+    assert [re.sub(r" in [0-9.]+ s, \d+ ", " in T s, R ", line) for line in lines] == [
+        "pics: md5 of the files: 14 files in T s, R files/s",
+        "pics: decode: 14 files in T s, R files/s",
+        "pics: prepare: 12 img in T s, R img/s",
+    ]
+    assert "\r" not in err  # no bar redrawn
+
+
+def test_progress_on_a_terminal_is_a_bar_with_counts(capsys: pytest.CaptureFixture) -> None:
+    from cnnlab.data.progress import Progress
+
+    with Progress("bar", 40, "pics: decode", "files") as bar:
+        for _ in range(40):
+            bar.update()
+    err = capsys.readouterr().err
+    assert "pics: decode" in err and "40/40" in err
+    with Progress(None, 40, "pics: decode", "files") as bar:
+        bar.update(40)
+    assert capsys.readouterr() == ("", "")

@@ -91,7 +91,7 @@ def test_metrics_files_hold_the_documented_keys(project: Path, first_repro) -> N
 
 def test_outputs_of_every_stage_exist(project: Path, first_repro) -> None:
     for path in (
-        "data/prepared/digits/tensors.pt",
+        "data/prepared/digits/train_images.npy",
         "data/prepared/digits/meta.json",
         "models/lenet-digits/best.pt",
         "models/lenet-digits/last.pt",

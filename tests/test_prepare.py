@@ -57,7 +57,97 @@ def test_saved_files_round_trip(tmp_path: Path) -> None:
     loaded = load_prepared(tmp_path)
     assert torch.equal(loaded.images["test"], data.images["test"])
     assert loaded.labels["train"].dtype == torch.int64
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "tensors.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "meta.json",
+        *(
+            f"{split}_{kind}.npy"
+            for split in ("test", "train", "val")
+            for kind in ("images", "labels")
+        ),
+    ]
+
+
+def test_prepared_images_are_memory_mapped_from_plain_npy_files(tmp_path: Path) -> None:
+    """Training reads the images out of the page cache, a batch at a time: the split is a
+    mapping of its .npy file (which numpy alone can read), not a copy on the heap."""
+    import numpy as np
+
+    data = split_dataset(*_data(), name="x", seed=1, val_fraction=0.2)
+    save_prepared(data, tmp_path)
+    loaded = load_prepared(tmp_path)
+    if Path("/proc/self/maps").exists():  # Linux: the tensor's bytes lie in the file's mapping
+        address = loaded.images["train"].data_ptr()
+        train_file = str((tmp_path / "train_images.npy").resolve())
+        mappings = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+        assert any(
+            int(m[0].split("-")[0], 16) <= address < int(m[0].split("-")[1], 16)
+            for m in mappings
+            if m[-1] == train_file
+        )
+    on_disk = np.load(tmp_path / "train_images.npy", mmap_mode="r")
+    assert np.array_equal(on_disk, data.images["train"].numpy())
+    assert np.array_equal(np.load(tmp_path / "val_labels.npy"), data.labels["val"].numpy())
+    batch = loaded.images["train"][torch.tensor([3, 1])]  # a batch is an ordinary tensor
+    assert torch.equal(batch, data.images["train"][[3, 1]])
+
+
+def test_the_same_split_is_saved_as_the_same_bytes(tmp_path: Path) -> None:
+    """DVC compares the outputs of a rerun byte for byte."""
+    for out in ("a", "b"):
+        save_prepared(split_dataset(*_data(), name="x", seed=1, val_fraction=0.2), tmp_path / out)
+    for path in (tmp_path / "a").iterdir():
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes(), path.name
+
+
+class _Counted:
+    """Rows decoded on demand (as a folder's are), counting how many are fetched at once."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images, self.largest = images, 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        self.largest = max(self.largest, len(index))
+        return self.images[index]
+
+
+def test_a_split_of_on_demand_images_is_written_a_chunk_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Images that are decoded on demand are fetched a chunk at a time while saved, and give
+    the same files and statistics (to the bit) as the same images in memory."""
+    import cnnlab.data.prepare as prepare
+
+    monkeypatch.setattr(prepare, "STATS_CHUNK", 1000)  # chunks that straddle images
+
+    train, train_y, test, test_y, classes = _data(n_train=300)
+    in_memory = split_dataset(
+        train, train_y, test, test_y, classes, name="x", seed=1, val_fraction=0.2
+    )
+    save_prepared(in_memory, tmp_path / "memory")
+    source = _Counted(train)
+    on_demand = split_dataset(
+        source, train_y, _Counted(test), test_y, classes, name="x", seed=1, val_fraction=0.2
+    )
+    assert on_demand.meta["mean"] is None  # computed while saving
+    save_prepared(on_demand, tmp_path / "chunks")
+    assert 0 < source.largest <= prepare.WRITE_CHUNK
+    assert on_demand.meta == in_memory.meta
+    for path in (tmp_path / "memory").iterdir():
+        assert path.read_bytes() == (tmp_path / "chunks" / path.name).read_bytes(), path.name
+
+
+def test_data_prepared_by_an_earlier_version_asks_for_prepare_again(tmp_path: Path) -> None:
+    (tmp_path / "meta.json").write_text('{"dataset": "digits"}')
+    (tmp_path / "tensors.pt").write_bytes(b"")
+    with pytest.raises(UserError, match=r"earlier version.*dvc repro prepare@digits"):
+        load_prepared(tmp_path)
 
 
 def test_a_failed_save_keeps_the_previous_complete_output(tmp_path: Path, monkeypatch) -> None:

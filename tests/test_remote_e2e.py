@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 OUTPUTS = (
     "models/lenet-digits/best.pt",
-    "data/prepared/digits/tensors.pt",
+    "data/prepared/digits/train_images.npy",
     "plots/eval/lenet-digits/predictions.json",
     "reports/summary.json",
 )

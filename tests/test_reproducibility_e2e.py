@@ -44,9 +44,9 @@ def test_a_noisy_stage_is_named_with_the_output_that_changed(tmp_path: Path) -> 
     stage = repo / "stages" / "prepare.py"
     stage.write_text(
         stage.read_text().replace(
-            "    save_prepared(data, PREPARED / dataset)\n",
+            "    save_prepared(data, PREPARED / dataset",
             "    data.meta['noise'] = __import__('os').urandom(4).hex()\n"
-            "    save_prepared(data, PREPARED / dataset)\n",
+            "    save_prepared(data, PREPARED / dataset",
         )
     )
     dvc("repro", "prepare@digits", cwd=repo)

@@ -36,7 +36,7 @@ def test_prepare_removes_the_scratch_a_killed_prepare_left(tmp_path: Path) -> No
     prepared = tmp_path / "data/prepared"
     stale = prepared / f".digits.{DEAD_PID}.0badc0de.tmp"  # as SIGKILL mid-save leaves it
     stale.mkdir(parents=True)
-    (stale / "tensors.pt").write_bytes(b"\0" * 4096)
+    (stale / "train_images.npy").write_bytes(b"\0" * 4096)
     running = prepared / f".digits.{os.getpid()}.0123abcd.tmp"  # a writer at work right now
     running.mkdir()
     notes = prepared / ".digits.notes"  # not a name a writer gives: never touched
@@ -50,7 +50,7 @@ def test_prepare_removes_the_scratch_a_killed_prepare_left(tmp_path: Path) -> No
         assert running.is_dir() and notes.read_text() == "mine"
     finally:
         os.close(fd)
-    assert (prepared / "digits/tensors.pt").is_file()
+    assert (prepared / "digits/train_images.npy").is_file()
     assert _stage(tmp_path, "prepare.py", "digits").returncode == 0
     assert sorted(p.name for p in prepared.iterdir()) == [".digits.notes", "digits"]
 

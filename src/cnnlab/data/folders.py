@@ -14,7 +14,9 @@ Two steps, as for the downloaded datasets:
 - :func:`load` (the ``prepare`` stage) decodes the files the manifest lists, after checking
   each against its md5, and resizes them once (:mod:`cnnlab.data.images`). Files that are
   not decodable images are reported by name and skipped or refused, as
-  ``dataset.<name>.on_bad_file`` says.
+  ``dataset.<name>.on_bad_file`` says. The decoded images are never all held: they go to a
+  scratch file, or are decoded again for a subsample, and prepare writes the splits a chunk
+  at a time, so a folder of any size prepares in the same memory.
 
 Hidden files (``.DS_Store``) are ignored anywhere, and so are hidden folders inside a class
 folder (``.thumbnails/``), without mention. A hidden folder where a class folder would be
@@ -42,15 +44,16 @@ import hashlib
 import json
 import os
 import stat
-from collections import Counter
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnlab.data import images
 from cnnlab.data.options import FolderOptions
+from cnnlab.data.progress import Progress, ProgressMode
 from cnnlab.data.raw import DataError, RawDataset
 from cnnlab.files import atomic_directory, write_json
 
@@ -186,10 +189,11 @@ def _layout(folder: Path, dirs: list[str]) -> list[str | None]:
     return [s for s in SPLIT_FOLDERS if s in named]
 
 
-def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
+def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) -> dict[str, Any]:
     """Write ``dest/manifest.json``: every file of the folder dataset, with class, split and
     md5. Layout mistakes (no class folders, an empty class, classes only in test/) stop here,
-    with the folder named; whether each file is a readable image is prepare's business."""
+    with the folder named, before any file is read; whether each file is a readable image is
+    prepare's business. ``progress``: how the md5 pass over the files shows."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(
@@ -200,7 +204,7 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
     top = _children(folder)
     ignored = [*top.files, *(f"{d}/" for d in top.hidden_dirs)]
     skipped = [{"path": entry, "reason": reason} for entry, reason in top.not_read]
-    files: list[dict[str, Any]] = []
+    listed: list[tuple[Path, str | None, str]] = []
     classes_of: dict[str | None, list[str]] = {}
     for split in _layout(folder, top.dirs):
         root = folder if split is None else folder / split
@@ -231,22 +235,7 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
                     f"class folder {root / cls}/ holds no regular files{links}: add images "
                     f"of '{cls}' or remove the folder"
                 )
-            for path in found:
-                try:
-                    md5 = _md5(path)
-                except OSError as exc:
-                    raise DataError(
-                        f"cannot read {path} ({exc.strerror or exc}): fix its permissions, or "
-                        "if the folder was changing, run the download stage again"
-                    ) from None
-                files.append(
-                    {
-                        "path": path.relative_to(folder).as_posix(),
-                        "split": split,
-                        "class": cls,
-                        "md5": md5,
-                    }
-                )
+            listed += [(path, split, cls) for path in found]
     classes = classes_of.get("train", classes_of.get(None, []))
     for split, names in classes_of.items():
         extra = sorted(set(names) - set(classes))
@@ -261,6 +250,25 @@ def scan(name: str, folder: Path, dest: Path) -> dict[str, Any]:
             f"{folder} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a "
             "classifier needs at least two: one sub-folder per class"
         )
+    files: list[dict[str, Any]] = []
+    with Progress(progress, len(listed), f"{name}: md5 of the files", "files") as bar:
+        for path, split, cls in listed:
+            try:
+                md5 = _md5(path)
+            except OSError as exc:
+                raise DataError(
+                    f"cannot read {path} ({exc.strerror or exc}): fix its permissions, or "
+                    "if the folder was changing, run the download stage again"
+                ) from None
+            files.append(
+                {
+                    "path": path.relative_to(folder).as_posix(),
+                    "split": split,
+                    "class": cls,
+                    "md5": md5,
+                }
+            )
+            bar.update()
     manifest = {
         "dataset": name,
         "folder": folder.as_posix(),
@@ -315,17 +323,6 @@ def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -
     return test
 
 
-def _keep_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``x[keep]`` for a mask, made in place: each kept row moves up to its final place (never
-    past a row still to be read), so the result shares ``x``'s memory instead of copying
-    most of a large decoded folder a second time."""
-    rows = keep.nonzero().flatten().tolist()
-    for target, source in enumerate(rows):
-        if target != source:
-            x[target] = x[source]
-    return x[: len(rows)]
-
-
 def _decode_entry(name: str, folder: Path, entry: dict[str, Any], options: FolderOptions) -> Any:
     """One listed file, read (checked against its md5) and decoded; raises BadImage."""
     path = folder / entry["path"]
@@ -356,6 +353,10 @@ class LazyImages:
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.entries), 3, self.options.size, self.options.size)
+
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         import torch
 
@@ -368,6 +369,38 @@ class LazyImages:
         return out
 
 
+class DecodedImages:
+    """Some rows of a scratch file of decoded images (uint8 [3, size, size] each, in the
+    order they were decoded), read back only when indexed: a whole folder is decoded once
+    without holding it. The file is unnamed (``tempfile.TemporaryFile``): the system removes
+    it when the last of these is gone, however the process ends."""
+
+    def __init__(self, scratch: IO[bytes], rows: np.ndarray, size: int) -> None:
+        self.scratch, self.rows, self.size = scratch, rows, size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), 3, self.size, self.size)
+
+    def subset(self, mask: np.ndarray) -> DecodedImages:
+        return DecodedImages(self.scratch, self.rows[mask], self.size)
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        size, fd = self.size, self.scratch.fileno()
+        nbytes = 3 * size * size
+        rows = self.rows[index.numpy()]
+        out = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
+        for k, row in enumerate(rows.tolist()):
+            data = os.pread(fd, nbytes, row * nbytes)
+            out[k].numpy()[...] = np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
+        return out
+
+
 def load(
     name: str,
     raw_dir: Path,
@@ -376,13 +409,22 @@ def load(
     *,
     seed: int,
     lazy: bool = False,
+    scratch_dir: Path | None = None,
+    progress: ProgressMode = None,
 ) -> FolderDataset:
     """Decode and resize every file ``raw_dir``'s manifest lists (read from ``folder``).
 
+    The images are never all held: each split is :class:`~cnnlab.data.prepare.Rows` that
+    prepare's ``save_prepared`` reads a chunk at a time, so memory does not grow with the
+    folder. By default each decoded image goes to an unnamed scratch file in
+    ``scratch_dir`` (the system's temporary folder if None; as large as the decoded folder)
+    and is read back from there (:class:`DecodedImages`).
+
     ``lazy``: for a subsample (``data.max_train``/``max_test``). Every file is still decoded
     once, to know which are bad files (they change what the seeded draw picks), but its
-    pixels are dropped; the splits are :class:`LazyImages` that decode the chosen files again.
-    Memory then grows with the subsample, not the folder, for the price of decoding it twice.
+    pixels are dropped; the splits are :class:`LazyImages` that decode the chosen files again:
+    no scratch file the size of the whole folder for a few of its images.
+    ``progress``: how the decoding pass shows.
     """
     import torch
 
@@ -390,31 +432,34 @@ def load(
     folder = Path(folder)
     classes: list[str] = list(manifest["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    # Each split's images go straight into one uint8 [N, 3, size, size] tensor sized from the
-    # manifest (bad files leave its tail unused): no list of arrays, no stacked copy.
     size = options.size
-    listed = Counter(entry["split"] for entry in manifest["files"])
-    decoded = {
-        split: torch.empty((0 if lazy else n, 3, size, size), dtype=torch.uint8)
-        for split, n in listed.items()
-    }
+    # Closed when the last DecodedImages reading it is gone, not at the end of this function.
+    scratch = (
+        None if lazy else tempfile.TemporaryFile(dir=scratch_dir, prefix=f".{name}-")  # noqa: SIM115
+    )
     good: dict[str | None, list[dict[str, Any]]] = {}
-    filled: Counter[str | None] = Counter()
+    rows: dict[str | None, list[int]] = {}
     labels: dict[str | None, list[int]] = {}
     skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
-    for entry in manifest["files"]:
-        try:
-            image = _decode_entry(name, folder, entry, options)
-        except images.BadImage as exc:
-            skipped.append({"path": entry["path"], "reason": str(exc)})
-            continue
-        split = entry["split"]
-        if lazy:
-            good.setdefault(split, []).append(entry)
-        else:
-            decoded[split][filled[split]].numpy()[...] = image.transpose(2, 0, 1)  # HWC->CHW
-        filled[split] += 1
-        labels.setdefault(split, []).append(index[entry["class"]])
+    written = 0
+    with Progress(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
+        for entry in manifest["files"]:
+            bar.update()
+            try:
+                image = _decode_entry(name, folder, entry, options)
+            except images.BadImage as exc:
+                skipped.append({"path": entry["path"], "reason": str(exc)})
+                continue
+            split = entry["split"]
+            if scratch is None:
+                good.setdefault(split, []).append(entry)
+            else:
+                scratch.write(np.ascontiguousarray(image.transpose(2, 0, 1)).data)  # CHW
+                rows.setdefault(split, []).append(written)
+                written += 1
+            labels.setdefault(split, []).append(index[entry["class"]])
+    if scratch is not None:
+        scratch.flush()
     if skipped and options.on_bad_file == "error":
         shown = "\n".join(
             f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS]
@@ -431,11 +476,10 @@ def load(
         )
 
     def stack(split: str | None) -> tuple[Any, torch.Tensor]:
-        y = np.asarray(labels.get(split, []), dtype=np.int64)
-        if lazy:
-            return LazyImages(name, folder, good.get(split, []), options), torch.from_numpy(y)
-        x = decoded.pop(split, torch.empty((0, 3, size, size), dtype=torch.uint8))
-        return x[: filled[split]], torch.from_numpy(y)  # leading rows: contiguous, no copy
+        y = torch.from_numpy(np.asarray(labels.get(split, []), dtype=np.int64))
+        if scratch is None:
+            return LazyImages(name, folder, good.get(split, []), options), y
+        return DecodedImages(scratch, np.asarray(rows.get(split, []), dtype=np.int64), size), y
 
     splits = manifest.get("splits")
     if splits:
@@ -447,7 +491,7 @@ def load(
         test = torch.from_numpy(
             _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
         )
-        if lazy:
+        if isinstance(all_x, LazyImages):
             entries = all_x.entries
             test_x = LazyImages(
                 name, folder, [e for e, t in zip(entries, test.tolist(), strict=True) if t], options
@@ -459,8 +503,7 @@ def load(
                 options,
             )
         else:
-            test_x = all_x[test].contiguous()
-            train_x = _keep_rows(all_x, ~test)
+            test_x, train_x = all_x.subset(test.numpy()), all_x.subset(~test.numpy())
         test_y, train_y = all_y[test].contiguous(), all_y[~test].contiguous()
         val = None
     counts = torch.bincount(train_y, minlength=len(classes)).tolist()

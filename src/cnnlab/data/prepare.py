@@ -1,24 +1,84 @@
 """Turn decoded images into the compact tensors training reads: train / val / test splits.
 
 Decoding happens once here, so training never touches an image file or a PIL object.
+
+The splits are stored as uncompressed ``.npy`` files (``train_images.npy``,
+``train_labels.npy``, ...), written a chunk at a time and the same bytes on every run (DVC
+compares them), and :func:`load_prepared` memory-maps the images instead of reading them:
+training copies one batch at a time out of the page cache, a 7.5 GB split never lands on
+the heap, and several DDP processes on one machine share the same cached pages.
+
+A split may also be drawn from a source that decodes on demand (a large folder of photos,
+:mod:`cnnlab.data.folders`): :func:`split_dataset` then only picks the rows, and
+:func:`save_prepared` fetches them a chunk at a time, writes them and computes the
+statistics on the way, so memory does not grow with the number of images.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
+import numpy as np
 import torch
 
+from cnnlab.data.progress import Progress, ProgressMode
 from cnnlab.errors import UserError
-from cnnlab.files import atomic_directory, load_torch, save_torch, write_json
+from cnnlab.files import atomic_directory, write_json
 
+#: The single file of the format before memory-mapped splits (refused with a fix).
 TENSORS_FILE = "tensors.pt"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")
-#: Values per channel summed at a time by :func:`channel_stats` (float64: 32 MB a channel).
-STATS_CHUNK = 1 << 22
+#: Values per channel summed at a time by :func:`channel_stats` (float64: 8 MB a channel).
+STATS_CHUNK = 1 << 20
+#: Images fetched, written and freed at a time by :func:`save_prepared` (at 224x224 RGB:
+#: 64 x 150 KB, about 10 MB).
+WRITE_CHUNK = 64
+
+
+def images_file(split: str) -> str:
+    return f"{split}_images.npy"
+
+
+def labels_file(split: str) -> str:
+    return f"{split}_labels.npy"
+
+
+class Rows(Protocol):
+    """Images a split can be drawn from without holding them all: ``rows[index]`` returns
+    the uint8 images [len(index), C, H, W] of an index tensor; ``shape`` is [N, C, H, W]."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor: ...
+
+
+class Selection:
+    """Rows ``index`` of ``source``, fetched only when saved, ``WRITE_CHUNK`` at a time."""
+
+    def __init__(self, source: Rows, index: torch.Tensor) -> None:
+        self.source, self.index = source, index
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.source.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def chunks(self, rows: int = WRITE_CHUNK) -> Iterator[torch.Tensor]:
+        for part in self.index.split(rows):
+            yield self.source[part]
+
+    def materialize(self) -> torch.Tensor:
+        """The whole selection in memory (tests; small data)."""
+        return torch.cat([*self.chunks(), torch.empty((0, *self.shape[1:]), dtype=torch.uint8)])
 
 
 @dataclass
@@ -44,38 +104,66 @@ def _subsample(n: int, keep: int | None, generator: torch.Generator) -> torch.Te
     return order if keep is None else order[: min(keep, n)]
 
 
+class _ChannelSums:
+    """Per-channel float64 sums of uint8 images fed in order, a block at a time.
+
+    The sums run over chunks of ``STATS_CHUNK`` values per channel of the channel-major
+    pixels, as one ``images.transpose(0, 1).reshape(c, -1).split(STATS_CHUNK, dim=1)`` would
+    cut them (so the sums are the same bits however the images arrive), each built from the
+    images it spans: never a transposed copy of the whole split, and only the images of one
+    chunk held when they come in blocks.
+    """
+
+    def __init__(self, n_images: int, image_shape: tuple[int, ...]) -> None:
+        self.c = image_shape[0]
+        self.pixels = int(np.prod(image_shape[1:])) if n_images else 0
+        self.count = n_images * self.pixels
+        self.sums = torch.zeros(self.c, dtype=torch.float64)
+        self.squares = torch.zeros(self.c, dtype=torch.float64)
+        self.held: torch.Tensor | None = None  # images [held_first, ...), as [k, c, pixels]
+        self.held_first = 0
+        self.start = 0  # the next value (per channel) to sum
+
+    def add(self, block: torch.Tensor) -> None:
+        block = block.reshape(len(block), self.c, self.pixels)
+        self.held = block if self.held is None else torch.cat([self.held, block])
+        held_end = self.held_first + len(self.held)
+        while self.start < self.count:
+            stop = min(self.start + STATS_CHUNK, self.count)
+            first, last = self.start // self.pixels, (stop - 1) // self.pixels + 1
+            if last > held_end:
+                break
+            spanned = self.held[first - self.held_first : last - self.held_first]
+            chunk = spanned.transpose(0, 1).reshape(self.c, -1)
+            chunk = chunk[:, self.start - first * self.pixels : stop - first * self.pixels]
+            chunk = chunk.to(torch.float64).div_(255.0)  # in place: one float64 chunk held
+            self.sums += chunk.sum(dim=1)
+            self.squares += chunk.mul_(chunk).sum(dim=1)
+            self.start = stop
+        done = self.start // self.pixels if self.pixels else 0
+        self.held = self.held[done - self.held_first :]
+        self.held_first = done
+
+    def result(self) -> tuple[list[float], list[float]]:
+        mean = self.sums / self.count
+        std = (self.squares / self.count - mean * mean).clamp_min(1e-12).sqrt()
+        return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images on the 0..1 scale, accumulated in float64.
 
     float64 sums make the numbers independent of how the work is split across threads.
     """
-    c = images.shape[1]
-    pixels = images[0].numel() // c if len(images) else 0
-    count = len(images) * pixels
-    by_image = images.reshape(len(images), c, pixels)
-    sums = torch.zeros(c, dtype=torch.float64)
-    squares = torch.zeros(c, dtype=torch.float64)
-    # Chunks of STATS_CHUNK values per channel of the channel-major pixels, as one
-    # ``images.transpose(0, 1).reshape(c, -1).split(STATS_CHUNK, dim=1)`` would cut them (so
-    # the sums are the same bits), but built from the images each chunk spans: never a
-    # transposed copy of the whole split.
-    for start in range(0, count, STATS_CHUNK):
-        stop = min(start + STATS_CHUNK, count)
-        first, last = start // pixels, (stop - 1) // pixels + 1
-        block = by_image[first:last].transpose(0, 1).reshape(c, -1)
-        chunk = block[:, start - first * pixels : stop - first * pixels]
-        chunk = chunk.to(torch.float64) / 255.0
-        sums += chunk.sum(dim=1)
-        squares += (chunk * chunk).sum(dim=1)
-    mean = sums / count
-    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+    sums = _ChannelSums(len(images), tuple(images.shape[1:]))
+    sums.add(images)
+    return sums.result()
 
 
 def split_dataset(
-    train_images: torch.Tensor,
+    train_images: torch.Tensor | Rows,
     train_labels: torch.Tensor,
-    test_images: torch.Tensor,
+    test_images: torch.Tensor | Rows,
     test_labels: torch.Tensor,
     classes: list[str],
     *,
@@ -84,7 +172,7 @@ def split_dataset(
     val_fraction: float,
     max_train: int | None = None,
     max_test: int | None = None,
-    val_images: torch.Tensor | None = None,
+    val_images: torch.Tensor | Rows | None = None,
     val_labels: torch.Tensor | None = None,
 ) -> PreparedData:
     """Hold out a seeded validation split and optionally subsample, deterministically.
@@ -93,6 +181,10 @@ def split_dataset(
     same train/val proportions as a full one. A dataset with a validation split of its own
     (``val_images``/``val_labels``: Flowers-102's official one) keeps it whole instead, and
     ``max_train`` caps the training split alone.
+
+    Images given as :class:`Rows` (decoded on demand) come back as :class:`Selection` objects,
+    with ``mean``/``std`` left None in the metadata: :func:`save_prepared` fetches the
+    images and computes them, the same bits as from tensors.
     """
     generator = torch.Generator().manual_seed(seed)
     pool = _subsample(len(train_labels), max_train, generator)
@@ -110,17 +202,18 @@ def split_dataset(
         val_idx, train_idx = pool[:n_val].sort().values, pool[n_val:].sort().values
         val_source, val_source_labels = train_images, train_labels
     test_idx = _subsample(len(test_labels), max_test, generator).sort().values
-    images = {
-        "train": train_images[train_idx].contiguous(),
-        "val": val_source[val_idx].contiguous(),
-        "test": test_images[test_idx].contiguous(),
+    sources = [train_images, val_source, test_images]
+    on_demand = not all(isinstance(x, torch.Tensor) for x in sources)
+    images: dict[str, Any] = {
+        split: Selection(source, idx) if on_demand else source[idx].contiguous()
+        for split, source, idx in zip(SPLITS, sources, (train_idx, val_idx, test_idx), strict=True)
     }
     labels = {
         "train": train_labels[train_idx].to(torch.int64),
         "val": val_source_labels[val_idx].to(torch.int64),
         "test": test_labels[test_idx].to(torch.int64),
     }
-    mean, std = channel_stats(images["train"])
+    mean, std = (None, None) if on_demand else channel_stats(images["train"])
     meta = {
         "dataset": name,
         "classes": list(classes),
@@ -142,25 +235,91 @@ def split_dataset(
     return PreparedData(images, labels, meta)
 
 
-def save_prepared(data: PreparedData, directory: Path) -> None:
-    """Tensors and metadata are replaced together, so they always describe the same split."""
-    tensors = {}
-    for split in SPLITS:
-        tensors[f"{split}_images"] = data.images[split]
-        tensors[f"{split}_labels"] = data.labels[split]
+def _write_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> BinaryIO:
+    """``path`` opened for writing, past the header ``np.save`` would write for an array of
+    ``shape`` and ``dtype``: the rows appended then make the same bytes as ``np.save``."""
+    f = open(path, "wb")  # noqa: SIM115 - the caller closes it
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": tuple(int(n) for n in shape),
+    }
+    np.lib.format.write_array_header_1_0(f, header)
+    return f
+
+
+def _save_images(
+    path: Path,
+    images: torch.Tensor | Selection,
+    sums: _ChannelSums | None,
+    progress: Progress,
+) -> None:
+    """Write one split's images; a :class:`Selection` is fetched and written a chunk at a
+    time (and summed into ``sums``), so only one chunk is held."""
+    with _write_npy(path, tuple(images.shape), np.dtype(np.uint8)) as f:
+        blocks = images.chunks() if isinstance(images, Selection) else [images]
+        for block in blocks:
+            block = block.contiguous()
+            f.write(block.numpy().data)  # no copy: the tensor's own bytes
+            if sums is not None:
+                sums.add(block)
+            progress.update(len(block))
+
+
+def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode = None) -> None:
+    """Tensors and metadata are replaced together, so they always describe the same split.
+
+    Each split is one uncompressed ``.npy`` per tensor, which :func:`load_prepared`
+    memory-maps. Splits drawn from :class:`Rows` are fetched here, a chunk at a time, and
+    their statistics filled into ``data.meta`` on the way (``progress``: how that shows).
+    """
+    on_demand = any(isinstance(data.images[s], Selection) for s in SPLITS)
+    total = sum(len(data.images[s]) for s in SPLITS)
+    name = data.meta.get("dataset", directory.name)
+    sums = None
+    if data.meta.get("mean") is None:
+        sums = _ChannelSums(len(data.images["train"]), tuple(data.images["train"].shape[1:]))
     with atomic_directory(directory) as tmp:
-        save_torch(tmp / TENSORS_FILE, tensors)
+        with Progress(progress if on_demand else None, total, f"{name}: prepare", "img") as bar:
+            for split in SPLITS:
+                split_sums = sums if split == "train" else None
+                _save_images(tmp / images_file(split), data.images[split], split_sums, bar)
+                labels = data.labels[split].to(torch.int64).contiguous().numpy()
+                with _write_npy(tmp / labels_file(split), labels.shape, labels.dtype) as f:
+                    f.write(labels.data)
+        if sums is not None:
+            data.meta["mean"], data.meta["std"] = sums.result()
         write_json(tmp / META_FILE, data.meta)
 
 
+def _mapped(path: Path) -> torch.Tensor:
+    """The array of a ``.npy`` file, memory-mapped copy-on-write.
+
+    Copy-on-write (``mmap_mode="c"``), not read-only: torch wants a writable array (it warns
+    on a read-only one), and nothing writes to the images anyway, so every page stays the
+    file's page-cache page, shared by every process that maps it; the file itself can never
+    change.
+    """
+    return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
+
+
 def load_prepared(directory: Path) -> PreparedData:
+    """The prepared splits: images memory-mapped (see :func:`_mapped`), labels in memory."""
     import json
 
     meta_path = directory / META_FILE
     if not meta_path.exists():
         raise UserError(f"{directory}: no prepared data; run `dvc repro prepare@<dataset>` first")
     meta = json.loads(meta_path.read_text())
-    tensors = load_torch(directory / TENSORS_FILE)
-    images = {split: tensors[f"{split}_images"] for split in SPLITS}
-    labels = {split: tensors[f"{split}_labels"] for split in SPLITS}
+    if not (directory / images_file("train")).exists():
+        old = " in the format of an earlier version" if (directory / TENSORS_FILE).exists() else ""
+        raise UserError(
+            f"{directory}: prepared data{old} without {images_file('train')}; run "
+            f"`dvc repro prepare@{meta.get('dataset', '<dataset>')}` to prepare it again"
+        )
+    images = {split: _mapped(directory / images_file(split)) for split in SPLITS}
+    labels = {
+        split: torch.from_numpy(np.load(directory / labels_file(split), allow_pickle=False))
+        for split in SPLITS
+    }
     return PreparedData(images, labels, meta)

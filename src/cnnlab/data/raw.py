@@ -16,6 +16,8 @@ from cnnlab.errors import UserError
 if TYPE_CHECKING:
     import torch
 
+    from cnnlab.data.prepare import Rows
+
 __all__ = ["DataError", "RawDataset", "Source", "TarLimits", "redownload_hint"]
 
 
@@ -52,16 +54,19 @@ class Source:
 
 @dataclass
 class RawDataset:
-    """The dataset as published: its own train/test split, uint8 pixels, int64 labels."""
+    """The dataset as published: its own train/test split, uint8 pixels, int64 labels.
 
-    train_images: torch.Tensor  # uint8, [N, C, H, W]
+    A folder's images are :class:`~cnnlab.data.prepare.Rows`, read on demand, not tensors.
+    """
+
+    train_images: torch.Tensor | Rows  # uint8, [N, C, H, W]
     train_labels: torch.Tensor  # int64, [N]
-    test_images: torch.Tensor  # uint8, [M, C, H, W]
+    test_images: torch.Tensor | Rows  # uint8, [M, C, H, W]
     test_labels: torch.Tensor  # int64, [M]
     classes: list[str]
     #: The dataset's own validation split, where it has one (Flowers-102, a folder with
     #: val/); otherwise prepare draws it from the training split.
-    val_images: torch.Tensor | None = None
+    val_images: torch.Tensor | Rows | None = None
     val_labels: torch.Tensor | None = None
 
 

@@ -1,0 +1,56 @@
+"""Progress of the long loops over a folder's files: listing (md5) and decoding.
+
+A tqdm bar with counts and ETA on a terminal, as training shows; elsewhere (CI logs,
+redirected output) one summary line when the loop ends, so a log is not flooded with bar
+redraws. The stages decide which (``stages/common.py``'s ``interactive()``); the library
+stays silent unless asked (``None``), so tests and scripts see no extra output.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Literal
+
+#: "bar": a tqdm bar on stderr; "line": one summary line on stderr at the end; None: silent.
+ProgressMode = Literal["bar", "line"] | None
+
+
+class Progress:
+    """Counts ``unit``s of work towards ``total``; :meth:`close` ends the bar or prints the line."""
+
+    def __init__(self, mode: ProgressMode, total: int, desc: str, unit: str) -> None:
+        self.mode, self.total, self.desc, self.unit = mode, total, desc, unit
+        self.done = 0
+        self.start = time.perf_counter()
+        self.bar: Any = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.mode == "line":
+            seconds = time.perf_counter() - self.start
+            rate = f", {self.done / seconds:.0f} {self.unit}/s" if seconds > 0 else ""
+            print(
+                f"{self.desc}: {self.done} {self.unit} in {seconds:.1f} s{rate}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        elif self.bar is not None:  # a failed loop: its bar ends, with no summary line
+            self.bar.close()
