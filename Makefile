@@ -10,7 +10,7 @@ RUN := PATH="$(abspath $(BIN)):$$PATH"
 # `make classic MIRROR=/path/to/mirror` on a machine without internet (docs/data.md)
 MIRROR ?=
 
-.PHONY: setup repro classic lock verify tolerance baseline test test-fast lint clean-venv
+.PHONY: setup repro classic lock verify tolerance baseline test test-slow test-fast lint clean-venv
 
 setup: $(STAMP)
 
@@ -58,10 +58,15 @@ tolerance: setup
 baseline: setup
 	$(RUN) $(BIN)/python ci/baseline.py
 
-# Everything but the CUDA tests, end-to-end tests that drive the real `dvc` included (what
-# CI runs; 17 minutes on 2 quiet cores).
+# Every test but the CUDA and the slow ones, end-to-end tests that drive the real `dvc`
+# included (docs/testing.md has the times).
 test: setup
 	$(RUN) $(BIN)/python -m pytest --durations=10
+
+# The slow tests: `make verify`'s own checks, resuming, forced reruns. CI runs `make test`
+# and then these.
+test-slow: setup
+	$(RUN) $(BIN)/python -m pytest -m "slow and not gpu" --durations=10
 
 # Unit tests only: no dvc runs, no minute-long tests; for the edit-test loop.
 test-fast: setup

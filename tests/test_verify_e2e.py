@@ -15,7 +15,7 @@ import pytest
 import yaml
 from e2e import COMMIT, copy_repository, dvc, run, tiny_project
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each runs `make verify` or a forced rerun
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small enough that a `dvc repro -f` of both models takes seconds, AlexNet included.
