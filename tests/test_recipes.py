@@ -93,8 +93,10 @@ def test_the_default_optimizer_keeps_the_reference_row() -> None:
 def test_the_reference_optimizers_preset_restores_the_reference_rows(tmp_path: Path) -> None:
     (sets,) = _preset_commands()["reference-optimizers"]
     (params,) = _apply_preset(tmp_path, sets)
-    table = {name: params.model_copy(update={"optimizer": name}).optimizer_settings()
-             for name in OPTIMIZERS}
+    table = {
+        name: params.model_copy(update={"optimizer": name}).optimizer_settings()
+        for name in OPTIMIZERS
+    }
     assert table == REFERENCE_ROWS
 
 
