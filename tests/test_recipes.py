@@ -541,6 +541,7 @@ def test_optimizer_presets_sweep_the_reference_optimizers(tmp_path: Path) -> Non
             assert (params.epochs, params.batch_size, params.scheduler.name) == (20, 128, "none")
             assert params.model_options("alexnet").adaptive_pool
             assert params.lr is None and params.weight_decay is None  # the table's rows
+            assert params.optimizer_settings() == REFERENCE_ROWS[params.optimizer]
     # The documented "PyTorch's own defaults" options, added to a sweep.
     with_torch_defaults = _preset_commands()["optimizers-cifar10"][1]
     runs = _apply_preset(tmp_path, with_torch_defaults)
