@@ -42,8 +42,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.errors import UserError
 from cnnlab.files import check_output_folder, mark_output_folder, shortened
+from cnnlab_compare import console
 from cnnlab_compare.layout import METRICS, TIMINGS, TRAIN_LOGS, run_name
 
 if TYPE_CHECKING:
@@ -322,13 +322,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """The console script: a mistake the user can fix is one line on stderr and exit 2,
-    never a traceback."""
-    try:
-        main(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    """The console script (pyproject's ``[project.scripts]``)."""
+    console(main, argv)
 
 
 if __name__ == "__main__":

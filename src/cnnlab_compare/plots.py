@@ -17,8 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnlab.errors import UserError
 from cnnlab.files import check_output_folder, mark_output_folder
+from cnnlab_compare import console
 
 OUT = Path("reports/dvc-plots")
 PROG = "cnnlab-plots"
@@ -56,12 +56,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """The console script: a mistake the user can fix is one line on stderr and exit 2."""
-    try:
-        main(argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    """The console script (pyproject's ``[project.scripts]``)."""
+    console(main, argv)
 
 
 if __name__ == "__main__":
