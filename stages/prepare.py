@@ -1,4 +1,5 @@
-"""prepare@<dataset>: decode once into uint8 train/val/test tensors plus metadata."""
+"""prepare@<dataset>: decode once into uint8 train/val/test arrays (.npy, memory-mapped by
+train and evaluate) plus metadata."""
 
 from __future__ import annotations
 
