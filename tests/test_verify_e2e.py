@@ -13,20 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e import COMMIT, copy_repository, dvc, run, tiny_project
+from e2e import COMMIT, TINY_PARAMS, copy_repository, dvc, run, tiny_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each runs `make verify` or a forced rerun
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small enough that a `dvc repro -f` of both models takes seconds, AlexNet included.
-PARAMS = {
-    "datasets": ["digits"],
-    "models": ["lenet", "alexnet"],
-    "epochs": 1,
-    "batch_size": 32,
-    "eval_batch_size": 100,
-    "threads": 2,
-}
+PARAMS = {**TINY_PARAMS, "epochs": 1}
 DATA = {"max_train": 200, "max_test": 100}
 #: A deadline for one `make verify` of the tiny project (two forced runs): fails loudly past it.
 VERIFY_DEADLINE = 600
