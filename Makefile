@@ -58,19 +58,23 @@ tolerance: setup
 baseline: setup
 	$(RUN) $(BIN)/python ci/baseline.py
 
+# Two pytest-xdist workers (CI's machine has 2 cores): TEST_WORKERS=1 runs them in one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
+
 # Every test but the CUDA and the slow ones, end-to-end tests that drive the real `dvc`
 # included (docs/testing.md has the times).
 test: setup
-	$(RUN) $(BIN)/python -m pytest --durations=10
+	$(RUN) $(BIN)/python -m pytest $(XDIST) --durations=10
 
 # The slow tests: `make verify`'s own checks, resuming, forced reruns. CI runs `make test`
 # and then these.
 test-slow: setup
-	$(RUN) $(BIN)/python -m pytest -m "slow and not gpu" --durations=10
+	$(RUN) $(BIN)/python -m pytest $(XDIST) -m "slow and not gpu" --durations=10
 
 # Unit tests only: no dvc runs, no minute-long tests; for the edit-test loop.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not e2e and not slow and not gpu"
+	$(BIN)/python -m pytest $(XDIST) -m "not e2e and not slow and not gpu"
 
 lint: setup
 	$(BIN)/ruff check src stages tests benchmarks ci

@@ -6,8 +6,11 @@ torch is imported where it is used, not here: the torch-free test modules
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,9 +25,25 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on 2 cores: two OpenMP threads each would run many times
+    # slower, so in-process torch takes one (stages set their own from params' `threads`).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` skip, with the reason shown, on a machine without CUDA."""
+    """Under pytest-xdist's ``--dist loadgroup`` (`make test`) the tests that share a
+    module-scoped fixture (a reproduced project, a trained model) run on one worker, which
+    builds it once, and every other test goes wherever a worker is free (this runs before
+    xdist reads the groups). Tests marked ``gpu`` skip, saying why, without CUDA."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        defs = fixtures.name2fixturedefs.values() if fixtures else ()
+        spread = getattr(item.module, "XDIST_SPREAD", False)  # cheaper to build it twice
+        if not spread and any(d[-1].scope == "module" for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    # Tests marked ``gpu`` skip, with the reason shown, on a machine without CUDA.
     gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu:
         return  # torch-free modules (see the module docstring) never import it here
@@ -146,18 +165,47 @@ def make_params(**changes) -> Params:
     return validate_params(merged(yaml.safe_load(clean_params_text()), changes))
 
 
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Any]
+) -> tuple[Path, Any]:
+    """A folder filled by ``build(folder)`` once per test run, and what that returned (JSON).
+    Under pytest-xdist (`make test` runs two workers) the first worker to ask builds it and the
+    others wait for it under a file lock, with a deadline, then share the folder: tests only
+    read it or copy it."""
+    from e2e import DEADLINE
+    from filelock import FileLock, Timeout
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, shared by its workers
+    folder, record = base / name, base / f"{name}.json"
+    try:
+        with FileLock(base / f"{name}.lock", timeout=2 * DEADLINE):
+            if not record.exists():
+                shutil.rmtree(folder, ignore_errors=True)  # a worker's failed attempt
+                folder.mkdir()
+                record.write_text(json.dumps(build(folder)))
+    except Timeout:
+        pytest.fail(f"{name} was not built within {2 * DEADLINE} s by another worker", False)
+    return folder, json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def reproduced_digits(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, subprocess.CompletedProcess]:
     """One tiny project (digits, LeNet + AlexNet, 2 epochs) after its first `dvc repro`,
-    committed, and that run's output. The end-to-end modules that start from a reproduced
-    project copy it (e2e.copy_repository: git, cache and outputs) instead of each paying for
-    the run; none changes this one.
+    committed, and that run's output: built once per test run (`built_once`). The end-to-end
+    modules that start from a reproduced project copy it (e2e.copy_repository: git, cache and
+    outputs) instead of each paying for the run; none changes this one.
     """
     from e2e import TINY_DATA, TINY_PARAMS, commit, dvc, tiny_project
 
-    path = tiny_project(tmp_path_factory.mktemp("shared") / "repo", TINY_PARAMS, TINY_DATA)
-    first = dvc("repro", cwd=path)
-    commit(path, "baseline")
-    return path, first
+    def build(folder: Path) -> dict[str, Any]:
+        path = tiny_project(folder / "repo", TINY_PARAMS, TINY_DATA)
+        first = dvc("repro", cwd=path)
+        commit(path, "baseline")
+        return {k: getattr(first, k) for k in ("args", "returncode", "stdout", "stderr")}
+
+    folder, first = built_once(tmp_path_factory, "reproduced-digits", build)
+    return folder / "repo", subprocess.CompletedProcess(**first)

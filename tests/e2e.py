@@ -35,7 +35,7 @@ TINY_PARAMS = {
     "epochs": 2,
     "batch_size": 32,
     "eval_batch_size": 100,
-    "threads": 2,  # one stage runs at a time: both cores are free
+    "threads": 1,  # `make test` runs two workers on 2 cores: one thread each
 }
 TINY_DATA = {"max_train": 400, "max_test": 200}
 

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import built_once
 from e2e import COMMIT, TINY_PARAMS, copy_repository, dvc, run, tiny_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each runs `make verify` or a forced rerun
+#: Its tests take minutes each: under pytest-xdist the workers share them (tests/conftest.py).
+XDIST_SPREAD = True
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small enough that a `dvc repro -f` of both models takes seconds, AlexNet included.
@@ -61,13 +64,18 @@ def _second_platform() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def committed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project whose results, platform and seed-to-seed spread are committed, as
-    `make lock` and `make tolerance` leave them."""
-    path = tiny_project(tmp_path_factory.mktemp("verify") / "repo", PARAMS, DATA)
-    dvc("repro", cwd=path, timeout=VERIFY_DEADLINE)
-    run(["python", "ci/verify.py", "--record"], path)
-    run(["python", "ci/tolerance.py", "--seeds", "1", "2", "3"], path, timeout=VERIFY_DEADLINE)
-    _commit(path, "results")
-    return path
+    `make lock` and `make tolerance` leave them; built once per test run (`built_once`)."""
+
+    def build(folder: Path) -> None:
+        path = tiny_project(folder / "repo", PARAMS, DATA)
+        dvc("repro", cwd=path, timeout=VERIFY_DEADLINE)
+        run(["python", "ci/verify.py", "--record"], path)
+        seeds = ["--seeds", "1", "2", "3"]
+        run(["python", "ci/tolerance.py", *seeds], path, timeout=VERIFY_DEADLINE)
+        _commit(path, "results")
+
+    folder, _ = built_once(tmp_path_factory, "verify-committed", build)
+    return folder / "repo"
 
 
 @pytest.fixture
