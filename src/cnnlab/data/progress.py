@@ -1,9 +1,6 @@
-"""Progress of the long loops over a folder's files: listing (md5) and decoding.
-
-A tqdm bar with counts and ETA on a terminal, as training shows; elsewhere (CI logs,
-redirected output) one summary line when the loop ends, so a log is not flooded with bar
-redraws. The stages decide which (``stages/common.py``'s ``interactive()``); the library
-stays silent unless asked (``None``), so tests and scripts see no extra output.
+"""Progress of the long loops over a folder's files: a tqdm bar on a terminal, else one
+summary line at the end (no bar redraws in a log), or silence (``None``, the library's
+default); the stages choose.
 """
 
 from __future__ import annotations
@@ -12,7 +9,6 @@ import sys
 import time
 from typing import Any, Literal
 
-#: "bar": a tqdm bar on stderr; "line": one summary line on stderr at the end; None: silent.
 ProgressMode = Literal["bar", "line"] | None
 
 
