@@ -32,14 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try one URL before moving on: servers and networks fail transiently.
-
-    ``attempts`` includes the first try; the waits between tries are backoff, 2*backoff, ...
-    ``timeout`` bounds connecting and every single read. A server that sends one byte every
-    few seconds never trips that, so each file also has an overall time budget from one URL,
-    all attempts and waits together: ``budget`` seconds plus one second per ``min_rate``
-    bytes the file may have (its size cap).
-    """
+    """How hard to try one URL before moving on. ``timeout`` bounds connecting and every read;
+    a server sending a byte every few seconds never trips it, so each file also has an overall
+    budget from one URL, attempts and waits (backoff, 2*backoff, ...) together: ``budget``
+    seconds plus one per ``min_rate`` bytes of its size cap."""
 
     attempts: int = 4
     backoff: float = 1.0
@@ -222,7 +218,7 @@ def _receive(
     cancel: threading.Event,
     transfer: _Transfer,
 ) -> None:
-    """The body of one attempt (runs in the worker thread): at most ``cap`` bytes."""
+    """The body of one attempt, in the worker thread: at most ``cap`` bytes."""
     request = urllib.request.Request(url, headers={"User-Agent": "cnnlab (dataset download)"})
     try:
         with out, urllib.request.urlopen(request, timeout=timeout) as resp:

@@ -1,8 +1,6 @@
-"""Oxford Flowers-102: a tarball of 8,189 JPEGs and two MATLAB files (labels, splits), laid
-out as torchvision's Flowers102 expects them and decoded by it, every photo resized once.
-
-The .tgz and both .mat files are verified as published. The JPEGs inside the archive have
-no md5s of their own: a repacked archive cannot be verified.
+"""Oxford Flowers-102: a tarball of 8,189 JPEGs and two MATLAB files (labels, splits), each
+verified as published (a repacked tarball cannot be: its JPEGs have no md5s), laid out and
+decoded by torchvision's Flowers102, every photo resized once.
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ import os
 import stat
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -62,17 +64,6 @@ def _not_read(entry: os.DirEntry) -> str | None:
     return f"{what}, which is not read: only regular files are"
 
 
-def _entries(folder: Path) -> list[os.DirEntry]:
-    """The entries of ``folder``, sorted by name; an unreadable folder is the user's to fix."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise DataError(
-            f"cannot list {folder}/ ({exc.strerror or exc}): fix its permissions or remove it"
-        ) from None
-
-
 @dataclass
 class _Listing:
     """One folder's visible entries, sorted by name, by what becomes of them."""
@@ -86,8 +77,15 @@ class _Listing:
 
 def _children(folder: Path) -> _Listing:
     """The sub-folders, files, hidden sub-folders and unreadable entries of ``folder``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(
+            f"cannot list {folder}/ ({exc.strerror or exc}): fix its permissions or remove it"
+        ) from None
     listing = _Listing()
-    for entry in _entries(folder):
+    for entry in entries:
         reason = _not_read(entry)
         if entry.name.startswith("."):
             if reason is None and entry.is_dir(follow_symlinks=False):
@@ -185,7 +183,7 @@ def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) 
             ignored += [f"{split}/{d}/" for d in level.hidden_dirs]
             skipped += [{"path": f"{split}/{n}", "reason": r} for n, r in level.not_read]
         class_dirs = level.dirs
-        where = f"{root}/" if split is not None else f"{folder}/"
+        where = f"{root}/"
         if not class_dirs:
             raise DataError(
                 f"{where} has no class folders: expected {where}<class>/<image>, "
@@ -290,8 +288,11 @@ def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -
     return test
 
 
-def _decode_entry(name: str, folder: Path, entry: dict[str, Any], options: FolderOptions) -> Any:
-    """One listed file, read (checked against its md5) and decoded; raises BadImage."""
+def _decode_entry(
+    name: str, folder: Path, options: FolderOptions, entry: dict[str, Any]
+) -> np.ndarray:
+    """One listed file, read (checked against its md5) and decoded to [3, H, W]; raises
+    BadImage."""
     path = folder / entry["path"]
     try:
         data = _read_regular(path)
@@ -305,71 +306,40 @@ def _decode_entry(name: str, folder: Path, entry: dict[str, Any], options: Folde
             f"{path} changed since download@{name} listed it: run `dvc repro` so the "
             "download stage records the folder's current content first"
         )
-    return images.decode(data, options.size, options.resize)
+    return images.decode(data, options.size, options.resize).transpose(2, 0, 1)
 
 
-class LazyImages:
-    """The images of some listed files, decoded only when indexed (``images[indices]``, as
-    prepare's split takes them): a subsample of a large folder never holds the rest."""
+class FolderImages:
+    """Some images of a folder, fetched one by one by ``image(item)`` only when indexed
+    (``images[index]``, as prepare's split takes them): a folder is never held whole."""
 
-    def __init__(
-        self, name: str, folder: Path, entries: list[dict[str, Any]], options: FolderOptions
-    ) -> None:
-        self.name, self.folder, self.entries, self.options = name, folder, entries, options
+    def __init__(self, items: list[Any], size: int, image: Callable[[Any], np.ndarray]) -> None:
+        self.items, self.size, self.image = items, size, image
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.items)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.entries), 3, self.options.size, self.options.size)
+        return (len(self.items), 3, self.size, self.size)
 
-    def subset(self, mask: np.ndarray) -> LazyImages:
-        entries = [e for e, keep in zip(self.entries, mask.tolist(), strict=True) if keep]
-        return LazyImages(self.name, self.folder, entries, self.options)
+    def subset(self, mask: np.ndarray) -> FolderImages:
+        kept = [item for item, keep in zip(self.items, mask.tolist(), strict=True) if keep]
+        return FolderImages(kept, self.size, self.image)
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         import torch
 
-        rows = index.tolist()
-        size = self.options.size
-        out = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
-        for k, row in enumerate(rows):  # decoded once already: a BadImage here is a bug
-            image = _decode_entry(self.name, self.folder, self.entries[row], self.options)
-            out[k].numpy()[...] = image.transpose(2, 0, 1)
+        out = torch.empty((len(index), 3, self.size, self.size), dtype=torch.uint8)
+        for k, row in enumerate(index.tolist()):
+            out[k].numpy()[...] = self.image(self.items[row])
         return out
 
 
-class DecodedImages:
-    """Some rows of a scratch file of decoded images (uint8 [3, size, size] each, in the
-    order they were decoded), read back only when indexed: a whole folder is decoded once
-    without holding it. The file is unnamed (``tempfile.TemporaryFile``): the system removes
-    it when the last of these is gone, however the process ends."""
-
-    def __init__(self, scratch: IO[bytes], rows: np.ndarray, size: int) -> None:
-        self.scratch, self.rows, self.size = scratch, rows, size
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), 3, self.size, self.size)
-
-    def subset(self, mask: np.ndarray) -> DecodedImages:
-        return DecodedImages(self.scratch, self.rows[mask], self.size)
-
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        size, fd = self.size, self.scratch.fileno()
-        nbytes = 3 * size * size
-        rows = self.rows[index.numpy()]
-        out = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
-        for k, row in enumerate(rows.tolist()):
-            data = os.pread(fd, nbytes, row * nbytes)
-            out[k].numpy()[...] = np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
-        return out
+def _scratch_row(scratch: IO[bytes], size: int, row: int) -> np.ndarray:
+    """Row ``row`` of a scratch file of decoded images, uint8 [3, size, size] each."""
+    data = os.pread(scratch.fileno(), 3 * size * size, row * 3 * size * size)
+    return np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
 
 
 def load(
@@ -387,8 +357,9 @@ def load(
 
     The splits are :class:`~cnnlab.data.prepare.Rows`, which ``save_prepared`` reads a chunk
     at a time: each image decoded once to a scratch file in ``scratch_dir``
-    (:class:`DecodedImages`), or with ``lazy`` (a subsample), decoded once to find the bad
-    files (they change the seeded draw) and again if chosen (:class:`LazyImages`).
+    (unnamed: the system removes it when the last reader is gone), or with ``lazy`` (a
+    subsample) decoded once to find the bad files (they change the seeded draw) and again
+    if chosen.
     """
     import torch
 
@@ -396,7 +367,6 @@ def load(
     folder = Path(folder)
     classes: list[str] = list(manifest["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    # Closed when the last DecodedImages reading it is gone, not at the end of this function.
     scratch = (
         None if lazy else tempfile.TemporaryFile(dir=scratch_dir, prefix=f".{name}-")  # noqa: SIM115
     )
@@ -408,14 +378,14 @@ def load(
         for entry in manifest["files"]:
             bar.update()
             try:
-                image = _decode_entry(name, folder, entry, options)
+                image = _decode_entry(name, folder, options, entry)
             except images.BadImage as exc:
                 skipped.append({"path": entry["path"], "reason": str(exc)})
                 continue
             kept[entry["split"]].append(entry if scratch is None else written)
             labels[entry["split"]].append(index[entry["class"]])
             if scratch is not None:
-                scratch.write(np.ascontiguousarray(image.transpose(2, 0, 1)).data)  # CHW
+                scratch.write(np.ascontiguousarray(image).data)
                 written += 1
     if scratch is not None:
         scratch.flush()
@@ -434,11 +404,14 @@ def load(
             "them out (they are then listed in the prepared data's meta.json)."
         )
 
-    def stack(split: str | None) -> tuple[Any, torch.Tensor]:
+    if scratch is None:  # a subsample: the chosen files are decoded again (no BadImage now)
+        fetch = partial(_decode_entry, name, folder, options)
+    else:
+        fetch = partial(_scratch_row, scratch, options.size)
+
+    def stack(split: str | None) -> tuple[FolderImages, torch.Tensor]:
         y = torch.from_numpy(np.asarray(labels[split], dtype=np.int64))
-        if scratch is None:
-            return LazyImages(name, folder, kept[split], options), y
-        return DecodedImages(scratch, np.asarray(kept[split], dtype=np.int64), options.size), y
+        return FolderImages(kept[split], options.size, fetch), y
 
     splits = manifest.get("splits")
     if splits:

@@ -1,10 +1,6 @@
-"""The IDX format of MNIST and Fashion-MNIST: one reader, which checks a file against its own
-header and returns its data. A fetched file is verified by reading it, and loaded the same
-way, so what was verified is exactly what is decoded.
-
-Not torchvision's reader (``read_sn3_pascalvincent_tensor``): it asserts or reshapes its way
-into obscure errors on a damaged file, where this one says which file is wrong and how.
-Torch-free.
+"""The IDX format of MNIST and Fashion-MNIST: one reader, used both to verify a fetched file
+and to load it. Not torchvision's (``read_sn3_pascalvincent_tensor``), which asserts or
+reshapes its way into obscure errors on a damaged file. Torch-free.
 """
 
 from __future__ import annotations
@@ -16,8 +12,6 @@ from typing import Literal
 import numpy as np
 
 from cnnlab.data.fetch import Failed
-
-__all__ = ["IMAGE_HW", "read"]
 
 MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # uint8 data, 3 or 1 dimensions
 IMAGE_HW = (28, 28)
