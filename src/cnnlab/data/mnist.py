@@ -7,6 +7,7 @@ verified through the md5s of the decompressed files (``DECOMPRESSED_MD5``).
 
 from __future__ import annotations
 
+import struct
 import zlib
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.data import archives, idx
+from cnnlab.data import archives
 from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, first_good, join
 from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
 
@@ -164,7 +165,7 @@ def _fetch(
                 "corrupt",
             )
         archives.check_md5(decoded, expected_content)
-        return len(idx.read(decoded))
+        return len(read_idx(decoded))
     fetched = raw / archive
     fetch_file(location, fetched, retry, download_cap(src, archive))
     actual = archives.md5(fetched)
@@ -189,7 +190,7 @@ def _fetch(
             archives.check_md5(decoded, expected_content)
         except Failed as failure:
             raise Failed(f"{wrong}; decompressed, {failure.reason}", "corrupt") from None
-    return len(idx.read(decoded))
+    return len(read_idx(decoded))
 
 
 def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
@@ -205,9 +206,60 @@ def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
             )
 
 
+MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # uint8 data, 3 or 1 dimensions
+IMAGE_HW = (28, 28)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The data of the IDX file at ``path``: uint8 images ``[n, 28, 28]`` or labels ``[n]``
+    in 0..9 (which of the two, its name says), once its header matched its size; else
+    ``Failed`` naming what is wrong. It verifies a fetched file and loads it, so what was
+    verified is what is decoded. Not torchvision's ``read_sn3_pascalvincent_tensor``, which
+    asserts or reshapes its way into obscure errors on a damaged file."""
+    kind = "images" if "images" in path.name else "labels"
+    ndim = 3 if kind == "images" else 1
+    header_size = 4 + 4 * ndim
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+        if len(header) < 4:
+            raise Failed(f"truncated IDX file: only {size} bytes", "corrupt")
+        magic = int.from_bytes(header[:4], "big")
+        if magic != MAGIC[kind]:
+            raise Failed(
+                f"not an IDX {kind} file: magic number 0x{magic:08x}, expected "
+                f"0x{MAGIC[kind]:08x} (unsigned bytes, {ndim}-d)",
+                "corrupt",
+            )
+        if len(header) < header_size:
+            raise Failed(f"truncated IDX file: {size} bytes, shorter than its header", "corrupt")
+        dims = struct.unpack(f">{ndim}I", header[4:])
+        if kind == "images" and dims[1:] != IMAGE_HW:
+            raise Failed(
+                f"wrong image shape {dims[1]}x{dims[2]}, expected {IMAGE_HW[0]}x{IMAGE_HW[1]}",
+                "corrupt",
+            )
+        expected = header_size + int(np.prod(dims, dtype=np.int64))
+        if size < expected:
+            raise Failed(
+                f"truncated IDX file: {size} bytes, the header announces {expected}", "corrupt"
+            )
+        if size > expected:
+            raise Failed(
+                f"IDX file has {size - expected} bytes after the {expected} its header announces",
+                "corrupt",
+            )
+        data = np.fromfile(f, dtype=np.uint8, count=expected - header_size)
+    if len(data) != expected - header_size:  # shrunk since its size was read
+        raise Failed(f"truncated IDX file: the header announces {expected} bytes", "corrupt")
+    if kind == "labels" and dims[0] and int(data.max()) > 9:
+        raise Failed(f"label {int(data.max())} outside 0..9", "corrupt")
+    return data.reshape(dims)
+
+
 def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
-    """Both splits, each file read once by the same reader that verified it at download
-    (not by torchvision's MNIST class, which would parse them a second time)."""
+    """Both splits, each file read by the reader that verified it at download (torchvision's
+    MNIST class would parse them a second time)."""
     import torch
 
     folder = raw_dir / src.folder
@@ -217,7 +269,7 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         if not path.is_file():
             raise DataError(f"{path} is missing: {redownload_hint(src.name)}")
         try:
-            data[content] = idx.read(path)
+            data[content] = read_idx(path)
         except Failed as failure:
             raise DataError(f"{path}: {failure.reason}; {redownload_hint(src.name)}") from None
     _check_pairs(folder, {name: len(array) for name, array in data.items()})
