@@ -156,8 +156,6 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         raise DataError(f"{folder}: {failure.reason}; {redownload_hint(src.name)}") from None
 
     base = tvd.CIFAR10
-    meta = dict(base.meta)
-    meta["md5"] = src.contents[meta["filename"]]
     # torchvision re-checks the md5s it knows; give it ours, so an override applies to both.
     verified = type(
         "CIFAR10",
@@ -165,7 +163,7 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         {
             "train_list": [[f, src.contents[f]] for f, _ in base.train_list],
             "test_list": [[f, src.contents[f]] for f, _ in base.test_list],
-            "meta": meta,
+            "meta": {**base.meta, "md5": src.contents[base.meta["filename"]]},
         },
     )
     splits = []

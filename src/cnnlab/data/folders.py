@@ -170,23 +170,25 @@ def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) 
             f"in {folder}/<class>/<image> (one sub-folder per class), or remove '{name}' "
             "from `datasets` in params.yaml."
         )
-    top = _children(folder)
-    ignored = [*top.files, *(f"{d}/" for d in top.hidden_dirs)]
-    skipped = [{"path": entry, "reason": reason} for entry, reason in top.not_read]
+    ignored: list[str] = []  # files and hidden folders where class folders belong
+    skipped: list[dict[str, str]] = []
+
+    def level(root: Path, prefix: str) -> _Listing:
+        listing = _children(root)
+        ignored.extend(prefix + f for f in listing.files)
+        ignored.extend(f"{prefix}{d}/" for d in listing.hidden_dirs)
+        skipped.extend({"path": prefix + n, "reason": r} for n, r in listing.not_read)
+        return listing
+
+    top = level(folder, "")
     listed: list[tuple[Path, str | None, str]] = []
     classes_of: dict[str | None, list[str]] = {}
     for split in _layout(folder, top.dirs):
         root = folder if split is None else folder / split
-        level = _children(root) if split is not None else top
-        if split is not None:
-            ignored += [f"{split}/{f}" for f in level.files]
-            ignored += [f"{split}/{d}/" for d in level.hidden_dirs]
-            skipped += [{"path": f"{split}/{n}", "reason": r} for n, r in level.not_read]
-        class_dirs = level.dirs
-        where = f"{root}/"
+        class_dirs = top.dirs if split is None else level(root, f"{split}/").dirs
         if not class_dirs:
             raise DataError(
-                f"{where} has no class folders: expected {where}<class>/<image>, "
+                f"{root}/ has no class folders: expected {root}/<class>/<image>, "
                 "one sub-folder per class, named after it"
             )
         classes_of[split] = class_dirs
