@@ -108,7 +108,7 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
 
     def loader(path: str | Path) -> np.ndarray:
         try:
-            return images.load(Path(path), options.size, options.resize)
+            return images.decode(Path(path).read_bytes(), options.size, options.resize)
         except (images.BadImage, OSError) as exc:
             raise DataError(f"{path}: {exc}; {redownload_hint(src.name)}") from None
 

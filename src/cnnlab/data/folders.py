@@ -28,7 +28,7 @@ import numpy as np
 
 from cnnlab.data import images
 from cnnlab.data.options import FolderOptions
-from cnnlab.data.progress import Progress, ProgressMode
+from cnnlab.data.progress import ProgressMode, track
 from cnnlab.data.raw import DataError, RawDataset
 from cnnlab.files import atomic_directory, write_json
 
@@ -222,7 +222,7 @@ def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) 
             "classifier needs at least two: one sub-folder per class"
         )
     files: list[dict[str, Any]] = []
-    with Progress(progress, len(listed), f"{name}: md5 of the files", "files") as bar:
+    with track(progress, len(listed), f"{name}: md5 of the files", "files") as bar:
         for path, split, cls in listed:
             try:
                 md5 = _md5(path)
@@ -376,7 +376,7 @@ def load(
     labels: dict[str | None, list[int]] = defaultdict(list)
     skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
     written = 0
-    with Progress(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
+    with track(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
         for entry in manifest["files"]:
             bar.update()
             try:

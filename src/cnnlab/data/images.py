@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -110,8 +109,3 @@ def decode(data: bytes, size: int, mode: ResizeMode) -> np.ndarray:
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise BadImage(f"cannot decode it ({type(exc).__name__}: {exc})") from None
-
-
-def load(path: Path, size: int, mode: ResizeMode) -> np.ndarray:
-    """:func:`decode` a file by path (a loader for torchvision's dataset classes)."""
-    return decode(Path(path).read_bytes(), size, mode)

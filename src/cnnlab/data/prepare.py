@@ -16,8 +16,9 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from cnnlab.data.progress import Progress, ProgressMode
+from cnnlab.data.progress import ProgressMode, track
 from cnnlab.errors import UserError
 from cnnlab.files import atomic_directory, write_json
 
@@ -232,7 +233,7 @@ def _save_images(
     path: Path,
     images: torch.Tensor | Selection,
     sums: _ChannelSums | None,
-    progress: Progress,
+    bar: tqdm,
 ) -> None:
     """Write one split's images, a :class:`Selection` a chunk at a time (summed into ``sums``)."""
     with _write_npy(path, tuple(images.shape), np.dtype(np.uint8)) as f:
@@ -242,7 +243,7 @@ def _save_images(
             f.write(block.numpy().data)  # no copy: the tensor's own bytes
             if sums is not None:
                 sums.add(block)
-            progress.update(len(block))
+            bar.update(len(block))
 
 
 def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode = None) -> None:
@@ -255,7 +256,7 @@ def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode
     if data.meta.get("mean") is None:
         sums = _ChannelSums(len(data.images["train"]), tuple(data.images["train"].shape[1:]))
     with atomic_directory(directory) as tmp:
-        with Progress(progress if on_demand else None, total, f"{name}: prepare", "img") as bar:
+        with track(progress if on_demand else None, total, f"{name}: prepare", "img") as bar:
             for split in SPLITS:
                 split_sums = sums if split == "train" else None
                 _save_images(tmp / images_file(split), data.images[split], split_sums, bar)
