@@ -164,9 +164,9 @@ def download(
         if name == "digits":
             digits.build(built)
         else:
-            root = mirror_root(name, mirror)
+            src = source(name)
             label = None if mirror is None else os.fspath(mirror)
-            FAMILIES[name].build(source(name), root, label, built, retry or RETRY)
+            FAMILIES[name].build(src, mirror_root(name, mirror), label, built, retry or RETRY)
         replace_directory(built, dest)
 
 
