@@ -23,8 +23,8 @@ from cnnlab.data.raw import TarLimits
 
 
 def md5(path: Path) -> str:
-    """The md5 of the file at ``path``, read in chunks (torchvision's ``calculate_md5``)."""
-    from torchvision.datasets.utils import calculate_md5  # imported on use: ~2 s
+    """torchvision's ``calculate_md5``, imported on use (~2 s)."""
+    from torchvision.datasets.utils import calculate_md5
 
     return calculate_md5(path)
 
@@ -129,9 +129,9 @@ def _checked_members(
 
 
 def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """What the "data" filter would make of a plain file or folder: no setuid, setgid or
-    sticky bit, no write access for others, readable and writable by its owner, and owned by
-    whoever extracts it (run as root, tarfile would otherwise chown to the archive's ids)."""
+    """What the "data" filter makes of a plain file or folder: no setuid, setgid or sticky
+    bit, no write for others, read-write for its owner, owned by whoever extracts it (as
+    root, tarfile would otherwise chown to the archive's ids)."""
     member = copy.copy(member)
     owner = 0o700 if member.isdir() else 0o600
     member.mode = (member.mode & 0o755) | owner

@@ -130,11 +130,6 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
-def _read_regular(path: Path) -> bytes:
-    with os.fdopen(_open_regular(path), "rb") as f:
-        return f.read()
-
-
 def _md5(path: Path) -> str:
     digest = hashlib.md5()
     with os.fdopen(_open_regular(path), "rb") as f:
@@ -297,7 +292,8 @@ def _decode_entry(
     BadImage."""
     path = folder / entry["path"]
     try:
-        data = _read_regular(path)
+        with os.fdopen(_open_regular(path), "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise DataError(
             f"{path}: cannot read it ({exc.strerror or exc}); the folder changed since "
