@@ -509,13 +509,13 @@ def test_listing_and_preparing_a_folder_print_one_summary_line_each_off_a_termin
 
 
 def test_progress_on_a_terminal_is_a_bar_with_counts(capsys: pytest.CaptureFixture) -> None:
-    from cnnlab.data.progress import Progress
+    from cnnlab.data.progress import track
 
-    with Progress("bar", 40, "pics: decode", "files") as bar:
+    with track("bar", 40, "pics: decode", "files") as bar:
         for _ in range(40):
             bar.update()
     err = capsys.readouterr().err
     assert "pics: decode" in err and "40/40" in err
-    with Progress(None, 40, "pics: decode", "files") as bar:
+    with track(None, 40, "pics: decode", "files") as bar:
         bar.update(40)
     assert capsys.readouterr() == ("", "")

@@ -1,12 +1,7 @@
-"""Checking and unpacking fetched files: md5s, capped gunzip, and safe tar extraction.
-
-Decompression is capped at the decompressed file's size, tar extraction at the bytes and
-member count the published archive unpacks to (``TarLimits``). Tar archives are extracted
-with tarfile's ``data`` filter where this Python has it (3.10.12+, 3.11.4+) and with the same
-rules checked here otherwise: regular files and folders only, inside the expected folder, no
-links or devices, no special mode bits, no change of owner.
-
-Torch-free on purpose: tests/test_downloads_hostile.py runs without torch.
+"""Checking and unpacking fetched files: md5s, gunzip capped at the decompressed size, and
+tar extraction capped at what the published archive unpacks to (``TarLimits``), with
+tarfile's "data" filter where this Python has it (3.10.12+, 3.11.4+) and the same rules
+checked here in any case. Torch-free: tests/test_downloads_hostile.py runs without torch.
 """
 
 from __future__ import annotations
@@ -26,26 +21,22 @@ from typing import Any
 from cnnlab.data.fetch import Failed
 from cnnlab.data.raw import TarLimits
 
-__all__ = [
-    "TarLimits",
-    "compressed_bound",
-    "extract_tar",
-    "gunzip",
-    "md5",
-    "mismatch",
-    "tar_bound",
-]
-
 
 def md5(path: Path) -> str:
-    """The md5 of the file at ``path``, read in chunks (torchvision's ``calculate_md5``)."""
-    from torchvision.datasets.utils import calculate_md5  # imported on use: ~2 s
+    """torchvision's ``calculate_md5``, imported on use (~2 s)."""
+    from torchvision.datasets.utils import calculate_md5
 
     return calculate_md5(path)
 
 
 def mismatch(expected: str, actual: str) -> str:
     return f"checksum mismatch: expected md5 {expected}, got {actual}"
+
+
+def check_md5(path: Path, expected: str) -> None:
+    actual = md5(path)
+    if actual != expected:
+        raise Failed(mismatch(expected, actual), "corrupt")
 
 
 def compressed_bound(size: int) -> int:
@@ -106,8 +97,8 @@ class _Capped:
 def _checked_members(
     tar: tarfile.TarFile, folder: str, limits: TarLimits, filtered: bool
 ) -> Iterator[tarfile.TarInfo]:
-    """Each member, once it passed the checks, so that extraction stops at the first bad one
-    before anything of it is written; made :func:`_plain` unless tarfile will ``filter``."""
+    """Each member once it passed the checks (extraction stops at the first bad one before
+    anything of it is written), made :func:`_plain` unless tarfile will ``filter`` it."""
     total = 0
     for count, member in enumerate(tar, start=1):
         if count > limits.max_members:
@@ -138,9 +129,9 @@ def _checked_members(
 
 
 def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
-    """What the "data" filter would make of a plain file or folder: no setuid, setgid or
-    sticky bit, no write access for others, readable and writable by its owner, and owned by
-    whoever extracts it (run as root, tarfile would otherwise chown to the archive's ids)."""
+    """What the "data" filter makes of a plain file or folder: no setuid, setgid or sticky
+    bit, no write for others, read-write for its owner, owned by whoever extracts it (as
+    root, tarfile would otherwise chown to the archive's ids)."""
     member = copy.copy(member)
     owner = 0o700 if member.isdir() else 0o600
     member.mode = (member.mode & 0o755) | owner
@@ -151,10 +142,7 @@ def _plain(member: tarfile.TarInfo) -> tarfile.TarInfo:
 # Not torchvision's extract_archive: it has no size or member limits and no member checks.
 def extract_tar(tarball: Path, into: Path, folder: str, limits: TarLimits) -> None:
     """Extract the plain files and folders of ``tarball`` under ``into/folder/``, or refuse
-    the archive: nothing may be written outside ``into``, nor more than ``limits``. Where
-    this Python has tarfile's "data" filter it enforces the same rules a second time."""
-    # tarfile's extraction filters exist from 3.10.12 and 3.11.4 on; without them the same
-    # rules are applied by _checked_members and _plain alone.
+    the archive: nothing may be written outside ``into``, nor more than ``limits``."""
     filtered = hasattr(tarfile, "data_filter")
     extra = {"filter": "data"} if filtered else {}
     try:

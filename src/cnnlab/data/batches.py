@@ -1,11 +1,6 @@
-"""From stored uint8 images to a model-ready float batch, on whole batches at once.
-
-Per-image Python transforms are what makes the usual PyTorch script slow on a CPU; here a
-batch is converted, resized, augmented and normalised with a handful of tensor operations.
-
-The random draws come from the generator passed in, on that generator's device: a CUDA
-generator keeps the whole batch on the GPU (no per-batch copy from the host, which would
-wait for the device); a CPU one draws exactly what it always drew.
+"""From stored uint8 images to a model-ready float batch, whole batches at once (per-image
+Python transforms are what makes the usual PyTorch script slow on a CPU). Random draws come
+from the generator passed in, on its device: a CUDA one keeps the batch on the GPU.
 """
 
 from __future__ import annotations
@@ -20,12 +15,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation; all off (the defaults) is the identity.
-
-    The colour ones follow torchvision's ColorJitter ranges and AlexNet's PCA lighting; they
-    act on colour images only (a gray image has no hue, saturation or colour lighting, and
-    brightness/contrast are all jitter does to it).
-    """
+    """Training-time augmentation; all off (the defaults) is the identity. The colour ones
+    follow torchvision's ColorJitter ranges and AlexNet's PCA lighting."""
 
     crop_padding: int = 0
     hflip: bool = False
@@ -138,17 +129,14 @@ class BatchMaker:
 
 #: Luma weights (ITU-R 601), as torchvision's grayscale and the YIQ colour space use them.
 _LUMA = (0.299, 0.587, 0.114)
-#: RGB -> YIQ. A hue shift is a rotation of the (I, Q) plane, so the whole colour jitter of
-#: an image is one 3x3 matrix plus a gray offset: one batched matmul instead of the per-op
-#: HSV round trips torchvision makes.
+#: RGB -> YIQ: a hue shift is a rotation of the (I, Q) plane, so an image's whole colour
+#: jitter is one 3x3 matrix plus a gray offset, not torchvision's per-op HSV round trips.
 _RGB_TO_YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
 )
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-#: Principal components of ImageNet's RGB pixels on the 0..1 scale (eigenvalues; eigenvectors
-#: as columns): the values fb.resnet.torch published and most AlexNet/ResNet re-implementations
-#: reuse. The paper computed them on its own training set; we keep ImageNet's so the
-#: perturbation is the same for every dataset and needs no extra pass over the data.
+#: Principal components of ImageNet's RGB pixels on the 0..1 scale (eigenvectors as columns),
+#: as fb.resnet.torch published them: the same perturbation for every dataset, no extra pass.
 PCA_EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
 PCA_EIGVEC = torch.tensor(
     [
@@ -282,12 +270,9 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator | None) -> torch.Te
 def augment_batch(
     x: torch.Tensor, augment: Augmentation, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """Every enabled augmentation, drawn per image from ``generator``, on 0..1 pixels.
-
-    Colour first (jitter, then lighting) so that the crop's zero padding stays black, then
-    crop and flip. Only enabled steps draw random numbers: a crop+flip recipe draws exactly
-    what it drew before the colour steps existed, so its runs keep their bytes.
-    """
+    """Every enabled augmentation, drawn per image from ``generator``, on 0..1 pixels: colour
+    first, so the crop's zero padding stays black. Only enabled steps draw random numbers, so
+    a crop+flip recipe draws what it drew before the colour steps existed."""
     if augment.jitter:
         x = color_jitter(x, augment, generator)
     if augment.pca_lighting > 0:

@@ -1,11 +1,5 @@
-"""The dataset registry: one :class:`DatasetSpec` per built-in dataset, in ``DATASETS``.
-
-Torch-free on purpose: params validation reads it at every stage start. Where each dataset's
-files come from and how they are decoded is :mod:`cnnlab.data.sources`.
-
-Any other name declared under ``dataset:`` in params.yaml is a folder of the user's own
-images (``cnnlab.data.folders``); :func:`title`, :func:`stored_channels` and
-:func:`options_class` answer for both kinds.
+"""The built-in datasets (``DATASETS``); any other name is a folder of the user's own images
+(:mod:`cnnlab.data.folders`). Torch-free: params validation reads it at every stage start.
 """
 
 from __future__ import annotations
@@ -25,8 +19,6 @@ class DatasetSpec:
 
     #: Shown in reports and figure titles.
     title: str
-    #: The module of ``cnnlab.data`` that fetches, verifies and decodes it (``sources.py``).
-    family: str
     #: Mirrored images are still valid samples (true for objects, false for digits and letters).
     hflip_ok: bool
     #: Random-crop padding of the usual recipe (0: no crop).
@@ -39,15 +31,14 @@ class DatasetSpec:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "mnist": DatasetSpec("MNIST", "mnist", hflip_ok=False, crop_padding=0),
-    "fashion_mnist": DatasetSpec("Fashion-MNIST", "mnist", hflip_ok=False, crop_padding=0),
-    "cifar10": DatasetSpec("CIFAR-10", "cifar", hflip_ok=True, crop_padding=4, channels=3),
-    "digits": DatasetSpec("scikit-learn digits", "digits", hflip_ok=False, crop_padding=0),
+    "mnist": DatasetSpec("MNIST", hflip_ok=False, crop_padding=0),
+    "fashion_mnist": DatasetSpec("Fashion-MNIST", hflip_ok=False, crop_padding=0),
+    "cifar10": DatasetSpec("CIFAR-10", hflip_ok=True, crop_padding=4, channels=3),
+    "digits": DatasetSpec("scikit-learn digits", hflip_ok=False, crop_padding=0),
     # Photos of flowers: mirrored flowers are still flowers. No crop by default: the images
     # are resized in prepare to a size of the user's choosing, so no fixed padding fits all.
     "flowers102": DatasetSpec(
         "Oxford Flowers-102",
-        "flowers",
         hflip_ok=True,
         crop_padding=0,
         channels=3,

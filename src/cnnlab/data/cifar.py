@@ -1,35 +1,23 @@
 """CIFAR-10: one tarball of pickled batches, extracted as torchvision leaves it
-(``cifar-10-batches-py/``) and decoded by torchvision's CIFAR10 class.
-
-Each batch is checked against its md5 before anything unpickles it, so a tarball other than
-the published one (a repacked copy) is accepted when every batch in it matches.
+(``cifar-10-batches-py/``) and decoded by torchvision's CIFAR10 class once every batch
+matched its md5: nothing is unpickled before.
 """
 
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnlab.data import archives
-from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, join, layout_hint, unavailable
+from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, first_good, join
 from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
 
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
-
-__all__ = [
-    "CONTENTS_REQUIRED",
-    "SIZES",
-    "UNPACKED",
-    "build",
-    "content_names",
-    "download_cap",
-    "load",
-    "table",
-]
 
 #: Byte size of the published tarball and of each file in it (see mnist.SIZES).
 SIZES: dict[str, dict[str, int]] = {
@@ -56,9 +44,6 @@ UNPACKED: dict[str, dict[str, TarLimits]] = {
     },
 }
 
-#: Every batch is fetched and checked by this table: a partial one would skip files.
-CONTENTS_REQUIRED = True
-
 
 def table(name: str) -> Source:
     """Built from torchvision's class attributes, read at call time."""
@@ -80,11 +65,6 @@ def table(name: str) -> Source:
     )
 
 
-def content_names(src: Source) -> set[str]:
-    """The batches and the meta file: every one has an md5 (``CONTENTS_REQUIRED``)."""
-    return set(src.contents)
-
-
 def download_cap(src: Source, archive: str) -> int:
     """The most bytes a download of ``archive`` may have: its published size, or more for a
     repacked tarball, which is verified by the md5s of its members."""
@@ -94,50 +74,36 @@ def download_cap(src: Source, archive: str) -> int:
     return cap
 
 
-def _layout(src: Source) -> str:
-    return layout_hint(
-        src.name, next(iter(src.archives)), f"{src.folder}/{next(iter(src.contents))}"
-    )
-
-
 def build(src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy) -> None:
     """The tarball, extracted into ``out/<folder>/`` and then removed; from a user's mirror
     (``root``) also torchvision's layout, the batches themselves (see mnist.build)."""
-    ((archive, archive_md5),) = src.archives.items()
-    tried: list[tuple[str, Failed]] = []
+    (archive,) = src.archives
     tarballs = [m + archive for m in src.mirrors] if root is None else [join(root, archive)]
-    for location in tarballs:
-        target = out / archive
-        try:
-            fetch_file(location, target, retry, download_cap(src, archive))
-            _unpack(src, target, archive, archive_md5, out)
-            return
-        except Failed as failure:
-            tried.append((location, failure))
-            target.unlink(missing_ok=True)
-            shutil.rmtree(out / src.folder, ignore_errors=True)
-    if root is not None and tried[-1][1].category != "network":
-        # torchvision's layout: the extracted batches themselves.
-        folder = out / src.folder
-        folder.mkdir()
-        location = join(root, *src.folder.split("/"))
-        try:
-            for member in src.contents:
-                try:
-                    fetch_file(join(location, member), folder / member, retry, src.sizes[member])
-                except Failed as failure:
-                    raise Failed(f"{member}: {failure.reason}", failure.category) from None
-            _check_contents(src, folder)
-            return
-        except Failed as failure:
-            tried.append((location + "/", failure))
-            shutil.rmtree(folder, ignore_errors=True)
-    raise unavailable(src.name, archive, tried, mirror, _layout(src))
+    tries = [(loc, partial(_tarball, src, loc, out, retry)) for loc in tarballs]
+    if root is not None:
+        laid_out = join(root, *src.folder.split("/"))
+        tries.append((laid_out + "/", partial(_batches, src, laid_out, out / src.folder, retry)))
+
+    def cleanup() -> None:
+        (out / archive).unlink(missing_ok=True)
+        shutil.rmtree(out / src.folder, ignore_errors=True)
+
+    first_good(
+        src.name,
+        archive,
+        tries,
+        mirror,
+        cleanup,
+        (archive, f"{src.folder}/{next(iter(src.contents))}"),
+    )
 
 
-def _unpack(src: Source, tarball: Path, archive: str, archive_md5: str, out: Path) -> None:
-    """Extract (safely) and check every batch's md5. A tarball with other bytes than the
-    published one is still accepted if every extracted file matches (a repacked copy)."""
+def _tarball(src: Source, location: str, out: Path, retry: RetryPolicy) -> None:
+    """Fetch and extract (safely) the tarball, then check every batch's md5: one with other
+    bytes than the published one is still accepted if every batch matches (a repacked copy)."""
+    ((archive, archive_md5),) = src.archives.items()
+    tarball = out / archive
+    fetch_file(location, tarball, retry, download_cap(src, archive))
     actual = archives.md5(tarball)
     wrong = archives.mismatch(archive_md5, actual)
     try:
@@ -157,14 +123,25 @@ def _unpack(src: Source, tarball: Path, archive: str, archive_md5: str, out: Pat
         ) from None
 
 
+def _batches(src: Source, location: str, folder: Path, retry: RetryPolicy) -> None:
+    """torchvision's layout in a user's mirror: the extracted batches, each by its md5."""
+    folder.mkdir()
+    for member in src.contents:
+        try:
+            fetch_file(join(location, member), folder / member, retry, src.sizes[member])
+        except Failed as failure:
+            raise Failed(f"{member}: {failure.reason}", failure.category) from None
+    _check_contents(src, folder)
+
+
 def _check_contents(src: Source, folder: Path) -> None:
     for member, expected in src.contents.items():
-        path = folder / member
-        if not path.is_file():
+        if not (folder / member).is_file():
             raise Failed(f"{member} is missing", "corrupt")
-        actual = archives.md5(path)
-        if actual != expected:
-            raise Failed(f"{member}: {archives.mismatch(expected, actual)}", "corrupt")
+        try:
+            archives.check_md5(folder / member, expected)
+        except Failed as failure:
+            raise Failed(f"{member}: {failure.reason}", "corrupt") from None
 
 
 def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
@@ -179,8 +156,6 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         raise DataError(f"{folder}: {failure.reason}; {redownload_hint(src.name)}") from None
 
     base = tvd.CIFAR10
-    meta = dict(base.meta)
-    meta["md5"] = src.contents[meta["filename"]]
     # torchvision re-checks the md5s it knows; give it ours, so an override applies to both.
     verified = type(
         "CIFAR10",
@@ -188,12 +163,18 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         {
             "train_list": [[f, src.contents[f]] for f, _ in base.train_list],
             "test_list": [[f, src.contents[f]] for f, _ in base.test_list],
-            "meta": meta,
+            "meta": {**base.meta, "md5": src.contents[base.meta["filename"]]},
         },
     )
     splits = []
     for train in (True, False):
-        ds = _decode(verified, raw_dir, train, folder, src)
+        try:
+            ds = verified(str(raw_dir), train=train, download=False)
+        except Exception as exc:
+            raise DataError(
+                f"torchvision could not decode {folder} ({type(exc).__name__}: "
+                f"{exc}); {redownload_hint(src.name)}"
+            ) from exc
         data = np.asarray(ds.data)
         if data.dtype != np.uint8 or data.shape[1:] != (32, 32, 3) or len(ds.targets) != len(data):
             raise DataError(
@@ -210,14 +191,3 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         splits.append((images, labels, list(ds.classes)))
     (train_x, train_y, classes), (test_x, test_y, _) = splits
     return RawDataset(train_x, train_y, test_x, test_y, classes)
-
-
-def _decode(cls: Any, raw_dir: Path, train: bool, folder: Path, src: Source) -> Any:
-    """One split through torchvision's own dataset class, its failures as a DataError."""
-    try:
-        return cls(str(raw_dir), train=train, download=False)
-    except Exception as exc:
-        raise DataError(
-            f"torchvision could not decode {folder} ({type(exc).__name__}: "
-            f"{exc}); {redownload_hint(src.name)}"
-        ) from exc

@@ -1,8 +1,4 @@
-"""scikit-learn's bundled 8x8 digits: no network, and the default dataset.
-
-Torch-free to import, and torchvision is never imported: training on digits does not pay
-its two seconds.
-"""
+"""scikit-learn's bundled 8x8 digits, the default dataset: no network, and no torchvision."""
 
 from __future__ import annotations
 
@@ -17,8 +13,6 @@ from cnnlab.data.raw import DataError, RawDataset, redownload_hint
 
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
-
-__all__ = ["FILE", "build", "load"]
 
 FILE = "digits.npz"
 TEST_FRACTION = 0.2

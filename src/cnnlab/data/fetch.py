@@ -1,12 +1,7 @@
-"""Getting one file: from a URL (with retries, a size cap and an overall deadline) or from a
-path in a local mirror, and where to look for it (``data.mirror``, resolved per dataset).
-
-Nothing a server or a mirror sends is trusted to be small or quick: every file is capped at
-the size its checksum belongs to, and each file has an overall time budget
-(``RetryPolicy``), not only a timeout per read. torchvision's ``download_url`` is not used:
-it has neither a size cap nor a deadline.
-
-Torch-free on purpose: tests/test_downloads_hostile.py runs without torch.
+"""Getting one file from a URL or a local mirror, trying each place it may be, and the error
+that lists them all. Not torchvision's ``download_url``: it has neither a size cap nor an
+overall deadline, and nothing a server sends is trusted to be small or quick.
+Torch-free: tests/test_downloads_hostile.py runs without torch.
 """
 
 from __future__ import annotations
@@ -24,39 +19,23 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.raw import DataError
-
-__all__ = [
-    "RETRY",
-    "Category",
-    "Failed",
-    "RetryPolicy",
-    "fetch_file",
-    "is_url",
-    "join",
-    "layout_hint",
-    "mirror_root",
-    "unavailable",
-]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try one URL before moving on: servers and networks fail transiently.
-
-    ``attempts`` includes the first try; the waits between tries are backoff, 2*backoff, ...
-    ``timeout`` bounds connecting and every single read. A server that sends one byte every
-    few seconds never trips that, so each file also has an overall time budget from one URL,
-    all attempts and waits together: ``budget`` seconds plus one second per ``min_rate``
-    bytes the file may have (its size cap).
-    """
+    """How hard to try one URL before moving on. ``timeout`` bounds connecting and every read;
+    a server sending a byte every few seconds never trips it, so each file also has an overall
+    budget from one URL, attempts and waits (backoff, 2*backoff, ...) together: ``budget``
+    seconds plus one per ``min_rate`` bytes of its size cap."""
 
     attempts: int = 4
     backoff: float = 1.0
@@ -64,12 +43,7 @@ class RetryPolicy:
     budget: float = 300.0
     min_rate: float = 50_000.0
 
-    def time_budget(self, cap: int) -> float:
-        """Seconds one file of at most ``cap`` bytes may take from one URL."""
-        return self.budget + cap / self.min_rate
 
-
-#: The default policy; tests pass a faster one to ``download(..., retry=...)``.
 RETRY = RetryPolicy()
 
 Category = Literal["missing", "network", "corrupt"]
@@ -106,8 +80,7 @@ def _too_big(what: str, cap: int, name: str) -> Failed:
 
 
 def fetch_file(location: str, target: Path, retry: RetryPolicy, cap: int) -> None:
-    """Put the file at ``location`` (URL or path) at ``target``, at most ``cap`` bytes of it,
-    or raise ``Failed``."""
+    """Put the file at ``location`` (URL or path) at ``target``, at most ``cap`` bytes of it."""
     if is_url(location):
         _fetch_url(location, target, retry, cap)
         return
@@ -138,7 +111,7 @@ def _fetch_url(url: str, target: Path, retry: RetryPolicy, cap: int) -> None:
     """Retry what is likely to pass on a second try (5xx, 429, timeouts, resets, short
     bodies); give up at once on what will not (403/404, unknown host, bad certificate, too
     large a body, the time budget spent), so the caller can move on to the next mirror."""
-    budget = retry.time_budget(cap)
+    budget = retry.budget + cap / retry.min_rate
     deadline = time.monotonic() + budget
     reason = "no attempt made"
     attempts = max(1, retry.attempts)
@@ -209,10 +182,9 @@ class _Transfer:
 
 
 def _fetch_url_once(url: str, target: Path, timeout: float, cap: int, deadline: float) -> None:
-    """One attempt, received in a worker thread so that the caller can stop waiting at
-    ``deadline`` whatever the socket does (a trickle keeps every single read under
-    ``timeout``). The worker writes only to a file descriptor opened here, so an abandoned
-    attempt cannot leave a file behind; it notices ``cancel`` at its next read and ends."""
+    """One attempt, in a worker thread, so that the wait can end at ``deadline`` whatever the
+    socket does; the worker writes only to a descriptor opened here (an abandoned attempt
+    leaves no file) and ends at its next read once ``cancel`` is set."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     part = Path(name)
     transfer = _Transfer()
@@ -246,7 +218,7 @@ def _receive(
     cancel: threading.Event,
     transfer: _Transfer,
 ) -> None:
-    """The body of one attempt (runs in the worker thread): at most ``cap`` bytes."""
+    """The body of one attempt, in the worker thread: at most ``cap`` bytes."""
     request = urllib.request.Request(url, headers={"User-Agent": "cnnlab (dataset download)"})
     try:
         with out, urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -273,11 +245,6 @@ def _receive(
             )
     except Exception as exc:  # handed to the caller's thread, which decides what it means
         transfer.error = exc
-
-
-# --------------------------------------------------------------------------------------------
-# Where to look: the public mirrors, or a user's mirror (local folder or URL)
-# --------------------------------------------------------------------------------------------
 
 
 def join(base: str, *parts: str) -> str:
@@ -313,20 +280,35 @@ def mirror_root(name: str, mirror: str | os.PathLike | None) -> str | None:
     return str(folder)
 
 
-def layout_hint(name: str, published: str, laid_out: str) -> str:
-    """How a mirror's ``name/`` folder may hold a file: ``published`` is one as published,
-    ``laid_out`` the same (or what it unpacks to) where torchvision leaves it."""
-    return (
-        f"the published files (e.g. {name}/{published}) or torchvision's layout "
-        f"(e.g. {name}/{laid_out})"
+T = TypeVar("T")
+
+
+def first_good(
+    name: str,
+    what: str,
+    tries: Iterable[tuple[str, Callable[[], T]]],
+    mirror: str | None,
+    cleanup: Callable[[], None],
+    example: tuple[str, str],
+) -> T:
+    """The result of the first ``(location, attempt)`` that gives a verified ``what``, else an
+    error listing every location and why, then what to do (``mirror``: data.mirror, None for
+    the public mirrors; ``example``: one file as published and where torchvision keeps it).
+    ``cleanup`` runs after each failure. A user's mirror that fails on the network is not
+    probed for its other layouts: they are on the same server."""
+    tried: list[tuple[str, Failed]] = []
+    for location, attempt in tries:
+        try:
+            return attempt()
+        except Failed as failure:
+            tried.append((location, failure))
+            cleanup()
+            if mirror is not None and failure.category == "network":
+                break
+    layout = (
+        f"the published files (e.g. {name}/{example[0]}) or torchvision's layout "
+        f"(e.g. {name}/{example[1]})"
     )
-
-
-def unavailable(
-    name: str, what: str, tried: list[tuple[str, Failed]], mirror: str | None, layout: str
-) -> DataError:
-    """The error once every location of ``what`` failed: each location and why, then what to
-    do about it; ``layout`` (from :func:`layout_hint`) says what a mirror should hold."""
     lines = [f"could not get a verified copy of {what} for {DATASETS[name].title}. Tried:"]
     lines += [f"  - {location}: {failure.reason}" for location, failure in tried]
     categories = {failure.category for _, failure in tried}
@@ -354,4 +336,4 @@ def unavailable(
         "  - or train without any download: scikit-learn's bundled digits, the default "
         "(`dvc exp run -S 'datasets=[digits]'`, or `git checkout params.yaml`)"
     )
-    return DataError("\n".join(lines))
+    raise DataError("\n".join(lines))

@@ -1,26 +1,23 @@
-"""Oxford Flowers-102: a tarball of 8,189 JPEGs and two MATLAB files (labels, splits), laid
-out as torchvision's Flowers102 expects them and decoded by it, every photo resized once.
-
-The .tgz and both .mat files are verified as published. The JPEGs inside the archive have
-no md5s of their own: a repacked archive cannot be verified.
+"""Oxford Flowers-102: a tarball of 8,189 JPEGs and two MATLAB files (labels, splits), each
+verified as published (a repacked tarball cannot be: its JPEGs have no md5s), laid out and
+decoded by torchvision's Flowers102, every photo resized once.
 """
 
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cnnlab.data import archives
-from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, join, layout_hint, unavailable
+from cnnlab.data.fetch import RetryPolicy, fetch_file, first_good, join
 from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
 
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
-
-__all__ = ["CONTENTS_REQUIRED", "SIZES", "UNPACKED", "build", "content_names", "load", "table"]
 
 #: Byte size of each published file (see mnist.SIZES).
 SIZES: dict[str, dict[str, int]] = {
@@ -36,9 +33,6 @@ UNPACKED: dict[str, dict[str, TarLimits]] = {
         ),
     },
 }
-
-#: There are no content md5s an override could leave out (the JPEGs have none).
-CONTENTS_REQUIRED = False
 
 
 def table(name: str) -> Source:
@@ -57,47 +51,40 @@ def table(name: str) -> Source:
     )
 
 
-def content_names(src: Source) -> set[str]:
-    """None: the JPEGs are checked only through the tarball's md5."""
-    return set(src.contents)
-
-
-def _layout(src: Source) -> str:
-    first = next(iter(src.archives))
-    return layout_hint(src.name, first, f"{src.folder}/{first}")
-
-
 def build(src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy) -> None:
     """The three published files, each by its md5, laid out as torchvision's Flowers102
     expects them (``flowers-102/{jpg/, imagelabels.mat, setid.mat}``); the tarball is removed
     once extracted, so DVC stores the images once."""
     folder = out / src.folder
     folder.mkdir()
-    for archive, expected in src.archives.items():
+    first = next(iter(src.archives))  # the example in the error message
+    for archive in src.archives:
         if root is None:
             locations = [m + archive for m in src.mirrors]
         else:
             locations = [join(root, archive), join(root, src.folder, archive)]
-        tried: list[tuple[str, Failed]] = []
-        for location in locations:
-            target = folder / archive
-            try:
-                fetch_file(location, target, retry, src.sizes[archive])
-                actual = archives.md5(target)
-                if actual != expected:
-                    raise Failed(archives.mismatch(expected, actual), "corrupt")
-                if archive in src.unpacked:
-                    archives.extract_tar(target, folder, "jpg", src.unpacked[archive])
-                    target.unlink()
-                break
-            except Failed as failure:
-                tried.append((location, failure))
-                target.unlink(missing_ok=True)
-                shutil.rmtree(folder / "jpg", ignore_errors=True)
-                if root is not None and failure.category == "network":
-                    raise unavailable(src.name, archive, tried, mirror, _layout(src)) from None
-        else:
-            raise unavailable(src.name, archive, tried, mirror, _layout(src))
+
+        def cleanup(target: Path = folder / archive) -> None:
+            target.unlink(missing_ok=True)
+            shutil.rmtree(folder / "jpg", ignore_errors=True)
+
+        first_good(
+            src.name,
+            archive,
+            [(loc, partial(_fetch, src, loc, folder, archive, retry)) for loc in locations],
+            mirror,
+            cleanup,
+            (first, f"{src.folder}/{first}"),
+        )
+
+
+def _fetch(src: Source, location: str, folder: Path, archive: str, retry: RetryPolicy) -> None:
+    target = folder / archive
+    fetch_file(location, target, retry, src.sizes[archive])
+    archives.check_md5(target, src.archives[archive])
+    if archive in src.unpacked:
+        archives.extract_tar(target, folder, "jpg", src.unpacked[archive])
+        target.unlink()
 
 
 def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
@@ -121,7 +108,7 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
 
     def loader(path: str | Path) -> np.ndarray:
         try:
-            return images.load(Path(path), options.size, options.resize)
+            return images.decode(Path(path).read_bytes(), options.size, options.resize)
         except (images.BadImage, OSError) as exc:
             raise DataError(f"{path}: {exc}; {redownload_hint(src.name)}") from None
 

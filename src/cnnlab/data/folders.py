@@ -1,40 +1,12 @@
-"""Folders of the user's own images as datasets: ``datasets/<name>/<class>/<image>``.
+"""Folders of the user's own images as datasets: ``datasets/<name>/<class>/<image>``, as in
+torchvision's ImageFolder, optionally split by the user into ``train/``, ``test/`` (and
+``val/``) folders that each hold the class folders; else prepare draws the test split.
 
-torchvision's ImageFolder convention (one sub-folder per class, named after it, images at
-any depth below it), optionally split by the user into ``train/`` and ``test/`` (and
-``val/``) folders that each hold the class folders. Without those, prepare draws the test
-split from every class by ``seed``.
-
-Two steps, as for the downloaded datasets:
-
-- :func:`scan` (the ``download`` stage) lists every file with its class, split and md5 into
-  ``data/raw/<name>/manifest.json``. DVC tracks the folder as a dependency of that stage, so
-  adding, removing or editing an image reruns it, and the manifest pins exactly which bytes
-  the following stages used. The images are not copied: a photo folder can be large.
-- :func:`load` (the ``prepare`` stage) decodes the files the manifest lists, after checking
-  each against its md5, and resizes them once (:mod:`cnnlab.data.images`). Files that are
-  not decodable images are reported by name and skipped or refused, as
-  ``dataset.<name>.on_bad_file`` says. The decoded images are never all held: they go to a
-  scratch file, or are decoded again for a subsample, and prepare writes the splits a chunk
-  at a time, so a folder of any size prepares in the same memory.
-
-Hidden files (``.DS_Store``) are ignored anywhere, and so are hidden folders inside a class
-folder (``.thumbnails/``), without mention. A hidden folder where a class folder would be
-(``.hidden/``, ``train/.hidden/``) and files lying next to the class folders (a README)
-belong to no class: they are listed under ``ignored`` in the manifest and in the download
-stage's output, so that images left out that way do not go unnoticed.
-
-Only regular files and real folders are read. Symbolic links, devices, FIFOs and sockets
-inside the dataset folder are never followed nor opened (checked with ``lstat``, and opened
-with ``O_NOFOLLOW | O_NONBLOCK`` in case the folder changes meanwhile): a link can point
-anywhere (``/etc/shadow``, another folder of photos, ``/dev/zero``, back to itself) and a
-FIFO would block the stage forever, while a dataset must be the folder's own content, the
-content DVC tracks. They are skipped by name rather than refused, like files that are not
-images: listed with the reason under ``skipped`` in the manifest and in the download
-stage's output, then left out by prepare with ``on_bad_file: skip`` (and listed in
-meta.json) or an error with ``on_bad_file: error``. A linked class folder is not descended
-into. To use a file from elsewhere, copy it in. (The dataset folder ``datasets/<name>``
-itself may be a link: that is where the user chose to keep the photos.)
+:func:`scan` (download) lists every file with its class, split and md5 in a manifest that
+pins the bytes later stages use; :func:`load` (prepare) decodes the listed files, checked
+against their md5s, without ever holding them all. Hidden files are ignored; links, devices,
+FIFOs and sockets are never followed nor opened (a link can point anywhere, a FIFO blocks):
+they are skipped by name, like files that are not images.
 """
 
 from __future__ import annotations
@@ -45,7 +17,10 @@ import json
 import os
 import stat
 import tempfile
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -53,7 +28,7 @@ import numpy as np
 
 from cnnlab.data import images
 from cnnlab.data.options import FolderOptions
-from cnnlab.data.progress import Progress, ProgressMode
+from cnnlab.data.progress import ProgressMode, track
 from cnnlab.data.raw import DataError, RawDataset
 from cnnlab.files import atomic_directory, write_json
 
@@ -89,17 +64,6 @@ def _not_read(entry: os.DirEntry) -> str | None:
     return f"{what}, which is not read: only regular files are"
 
 
-def _entries(folder: Path) -> list[os.DirEntry]:
-    """The entries of ``folder``, sorted by name; an unreadable folder is the user's to fix."""
-    try:
-        with os.scandir(folder) as it:
-            return sorted(it, key=lambda e: e.name)
-    except OSError as exc:
-        raise DataError(
-            f"cannot list {folder}/ ({exc.strerror or exc}): fix its permissions or remove it"
-        ) from None
-
-
 @dataclass
 class _Listing:
     """One folder's visible entries, sorted by name, by what becomes of them."""
@@ -113,8 +77,15 @@ class _Listing:
 
 def _children(folder: Path) -> _Listing:
     """The sub-folders, files, hidden sub-folders and unreadable entries of ``folder``."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise DataError(
+            f"cannot list {folder}/ ({exc.strerror or exc}): fix its permissions or remove it"
+        ) from None
     listing = _Listing()
-    for entry in _entries(folder):
+    for entry in entries:
         reason = _not_read(entry)
         if entry.name.startswith("."):
             if reason is None and entry.is_dir(follow_symlinks=False):
@@ -129,9 +100,8 @@ def _children(folder: Path) -> _Listing:
 
 
 def _files_below(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every visible regular file at any depth below ``folder`` (in os.walk's top-down order,
-    which earlier manifests used), and the links and special files met on the way. A stack,
-    not recursion: a deeply nested folder cannot exhaust Python's recursion limit."""
+    """Every visible regular file below ``folder`` in os.walk's top-down order (as manifests
+    always listed them), and the links and special files met; a stack, not recursion."""
     found: list[Path] = []
     not_read: list[tuple[Path, str]] = []
     stack = [folder]
@@ -145,8 +115,8 @@ def _files_below(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 
 def _open_regular(path: Path) -> int:
-    """A descriptor for ``path`` if it is a regular file when opened: ``O_NOFOLLOW`` refuses a
-    link put in its place since it was listed, ``O_NONBLOCK`` keeps a FIFO from blocking."""
+    """A descriptor for ``path`` if it is still a regular file: ``O_NOFOLLOW`` refuses a link
+    put in its place since it was listed, ``O_NONBLOCK`` keeps a FIFO from blocking."""
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
@@ -158,11 +128,6 @@ def _open_regular(path: Path) -> int:
         os.close(fd)
         raise OSError("it is no longer a regular file")
     return fd
-
-
-def _read_regular(path: Path) -> bytes:
-    with os.fdopen(_open_regular(path), "rb") as f:
-        return f.read()
 
 
 def _md5(path: Path) -> str:
@@ -191,9 +156,8 @@ def _layout(folder: Path, dirs: list[str]) -> list[str | None]:
 
 def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) -> dict[str, Any]:
     """Write ``dest/manifest.json``: every file of the folder dataset, with class, split and
-    md5. Layout mistakes (no class folders, an empty class, classes only in test/) stop here,
-    with the folder named, before any file is read; whether each file is a readable image is
-    prepare's business. ``progress``: how the md5 pass over the files shows."""
+    md5. Layout mistakes stop here, before any file is read; whether a file is a readable
+    image is prepare's business."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(
@@ -201,23 +165,25 @@ def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) 
             f"in {folder}/<class>/<image> (one sub-folder per class), or remove '{name}' "
             "from `datasets` in params.yaml."
         )
-    top = _children(folder)
-    ignored = [*top.files, *(f"{d}/" for d in top.hidden_dirs)]
-    skipped = [{"path": entry, "reason": reason} for entry, reason in top.not_read]
+    ignored: list[str] = []  # files and hidden folders where class folders belong
+    skipped: list[dict[str, str]] = []
+
+    def level(root: Path, prefix: str) -> _Listing:
+        listing = _children(root)
+        ignored.extend(prefix + f for f in listing.files)
+        ignored.extend(f"{prefix}{d}/" for d in listing.hidden_dirs)
+        skipped.extend({"path": prefix + n, "reason": r} for n, r in listing.not_read)
+        return listing
+
+    top = level(folder, "")
     listed: list[tuple[Path, str | None, str]] = []
     classes_of: dict[str | None, list[str]] = {}
     for split in _layout(folder, top.dirs):
         root = folder if split is None else folder / split
-        level = _children(root) if split is not None else top
-        if split is not None:
-            ignored += [f"{split}/{f}" for f in level.files]
-            ignored += [f"{split}/{d}/" for d in level.hidden_dirs]
-            skipped += [{"path": f"{split}/{n}", "reason": r} for n, r in level.not_read]
-        class_dirs = level.dirs
-        where = f"{root}/" if split is not None else f"{folder}/"
+        class_dirs = top.dirs if split is None else level(root, f"{split}/").dirs
         if not class_dirs:
             raise DataError(
-                f"{where} has no class folders: expected {where}<class>/<image>, "
+                f"{root}/ has no class folders: expected {root}/<class>/<image>, "
                 "one sub-folder per class, named after it"
             )
         classes_of[split] = class_dirs
@@ -251,7 +217,7 @@ def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) 
             "classifier needs at least two: one sub-folder per class"
         )
     files: list[dict[str, Any]] = []
-    with Progress(progress, len(listed), f"{name}: md5 of the files", "files") as bar:
+    with track(progress, len(listed), f"{name}: md5 of the files", "files") as bar:
         for path, split, cls in listed:
             try:
                 md5 = _md5(path)
@@ -285,14 +251,10 @@ def scan(name: str, folder: Path, dest: Path, *, progress: ProgressMode = None) 
 
 @dataclass
 class FolderDataset:
-    """A decoded folder dataset, and what was left out of it and why."""
+    """A decoded folder dataset, and the files left out of it: ``{"path", "reason"}``."""
 
     raw: RawDataset
-    #: Entries that are not decodable images (links and special files included, which the
-    #: listing never read): ``{"path": ..., "reason": ...}``.
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    #: Files next to the class folders, which belong to no class.
-    ignored: list[str] = field(default_factory=list)
+    skipped: list[dict[str, str]]
 
 
 def _read_manifest(name: str, raw_dir: Path) -> dict[str, Any]:
@@ -323,11 +285,15 @@ def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -
     return test
 
 
-def _decode_entry(name: str, folder: Path, entry: dict[str, Any], options: FolderOptions) -> Any:
-    """One listed file, read (checked against its md5) and decoded; raises BadImage."""
+def _decode_entry(
+    name: str, folder: Path, options: FolderOptions, entry: dict[str, Any]
+) -> np.ndarray:
+    """One listed file, read (checked against its md5) and decoded to [3, H, W]; raises
+    BadImage."""
     path = folder / entry["path"]
     try:
-        data = _read_regular(path)
+        with os.fdopen(_open_regular(path), "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise DataError(
             f"{path}: cannot read it ({exc.strerror or exc}); the folder changed since "
@@ -338,67 +304,40 @@ def _decode_entry(name: str, folder: Path, entry: dict[str, Any], options: Folde
             f"{path} changed since download@{name} listed it: run `dvc repro` so the "
             "download stage records the folder's current content first"
         )
-    return images.decode(data, options.size, options.resize)
+    return images.decode(data, options.size, options.resize).transpose(2, 0, 1)
 
 
-class LazyImages:
-    """The images of some listed files, decoded only when indexed (``images[indices]``, as
-    prepare's split takes them): a subsample of a large folder never holds the rest."""
+class FolderImages:
+    """Some images of a folder, fetched one by one by ``image(item)`` only when indexed
+    (``images[index]``, as prepare's split takes them): a folder is never held whole."""
 
-    def __init__(
-        self, name: str, folder: Path, entries: list[dict[str, Any]], options: FolderOptions
-    ) -> None:
-        self.name, self.folder, self.entries, self.options = name, folder, entries, options
+    def __init__(self, items: list[Any], size: int, image: Callable[[Any], np.ndarray]) -> None:
+        self.items, self.size, self.image = items, size, image
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self.items)
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.entries), 3, self.options.size, self.options.size)
+        return (len(self.items), 3, self.size, self.size)
+
+    def subset(self, mask: np.ndarray) -> FolderImages:
+        kept = [item for item, keep in zip(self.items, mask.tolist(), strict=True) if keep]
+        return FolderImages(kept, self.size, self.image)
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         import torch
 
-        rows = index.tolist()
-        size = self.options.size
-        out = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
-        for k, row in enumerate(rows):  # decoded once already: a BadImage here is a bug
-            image = _decode_entry(self.name, self.folder, self.entries[row], self.options)
-            out[k].numpy()[...] = image.transpose(2, 0, 1)
+        out = torch.empty((len(index), 3, self.size, self.size), dtype=torch.uint8)
+        for k, row in enumerate(index.tolist()):
+            out[k].numpy()[...] = self.image(self.items[row])
         return out
 
 
-class DecodedImages:
-    """Some rows of a scratch file of decoded images (uint8 [3, size, size] each, in the
-    order they were decoded), read back only when indexed: a whole folder is decoded once
-    without holding it. The file is unnamed (``tempfile.TemporaryFile``): the system removes
-    it when the last of these is gone, however the process ends."""
-
-    def __init__(self, scratch: IO[bytes], rows: np.ndarray, size: int) -> None:
-        self.scratch, self.rows, self.size = scratch, rows, size
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.rows), 3, self.size, self.size)
-
-    def subset(self, mask: np.ndarray) -> DecodedImages:
-        return DecodedImages(self.scratch, self.rows[mask], self.size)
-
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        size, fd = self.size, self.scratch.fileno()
-        nbytes = 3 * size * size
-        rows = self.rows[index.numpy()]
-        out = torch.empty((len(rows), 3, size, size), dtype=torch.uint8)
-        for k, row in enumerate(rows.tolist()):
-            data = os.pread(fd, nbytes, row * nbytes)
-            out[k].numpy()[...] = np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
-        return out
+def _scratch_row(scratch: IO[bytes], size: int, row: int) -> np.ndarray:
+    """Row ``row`` of a scratch file of decoded images, uint8 [3, size, size] each."""
+    data = os.pread(scratch.fileno(), 3 * size * size, row * 3 * size * size)
+    return np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
 
 
 def load(
@@ -414,17 +353,11 @@ def load(
 ) -> FolderDataset:
     """Decode and resize every file ``raw_dir``'s manifest lists (read from ``folder``).
 
-    The images are never all held: each split is :class:`~cnnlab.data.prepare.Rows` that
-    prepare's ``save_prepared`` reads a chunk at a time, so memory does not grow with the
-    folder. By default each decoded image goes to an unnamed scratch file in
-    ``scratch_dir`` (the system's temporary folder if None; as large as the decoded folder)
-    and is read back from there (:class:`DecodedImages`).
-
-    ``lazy``: for a subsample (``data.max_train``/``max_test``). Every file is still decoded
-    once, to know which are bad files (they change what the seeded draw picks), but its
-    pixels are dropped; the splits are :class:`LazyImages` that decode the chosen files again:
-    no scratch file the size of the whole folder for a few of its images.
-    ``progress``: how the decoding pass shows.
+    The splits are :class:`~cnnlab.data.prepare.Rows`, which ``save_prepared`` reads a chunk
+    at a time: each image decoded once to a scratch file in ``scratch_dir``
+    (unnamed: the system removes it when the last reader is gone), or with ``lazy`` (a
+    subsample) decoded once to find the bad files (they change the seeded draw) and again
+    if chosen.
     """
     import torch
 
@@ -432,32 +365,26 @@ def load(
     folder = Path(folder)
     classes: list[str] = list(manifest["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    size = options.size
-    # Closed when the last DecodedImages reading it is gone, not at the end of this function.
     scratch = (
         None if lazy else tempfile.TemporaryFile(dir=scratch_dir, prefix=f".{name}-")  # noqa: SIM115
     )
-    good: dict[str | None, list[dict[str, Any]]] = {}
-    rows: dict[str | None, list[int]] = {}
-    labels: dict[str | None, list[int]] = {}
+    kept: dict[str | None, list[Any]] = defaultdict(list)  # entries (lazy), else scratch rows
+    labels: dict[str | None, list[int]] = defaultdict(list)
     skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
     written = 0
-    with Progress(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
+    with track(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
         for entry in manifest["files"]:
             bar.update()
             try:
-                image = _decode_entry(name, folder, entry, options)
+                image = _decode_entry(name, folder, options, entry)
             except images.BadImage as exc:
                 skipped.append({"path": entry["path"], "reason": str(exc)})
                 continue
-            split = entry["split"]
-            if scratch is None:
-                good.setdefault(split, []).append(entry)
-            else:
-                scratch.write(np.ascontiguousarray(image.transpose(2, 0, 1)).data)  # CHW
-                rows.setdefault(split, []).append(written)
+            kept[entry["split"]].append(entry if scratch is None else written)
+            labels[entry["split"]].append(index[entry["class"]])
+            if scratch is not None:
+                scratch.write(np.ascontiguousarray(image).data)
                 written += 1
-            labels.setdefault(split, []).append(index[entry["class"]])
     if scratch is not None:
         scratch.flush()
     if skipped and options.on_bad_file == "error":
@@ -475,11 +402,14 @@ def load(
             "them out (they are then listed in the prepared data's meta.json)."
         )
 
-    def stack(split: str | None) -> tuple[Any, torch.Tensor]:
-        y = torch.from_numpy(np.asarray(labels.get(split, []), dtype=np.int64))
-        if scratch is None:
-            return LazyImages(name, folder, good.get(split, []), options), y
-        return DecodedImages(scratch, np.asarray(rows.get(split, []), dtype=np.int64), size), y
+    if scratch is None:  # a subsample: the chosen files are decoded again (no BadImage now)
+        fetch = partial(_decode_entry, name, folder, options)
+    else:
+        fetch = partial(_scratch_row, scratch, options.size)
+
+    def stack(split: str | None) -> tuple[FolderImages, torch.Tensor]:
+        y = torch.from_numpy(np.asarray(labels[split], dtype=np.int64))
+        return FolderImages(kept[split], options.size, fetch), y
 
     splits = manifest.get("splits")
     if splits:
@@ -488,23 +418,10 @@ def load(
         val = stack("val") if "val" in splits else None
     else:
         all_x, all_y = stack(None)
-        test = torch.from_numpy(
-            _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
-        )
-        if isinstance(all_x, LazyImages):
-            entries = all_x.entries
-            test_x = LazyImages(
-                name, folder, [e for e, t in zip(entries, test.tolist(), strict=True) if t], options
-            )
-            train_x = LazyImages(
-                name,
-                folder,
-                [e for e, t in zip(entries, test.tolist(), strict=True) if not t],
-                options,
-            )
-        else:
-            test_x, train_x = all_x.subset(test.numpy()), all_x.subset(~test.numpy())
-        test_y, train_y = all_y[test].contiguous(), all_y[~test].contiguous()
+        test = _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
+        test_x, train_x = all_x.subset(test), all_x.subset(~test)
+        mask = torch.from_numpy(test)
+        test_y, train_y = all_y[mask].contiguous(), all_y[~mask].contiguous()
         val = None
     counts = torch.bincount(train_y, minlength=len(classes)).tolist()
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
@@ -528,4 +445,4 @@ def load(
         val_images=val[0] if val else None,
         val_labels=val[1] if val else None,
     )
-    return FolderDataset(raw, skipped, list(manifest.get("ignored", [])))
+    return FolderDataset(raw, skipped)

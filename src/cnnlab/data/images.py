@@ -1,46 +1,25 @@
-"""Decode one image file and bring it to a fixed square size, the way prepare stores it.
-
-Shared by Oxford Flowers-102 and the user's image folders: both hold photos of every size,
-which are decoded and resized once, in prepare, so training only ever sees uint8 tensors of
-one shape. Pillow does the work (its own resampling filters antialias when shrinking).
-
-Two kinds of image are not what a photo folder usually holds, and Pillow alone mishandles
-them:
-
-- Images of more than ``MAX_PIXELS`` pixels (8192 x 8192) are refused from their header,
-  before anything is decoded: a 12000 x 12000 PNG of 140 KB would otherwise decode into
-  hundreds of MB with only a warning. JPEGs are measured after the decoder's own
-  downscaling (``draft``), so a large phone photo still loads at a fraction of its size.
-- High bit depths are scaled to 8 bits, where ``convert("RGB")`` would clip them (a 16-bit
-  ramp comes out nearly all white, a 0..1 float image all black): 16-bit (Pillow's
-  ``I;16`` modes) is divided by 257, so 65535 becomes 255; 32-bit integers (``I``) are read
-  as 16-bit when no value exceeds 65535 (Pillow opens 16-bit PGM/PPM files that way) and
-  over the positive 31-bit range otherwise, negative values refused; floats (``F``) are
-  scaled from 0..1 and refused in any other range, since a float image says nothing of its
-  scale and stretching each image by its own minimum and maximum would change brightness
-  from one image to the next.
-
-Refused images raise :class:`BadImage`, which the callers treat like any undecodable file.
+"""Decode one image file and bring it to a fixed square size, once, in prepare (Flowers-102
+and the user's folders), with Pillow. Two things Pillow alone mishandles are dealt with here:
+images of more than ``MAX_PIXELS`` are refused from their header, before decoding (a 140 KB
+PNG can decode into gigabytes), and high bit depths are scaled to 8 bits instead of clipped
+(``_eight_bit``). Refused images raise :class:`BadImage`, like any undecodable file.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from cnnlab.data.options import ResizeMode
 
-#: Bicubic with Pillow's antialiasing: sharper than bilinear, no ringing worth noticing at
-#: these sizes.
+#: Antialiased by Pillow when shrinking; sharper than bilinear.
 RESAMPLE = Image.Resampling.BICUBIC
 
-#: The most pixels an image may have once decoded: 8192 x 8192 (192 MiB as RGB, before the
-#: copies resizing makes). A 48-megapixel phone photo (8000 x 6000) fits, and Flowers-102's
-#: photos are about 500 x 700. Below Pillow's own warning threshold (89 million pixels).
+#: 8192 x 8192 (192 MiB as RGB): a 48-megapixel phone photo fits. JPEGs are measured after
+#: the decoder's own downscaling (``draft``), so a large photo still loads cheaply.
 MAX_PIXELS = 8192 * 8192
 
 
@@ -49,13 +28,8 @@ class BadImage(ValueError):
 
 
 def fit(image: Image.Image, size: int, mode: ResizeMode) -> np.ndarray:
-    """An RGB ``size`` x ``size`` uint8 array [H, W, 3] of ``image``.
-
-    ``center_crop``: the short side scaled to ``size``, the middle square kept.
-    ``letterbox``: the long side scaled to ``size``, the rest padded with black, centred.
-    The EXIF orientation is applied first, so phone photos are not stored on their side;
-    high bit depths are scaled to 8 bits (:class:`BadImage` where that is not defined).
-    """
+    """An RGB ``size`` x ``size`` uint8 array [H, W, 3] of ``image``, after its EXIF rotation
+    (phone photos are not stored on their side); ``mode`` as in ``ResizedOptions``."""
     image = _eight_bit(ImageOps.exif_transpose(image))
     image = image.convert("RGB")
     if mode == "center_crop":
@@ -66,8 +40,10 @@ def fit(image: Image.Image, size: int, mode: ResizeMode) -> np.ndarray:
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit grayscale ("L") if its mode holds more than 8 bits per pixel,
-    scaled as the module docstring says; any other mode unchanged."""
+    """``image`` as 8-bit grayscale ("L") if its mode holds more than 8 bits per pixel, else
+    unchanged. 16-bit is divided by 257; 32-bit integers are read as 16-bit when no value
+    exceeds 65535 (how Pillow opens 16-bit PGM), else over the positive 31-bit range; floats
+    must be in 0..1: stretching each image by its own range would change its brightness."""
     if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
         return image
     values = np.asarray(image)
@@ -108,9 +84,8 @@ def _check_size(image: Image.Image) -> None:
 
 
 def decode(data: bytes, size: int, mode: ResizeMode) -> np.ndarray:
-    """Decode the bytes of one image file and :func:`fit` it; :class:`BadImage` if they are
-    not an image Pillow can read completely (unknown format, truncated, corrupt), or one
-    this module refuses (too many pixels, a bit depth it cannot scale)."""
+    """Decode the bytes of one image file and :func:`fit` it; :class:`BadImage` if Pillow
+    cannot read them completely, or this module refuses them."""
     try:
         with warnings.catch_warnings():
             # MAX_PIXELS is checked below and is stricter than Pillow's warning.
@@ -134,8 +109,3 @@ def decode(data: bytes, size: int, mode: ResizeMode) -> np.ndarray:
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise BadImage(f"cannot decode it ({type(exc).__name__}: {exc})") from None
-
-
-def load(path: Path, size: int, mode: ResizeMode) -> np.ndarray:
-    """:func:`decode` a file by path (a loader for torchvision's dataset classes)."""
-    return decode(Path(path).read_bytes(), size, mode)

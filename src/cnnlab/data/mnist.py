@@ -1,44 +1,31 @@
 """MNIST and Fashion-MNIST: four gzipped IDX files each, laid out as torchvision leaves them
 (``MNIST/raw/``, ``FashionMNIST/raw/``), the .gz kept next to what it decompresses to.
 
-The published .gz files are trusted through torchvision's md5s, and a recompressed copy (as
-offline mirrors often hold: other gzip bytes, the same data) through the md5s of the
-decompressed files (``DECOMPRESSED_MD5``). Both datasets are read by :func:`cnnlab.data.idx.read`,
-which checked them when they were fetched.
+A recompressed copy (as offline mirrors often hold: other gzip bytes, the same data) is
+verified through the md5s of the decompressed files (``DECOMPRESSED_MD5``).
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab.data import archives, idx
-from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, join, layout_hint, unavailable
+from cnnlab.data import archives
+from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, first_good, join
 from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
 
 if TYPE_CHECKING:
     from cnnlab.data.options import ResizedOptions
 
-__all__ = [
-    "CONTENTS_REQUIRED",
-    "DECOMPRESSED_MD5",
-    "SIZES",
-    "build",
-    "content_names",
-    "download_cap",
-    "load",
-    "table",
-]
-
 #: torchvision's dataset class of each: its mirrors, file names, md5s and class names.
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
-#: md5 of the *decompressed* IDX files. torchvision only lists the md5 of the published .gz
-#: files; these let a recompressed copy (same data, different gzip bytes) be verified too.
+#: md5 of the decompressed IDX files (torchvision lists only those of the .gz files).
 DECOMPRESSED_MD5: dict[str, dict[str, str]] = {
     # Checked against the published files after `gunzip`; the same values appear in many
     # public MNIST loaders.
@@ -68,9 +55,8 @@ _IDX_SIZES = {  # header + data: 16 + 60000 * 28 * 28, 8 + 60000, 16 + 10000 * 2
 }
 
 #: Byte size of every published file and of what it decompresses to, as the publishers'
-#: servers report them (Content-Length) and public listings agree. A download may never grow
-#: past the size its checksum belongs to (:func:`download_cap` adds a margin only for a
-#: recompressed .gz, which its decompressed md5 verifies).
+#: servers report them (Content-Length) and public listings agree: no download may grow past
+#: the size its checksum belongs to.
 SIZES: dict[str, dict[str, int]] = {
     "mnist": {
         "train-images-idx3-ubyte.gz": 9912422,
@@ -87,10 +73,6 @@ SIZES: dict[str, dict[str, int]] = {
         **_IDX_SIZES,
     },
 }
-
-#: An override may list the decompressed md5s of some files only: they are a second way to
-#: verify a file, not the only one.
-CONTENTS_REQUIRED = False
 
 
 def _torchvision_class(name: str) -> Any:
@@ -115,130 +97,104 @@ def table(name: str) -> Source:
 
 def content_names(src: Source) -> set[str]:
     """What the .gz files decompress to, whether or not their md5s are known."""
-    return {_strip_gz(a) for a in src.archives}
-
-
-def _strip_gz(name: str) -> str:
-    return name[:-3] if name.endswith(".gz") else name
+    return {a.removesuffix(".gz") for a in src.archives}
 
 
 def download_cap(src: Source, archive: str) -> int:
     """The most bytes a download of ``archive`` may have: its published size, or more for a
     recompressed copy, which is verified by its decompressed md5."""
     cap = src.sizes[archive]
-    content = _strip_gz(archive)
+    content = archive.removesuffix(".gz")
     if content in src.contents:
         cap = max(cap, archives.compressed_bound(src.sizes[content]))
     return cap
 
 
-def _layout(src: Source) -> str:
-    first = next(iter(src.archives))
-    return layout_hint(src.name, first, f"{src.folder}/{_strip_gz(first)}")
-
-
-# --------------------------------------------------------------------------------------------
-# Building the dataset in a scratch directory
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """One place a file may be: ``form`` says whether it is the published file (archive) or
-    already decompressed/extracted the way torchvision leaves it (content)."""
-
-    location: str
-    form: Literal["archive", "content"]
-
-
 def build(src: Source, root: str | None, mirror: str | None, out: Path, retry: RetryPolicy) -> None:
-    """Fetch and verify each .gz (or, from a user's mirror, its decompressed file) into
-    ``out/<folder>/``; ``root`` is the mirror's folder of this dataset, None for the public
-    mirrors, and ``mirror`` what data.mirror said (for messages)."""
+    """Each .gz verified (or, from a user's mirror, its decompressed file) into
+    ``out/<folder>/``; ``root`` is the mirror's folder of this dataset (None: the public
+    mirrors), ``mirror`` what data.mirror said."""
     raw = out / src.folder
-    counts: dict[str, int] = {}
     raw.mkdir(parents=True)
+    counts: dict[str, int] = {}
+    first = next(iter(src.archives))  # the example in the error message
     for archive in src.archives:
-        content = _strip_gz(archive)
+        content = archive.removesuffix(".gz")
         if root is None:
-            candidates = [_Candidate(m + archive, "archive") for m in src.mirrors]
+            tries = [(m + archive, "archive") for m in src.mirrors]
         else:
-            candidates = [
-                _Candidate(join(root, archive), "archive"),
-                _Candidate(join(root, *src.folder.split("/"), archive), "archive"),
-                _Candidate(join(root, *src.folder.split("/"), content), "content"),
+            laid_out = join(root, *src.folder.split("/"))
+            tries = [
+                (join(root, archive), "archive"),
+                (join(laid_out, archive), "archive"),
+                (join(laid_out, content), "content"),
             ]
-        tried: list[tuple[str, Failed]] = []
-        for cand in candidates:
-            target = raw / (archive if cand.form == "archive" else content)
-            cap = download_cap(src, archive) if cand.form == "archive" else src.sizes[content]
-            try:
-                fetch_file(cand.location, target, retry, cap)
-                counts[content] = _verify(src, archive, target, cand.form)
-                break
-            except Failed as failure:
-                tried.append((cand.location, failure))
-                (raw / archive).unlink(missing_ok=True)
-                (raw / content).unlink(missing_ok=True)
-                if root is not None and failure.category == "network":
-                    raise unavailable(src.name, archive, tried, mirror, _layout(src)) from None
-        else:
-            raise unavailable(src.name, archive, tried, mirror, _layout(src))
+        counts[content] = first_good(
+            src.name,
+            archive,
+            [(loc, partial(_fetch, src, archive, loc, form, raw, retry)) for loc, form in tries],
+            mirror,
+            partial(_remove, raw / archive, raw / content),
+            (first, f"{src.folder}/{first.removesuffix('.gz')}"),
+        )
     _check_pairs(raw, counts)
 
 
-def _verify(src: Source, archive: str, fetched: Path, form: str) -> int:
-    """Accept the published .gz by its md5, or any file whose decompressed bytes have the
-    published md5 (a recompressed copy); leave the decompressed file next to it, read (that
-    is, checked) as IDX. Returns its item count.
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
 
-    Not torchvision's check_integrity nor extract_archive: they know only the .gz md5, and
+
+def _fetch(
+    src: Source, archive: str, location: str, form: str, raw: Path, retry: RetryPolicy
+) -> int:
+    """Fetch the published .gz (``form`` "archive"), accepted by its md5 or by that of its
+    decompressed bytes (a recompressed copy), or what it decompresses to ("content"); then
+    read the decompressed file as IDX (which checks it) and return its item count. Not
+    torchvision's check_integrity nor extract_archive: they know only the .gz md5, and
     decompress without a limit."""
-    content = _strip_gz(archive)
-    decoded = fetched.with_name(content)
+    content = archive.removesuffix(".gz")
+    decoded = raw / content
     expected_content = src.contents.get(content)
-    if form == "archive":
-        actual = archives.md5(fetched)
-        archive_ok = actual == src.archives[archive]
-        wrong = archives.mismatch(src.archives[archive], actual)
-        if not archive_ok and expected_content is None:
-            raise Failed(
-                f"{wrong}; if this is a recompressed copy "
-                f"it cannot be verified, because no md5 of the decompressed {content} is "
-                "known: use the published .gz file",
-                "corrupt",
-            )
-        try:
-            archives.gunzip(fetched, decoded, src.sizes[content])
-        except Failed as failure:
-            prefix = "" if archive_ok else f"{wrong}; "
-            raise Failed(prefix + failure.reason, failure.category) from None
-        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile...
-            prefix = "" if archive_ok else f"{wrong}; "
-            raise Failed(f"{prefix}not a valid gzip file ({exc})", "corrupt") from exc
-        if not archive_ok:
-            actual_content = archives.md5(decoded)
-            if actual_content != expected_content:
-                raise Failed(
-                    f"{wrong}; decompressed, {archives.mismatch(expected_content, actual_content)}",
-                    "corrupt",
-                )
-    else:
+    if form == "content":
+        fetch_file(location, decoded, retry, src.sizes[content])
         if expected_content is None:
             raise Failed(
                 f"no md5 of the decompressed {content} is known, so this copy "
                 f"cannot be verified: provide the published {archive}",
                 "corrupt",
             )
-        actual_content = archives.md5(decoded)
-        if actual_content != expected_content:
-            raise Failed(archives.mismatch(expected_content, actual_content), "corrupt")
-    return len(idx.read(decoded))
+        archives.check_md5(decoded, expected_content)
+        return len(read_idx(decoded))
+    fetched = raw / archive
+    fetch_file(location, fetched, retry, download_cap(src, archive))
+    actual = archives.md5(fetched)
+    archive_ok = actual == src.archives[archive]
+    wrong = archives.mismatch(src.archives[archive], actual)
+    prefix = "" if archive_ok else f"{wrong}; "
+    if not archive_ok and expected_content is None:
+        raise Failed(
+            f"{wrong}; if this is a recompressed copy "
+            f"it cannot be verified, because no md5 of the decompressed {content} is "
+            "known: use the published .gz file",
+            "corrupt",
+        )
+    try:
+        archives.gunzip(fetched, decoded, src.sizes[content])
+    except Failed as failure:
+        raise Failed(prefix + failure.reason, failure.category) from None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile...
+        raise Failed(f"{prefix}not a valid gzip file ({exc})", "corrupt") from exc
+    if not archive_ok:
+        try:
+            archives.check_md5(decoded, expected_content)
+        except Failed as failure:
+            raise Failed(f"{wrong}; decompressed, {failure.reason}", "corrupt") from None
+    return len(read_idx(decoded))
 
 
 def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
-    """Images and labels must describe the same samples; a mismatch means mixed-up files.
-    ``counts``: the item count of each file in ``raw``, by name."""
+    """Images and labels must describe the same samples; a mismatch means mixed-up files."""
     for split in ("train", "t10k"):
         images = raw / f"{split}-images-idx3-ubyte"
         labels = raw / f"{split}-labels-idx1-ubyte"
@@ -250,14 +206,60 @@ def _check_pairs(raw: Path, counts: dict[str, int]) -> None:
             )
 
 
-# --------------------------------------------------------------------------------------------
-# Loading what build left
-# --------------------------------------------------------------------------------------------
+MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # uint8 data, 3 or 1 dimensions
+IMAGE_HW = (28, 28)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """The data of the IDX file at ``path``: uint8 images ``[n, 28, 28]`` or labels ``[n]``
+    in 0..9 (which of the two, its name says), once its header matched its size; else
+    ``Failed`` naming what is wrong. It verifies a fetched file and loads it, so what was
+    verified is what is decoded. Not torchvision's ``read_sn3_pascalvincent_tensor``, which
+    asserts or reshapes its way into obscure errors on a damaged file."""
+    kind = "images" if "images" in path.name else "labels"
+    ndim = 3 if kind == "images" else 1
+    header_size = 4 + 4 * ndim
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header = f.read(header_size)
+        if len(header) < 4:
+            raise Failed(f"truncated IDX file: only {size} bytes", "corrupt")
+        magic = int.from_bytes(header[:4], "big")
+        if magic != MAGIC[kind]:
+            raise Failed(
+                f"not an IDX {kind} file: magic number 0x{magic:08x}, expected "
+                f"0x{MAGIC[kind]:08x} (unsigned bytes, {ndim}-d)",
+                "corrupt",
+            )
+        if len(header) < header_size:
+            raise Failed(f"truncated IDX file: {size} bytes, shorter than its header", "corrupt")
+        dims = struct.unpack(f">{ndim}I", header[4:])
+        if kind == "images" and dims[1:] != IMAGE_HW:
+            raise Failed(
+                f"wrong image shape {dims[1]}x{dims[2]}, expected {IMAGE_HW[0]}x{IMAGE_HW[1]}",
+                "corrupt",
+            )
+        expected = header_size + int(np.prod(dims, dtype=np.int64))
+        if size < expected:
+            raise Failed(
+                f"truncated IDX file: {size} bytes, the header announces {expected}", "corrupt"
+            )
+        if size > expected:
+            raise Failed(
+                f"IDX file has {size - expected} bytes after the {expected} its header announces",
+                "corrupt",
+            )
+        data = np.fromfile(f, dtype=np.uint8, count=expected - header_size)
+    if len(data) != expected - header_size:  # shrunk since its size was read
+        raise Failed(f"truncated IDX file: the header announces {expected} bytes", "corrupt")
+    if kind == "labels" and dims[0] and int(data.max()) > 9:
+        raise Failed(f"label {int(data.max())} outside 0..9", "corrupt")
+    return data.reshape(dims)
 
 
 def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
-    """Both splits, each file read once by the same reader that verified it at download
-    (not by torchvision's MNIST class, which would parse them a second time)."""
+    """Both splits, each file read by the reader that verified it at download (torchvision's
+    MNIST class would parse them a second time)."""
     import torch
 
     folder = raw_dir / src.folder
@@ -267,7 +269,7 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         if not path.is_file():
             raise DataError(f"{path} is missing: {redownload_hint(src.name)}")
         try:
-            data[content] = idx.read(path)
+            data[content] = read_idx(path)
         except Failed as failure:
             raise DataError(f"{path}: {failure.reason}; {redownload_hint(src.name)}") from None
     _check_pairs(folder, {name: len(array) for name, array in data.items()})

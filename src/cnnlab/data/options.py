@@ -1,14 +1,6 @@
-"""Per-dataset options (``dataset.<name>`` in params.yaml), one entry per dataset.
-
-Like ``model.<name>`` for models: the prepare stage of a dataset depends on its own entry
-only, so a change re-prepares that dataset and nothing else. Every name in ``datasets:``
-needs an entry, because DVC refuses to run a stage whose declared param is missing; the
-built-in datasets with nothing to set have ``{}``.
-
-Any name that is not a built-in dataset is a folder of the user's own images at
-``datasets/<name>/`` (:mod:`cnnlab.data.folders`), with :class:`FolderOptions`; which class
-a name takes is :func:`cnnlab.data.catalog.options_class`. Torch-free: params validation
-reads it at every stage start.
+"""The schemas of ``dataset.<name>`` in params.yaml: the prepare stage of a dataset depends
+on its own entry only (every dataset needs one, ``{}`` if nothing to set: DVC refuses a
+stage whose declared param is missing). Torch-free: validation reads it at every stage start.
 """
 
 from __future__ import annotations
@@ -29,24 +21,17 @@ class FixedSizeOptions(DatasetOptions):
 
 
 class ResizedOptions(DatasetOptions):
-    """Images of many sizes, resized once in prepare to ``size`` x ``size``.
-
-    ``center_crop`` scales the short side to ``size`` and cuts the middle square (the usual
-    ImageNet-style preprocessing; loses the edges of elongated images); ``letterbox``
-    scales the long side to ``size`` and pads the rest with black (keeps all of the image,
-    wastes some pixels). A built-in dataset's values are in params.yaml.
-    """
+    """Images of many sizes, resized once in prepare to ``size`` x ``size``: ``center_crop``
+    scales the short side and cuts the middle square (loses the edges of elongated images),
+    ``letterbox`` scales the long side and pads with black (keeps all, wastes pixels)."""
 
     size: int = Field(ge=8, le=512)
     resize: ResizeMode
 
 
 class FolderOptions(ResizedOptions):
-    """A folder of the user's own images, ``datasets/<name>/<class>/<image>``.
-
-    The only options with defaults in code: params.yaml cannot list a user's folder in
-    advance, so ``dataset.my_photos: {}`` takes these.
-    """
+    """A folder of the user's own images: the only options with defaults in code, since
+    params.yaml cannot list a user's folder in advance (``dataset.my_photos: {}``)."""
 
     size: int = Field(64, ge=8, le=512)
     resize: ResizeMode = "center_crop"

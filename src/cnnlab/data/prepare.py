@@ -1,17 +1,10 @@
-"""Turn decoded images into the compact tensors training reads: train / val / test splits.
+"""Decoded images -> the train / val / test splits training reads, decoded once here.
 
-Decoding happens once here, so training never touches an image file or a PIL object.
-
-The splits are stored as uncompressed ``.npy`` files (``train_images.npy``,
-``train_labels.npy``, ...), written a chunk at a time and the same bytes on every run (DVC
-compares them), and :func:`load_prepared` memory-maps the images instead of reading them:
-training copies one batch at a time out of the page cache, a 7.5 GB split never lands on
-the heap, and several DDP processes on one machine share the same cached pages.
-
-A split may also be drawn from a source that decodes on demand (a large folder of photos,
-:mod:`cnnlab.data.folders`): :func:`split_dataset` then only picks the rows, and
-:func:`save_prepared` fetches them a chunk at a time, writes them and computes the
-statistics on the way, so memory does not grow with the number of images.
+Each split is an uncompressed ``.npy`` written a chunk at a time, the same bytes on every run
+(DVC compares them); :func:`load_prepared` memory-maps the images, so a large split never
+lands on the heap and DDP processes share the page cache. Images may come from a source that
+decodes on demand (a folder of photos): then only the chosen rows are fetched, a chunk at a
+time, while they are written and summed.
 """
 
 from __future__ import annotations
@@ -23,8 +16,9 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from cnnlab.data.progress import Progress, ProgressMode
+from cnnlab.data.progress import ProgressMode, track
 from cnnlab.errors import UserError
 from cnnlab.files import atomic_directory, write_json
 
@@ -32,10 +26,9 @@ from cnnlab.files import atomic_directory, write_json
 TENSORS_FILE = "tensors.pt"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")
-#: Values per channel summed at a time by :func:`channel_stats` (float64: 8 MB a channel).
+#: Values per channel summed at a time (float64: 8 MB a channel).
 STATS_CHUNK = 1 << 20
-#: Images fetched, written and freed at a time by :func:`save_prepared` (at 224x224 RGB:
-#: 64 x 150 KB, about 10 MB).
+#: Images fetched, written and freed at a time (at 224x224 RGB, about 10 MB).
 WRITE_CHUNK = 64
 
 
@@ -72,13 +65,9 @@ class Selection:
     def __len__(self) -> int:
         return len(self.index)
 
-    def chunks(self, rows: int = WRITE_CHUNK) -> Iterator[torch.Tensor]:
-        for part in self.index.split(rows):
+    def chunks(self) -> Iterator[torch.Tensor]:
+        for part in self.index.split(WRITE_CHUNK):
             yield self.source[part]
-
-    def materialize(self) -> torch.Tensor:
-        """The whole selection in memory (tests; small data)."""
-        return torch.cat([*self.chunks(), torch.empty((0, *self.shape[1:]), dtype=torch.uint8)])
 
 
 @dataclass
@@ -107,11 +96,9 @@ def _subsample(n: int, keep: int | None, generator: torch.Generator) -> torch.Te
 class _ChannelSums:
     """Per-channel float64 sums of uint8 images fed in order, a block at a time.
 
-    The sums run over chunks of ``STATS_CHUNK`` values per channel of the channel-major
-    pixels, as one ``images.transpose(0, 1).reshape(c, -1).split(STATS_CHUNK, dim=1)`` would
-    cut them (so the sums are the same bits however the images arrive), each built from the
-    images it spans: never a transposed copy of the whole split, and only the images of one
-    chunk held when they come in blocks.
+    Summed over chunks of ``STATS_CHUNK`` channel-major values, cut as
+    ``images.transpose(0, 1).reshape(c, -1).split(STATS_CHUNK, dim=1)`` would cut them (the
+    same bits however the images arrive), without a transposed copy of the whole split.
     """
 
     def __init__(self, n_images: int, image_shape: tuple[int, ...]) -> None:
@@ -151,10 +138,8 @@ class _ChannelSums:
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images on the 0..1 scale, accumulated in float64.
-
-    float64 sums make the numbers independent of how the work is split across threads.
-    """
+    """Per-channel mean and std of uint8 images on the 0..1 scale; float64 sums make them
+    independent of how the work is split across threads."""
     sums = _ChannelSums(len(images), tuple(images.shape[1:]))
     sums.add(images)
     return sums.result()
@@ -177,14 +162,10 @@ def split_dataset(
 ) -> PreparedData:
     """Hold out a seeded validation split and optionally subsample, deterministically.
 
-    ``max_train`` caps the pool the validation split is drawn from, so a quick run keeps the
-    same train/val proportions as a full one. A dataset with a validation split of its own
-    (``val_images``/``val_labels``: Flowers-102's official one) keeps it whole instead, and
-    ``max_train`` caps the training split alone.
-
-    Images given as :class:`Rows` (decoded on demand) come back as :class:`Selection` objects,
-    with ``mean``/``std`` left None in the metadata: :func:`save_prepared` fetches the
-    images and computes them, the same bits as from tensors.
+    ``max_train`` caps the pool the validation split is drawn from (a quick run keeps the
+    proportions of a full one), or the training split alone where the dataset has its own
+    validation split (``val_images``: Flowers-102's). Images given as :class:`Rows` come back
+    as :class:`Selection` objects, ``mean``/``std`` left for :func:`save_prepared` to fill.
     """
     generator = torch.Generator().manual_seed(seed)
     pool = _subsample(len(train_labels), max_train, generator)
@@ -252,10 +233,9 @@ def _save_images(
     path: Path,
     images: torch.Tensor | Selection,
     sums: _ChannelSums | None,
-    progress: Progress,
+    bar: tqdm,
 ) -> None:
-    """Write one split's images; a :class:`Selection` is fetched and written a chunk at a
-    time (and summed into ``sums``), so only one chunk is held."""
+    """Write one split's images, a :class:`Selection` a chunk at a time (summed into ``sums``)."""
     with _write_npy(path, tuple(images.shape), np.dtype(np.uint8)) as f:
         blocks = images.chunks() if isinstance(images, Selection) else [images]
         for block in blocks:
@@ -263,16 +243,12 @@ def _save_images(
             f.write(block.numpy().data)  # no copy: the tensor's own bytes
             if sums is not None:
                 sums.add(block)
-            progress.update(len(block))
+            bar.update(len(block))
 
 
 def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode = None) -> None:
-    """Tensors and metadata are replaced together, so they always describe the same split.
-
-    Each split is one uncompressed ``.npy`` per tensor, which :func:`load_prepared`
-    memory-maps. Splits drawn from :class:`Rows` are fetched here, a chunk at a time, and
-    their statistics filled into ``data.meta`` on the way (``progress``: how that shows).
-    """
+    """Tensors and metadata are replaced together, so they always describe the same split;
+    statistics missing from ``data.meta`` (splits of :class:`Rows`) are filled on the way."""
     on_demand = any(isinstance(data.images[s], Selection) for s in SPLITS)
     total = sum(len(data.images[s]) for s in SPLITS)
     name = data.meta.get("dataset", directory.name)
@@ -280,7 +256,7 @@ def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode
     if data.meta.get("mean") is None:
         sums = _ChannelSums(len(data.images["train"]), tuple(data.images["train"].shape[1:]))
     with atomic_directory(directory) as tmp:
-        with Progress(progress if on_demand else None, total, f"{name}: prepare", "img") as bar:
+        with track(progress if on_demand else None, total, f"{name}: prepare", "img") as bar:
             for split in SPLITS:
                 split_sums = sums if split == "train" else None
                 _save_images(tmp / images_file(split), data.images[split], split_sums, bar)
@@ -293,13 +269,8 @@ def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode
 
 
 def _mapped(path: Path) -> torch.Tensor:
-    """The array of a ``.npy`` file, memory-mapped copy-on-write.
-
-    Copy-on-write (``mmap_mode="c"``), not read-only: torch wants a writable array (it warns
-    on a read-only one), and nothing writes to the images anyway, so every page stays the
-    file's page-cache page, shared by every process that maps it; the file itself can never
-    change.
-    """
+    """The array of a ``.npy`` file, memory-mapped copy-on-write: torch warns on a read-only
+    array, and as nothing writes to the images every page stays the shared page-cache one."""
     return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
 
 

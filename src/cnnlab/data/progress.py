@@ -1,56 +1,29 @@
-"""Progress of the long loops over a folder's files: listing (md5) and decoding.
-
-A tqdm bar with counts and ETA on a terminal, as training shows; elsewhere (CI logs,
-redirected output) one summary line when the loop ends, so a log is not flooded with bar
-redraws. The stages decide which (``stages/common.py``'s ``interactive()``); the library
-stays silent unless asked (``None``), so tests and scripts see no extra output.
+"""Progress of the long loops over a folder's files: a tqdm bar on a terminal, else one
+summary line at the end (no bar redraws in a log), or silence (``None``, the library's
+default); the stages choose.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
 
-#: "bar": a tqdm bar on stderr; "line": one summary line on stderr at the end; None: silent.
+from tqdm import tqdm
+
 ProgressMode = Literal["bar", "line"] | None
 
 
-class Progress:
-    """Counts ``unit``s of work towards ``total``; :meth:`close` ends the bar or prints the line."""
-
-    def __init__(self, mode: ProgressMode, total: int, desc: str, unit: str) -> None:
-        self.mode, self.total, self.desc, self.unit = mode, total, desc, unit
-        self.done = 0
-        self.start = time.perf_counter()
-        self.bar: Any = None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        elif self.mode == "line":
-            seconds = time.perf_counter() - self.start
-            rate = f", {self.done / seconds:.0f} {self.unit}/s" if seconds > 0 else ""
-            print(
-                f"{self.desc}: {self.done} {self.unit} in {seconds:.1f} s{rate}",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        elif self.bar is not None:  # a failed loop: its bar ends, with no summary line
-            self.bar.close()
+@contextmanager
+def track(mode: ProgressMode, total: int, desc: str, unit: str) -> Iterator[tqdm]:
+    """A tqdm bar (disabled unless ``mode`` is "bar") counting ``total`` ``unit``s of work;
+    in "line" mode, one line of counts and time once the work is done (not if it failed)."""
+    start = time.perf_counter()
+    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=mode != "bar") as bar:
+        yield bar
+    if mode == "line":
+        seconds = time.perf_counter() - start
+        rate = f", {total / seconds:.0f} {unit}/s" if seconds > 0 else ""
+        print(f"{desc}: {total} {unit} in {seconds:.1f} s{rate}", file=sys.stderr, flush=True)

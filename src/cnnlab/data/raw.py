@@ -1,8 +1,5 @@
-"""What the dataset modules share: where a built-in dataset is published (``Source``), what
-any dataset decodes to (``RawDataset``), and the error a user can act on (``DataError``).
-
-Torch-free (torch appears in annotations only), so that fetching and checking files never
-imports it.
+"""What the dataset modules share: ``Source``, ``RawDataset`` and ``DataError``. Torch-free,
+so that fetching and checking files never imports it.
 """
 
 from __future__ import annotations
@@ -17,8 +14,6 @@ if TYPE_CHECKING:
     import torch
 
     from cnnlab.data.prepare import Rows
-
-__all__ = ["DataError", "RawDataset", "Source", "TarLimits", "redownload_hint"]
 
 
 class DataError(UserError, RuntimeError):
@@ -35,13 +30,9 @@ class TarLimits:
 
 @dataclass(frozen=True)
 class Source:
-    """A downloadable dataset: where it is published and the md5 of every file that matters.
-
-    ``archives`` are the files as published (what a mirror serves); ``contents`` are the files
-    torchvision decodes from, inside ``folder`` (relative to the download directory), which is
-    where torchvision itself leaves them so its dataset classes can read them unchanged.
-    ``sizes`` bounds every one of those files in bytes, ``unpacked`` each tar archive.
-    """
+    """A downloadable dataset: ``archives`` are the files as published (md5 by name),
+    ``contents`` what torchvision decodes, in ``folder`` where torchvision leaves them;
+    ``sizes`` bounds every one of those files in bytes, ``unpacked`` each tar archive."""
 
     name: str
     mirrors: tuple[str, ...]
@@ -54,18 +45,15 @@ class Source:
 
 @dataclass
 class RawDataset:
-    """The dataset as published: its own train/test split, uint8 pixels, int64 labels.
-
-    A folder's images are :class:`~cnnlab.data.prepare.Rows`, read on demand, not tensors.
-    """
+    """The dataset as published: its own train/test split, uint8 pixels, int64 labels (a
+    folder's images are :class:`~cnnlab.data.prepare.Rows`, read on demand)."""
 
     train_images: torch.Tensor | Rows  # uint8, [N, C, H, W]
     train_labels: torch.Tensor  # int64, [N]
     test_images: torch.Tensor | Rows  # uint8, [M, C, H, W]
     test_labels: torch.Tensor  # int64, [M]
     classes: list[str]
-    #: The dataset's own validation split, where it has one (Flowers-102, a folder with
-    #: val/); otherwise prepare draws it from the training split.
+    #: The dataset's own validation split (Flowers-102, a folder with val/), if any.
     val_images: torch.Tensor | Rows | None = None
     val_labels: torch.Tensor | None = None
 
