@@ -231,6 +231,19 @@ class Params(_Section):
         table = {k: v.model_dump() for k, v in self.optimizers.items()}
         return resolve_settings(self.optimizer, table, self.lr, self.weight_decay)
 
+    def global_batch_size(self, processes: int, where: str = "") -> int:
+        """Images per optimizer step over ``processes`` ranks: the one check that a global
+        batch splits evenly (each rank must hold the same number of images)."""
+        if self.distributed.batch_size_per == "rank":
+            return self.batch_size * processes
+        if self.batch_size % processes:
+            raise ParamsError(
+                f"batch_size: got {self.batch_size}: a global batch must split evenly over "
+                f"{where or f'{processes} processes'}; use a multiple of {processes} or "
+                "distributed.batch_size_per: rank"
+            )
+        return self.batch_size
+
     def model_options(self, name: str) -> BaseModel:
         """``model.<name>`` validated against that model's options."""
         return MODELS[name].options.model_validate(self.model[name])
@@ -344,13 +357,11 @@ def _recipe_problems(params: Params) -> list[str]:
             f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
             f"({params.epochs})"
         )
-    dist = params.distributed
-    if dist.nproc > 1 and dist.batch_size_per == "global" and params.batch_size % dist.nproc:
-        problems.append(
-            f"batch_size: got {params.batch_size}: a global batch must split evenly over "
-            f"distributed.nproc={dist.nproc} processes; use a multiple of {dist.nproc} or "
-            "distributed.batch_size_per: rank"
-        )
+    nproc = params.distributed.nproc
+    try:
+        params.global_batch_size(nproc, f"distributed.nproc={nproc} processes")
+    except ParamsError as exc:
+        problems.append(str(exc))
     for dataset in params.datasets:
         stored = stored_channels(dataset)
         if params.data.channels == 1 and stored != 1:

@@ -15,10 +15,10 @@ from torch import nn
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.prepare import PreparedData
-from cnnlab.distributed import SINGLE, World, steps_per_epoch
+from cnnlab.distributed import SINGLE, World, global_batches
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
-from cnnlab.params import Params, ParamsError
+from cnnlab.params import Params
 from cnnlab.schedulers import build_scheduler
 from cnnlab.training import Run, TrainConfig
 
@@ -125,19 +125,6 @@ def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
-def global_batch_size(params: Params, world: World) -> int:
-    """Images per optimizer step over all ranks: ``batch_size``, or it times the ranks."""
-    if params.distributed.batch_size_per == "rank":
-        return params.batch_size * world.size
-    if params.batch_size % world.size:
-        raise ParamsError(
-            f"batch_size: got {params.batch_size}: a global batch must split evenly over "
-            f"{world.size} processes; use a multiple of {world.size} or "
-            "distributed.batch_size_per: rank"
-        )
-    return params.batch_size
-
-
 def build_run(
     params: Params,
     model_name: str,
@@ -153,7 +140,7 @@ def build_run(
     ``batch_size`` is the global batch unless ``distributed.batch_size_per`` is ``rank``;
     the lr is never rescaled (docs/beyond-one-machine.md).
     """
-    batch_size = global_batch_size(params, world)
+    batch_size = params.global_batch_size(world.size)
     model = new_model(params, model_name, data).to(device)
     if params.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -165,7 +152,7 @@ def build_run(
         device=device.type,
     )
     train_batches = batch_maker(params, model_name, data, "train", device)
-    steps = steps_per_epoch(len(train_batches), batch_size, world.size)
+    steps = len(global_batches(len(train_batches), batch_size, world.size))
     scheduler = build_scheduler(params.scheduler, optimizer, params.epochs, steps)
     if params.amp in ("fp16", "bf16") and device.type != "cuda":
         print(
