@@ -1,12 +1,9 @@
-"""The model registry: every name usable in params ``models:``, built from its options.
+"""The model builders: ``build_<name>`` for every name in :data:`~cnnlab.models.options.MODELS`.
 
 Every model is a :class:`ConvNet` (``features`` -> optional ``avgpool`` -> flatten ->
-``classifier``) made of plain ``nn.Conv2d``/``nn.Linear`` layers with named children
-(``features.conv1``, ``classifier.fc1``...), so hooks, init schemes and checkpoints can address
-layers by the names the papers use, and the CPU runs only well-optimised kernels.
-
-LRN and the adaptive pool are torch's with a different forward: torch's versions have CUDA
-backward passes that raise under the pipeline's deterministic mode.
+``classifier``) with named layers (``features.conv1``, ``classifier.fc1``...) as the papers
+name them. LRN and the adaptive pool are torch's with another forward: torch's CUDA backward
+passes raise under the pipeline's deterministic mode.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.models.options import (
-    MODELS,
     SMALL_INPUT_SIZE,
     AlexNet2012Options,
     AlexNetBNOptions,
@@ -48,11 +44,8 @@ __all__ = [
 
 
 class ConvNet(nn.Module):
-    """Feature extractor, optional fixed-size pool, and classifier.
-
-    ``torch.flatten`` keeps the logical (N, C, H, W) order, so channels_last inputs give the
-    same classifier inputs as contiguous ones.
-    """
+    """Feature extractor, optional fixed-size pool, and classifier (``torch.flatten`` keeps
+    the logical order, so channels_last inputs give the classifier the same values)."""
 
     def __init__(
         self, features: nn.Sequential, classifier: nn.Sequential, avgpool: nn.Module | None = None
@@ -79,8 +72,7 @@ class _Style:
     activation: str
     pooling: str
     norm: str
-    #: Pad 3x3/2 pools by 1 so they keep the 2x2/2 map sizes (small inputs have no room to
-    #: lose a row); the 2012 model pools unpadded, as the paper does.
+    #: Pad 3x3/2 pools by 1 to keep the 2x2/2 map sizes on small inputs (not the 2012 model).
     pad_overlap: bool
 
 
@@ -88,19 +80,18 @@ def _style(options: Any, *, pad_overlap: bool) -> _Style:
     return _Style(options.activation, options.pooling, options.norm, pad_overlap)
 
 
+#: In-place where torch allows it: one activation-sized buffer less per layer.
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+    "elu": lambda: nn.ELU(inplace=True),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
 def _activation(name: str) -> nn.Module:
-    # In-place where torch allows it: saves one activation-sized buffer per layer.
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.01, inplace=True)
-    if name == "elu":
-        return nn.ELU(inplace=True)
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    raise ValueError(f"unknown activation {name!r}")
+    return _ACTIVATIONS[name]()
 
 
 def _pool(style: _Style) -> nn.Module:
@@ -118,12 +109,7 @@ def _pool(style: _Style) -> nn.Module:
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
-    """torch's LRN, computed from shifted slices instead of ``avg_pool3d``.
-
-    Same maths and attributes, but ``avg_pool3d``'s CUDA backward has no deterministic
-    kernel, so torch's own LRN raises under the pipeline's ``use_deterministic_algorithms``.
-    On the CPU the slices are as fast.
-    """
+    """torch's LRN from shifted slices: its ``avg_pool3d`` has no deterministic CUDA backward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -142,54 +128,41 @@ def _lrn() -> nn.LocalResponseNorm:
 
 
 class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
-    """torch's adaptive average pool without its CUDA backward, which is non-deterministic.
+    """torch's adaptive average pool without its non-deterministic CUDA backward.
 
-    An input already at the output size passes through (the 2012 model at 224/227), an
-    evenly divisible one takes a plain average pool, and any other (the CIFAR AlexNet's
-    4x4 -> 6x6) takes two small averaging matrices: the same bins as torch's, by matmul.
+    An input at the output size passes through, an evenly divisible one takes a plain
+    average pool, any other (the CIFAR AlexNet's 4x4 -> 6x6) two averaging matrices.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_h, in_w = x.shape[-2:]
-        out_h, out_w = _adaptive_target(self.output_size, in_h, in_w)
+        out = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        out_h, out_w = out[0] or in_h, out[1] or in_w
         if (in_h, in_w) == (out_h, out_w):
             return x
         if in_h % out_h == 0 and in_w % out_w == 0:
             return F.avg_pool2d(x, (in_h // out_h, in_w // out_w))
-        rows = _bin_matrix_on(in_h, out_h, x.device, x.dtype)
-        cols = _bin_matrix_on(in_w, out_w, x.device, x.dtype)
+        rows = _bin_matrix(in_h, out_h, x.device, x.dtype)
+        cols = _bin_matrix(in_w, out_w, x.device, x.dtype)
         return rows @ x @ cols.T
 
 
-def _adaptive_target(output_size: Any, in_h: int, in_w: int) -> tuple[int, int]:
-    out = output_size if isinstance(output_size, tuple) else (output_size, output_size)
-    return (in_h if out[0] is None else out[0], in_w if out[1] is None else out[1])
-
-
 @functools.cache
-def _bin_matrix_on(
+def _bin_matrix(
     size_in: int, size_out: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """:func:`_bin_matrix` on ``device``: copied there once, not in every forward pass (a
-    copy from the host's pageable memory makes the host wait for the GPU).
+    """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out)).
 
-    Made outside inference mode even when first asked for inside it (an evaluation first):
-    autograd refuses to save an inference tensor for a later training step's backward.
+    Cached on its device (a copy from the host per forward would wait for the GPU), and made
+    outside inference mode: autograd refuses to save an inference tensor for a backward.
     """
     with torch.inference_mode(False):
-        return _bin_matrix(size_in, size_out).to(device=device, dtype=dtype)
-
-
-@functools.cache
-def _bin_matrix(size_in: int, size_out: int) -> torch.Tensor:
-    """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out))."""
-    with torch.inference_mode(False):  # a normal tensor, wherever it is first asked for
         matrix = torch.zeros(size_out, size_in, device="cpu")  # not a surrounding device context
-    for i in range(size_out):
-        start = (i * size_in) // size_out
-        end = -((-(i + 1) * size_in) // size_out)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+        for i in range(size_out):
+            start = (i * size_in) // size_out
+            end = -((-(i + 1) * size_in) // size_out)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix.to(device=device, dtype=dtype)
 
 
 def _conv(
@@ -243,8 +216,8 @@ def _linear(
 
 
 def _spatial_size(features: nn.Sequential, in_channels: int, size: int) -> int:
-    """Side of the feature map for a ``size`` x ``size`` input: a dry run on the meta device,
-    which computes shapes only (no memory, no arithmetic, BatchNorm's statistics untouched)."""
+    """Side of the feature map for a ``size`` x ``size`` input, from a dry run on the meta
+    device (shapes only: no memory, no arithmetic, BatchNorm's statistics untouched)."""
     probe = copy.deepcopy(features).to("meta").eval()
     try:
         out = probe(torch.empty(1, in_channels, size, size, device="meta"))
@@ -269,10 +242,8 @@ def _gain_name(activation: str) -> tuple[str, float | None]:
 
 
 def _init_weights(model: ConvNet, scheme: str, activation: str, paper: str = "alexnet") -> None:
-    """Apply ``scheme`` to every conv/linear layer; BatchNorm keeps torch's (1, 0) init.
-
-    The output layer has no activation after it, so kaiming/xavier use the linear gain there.
-    """
+    """Apply ``scheme`` to every conv/linear layer (the output layer with the linear gain);
+    BatchNorm keeps torch's (1, 0) init."""
     if scheme == "default":
         return
     layers = [
@@ -429,16 +400,14 @@ def build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Op
 def build_model(
     name: str, *, in_channels: int, num_classes: int, options: BaseModel | Mapping[str, Any]
 ) -> nn.Module:
-    """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``.
-
-    Weights come from torch's global RNG: seed it first for reproducible runs.
-    """
+    """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``;
+    its weights come from torch's global RNG."""
     resolved = resolve_options(name, options)
     if in_channels < 1 or num_classes < 1:
         raise ValueError(
             f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
         )
-    builder: Callable[[int, int, Any], nn.Module] = globals()[MODELS[name].builder]
+    builder: Callable[[int, int, Any], nn.Module] = globals()[f"build_{name}"]
     return builder(in_channels, num_classes, resolved)
 
 
@@ -448,11 +417,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulates for one (C, H, W) image: convs and matmuls, as papers count them.
-
-    Runs one eval-mode forward pass under FlopCounterMode (which counts 2 FLOPs per MAC), so
-    dropout and BatchNorm statistics are untouched; the model's mode is restored afterwards.
-    """
+    """Multiply-accumulates for one (C, H, W) image, as papers count them: one eval-mode
+    forward under FlopCounterMode (2 FLOPs per MAC), the model's mode restored after."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
