@@ -50,11 +50,8 @@ def sum_dtype(device: torch.device) -> torch.dtype:
 def evaluate_batches(
     model: nn.Module, batches: BatchMaker, batch_size: int
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy, logits and labels (on the CPU) over a whole split.
-
-    The sums and logits stay on the batches' device until the end: one host read per split,
-    not one per batch. In float64, the sum is the same number a Python float would hold.
-    """
+    """Mean cross-entropy, logits and labels (on the CPU) over a whole split, with one host
+    read per split, not per batch."""
     model.eval()
     total_loss = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
     logits_parts, label_parts = [], []

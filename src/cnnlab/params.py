@@ -1,14 +1,8 @@
-"""The params schema: the one place that says which keys params.yaml may hold.
+"""The params schema: the one place that says which keys params.yaml may hold and allows.
 
-The schema says what each key allows; the defaults are params.yaml's values, written there
-only (a key's absence is an error, not a silent default). The options of a user's image
-folder are the one exception, since params.yaml cannot list them in advance.
-
-The validate stage calls :func:`load_params` before any other stage runs, so a ``-S`` typo or
-a bad value stops the pipeline with one message that names the key, the value and what is
-allowed, instead of a traceback from deep inside torch an hour later. Train, which runs the
-registries anyway, loads the whole schema too; the other stages read only their slice
-(:mod:`cnnlab.slices`), so that they do not depend on the registries' code.
+The defaults are params.yaml's values, written there only: a missing key is an error (a
+user's image folder's options excepted). The validate stage runs :func:`load_params` first,
+so a typo or bad value stops the pipeline with every problem named, key by key.
 """
 
 from __future__ import annotations
@@ -16,13 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cnnlab.data.catalog import DATASETS, NAME_PATTERN, is_folder, options_class, stored_channels
 from cnnlab.models.options import MODELS
@@ -64,12 +52,8 @@ class OptimizerSettings(_Section):
 
 
 class SchedulerParams(_Section):
-    """Learning-rate schedule (``schedulers.py``): one flat section so every key is ``-S``-able.
-
-    Each schedule reads only its own keys; the others are ignored, so switching ``name``
-    needs no other edit. Epoch schedules change the lr between epochs, ``onecycle`` and the
-    warm-up between batches.
-    """
+    """Learning-rate schedule (``schedulers.py``): one flat section, each schedule reading
+    only its own keys, so switching ``name`` needs no other edit."""
 
     name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"]
     #: step: multiply the lr by ``gamma`` every ``step_size`` epochs.
@@ -102,11 +86,8 @@ class SchedulerParams(_Section):
 
 
 class AugmentParams(_Section):
-    """Batched augmentation on tensors (``batches.py``), training images only.
-
-    ``crop_padding``/``hflip`` ``null`` take the dataset's usual recipe (``catalog.py``); the
-    colour ones are plain numbers, 0 = off, and skip gray images where they mean nothing.
-    """
+    """Augmentation of training images (``batches.py``): ``null`` crop/flip take the
+    dataset's usual recipe; colour ones are 0 = off and skip gray images."""
 
     crop_padding: int | None = Field(ge=0, le=32)
     hflip: bool | None
@@ -159,11 +140,8 @@ class DataParams(_Section):
 
 
 class DistributedParams(_Section):
-    """Data-parallel training (``distributed.py``): torchrun processes, DDP, one writer.
-
-    ``nproc`` > 1 makes the train stage start itself under torchrun on this machine; a job
-    started by the user's own torchrun (several nodes) takes its world size from torchrun.
-    """
+    """Data-parallel training (``distributed.py``); a job under the user's own torchrun
+    takes its world size from torchrun."""
 
     #: Processes the train stage starts on this machine (1 = plain single process).
     nproc: int = Field(ge=1, le=1024)
@@ -250,8 +228,8 @@ class Params(_Section):
 
 
 def _model_problems(raw_model: Any, models: Any) -> list[str]:
-    """``model.<name>`` against that model's options, read from the raw mapping so that its
-    problems are listed even when a top-level key is bad too."""
+    """``model.<name>`` against its options, from the raw mapping so that its problems are
+    listed even when a top-level key is bad too."""
     problems = []
     raw_model = raw_model if isinstance(raw_model, dict) else {}
     for name, options in raw_model.items():
@@ -295,9 +273,8 @@ def _section_problems(params: Params) -> list[str]:
 
 
 def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
-    """Every dataset named is built in or declared as a folder, and has its options entry.
-
-    Read from the raw values, so that these problems are listed next to any other."""
+    """Every dataset named is built in or declared as a folder, and has its options entry
+    (from the raw values, so that these problems are listed next to any other)."""
     problems = []
     builtins = ", ".join(DATASETS)
     dataset = dataset if isinstance(dataset, dict) else {}
@@ -381,22 +358,19 @@ def _recipe_problems(params: Params) -> list[str]:
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     """The keys the section at ``loc`` accepts, to suggest them next to an unknown key."""
-    if len(loc) == 2 and loc[0] == "model":
-        section: Any = MODELS[loc[1]].options if loc[1] in MODELS else None
+    section: Any = None
+    if not loc:
+        section = Params
+    elif len(loc) == 1 and str(loc[0]) in Params.model_fields:
+        section = Params.model_fields[str(loc[0])].annotation
+    elif len(loc) == 2 and loc[0] == "model":
+        section = MODELS[loc[1]].options if loc[1] in MODELS else None
     elif len(loc) == 2 and loc[0] == "dataset":
         section = options_class(str(loc[1]))
     elif len(loc) == 2 and loc[0] == "optimizers":
         section = OptimizerSettings
-    elif len(loc) == 1:
-        section = {
-            "scheduler": SchedulerParams,
-            "augment": AugmentParams,
-            "data": DataParams,
-            "distributed": DistributedParams,
-        }.get(loc[0])
-    else:
-        section = Params if not loc else None
-    return sorted(section.model_fields) if section is not None else None
+    is_section = isinstance(section, type) and issubclass(section, BaseModel)
+    return sorted(section.model_fields) if is_section else None
 
 
 def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
@@ -441,6 +415,5 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml (the validate and train stages; the others read a slice,
-    :mod:`cnnlab.slices`)."""
+    """Read and validate params.yaml (the other stages read a slice: :mod:`cnnlab.slices`)."""
     return validate_params(read_params(path), str(path))

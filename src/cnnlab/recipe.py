@@ -1,8 +1,4 @@
-"""From validated params to the objects of one run: model, optimizer, schedule, batches.
-
-The train and evaluate stages, the benchmarks and the tests all build runs through here, so
-a run means the same thing everywhere.
-"""
+"""From validated params to the objects of one run: model, optimizer, schedule, batches."""
 
 from __future__ import annotations
 
@@ -24,11 +20,7 @@ from cnnlab.training import Run, TrainConfig
 
 
 def augmentation_for(params: Params, dataset: str) -> Augmentation:
-    """params.yaml's ``augment:``; crop and flip take the dataset's usual recipe where ``null``.
-
-    The colour steps need no per-dataset default: they are off unless asked for, and skip
-    gray images on their own.
-    """
+    """params.yaml's ``augment:``; crop and flip take the dataset's usual recipe where ``null``."""
     info = DATASETS.get(dataset)
     aug = params.augment
     crop = aug.crop_padding
@@ -68,11 +60,8 @@ def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
 
 def checkpoint_header(params: Params, model_name: str, data: PreparedData) -> dict[str, Any]:
     """What rebuilds the model and its input batches without params.yaml (evaluate reads it
-    from the checkpoint, nanoGPT's way), and the recipe the reports state.
-
-    ``input`` are :class:`BatchMaker`'s arguments: ``data.mean``/``data.std`` replace the
-    training split's statistics when set (the reference recipes' published constants).
-    """
+    from the checkpoint), and the recipe the reports state; ``input`` is
+    :class:`BatchMaker`'s arguments."""
     options = params.model_options(model_name)
     settings = params.optimizer_settings()
     return {
@@ -115,11 +104,8 @@ def batch_maker(
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for params ``amp`` on ``device``: None (float32) off CUDA.
-
-    On the CPU autocast would mean bf16, which ran 3-35x slower than float32 on this
-    project's machine, so every choice is float32 there.
-    """
+    """The autocast dtype for params ``amp`` on ``device``: None (float32) off CUDA, where
+    bf16 autocast ran 3-35x slower than float32 on this project's machine."""
     if device.type != "cuda" or amp == "off":
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
@@ -135,11 +121,8 @@ def build_run(
     label: str = "",
     world: World = SINGLE,
 ) -> Run:
-    """The run's objects; under DDP (``world``) each rank builds the same ones.
-
-    ``batch_size`` is the global batch unless ``distributed.batch_size_per`` is ``rank``;
-    the lr is never rescaled (docs/beyond-one-machine.md).
-    """
+    """The run's objects; under DDP (``world``) each rank builds the same ones, and the lr
+    is never rescaled (docs/beyond-one-machine.md)."""
     batch_size = params.global_batch_size(world.size)
     model = new_model(params, model_name, data).to(device)
     if params.channels_last:
