@@ -41,12 +41,6 @@ def input_channels(params: Params, data: PreparedData) -> int:
     return params.data.channels or data.image_shape[0]
 
 
-def input_shape(params: Params, model_name: str, data: PreparedData) -> tuple[int, int, int]:
-    """(C, H, W) of one model input, e.g. for counting MACs."""
-    size = input_size(model_name, params.model_options(model_name))
-    return input_channels(params, data), size, size
-
-
 def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
     """The model for ``data``'s classes and the channels it is fed, initialised from ``seed``."""
     torch.manual_seed(params.seed)

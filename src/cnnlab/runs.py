@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["lock_key", "lock_keys", "short", "workspace_key"]
+__all__ = ["lock_key", "lock_keys", "workspace_key"]
 
 #: dvc.lock's output fields that are not part of a run's identity (DVC leaves them out too).
 _NOT_IDENTITY = ("size", "nfiles")
@@ -52,8 +52,3 @@ def workspace_key(stage_name: str, root: Path | str = ".") -> str:
         stage.outs = []  # not yet written; only their paths are part of the key
         entry = to_single_stage_lockfile(stage)
     return lock_key({**entry, "outs": [{"path": path} for path in outs]})
-
-
-def short(key: str | None) -> str:
-    """A key as shown in tables (its first 8 hex digits), "" for none."""
-    return key[:8] if key else ""
