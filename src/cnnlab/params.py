@@ -1,6 +1,6 @@
 """The params schema: the one place that says which keys params.yaml may hold and allows.
 
-The defaults are params.yaml's values, written there only: a missing key is an error (a
+The defaults, and what each key means, are params.yaml's: a missing key is an error (a
 user's image folder's options excepted). The validate stage runs :func:`load_params` first,
 so a typo or bad value stops the pipeline with every problem named, key by key.
 """
@@ -56,25 +56,18 @@ class SchedulerParams(_Section):
     only its own keys, so switching ``name`` needs no other edit."""
 
     name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"]
-    #: step: multiply the lr by ``gamma`` every ``step_size`` epochs.
     step_size: int = Field(ge=1)
-    #: multistep: multiply the lr by ``gamma`` once each of these many epochs is done.
     milestones: list[int]
     gamma: float = Field(gt=0, le=1)
-    #: cosine: the lr reached at the end; plateau: the floor no reduction goes below.
     min_lr: float = Field(ge=0)
-    #: onecycle: share of the batches spent rising from lr / div_factor to lr (the peak).
     pct_start: float = Field(gt=0, lt=1)
     div_factor: float = Field(ge=1)
-    #: onecycle: the final lr is lr / (div_factor * final_div_factor).
     final_div_factor: float = Field(ge=1)
-    #: plateau: the validation metric watched, and what happens when it stalls.
     monitor: Literal["val_acc", "val_loss"]
     factor: float = Field(gt=0, lt=1)
     patience: int = Field(ge=0)
     threshold: float = Field(ge=0, lt=1)
     cooldown: int = Field(ge=0)
-    #: Linear warm-up over this many epochs (fractions allowed), batch by batch; 0 = off.
     warmup_epochs: float = Field(ge=0)
 
     @field_validator("milestones")
@@ -91,13 +84,10 @@ class AugmentParams(_Section):
 
     crop_padding: int | None = Field(ge=0, le=32)
     hflip: bool | None
-    #: Colour jitter as torchvision's ColorJitter: factors drawn from [1 - x, 1 + x].
     brightness: float = Field(ge=0)
     contrast: float = Field(ge=0)
     saturation: float = Field(ge=0)
-    #: Hue rotation drawn from [-hue, hue] turns.
     hue: float = Field(ge=0, le=0.5)
-    #: AlexNet's PCA colour lighting: std of the per-image principal-component weights.
     pca_lighting: float = Field(ge=0, le=1)
 
 
@@ -106,12 +96,9 @@ class DataParams(_Section):
     val_fraction: float = Field(gt=0, lt=1)
     max_train: int | None = Field(ge=1)
     max_test: int | None = Field(ge=1)
-    #: Channels fed to the model: null = as stored; 3 copies gray images to three channels.
     channels: Literal[1, 3] | None
-    #: Normalisation: null = the training split's statistics; one value = every channel.
     mean: list[float] | None = Field(min_length=1, max_length=3)
     std: list[float] | None = Field(min_length=1, max_length=3)
-    #: true: 28x28 images are zero-padded to a 32x32 model (LeNet-5's way); false: resized.
     pad_to_size: bool
 
     @field_validator("mirror")
@@ -143,17 +130,12 @@ class DistributedParams(_Section):
     """Data-parallel training (``distributed.py``); a job under the user's own torchrun
     takes its world size from torchrun."""
 
-    #: Processes the train stage starts on this machine (1 = plain single process).
     nproc: int = Field(ge=1, le=1024)
-    #: ``global``: ``batch_size`` is the batch of one optimizer step, split over the ranks
-    #: (same step as one process); ``rank``: each rank's batch (global = batch_size x ranks).
     batch_size_per: Literal["global", "rank"]
-    #: auto: NCCL on CUDA, gloo on the CPU.
     backend: Literal["auto", "gloo", "nccl"]
 
 
 class Params(_Section):
-    #: Built-in datasets and folders of the user's own images (each with a ``dataset`` entry).
     datasets: list[str] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
     seed: int = Field(ge=0, le=2**63 - 1)  # torch's and numpy's generators take 64 bits
@@ -166,7 +148,6 @@ class Params(_Section):
     scheduler: SchedulerParams
     augment: AugmentParams
     data: DataParams
-    #: Per-dataset options, one entry per dataset (``cnnlab.data.options``).
     dataset: dict[str, Any]
     model: dict[str, Any]
     device: Literal["auto", "cpu", "cuda", "mps"]
@@ -174,11 +155,8 @@ class Params(_Section):
     eval_batch_size: int = Field(ge=1)
     channels_last: bool
     fused_optimizer: bool
-    #: Cross-entropy label smoothing (0 = plain one-hot targets).
     label_smoothing: float = Field(ge=0, lt=1)
-    #: Clip the gradients' global L2 norm to this before each step; null = no clipping.
     clip_grad_norm: float | None = Field(gt=0)
-    #: Mixed precision, on CUDA only: anywhere else every choice trains in float32.
     amp: Literal["auto", "off", "fp16", "bf16"]
     distributed: DistributedParams
 

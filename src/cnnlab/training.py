@@ -26,7 +26,7 @@ from torch import nn
 from cnnlab import distributed
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.distributed import SINGLE, World
-from cnnlab.evaluation import sum_dtype
+from cnnlab.evaluation import evaluate_batches, sum_dtype
 from cnnlab.runtime import epoch_seed, synchronize
 from cnnlab.schedulers import LRSchedule
 
@@ -131,22 +131,14 @@ class TrainState:
         return cls(**{**data, "history": [EpochRecord(**r) for r in data["history"]]})
 
 
-@torch.inference_mode()
 def _validate(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> tuple[float, float]:
     """Validation loss and accuracy, the same on every rank (the schedule and the divergence
-    check must agree): each rank evaluates a contiguous slice and the sums are reduced."""
+    check must agree): each rank evaluates a contiguous share and the sums are reduced."""
     distributed.broadcast_buffers(model)
-    model.eval()
-    device = batches.device
-    begin, end = distributed.rank_range(len(batches), config.world)
-    loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(begin, end, config.eval_batch_size):
-        x, y = batches.batch(slice(start, min(start + config.eval_batch_size, end)))
-        logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(loss_sum.dtype)
-        correct += (logits.argmax(1) == y).sum()
-    loss_sum, correct = distributed.all_reduce_sum(device, loss_sum, correct)
+    span = distributed.rank_range(len(batches), config.world)
+    loss_sum, logits, labels = evaluate_batches(model, batches, config.eval_batch_size, span)
+    correct = (logits.argmax(1) == labels).sum()
+    loss_sum, correct = distributed.all_reduce_sum(batches.device, loss_sum, correct)
     n = max(1, len(batches))
     return loss_sum.item() / n, correct.item() / n
 
