@@ -12,7 +12,6 @@ import copy
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,21 +64,6 @@ class ConvNet(nn.Module):
 # --------------------------------------------------------------------------- layer helpers
 
 
-@dataclass(frozen=True)
-class _Style:
-    """The ablation switches that shape individual layers, shared by every builder."""
-
-    activation: str
-    pooling: str
-    norm: str
-    #: Pad 3x3/2 pools by 1 to keep the 2x2/2 map sizes on small inputs (not the 2012 model).
-    pad_overlap: bool
-
-
-def _style(options: Any, *, pad_overlap: bool) -> _Style:
-    return _Style(options.activation, options.pooling, options.norm, pad_overlap)
-
-
 #: In-place where torch allows it: one activation-sized buffer less per layer.
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -94,18 +78,18 @@ def _activation(name: str) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
-def _pool(style: _Style) -> nn.Module:
-    pad = 1 if style.pad_overlap else 0
-    if style.pooling == "max":
+def _pool(options: Any, pad: int = 1) -> nn.Module:
+    """``pad``: 3x3/2 pools padded by 1 keep the 2x2/2 map sizes of small inputs."""
+    if options.pooling == "max":
         return nn.MaxPool2d(2, 2)
-    if style.pooling == "max_overlap":
+    if options.pooling == "max_overlap":
         return nn.MaxPool2d(3, 2, padding=pad)
-    if style.pooling == "avg":
+    if options.pooling == "avg":
         return nn.AvgPool2d(2, 2)
-    if style.pooling == "avg_overlap":
+    if options.pooling == "avg_overlap":
         # Padding must not count towards the mean, or border pixels are shrunk towards 0.
         return nn.AvgPool2d(3, 2, padding=pad, count_include_pad=False)
-    raise ValueError(f"unknown pooling {style.pooling!r}")
+    raise ValueError(f"unknown pooling {options.pooling!r}")
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
@@ -171,7 +155,7 @@ def _conv(
     in_channels: int,
     out_channels: int,
     kernel_size: int,
-    style: _Style,
+    options: Any,
     *,
     stride: int = 1,
     padding: int = 0,
@@ -180,7 +164,7 @@ def _conv(
     batchnorm_ok: bool = True,
 ) -> None:
     """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``..."""
-    batchnorm = style.norm == "batchnorm" and batchnorm_ok
+    batchnorm = options.norm == "batchnorm" and batchnorm_ok
     # A bias right before BatchNorm is cancelled by its mean subtraction: pure waste.
     layers[f"conv{tag}"] = nn.Conv2d(
         in_channels,
@@ -193,8 +177,8 @@ def _conv(
     )
     if batchnorm:
         layers[f"bn{tag}"] = nn.BatchNorm2d(out_channels)
-    layers[f"act{tag}"] = _activation(style.activation)
-    if lrn_after and style.norm == "lrn":
+    layers[f"act{tag}"] = _activation(options.activation)
+    if lrn_after and options.norm == "lrn":
         layers[f"lrn{tag}"] = _lrn()
 
 
@@ -276,43 +260,37 @@ def _init_weights(model: ConvNet, scheme: str, activation: str, paper: str = "al
 
 
 def build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> ConvNet:
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
-    f["pool1"] = _pool(style)
-    _conv(f, "2", 6, 16, 5, style, lrn_after=True)
-    f["pool2"] = _pool(style)
+    _conv(f, "1", in_channels, 6, 5, options, lrn_after=True)
+    f["pool1"] = _pool(options)
+    _conv(f, "2", 6, 16, 5, options, lrn_after=True)
+    f["pool2"] = _pool(options)
     features = nn.Sequential(f)
     side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
-    _linear(c, "1", 16 * side * side, 120, activation=style.activation, dropout=options.dropout)
-    _linear(c, "2", 120, 84, activation=style.activation, dropout=options.dropout)
+    _linear(c, "1", 16 * side * side, 120, activation=options.activation, dropout=options.dropout)
+    _linear(c, "2", 120, 84, activation=options.activation, dropout=options.dropout)
     _linear(c, "3", 84, num_classes, activation=None)
-    model = ConvNet(features, nn.Sequential(c))
-    _init_weights(model, options.init, style.activation)
-    return model
+    return ConvNet(features, nn.Sequential(c))
 
 
 def build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) -> ConvNet:
     # Layer names follow the paper: C1, S2, C3, S4, C5, F6. Full C3 connections (61,706
     # parameters), not the paper's partial table.
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
-    f["pool2"] = _pool(style)
-    _conv(f, "3", 6, 16, 5, style, lrn_after=True)
-    f["pool4"] = _pool(style)
+    _conv(f, "1", in_channels, 6, 5, options, lrn_after=True)
+    f["pool2"] = _pool(options)
+    _conv(f, "3", 6, 16, 5, options, lrn_after=True)
+    f["pool4"] = _pool(options)
     # C5's output is 1x1: BatchNorm there would see one value per channel and raise on a
     # (last) training batch of one image, so C5 stays un-normalised like a linear layer.
-    _conv(f, "5", 16, 120, 5, style, batchnorm_ok=False)
+    _conv(f, "5", 16, 120, 5, options, batchnorm_ok=False)
     features = nn.Sequential(f)
     side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
-    _linear(c, "6", 120 * side * side, 84, activation=style.activation, dropout=options.dropout)
+    _linear(c, "6", 120 * side * side, 84, activation=options.activation, dropout=options.dropout)
     _linear(c, "7", 84, num_classes, activation=None)
-    model = ConvNet(features, nn.Sequential(c))
-    _init_weights(model, options.init, style.activation, paper="lenet5")
-    return model
+    return ConvNet(features, nn.Sequential(c))
 
 
 def _alexnet_classifier(
@@ -326,16 +304,15 @@ def _alexnet_classifier(
 
 
 def build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -> ConvNet:
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 64, 3, style, padding=1, lrn_after=True)
-    f["pool1"] = _pool(style)
-    _conv(f, "2", 64, 192, 3, style, padding=1, lrn_after=True)
-    f["pool2"] = _pool(style)
-    _conv(f, "3", 192, 384, 3, style, padding=1)
-    _conv(f, "4", 384, 256, 3, style, padding=1)
-    _conv(f, "5", 256, 256, 3, style, padding=1)
-    f["pool3"] = _pool(style)
+    _conv(f, "1", in_channels, 64, 3, options, padding=1, lrn_after=True)
+    f["pool1"] = _pool(options)
+    _conv(f, "2", 64, 192, 3, options, padding=1, lrn_after=True)
+    f["pool2"] = _pool(options)
+    _conv(f, "3", 192, 384, 3, options, padding=1)
+    _conv(f, "4", 384, 256, 3, options, padding=1)
+    _conv(f, "5", 256, 256, 3, options, padding=1)
+    f["pool3"] = _pool(options)
     features = nn.Sequential(f)
     if options.adaptive_pool:
         avgpool: nn.Module | None = AdaptiveAvgPool2d(6)
@@ -343,55 +320,49 @@ def build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -
     else:
         avgpool, side = None, _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     classifier = _alexnet_classifier(
-        256 * side * side, num_classes, style.activation, options.dropout
+        256 * side * side, num_classes, options.activation, options.dropout
     )
-    model = ConvNet(features, classifier, avgpool)
-    _init_weights(model, options.init, style.activation)
-    return model
+    return ConvNet(features, classifier, avgpool)
 
 
 def build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOptions) -> ConvNet:
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
     channels = in_channels
     for stage, width in enumerate((64, 128, 256), start=1):
-        _conv(f, f"{stage}a", channels, width, 3, style, padding=1)
-        _conv(f, f"{stage}b", width, width, 3, style, padding=1, lrn_after=stage < 3)
-        f[f"pool{stage}"] = _pool(style)
+        _conv(f, f"{stage}a", channels, width, 3, options, padding=1)
+        _conv(f, f"{stage}b", width, width, 3, options, padding=1, lrn_after=stage < 3)
+        f[f"pool{stage}"] = _pool(options)
         channels = width
     features = nn.Sequential(f)
     side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
     flat = channels * side * side
     if options.hidden:
-        _linear(c, "1", flat, options.hidden, activation=style.activation, dropout=options.dropout)
+        _linear(
+            c, "1", flat, options.hidden, activation=options.activation, dropout=options.dropout
+        )
         _linear(c, "2", options.hidden, num_classes, activation=None, dropout=options.dropout)
     else:
         _linear(c, "1", flat, num_classes, activation=None, dropout=options.dropout)
-    model = ConvNet(features, nn.Sequential(c))
-    _init_weights(model, options.init, style.activation)
-    return model
+    return ConvNet(features, nn.Sequential(c))
 
 
 def build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Options) -> ConvNet:
-    style = _style(options, pad_overlap=False)
     g = 2 if options.groups else 1
     # 227 is the paper's unpadded convention, 224 torchvision's padded one: both give 55.
     pad1 = 0 if options.input_size == 227 else 2
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 96, 11, style, stride=4, padding=pad1, lrn_after=True)
-    f["pool1"] = _pool(style)
-    _conv(f, "2", 96, 256, 5, style, padding=2, groups=g, lrn_after=True)
-    f["pool2"] = _pool(style)
-    _conv(f, "3", 256, 384, 3, style, padding=1)
-    _conv(f, "4", 384, 384, 3, style, padding=1, groups=g)
-    _conv(f, "5", 384, 256, 3, style, padding=1, groups=g)
-    f["pool3"] = _pool(style)
-    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, style.activation, options.dropout)
+    _conv(f, "1", in_channels, 96, 11, options, stride=4, padding=pad1, lrn_after=True)
+    f["pool1"] = _pool(options, pad=0)
+    _conv(f, "2", 96, 256, 5, options, padding=2, groups=g, lrn_after=True)
+    f["pool2"] = _pool(options, pad=0)
+    _conv(f, "3", 256, 384, 3, options, padding=1)
+    _conv(f, "4", 384, 384, 3, options, padding=1, groups=g)
+    _conv(f, "5", 384, 256, 3, options, padding=1, groups=g)
+    f["pool3"] = _pool(options, pad=0)
+    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, options.activation, options.dropout)
     # The adaptive pool is a no-op at 6x6; it keeps other sizes (or pooling choices) working.
-    model = ConvNet(nn.Sequential(f), classifier, AdaptiveAvgPool2d(6))
-    _init_weights(model, options.effective_init, style.activation)
-    return model
+    return ConvNet(nn.Sequential(f), classifier, AdaptiveAvgPool2d(6))
 
 
 # --------------------------------------------------------------------------- public API
@@ -407,8 +378,11 @@ def build_model(
         raise ValueError(
             f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
         )
-    builder: Callable[[int, int, Any], nn.Module] = globals()[f"build_{name}"]
-    return builder(in_channels, num_classes, resolved)
+    builder: Callable[[int, int, Any], ConvNet] = globals()[f"build_{name}"]
+    model = builder(in_channels, num_classes, resolved)
+    scheme = getattr(resolved, "effective_init", resolved.init)
+    _init_weights(model, scheme, resolved.activation, "lenet5" if name == "lenet5" else "alexnet")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
