@@ -227,7 +227,7 @@ def _model_problems(raw_model: Any, models: Any) -> list[str]:
 
 
 def _section_problems(params: Params) -> list[str]:
-    """Checks that depend on another key's value: optimizer rows, schedule, channels."""
+    """Values fine alone but not together: optimizer rows, schedule, batch split, channels."""
     problems = []
     for name, row in params.optimizers.items():
         given = {k for k, v in row.model_dump().items() if v is not None}
@@ -247,7 +247,37 @@ def _section_problems(params: Params) -> list[str]:
         problems.append(
             f"optimizers.{params.optimizer}: the chosen optimizer has no row in `optimizers:`"
         )
-    return problems + _recipe_problems(params)
+    sched = params.scheduler
+    if sched.warmup_epochs and sched.name == "onecycle":
+        problems.append(
+            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: onecycle has its own warm-up "
+            "(pct_start); set warmup_epochs: 0"
+        )
+    if sched.warmup_epochs > params.epochs:
+        problems.append(
+            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
+            f"({params.epochs})"
+        )
+    nproc = params.distributed.nproc
+    try:
+        params.global_batch_size(nproc, f"distributed.nproc={nproc} processes")
+    except ParamsError as exc:
+        problems.append(str(exc))
+    for dataset in params.datasets:
+        stored = stored_channels(dataset)
+        if params.data.channels == 1 and stored != 1:
+            problems.append(
+                f"data.channels: got 1: {dataset} has {stored}-channel images; "
+                "allowed: null (as stored) or 3"
+            )
+        for key in ("mean", "std"):
+            values = getattr(params.data, key)
+            if values is not None and len(values) not in (1, stored):
+                problems.append(
+                    f"data.{key}: got {values}: {dataset} has {stored}-channel images; "
+                    f"give 1 value (every channel){f' or {stored}' if stored > 1 else ''}"
+                )
+    return problems
 
 
 def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
@@ -295,42 +325,6 @@ def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
                 f"datasets/{name}/<class>/<image> and add `dataset.{name}: {{size: 64}}` "
                 "to params.yaml"
             )
-    return problems
-
-
-def _recipe_problems(params: Params) -> list[str]:
-    """Values that are fine alone but not together with the schedule length or the datasets."""
-    problems = []
-    sched = params.scheduler
-    if sched.warmup_epochs and sched.name == "onecycle":
-        problems.append(
-            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: onecycle has its own warm-up "
-            "(pct_start); set warmup_epochs: 0"
-        )
-    if sched.warmup_epochs > params.epochs:
-        problems.append(
-            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
-            f"({params.epochs})"
-        )
-    nproc = params.distributed.nproc
-    try:
-        params.global_batch_size(nproc, f"distributed.nproc={nproc} processes")
-    except ParamsError as exc:
-        problems.append(str(exc))
-    for dataset in params.datasets:
-        stored = stored_channels(dataset)
-        if params.data.channels == 1 and stored != 1:
-            problems.append(
-                f"data.channels: got 1: {dataset} has {stored}-channel images; "
-                "allowed: null (as stored) or 3"
-            )
-        for key in ("mean", "std"):
-            values = getattr(params.data, key)
-            if values is not None and len(values) not in (1, stored):
-                problems.append(
-                    f"data.{key}: got {values}: {dataset} has {stored}-channel images; "
-                    f"give 1 value (every channel){f' or {stored}' if stored > 1 else ''}"
-                )
     return problems
 
 
