@@ -158,30 +158,21 @@ def check_rendezvous_port() -> None:
             ) from None
 
 
-def backend_for(requested: str, device: torch.device) -> str:
-    """``auto``: NCCL for CUDA tensors, gloo for everything else (CPU)."""
-    if requested != "auto":
-        return requested
-    return "nccl" if device.type == "cuda" else "gloo"
-
-
-def rank_device(device: torch.device, world: World) -> torch.device:
-    """One GPU per process on a node: ``cuda:<local rank>``; other devices unchanged."""
-    if device.type == "cuda" and world.distributed:
-        torch.cuda.set_device(world.local_rank)
-        return torch.device("cuda", world.local_rank)
-    return device
-
-
 @contextlib.contextmanager
-def process_group(world: World, backend: str, timeout_minutes: float = 30) -> Iterator[None]:
-    """Join torchrun's process group for the duration of a run (nothing for one process)."""
+def joined(world: World, device: torch.device, backend: str = "auto") -> Iterator[torch.device]:
+    """This rank's device (one GPU per process: ``cuda:<local rank>``), inside torchrun's
+    process group for the run (``auto``: NCCL for CUDA, gloo otherwise); alone, ``device``."""
     if not world.distributed:
-        yield
+        yield device
         return
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    if device.type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        device = torch.device("cuda", world.local_rank)
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     try:
-        yield
+        yield device
     finally:
         dist.destroy_process_group()
 
