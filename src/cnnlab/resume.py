@@ -76,25 +76,18 @@ class ResumePoint:
         try:
             saved = load_torch(self.path)
         except Exception as exc:  # a damaged file is discarded, never trusted
-            self.discard()
-            return None, f"discarded an unreadable resume state ({exc.__class__.__name__})"
-        if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.fingerprint):
-            self.discard()
-            return None, (
-                "discarded a resume state from different params, data or code; "
-                "starting from epoch 1"
-            )
-        problem = misfit(saved, model, optimizer, scheduler)
-        if problem:
-            self.discard()
-            return None, (
-                f"discarded a resume state that does not fit this run ({problem}); "
-                "starting from epoch 1"
-            )
-        return saved, f"resuming after epoch {saved['state']['epoch']} from {self.path}"
-
-    def discard(self) -> None:
+            why = f"an unreadable resume state ({exc.__class__.__name__})"
+        else:
+            if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.fingerprint):
+                why = "a resume state from different params, data or code; starting from epoch 1"
+            elif problem := misfit(saved, model, optimizer, scheduler):
+                why = (
+                    f"a resume state that does not fit this run ({problem}); starting from epoch 1"
+                )
+            else:
+                return saved, f"resuming after epoch {saved['state']['epoch']} from {self.path}"
         self.path.unlink(missing_ok=True)
+        return None, f"discarded {why}"
 
 
 def restore(
