@@ -148,9 +148,7 @@ def replace_directory(built: Path, dest: Path) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON with a stable layout (sorted keys off: callers order keys for readers)."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -183,20 +181,14 @@ def load_torch(path: str | Path) -> Any:
 OUTPUT_MARK = ".written-by-cnnlab"
 
 
-class OutputFolderError(UserError):
-    """``--out`` names a folder the command must not replace."""
-
-
 def check_output_folder(path: Path) -> None:
     """``--out`` replaces its folder as a whole: refuse a non-empty one this tool did not write."""
     if not path.exists() and not path.is_symlink():
         return
     if path.is_symlink() or not path.is_dir():
-        raise OutputFolderError(
-            f"--out {path}: exists and is not a folder; give a new or empty folder"
-        )
+        raise UserError(f"--out {path}: exists and is not a folder; give a new or empty folder")
     if any(path.iterdir()) and not (path / OUTPUT_MARK).is_file():
-        raise OutputFolderError(
+        raise UserError(
             f"--out {path}: holds files this command did not write, and it replaces "
             "the folder as a whole; give a new or empty folder (or remove this one yourself)"
         )
