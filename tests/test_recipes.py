@@ -27,7 +27,7 @@ from cnnlab.optimizers import OPTIMIZERS, build_optimizer
 from cnnlab.params import Params, SchedulerParams, validate_params
 from cnnlab.recipe import augmentation_for, batch_maker, build_run, new_model
 from cnnlab.runtime import make_deterministic
-from cnnlab.schedulers import LRSchedule, build_scheduler
+from cnnlab.schedulers import LRSchedule
 from cnnlab.training import train
 
 CPU = torch.device("cpu")
@@ -122,7 +122,7 @@ BASE_LR = 0.1
 def _schedule(epochs: int, steps: int, **changes: Any) -> tuple[LRSchedule, torch.optim.SGD]:
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE_LR)
     settings = SchedulerParams(**{**load_clean_params().scheduler.model_dump(), **changes})
-    return build_scheduler(settings, optimizer, epochs, steps), optimizer
+    return LRSchedule(settings, optimizer, epochs, steps), optimizer
 
 
 def _run_schedule(

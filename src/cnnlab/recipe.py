@@ -15,7 +15,7 @@ from cnnlab.distributed import SINGLE, World, global_batches
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
 from cnnlab.params import Params
-from cnnlab.schedulers import build_scheduler
+from cnnlab.schedulers import LRSchedule
 from cnnlab.training import Run, TrainConfig
 
 
@@ -130,7 +130,7 @@ def build_run(
     )
     train_batches = batch_maker(params, model_name, data, "train", device)
     steps = len(global_batches(len(train_batches), batch_size, world.size))
-    scheduler = build_scheduler(params.scheduler, optimizer, params.epochs, steps)
+    scheduler = LRSchedule(params.scheduler, optimizer, params.epochs, steps)
     if params.amp in ("fp16", "bf16") and device.type != "cuda":
         print(
             f"{label or 'train'}: amp: {params.amp} runs on CUDA only; training in float32 "

@@ -63,13 +63,10 @@ class LRSchedule:
     :meth:`step_epoch` after every validation (with its metrics, for ``plateau``)."""
 
     def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        settings: Any,
-        *,
-        epochs: int,
-        steps_per_epoch: int,
+        self, settings: Any, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
     ) -> None:
+        """``settings``: params' ``scheduler:``; ``steps_per_epoch`` matters to onecycle and the
+        warm-up alone."""
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError(f"need epochs, steps_per_epoch >= 1; got {epochs}, {steps_per_epoch}")
         self.optimizer = optimizer
@@ -101,8 +98,7 @@ class LRSchedule:
         if self.per_batch is not None and self.per_batch.last_epoch < self.total_steps - 1:
             self.per_batch.step()
 
-    def step_epoch(self, *, val_loss: float | None = None, val_acc: float | None = None) -> None:
-        """End of an epoch; ``plateau`` needs the metric named by ``scheduler.monitor``."""
+    def step_epoch(self, *, val_loss: float, val_acc: float) -> None:
         if self.per_epoch is None:
             return
         # Hand-written: the epoch schedule steps the lr without the warm-up's factor, since
@@ -115,8 +111,6 @@ class LRSchedule:
                 group["lr"] /= warm
         if isinstance(self.per_epoch, S.ReduceLROnPlateau):
             metric = val_acc if self.settings.monitor == "val_acc" else val_loss
-            if metric is None:
-                raise ValueError(f"the plateau schedule needs {self.settings.monitor}")
             self.per_epoch.step(float(metric))
         else:
             self.per_epoch.step()
@@ -135,11 +129,3 @@ class LRSchedule:
         for key, part in self._parts().items():
             if part is not None:
                 part.load_state_dict(state[key])
-
-
-def build_scheduler(
-    settings: Any, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int = 1
-) -> LRSchedule:
-    """``settings`` is params' ``scheduler:`` section; ``steps_per_epoch`` matters only to
-    onecycle and the warm-up."""
-    return LRSchedule(optimizer, settings, epochs=epochs, steps_per_epoch=steps_per_epoch)
