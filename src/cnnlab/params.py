@@ -176,10 +176,6 @@ class Params(_Section):
             raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}")
         return raw
 
-    def dataset_options(self, name: str) -> BaseModel:
-        """``dataset.<name>`` validated against that dataset's options."""
-        return options_class(name).model_validate(self.dataset[name] or {})
-
     def optimizer_settings(self) -> dict[str, Any]:
         """The chosen optimizer's keyword arguments, with ``lr``/``weight_decay`` overrides."""
         from cnnlab.optimizers import resolve_settings
