@@ -157,23 +157,16 @@ def _conv(
     kernel_size: int,
     options: Any,
     *,
-    stride: int = 1,
-    padding: int = 0,
-    groups: int = 1,
     lrn_after: bool = False,
     batchnorm_ok: bool = True,
+    **conv: int,
 ) -> None:
-    """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``..."""
+    """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``...;
+    ``conv``: nn.Conv2d's ``stride``, ``padding``, ``groups``."""
     batchnorm = options.norm == "batchnorm" and batchnorm_ok
     # A bias right before BatchNorm is cancelled by its mean subtraction: pure waste.
     layers[f"conv{tag}"] = nn.Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride,
-        padding,
-        groups=groups,
-        bias=not batchnorm,
+        in_channels, out_channels, kernel_size, bias=not batchnorm, **conv
     )
     if batchnorm:
         layers[f"bn{tag}"] = nn.BatchNorm2d(out_channels)
