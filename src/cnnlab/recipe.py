@@ -22,18 +22,12 @@ from cnnlab.training import Run, TrainConfig
 def augmentation_for(params: Params, dataset: str) -> Augmentation:
     """params.yaml's ``augment:``; crop and flip take the dataset's usual recipe where ``null``."""
     info = DATASETS.get(dataset)
-    aug = params.augment
-    crop = aug.crop_padding
-    flip = aug.hflip
-    return Augmentation(
-        crop_padding=crop if crop is not None else (info.crop_padding if info else 0),
-        hflip=flip if flip is not None else (info.hflip_ok if info else False),
-        brightness=aug.brightness,
-        contrast=aug.contrast,
-        saturation=aug.saturation,
-        hue=aug.hue,
-        pca_lighting=aug.pca_lighting,
-    )
+    augment = params.augment.model_dump()
+    if augment["crop_padding"] is None:
+        augment["crop_padding"] = info.crop_padding if info else 0
+    if augment["hflip"] is None:
+        augment["hflip"] = info.hflip_ok if info else False
+    return Augmentation(**augment)
 
 
 def input_channels(params: Params, data: PreparedData) -> int:
@@ -150,11 +144,5 @@ def build_run(
         label=label,
         world=world,
     )
-    return Run(
-        model,
-        optimizer,
-        scheduler,
-        train_batches,
-        batch_maker(params, model_name, data, "val", device),
-        config,
-    )
+    val_batches = batch_maker(params, model_name, data, "val", device)
+    return Run(model, optimizer, scheduler, train_batches, val_batches, config)
