@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cnnlab.data.catalog import DATASETS, NAME_PATTERN, is_folder, options_class, stored_channels
 from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS
-from cnnlab.slices import ParamsError, read_params, read_yaml
+from cnnlab.slices import MISSING, ParamsError, read_params, read_yaml
 
 __all__ = ["Params", "ParamsError", "load_params", "read_yaml", "validate_params"]
 
@@ -350,10 +350,7 @@ def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key (a typo?){hint}"
     if kind == "missing":
-        return (
-            f"{key}: missing: params.yaml holds every key with its default; put it back "
-            "(`git show HEAD:params.yaml` has them all)"
-        )
+        return f"{key}: {MISSING}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{key}: got {error.get('input')!r}: {message}"
 

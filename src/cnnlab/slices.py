@@ -15,6 +15,13 @@ class ParamsError(UserError, ValueError):
     """params.yaml is unreadable or holds a value the pipeline cannot use."""
 
 
+#: What a key missing from params.yaml gets (the schema's error and a slice's say the same).
+MISSING = (
+    "missing: params.yaml holds every key with its default; put it back "
+    "(`git show HEAD:params.yaml` has them all)"
+)
+
+
 def read_yaml(text: str) -> Any:
     """YAML as DVC reads params.yaml (ruamel's YAML 1.2: PyYAML would read ``010`` as 8 and
     ``1:30`` as 90, where dvc.lock records 10 and '1:30')."""
@@ -44,10 +51,7 @@ def load_slice(*keys: str, path: str | Path = "params.yaml") -> dict[str, Any]:
         value = raw
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
-                raise ParamsError(
-                    f"{path}: {key}: missing: params.yaml holds every key with its default; "
-                    "put it back (`git show HEAD:params.yaml` has them all)"
-                )
+                raise ParamsError(f"{path}: {key}: {MISSING}")
             value = value[part]
         values[key] = value
     return values
