@@ -27,19 +27,9 @@ from cnnlab.models.options import (
     AlexNetOptions,
     LeNet5Options,
     LeNetOptions,
-    input_size,
     resolve_options,
 )
-
-__all__ = [
-    "AdaptiveAvgPool2d",
-    "ConvNet",
-    "LocalResponseNorm",
-    "build_model",
-    "count_macs",
-    "count_parameters",
-    "input_size",
-]
+from cnnlab.models.options import input_size as input_size  # re-exported beside build_model
 
 
 class ConvNet(nn.Module):
