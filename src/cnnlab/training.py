@@ -258,7 +258,7 @@ class _Loop:
 
             desc = f"{config.label} epoch {epoch}/{config.epochs}"
             bar = tqdm(total=self.used, desc=desc, unit="img", unit_scale=True, leave=False)
-        seen = 0
+        seen, diverged = 0, False
         started = time.perf_counter()
         for step, (start, length) in enumerate(self.batches):
             index = distributed.rank_slice(order, start, length, world)
@@ -270,10 +270,8 @@ class _Loop:
             healthy &= distributed.all_ranks_true(torch.isfinite(loss))
             check = (step + 1) % self.check_every == 0 or step == len(self.batches) - 1
             if check and not healthy.item():  # the host waits for the device here only
-                if bar is not None:
-                    bar.close()
-                synchronize(device)
-                return loss_sum, correct, time.perf_counter() - started, True
+                diverged = True
+                break
             self._update(loss, healthy)
             logged = loss.detach()
             if config.label_smoothing:
@@ -290,7 +288,7 @@ class _Loop:
         if bar is not None:
             bar.close()
         synchronize(device)  # the epoch's time includes the work still queued on the device
-        return loss_sum, correct, time.perf_counter() - started, False
+        return loss_sum, correct, time.perf_counter() - started, diverged
 
     def _update(self, loss: torch.Tensor, healthy: torch.Tensor) -> None:
         """Backward, optional clipping, the optimizer step, and the per-batch schedule."""
