@@ -52,9 +52,8 @@ def main(model_name: str, dataset: str) -> None:
 
     world = distributed.world_from_env()
     make_deterministic(params.threads)
-    device = distributed.rank_device(pick_device(params.device), world)
-    backend = distributed.backend_for(params.distributed.backend, device)
-    with distributed.process_group(world, backend):
+    requested = pick_device(params.device)
+    with distributed.joined(world, requested, params.distributed.backend) as device:
         train_and_save(params, model_name, dataset, world, device)
 
 

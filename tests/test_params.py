@@ -223,10 +223,15 @@ def _with_datasets(raw: dict, names: list[str], **entries: dict) -> dict:
 
 
 def test_a_declared_folder_is_a_dataset_with_defaults(raw: dict) -> None:
+    from cnnlab.data.catalog import options_class
+
     params = validate_params(_with_datasets(raw, ["mnist", "my_photos"], my_photos={"size": 96}))
-    options = params.dataset_options("my_photos")
-    assert (options.size, options.resize, options.on_bad_file) == (96, "center_crop", "skip")
-    assert params.dataset_options("flowers102").size == 64
+
+    def options(name: str):  # as the prepare stage reads them
+        return options_class(name).model_validate(params.dataset[name] or {})
+
+    assert (options("my_photos").size, options("my_photos").resize) == (96, "center_crop")
+    assert options("my_photos").on_bad_file == "skip" and options("flowers102").size == 64
 
 
 @pytest.mark.parametrize(

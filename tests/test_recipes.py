@@ -25,9 +25,9 @@ from cnnlab.data.prepare import PreparedData
 from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS, build_optimizer
 from cnnlab.params import Params, SchedulerParams, validate_params
-from cnnlab.recipe import augmentation_for, batch_maker, build_run, input_shape, new_model
+from cnnlab.recipe import augmentation_for, batch_maker, build_run, new_model
 from cnnlab.runtime import make_deterministic
-from cnnlab.schedulers import LRSchedule, build_scheduler
+from cnnlab.schedulers import LRSchedule
 from cnnlab.training import train
 
 CPU = torch.device("cpu")
@@ -122,7 +122,7 @@ BASE_LR = 0.1
 def _schedule(epochs: int, steps: int, **changes: Any) -> tuple[LRSchedule, torch.optim.SGD]:
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=BASE_LR)
     settings = SchedulerParams(**{**load_clean_params().scheduler.model_dump(), **changes})
-    return build_scheduler(settings, optimizer, epochs, steps), optimizer
+    return LRSchedule(settings, optimizer, epochs, steps), optimizer
 
 
 def _run_schedule(
@@ -577,7 +577,6 @@ def test_fashion_mnist_preset_feeds_resized_gray_as_three_channels(tmp_path: Pat
     x, _ = batch_maker(params, "alexnet", data, "train", CPU).batch(slice(0, 4))
     # Resized, not padded (no background border), copied to 3 channels, (1 - 0.5) / 0.5 = 1.
     assert x.shape == (4, 3, 32, 32) and torch.allclose(x, torch.ones_like(x))
-    assert input_shape(params, "alexnet", data) == (3, 32, 32)
     model = new_model(params, "alexnet", data).eval()
     assert model(x).shape == (4, 10)
     assert not augmentation_for(params, "fashion_mnist").enabled

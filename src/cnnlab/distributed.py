@@ -1,19 +1,9 @@
 """Data-parallel training with PyTorch's own machinery: torchrun and DistributedDataParallel.
 
-A run is one process (the default) or ``world_size`` processes started by torchrun, each
-training on a disjoint shard of every epoch. The shards follow from one rule, so that a
-distributed run sees the same global batches as a single process with the same global batch:
-
-* every rank draws the same permutation of the training set for the epoch (seeded);
-* global batch ``k`` is ``order[k*B:(k+1)*B]``, exactly as in one process, and rank ``r``
-  takes the ``r``-th of its ``world_size`` equal slices;
-* the last, partial global batch is cut to a multiple of ``world_size`` so that every rank
-  makes the same number of equally sized steps: fewer than ``world_size`` images per epoch
-  are left out, different ones every epoch (none when the counts divide).
-
-DDP averages the ranks' gradients, and equal slices make that average the gradient of the
-global batch's mean loss: the same step as one process, up to float summation order.
-
+Every rank draws the same permutation per epoch; global batch ``k`` is ``order[k*B:(k+1)*B]``
+as in one process, and rank ``r`` takes the ``r``-th of its equal slices. The last, partial
+global batch is cut to a multiple of the world size, so every rank makes the same steps. DDP
+averages the equal slices' gradients: the same step as one process, up to summation order.
 Nothing here knows about files; the stage decides that only rank 0 writes.
 """
 
@@ -85,11 +75,8 @@ def world_from_env() -> World:
 
 
 def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[str]:
-    """The torchrun command line that starts ``nproc`` copies of ``script`` on this node.
-
-    Standalone (a free local port, one node) unless torchrun's own PET_* variables describe
-    a multi-node rendezvous, which torchrun then reads itself.
-    """
+    """torchrun starting ``nproc`` copies of ``script`` here: standalone unless torchrun's
+    PET_* variables describe a multi-node rendezvous, which torchrun then reads itself."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     if not multi_node_requested():
         command.append("--standalone")
@@ -97,11 +84,10 @@ def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[st
 
 
 def relaunch_under_torchrun(nproc: int, threads: int) -> None:
-    """Replace this process by torchrun running this same script with the same arguments.
+    """Replace this process by torchrun running this script with the same arguments.
 
-    ``exec`` rather than a child process: DVC then waits on torchrun itself, and Ctrl-C or
-    SIGTERM reach torchrun, which passes them on to every worker. OMP_NUM_THREADS is set to
-    the ``threads`` param so torchrun keeps its oversubscription warning to itself.
+    ``exec``, so that DVC waits on torchrun and Ctrl-C or SIGTERM reach it (and through it
+    every worker); OMP_NUM_THREADS set keeps torchrun's oversubscription warning quiet.
     """
     command = torchrun_command(nproc, sys.argv[0], sys.argv[1:])
     if multi_node_requested():
@@ -143,8 +129,8 @@ def rendezvous_endpoint() -> tuple[str, int]:
 
 
 def check_rendezvous_port() -> None:
-    """Node 0 of torchrun's static rendezvous listens on the master port: one already taken
-    here would end in a long EADDRINUSE traceback from torchrun, after its start-up."""
+    """Node 0 of a static rendezvous listens on the master port: one taken here would end
+    in a long EADDRINUSE traceback from torchrun."""
     import errno
     import socket
 
@@ -172,36 +158,27 @@ def check_rendezvous_port() -> None:
             ) from None
 
 
-def backend_for(requested: str, device: torch.device) -> str:
-    """``auto``: NCCL for CUDA tensors, gloo for everything else (CPU)."""
-    if requested != "auto":
-        return requested
-    return "nccl" if device.type == "cuda" else "gloo"
-
-
-def rank_device(device: torch.device, world: World) -> torch.device:
-    """One GPU per process on a node: ``cuda:<local rank>``; other devices unchanged."""
-    if device.type == "cuda" and world.distributed:
-        torch.cuda.set_device(world.local_rank)
-        return torch.device("cuda", world.local_rank)
-    return device
-
-
 @contextlib.contextmanager
-def process_group(world: World, backend: str, timeout_minutes: float = 30) -> Iterator[None]:
-    """Join torchrun's process group for the duration of a run (nothing for one process)."""
+def joined(world: World, device: torch.device, backend: str = "auto") -> Iterator[torch.device]:
+    """This rank's device (one GPU per process: ``cuda:<local rank>``), inside torchrun's
+    process group for the run (``auto``: NCCL for CUDA, gloo otherwise); alone, ``device``."""
     if not world.distributed:
-        yield
+        yield device
         return
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    if device.type == "cuda":
+        torch.cuda.set_device(world.local_rank)
+        device = torch.device("cuda", world.local_rank)
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     try:
-        yield
+        yield device
     finally:
         dist.destroy_process_group()
 
 
 def broadcast_from_main(value: Any, world: World) -> Any:
-    """Rank 0's ``value`` on every rank (pickled): e.g. the resume state only rank 0 read."""
+    """Rank 0's ``value`` on every rank (pickled): the resume state only rank 0 read."""
     if not world.distributed:
         return value
     box = [value if world.is_main else None]
@@ -209,33 +186,16 @@ def broadcast_from_main(value: Any, world: World) -> Any:
     return box[0]
 
 
-# --------------------------------------------------------------------------- sharding
-
-
 def global_batches(n: int, batch_size: int, world_size: int) -> list[tuple[int, int]]:
-    """(start, length) of every global batch of an epoch, each a multiple of ``world_size``.
-
-    The full batches as in one process; the last partial one cut down to a multiple of
-    ``world_size`` (dropped if that leaves nothing). Raises if a global batch cannot be
-    split evenly: each rank must hold the same number of images.
-    """
-    if batch_size % world_size:
-        raise ValueError(
-            f"a global batch of {batch_size} does not split evenly over {world_size} processes"
-        )
+    """(start, length) of every global batch of an epoch (``batch_size`` splits evenly over
+    the ranks: :meth:`cnnlab.params.Params.global_batch_size`); the last partial one cut to
+    a multiple of ``world_size``, or dropped if that leaves nothing."""
     batches = [(start, batch_size) for start in range(0, n - batch_size + 1, batch_size)]
     rest = n % batch_size
     last = rest - rest % world_size
     if last:
         batches.append((n - rest, last))
     return batches
-
-
-def steps_per_epoch(n: int, batch_size: int, world_size: int) -> int:
-    """Optimizer steps per epoch: ceil(n / batch) in one process, see :func:`global_batches`."""
-    if world_size == 1:
-        return -(-n // batch_size)
-    return len(global_batches(n, batch_size, world_size))
 
 
 def rank_slice(order: torch.Tensor, start: int, length: int, world: World) -> torch.Tensor:
@@ -245,15 +205,19 @@ def rank_slice(order: torch.Tensor, start: int, length: int, world: World) -> to
     return order[begin : begin + share]
 
 
+def rank_range(n: int, world: World) -> tuple[int, int]:
+    """This rank's contiguous share of ``n`` items (the whole for one process)."""
+    share = -(-n // world.size)
+    return min(n, world.rank * share), min(n, (world.rank + 1) * share)
+
+
 def _alone() -> bool:
-    """No process group: a single process, whose sums and flags are already the job's."""
+    """No process group: a single process, whose sums and flags are the job's."""
     return not (dist.is_available() and dist.is_initialized())
 
 
 def all_reduce_sum(device: torch.device, *values: torch.Tensor) -> list[torch.Tensor]:
-    """Each counter summed over all ranks, back on the CPU (NCCL reduces on ``device`` only).
-
-    A single process gets its values back untouched."""
+    """Each counter summed over all ranks, back on the CPU (NCCL reduces on ``device``)."""
     if _alone():
         return list(values)
     out = []
@@ -265,11 +229,8 @@ def all_reduce_sum(device: torch.device, *values: torch.Tensor) -> list[torch.Te
 
 
 def broadcast_buffers(model: torch.nn.Module) -> None:
-    """Rank 0's buffers (BatchNorm running statistics) on every rank.
-
-    DDP syncs them at the start of each forward, but the last training forward then updates
-    each rank's copy with its own slice; validation and the checkpoint use rank 0's.
-    """
+    """Rank 0's buffers (BatchNorm statistics) on every rank: after DDP's sync the last
+    training forward updated each rank's copy from its own slice."""
     if _alone():
         return
     for buffer in model.buffers():
@@ -277,11 +238,7 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
 
 
 def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
-    """A 0-dim bool tensor ANDed over the ranks, left on its device: no host read.
-
-    The training loop calls it every step with "this step's loss is finite", so that every
-    rank skips the same updates; with NCCL it is one more queued kernel, not a wait.
-    """
+    """A 0-dim bool tensor ANDed over the ranks, left on its device: no host read."""
     if _alone():
         return flag
     value = flag.to(torch.int32)
@@ -290,11 +247,7 @@ def all_ranks_true(flag: torch.Tensor) -> torch.Tensor:
 
 
 def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    """The module the training step calls: DDP across ranks, the model itself alone.
-
-    DDP broadcasts rank 0's weights at construction (all ranks built them from the same seed
-    anyway) and averages the gradients during ``backward``.
-    """
+    """DDP across ranks (it averages the gradients in ``backward``); the model alone."""
     if not world.distributed:
         return model
     from torch.nn.parallel import DistributedDataParallel

@@ -1,5 +1,5 @@
-"""A model on a whole split: logits, then the test-set metrics (accuracy, top-5, loss, per
-class, confusion). Training's validation and the evaluate stage share it."""
+"""A model on a split: logits, then the test-set metrics (accuracy, top-5, loss, per class,
+confusion). Training's validation and the evaluate stage share it."""
 
 from __future__ import annotations
 
@@ -48,22 +48,20 @@ def sum_dtype(device: torch.device) -> torch.dtype:
 
 @torch.inference_mode()
 def evaluate_batches(
-    model: nn.Module, batches: BatchMaker, batch_size: int
-) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy, logits and labels (on the CPU) over a whole split.
-
-    The sums and logits stay on the batches' device until the end: one host read per split,
-    not one per batch. In float64, the sum is the same number a Python float would hold.
-    """
+    model: nn.Module, batches: BatchMaker, batch_size: int, span: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy (a 0-dim tensor on the batches' device), logits and labels (on the
+    CPU) over the images ``span`` of a split (all by default): no host read per batch."""
     model.eval()
-    total_loss = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
+    begin, end = span or (0, len(batches))
+    loss_sum = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
     logits_parts, label_parts = [], []
-    for start in range(0, len(batches), batch_size):
-        x, y = batches.batch(slice(start, start + batch_size))
+    for start in range(begin, end, batch_size):
+        x, y = batches.batch(slice(start, min(start + batch_size, end)))
         logits = model(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").to(total_loss.dtype)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(loss_sum.dtype)
         logits_parts.append(logits)
         label_parts.append(y)
-    logits = torch.cat(logits_parts).cpu()
-    labels = torch.cat(label_parts).cpu()
-    return total_loss.item() / max(1, len(labels)), logits, labels
+    if not label_parts:  # an empty share of a split under DDP
+        return loss_sum, torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return loss_sum, torch.cat(logits_parts).cpu(), torch.cat(label_parts).cpu()

@@ -1,10 +1,8 @@
 """Atomic file writing: a killed stage leaves the previous complete file or none, never half.
 
-A write goes to a scratch file or folder beside its destination, locked (``flock``) by its
-writer while in use. A writer killed outright (SIGKILL, power loss) cannot remove its
-scratch, but the kernel drops its lock; the next write of the same destination removes every
-unlocked scratch of it (:func:`remove_stale_scratch`), so each stage cleans up after a killed
-earlier run of itself. One still locked belongs to a writer running right now and is left.
+A write goes to a scratch file or folder beside its destination, ``flock``-ed by its writer.
+A writer killed outright leaves its scratch but the kernel drops its lock, so the next write
+of the same destination removes every unlocked scratch of it (:func:`remove_stale_scratch`).
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 def try_lock(path: Path) -> int | None:
     """An open descriptor holding an exclusive lock on ``path`` (a file or a directory), or
-    None if another process holds one. The kernel drops the lock when its holder dies,
-    however it dies; the lock follows the file through renames."""
+    None if another process holds one; the lock follows the file through renames."""
     fd = os.open(path, os.O_RDONLY)
     if fcntl is None:  # pragma: no cover - not POSIX: no lock, and no cleanup either
         return fd
@@ -47,15 +44,14 @@ def _scratch_name(dest: Path, suffix: str) -> Path:
 
 
 def _is_scratch_of(name: str, dest: Path) -> bool:
-    """The names :func:`_scratch_name` and :func:`replace_directory` give (and the
-    ``mkdtemp`` names of earlier downloads), nothing else a user might keep there."""
+    """The names :func:`_scratch_name` and :func:`replace_directory` give (and earlier
+    downloads' ``mkdtemp`` names), nothing else a user might keep there."""
     rest = r"(\d+\.[0-9a-f]{8}\.(tmp|partial)|[0-9a-f]{8}\.old|[A-Za-z0-9_]+\.partial)"
     return re.fullmatch(rf"\.{re.escape(dest.name)}\.{rest}", name) is not None
 
 
 def remove_stale_scratch(dest: Path) -> None:
-    """Remove what killed writers of ``dest`` left beside it: scratch files and folders no
-    live process holds locked. Writers of ``dest`` call it before they start theirs."""
+    """Remove the scratch files and folders beside ``dest`` that no live writer holds locked."""
     if fcntl is None or not dest.parent.is_dir():  # pragma: no cover - not POSIX
         return
     for stale in dest.parent.iterdir():
@@ -79,8 +75,7 @@ def remove_stale_scratch(dest: Path) -> None:
 @contextlib.contextmanager
 def scratch_beside(dest: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """An empty directory beside ``dest`` (same filesystem, so a final rename is atomic),
-    locked while in use and removed whatever happens, including Ctrl-C; stale ones that
-    killed writers left are removed first."""
+    locked while in use and removed whatever happens, including Ctrl-C."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(dest)
@@ -97,11 +92,8 @@ def scratch_beside(dest: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
-
-    The temporary file is in the same directory so the final ``os.replace`` is a rename on one
-    file system, which POSIX makes atomic.
-    """
+    """Yield a temporary path beside ``path`` (one file system: ``os.replace`` is atomic),
+    renamed over ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_scratch(path)
@@ -121,11 +113,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces ``path`` only if the block succeeds.
-
-    For outputs made of several files that are only meaningful together (tensors + metadata):
-    readers see the old directory or the new one, never a mix.
-    """
+    """Yield an empty temporary directory that replaces ``path`` only if the block succeeds:
+    readers see the old directory or the new one, never a mix."""
     with scratch_beside(path) as tmp:
         yield tmp
         replace_directory(tmp, Path(path))
@@ -159,9 +148,7 @@ def replace_directory(built: Path, dest: Path) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON with a stable layout (sorted keys off: callers order keys for readers)."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -175,10 +162,8 @@ def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """torch.save into the open temporary file, as it goes (no second copy of the tensors in
-    memory). Given a file object, torch names the archive's records as for a buffer; given a
-    path it would name them after the file, and the temporary file's random name would make
-    every checkpoint's bytes differ."""
+    """torch.save into the open temporary file: given a path, torch would name the archive's
+    records after the file, and the random scratch name would make every checkpoint differ."""
     import torch
 
     with atomic_path(path) as tmp, tmp.open("wb") as handle:
@@ -192,28 +177,18 @@ def load_torch(path: str | Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-# --------------------------------------------------------------------------------------------
-# folders a command replaces as a whole (--out), and one-line lists for its output
-
 #: Left in every folder a command writes with --out, so that it replaces only its own folders.
 OUTPUT_MARK = ".written-by-cnnlab"
 
 
-class OutputFolderError(UserError):
-    """``--out`` names a folder the command must not replace."""
-
-
 def check_output_folder(path: Path) -> None:
-    """``--out`` replaces its folder as a whole: refuse a non-empty one this tool did not write
-    (a folder of notes given by mistake would be gone)."""
+    """``--out`` replaces its folder as a whole: refuse a non-empty one this tool did not write."""
     if not path.exists() and not path.is_symlink():
         return
     if path.is_symlink() or not path.is_dir():
-        raise OutputFolderError(
-            f"--out {path}: exists and is not a folder; give a new or empty folder"
-        )
+        raise UserError(f"--out {path}: exists and is not a folder; give a new or empty folder")
     if any(path.iterdir()) and not (path / OUTPUT_MARK).is_file():
-        raise OutputFolderError(
+        raise UserError(
             f"--out {path}: holds files this command did not write, and it replaces "
             "the folder as a whole; give a new or empty folder (or remove this one yourself)"
         )
@@ -224,7 +199,6 @@ def mark_output_folder(path: Path) -> None:
 
 
 def shortened(names: Sequence[str], sep: str = ", ", shown: int = 8) -> str:
-    """A list for one line of output: the first ``shown`` names and how many more (a folder
-    of 2,000 classes would otherwise print a line of thousands of characters)."""
+    """A list for one line of output: the first ``shown`` names and how many more."""
     text = sep.join(names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -1,9 +1,5 @@
-"""A training run's per-epoch history, read from DVCLive's TSV files into one DataFrame.
-
-One reader for both consumers: the ``compare`` stage reads the workspace's files, the
-cross-experiment comparison reads the same files as an experiment committed them (through
-``dvc.api.DVCFileSystem``). Both pass a function that returns a file's text, so the parsing,
-and what counts as "missing", cannot drift apart.
+"""A training run's per-epoch history, from DVCLive's TSV files into one DataFrame: one
+reader for the workspace's files (compare stage) and an experiment's (cnnlab_compare).
 """
 
 from __future__ import annotations
@@ -28,12 +24,8 @@ def tsv_path(log_dir: str | Path, column: str) -> Path:
 
 
 def history_from_texts(read: Callable[[str], str | None]) -> pd.DataFrame:
-    """One row per epoch with ``epoch`` and :data:`HISTORY_COLUMNS`, from ``read(column)``.
-
-    ``read`` returns a TSV's text, or None when the file does not exist: a run that diverged
-    in its first epoch logged nothing, and its history is then empty rather than an error.
-    DVCLive's ``step`` is the epoch (the trainer steps once per epoch).
-    """
+    """One row per epoch with ``epoch`` and :data:`HISTORY_COLUMNS`, from ``read(column)``: a
+    TSV's text, or None for no file (a run that diverged in its first epoch logged none)."""
     frame: pd.DataFrame | None = None
     for column in HISTORY_COLUMNS:
         metric = column.split("_")[1]

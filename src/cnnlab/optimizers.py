@@ -1,8 +1,6 @@
-"""The optimizer registry: every name usable as ``optimizer:`` in params.yaml.
-
-The table of defaults lives in params.yaml (``optimizers:``) so users see and edit it; this
-module says which torch class each name is and which keys it accepts. torch is imported only
-when an optimizer is built, so params validation stays cheap.
+"""The optimizer registry: every name usable as ``optimizer:`` in params.yaml, its torch
+class and the keys it accepts (the values are params.yaml's ``optimizers:`` table). torch is
+imported only to build one, so params validation stays cheap.
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ class OptimizerSpec:
     keys: frozenset[str]
     #: Arguments fixed by the name itself (``nag`` is SGD with Nesterov momentum).
     fixed: dict[str, Any] = field(default_factory=dict)
-    #: Whether torch offers a fused (single-kernel) step for it on the CPU and on CUDA. On a
-    #: GPU the fused step also skips an update on the device (GradScaler's ``found_inf``),
-    #: which the training loop uses instead of a host check per step.
+    #: torch has a fused (single-kernel) step for it on the CPU and CUDA, which can also
+    #: skip an update on the device (GradScaler's ``found_inf``).
     has_fused_step: bool = False
 
 
@@ -56,11 +53,8 @@ OPTIMIZERS: dict[str, OptimizerSpec] = {
 def resolve_settings(
     name: str, table: dict[str, dict[str, Any]], lr: float | None, weight_decay: float | None
 ) -> dict[str, Any]:
-    """The keyword arguments for optimizer ``name``: its table row, then the top-level overrides.
-
-    Top-level ``lr`` / ``weight_decay`` win over the row so that ``-S lr=...`` works whatever
-    optimizer is chosen; ``null`` keeps the row's value.
-    """
+    """The keyword arguments for optimizer ``name``: its table row, then the top-level
+    ``lr`` / ``weight_decay`` where not null (so ``-S lr=...`` works for any optimizer)."""
     settings = {k: v for k, v in table.get(name, {}).items() if v is not None}
     if lr is not None:
         settings["lr"] = lr
@@ -83,8 +77,8 @@ def build_optimizer(
     fused: bool = False,
     device: str = "cpu",
 ) -> torch.optim.Optimizer:
-    """Build the torch optimizer; ``fused`` asks for the single-kernel step where torch has one
-    (for this optimizer, on ``device``: a device type such as ``cpu`` or ``cuda``)."""
+    """The torch optimizer; ``fused`` asks for the single-kernel step where torch has one
+    (for this optimizer, on the device type ``device``)."""
     import torch
 
     spec = OPTIMIZERS[name]

@@ -1,14 +1,8 @@
-"""The params schema: the one place that says which keys params.yaml may hold.
+"""The params schema: the one place that says which keys params.yaml may hold and allows.
 
-The schema says what each key allows; the defaults are params.yaml's values, written there
-only (a key's absence is an error, not a silent default). The options of a user's image
-folder are the one exception, since params.yaml cannot list them in advance.
-
-The validate stage calls :func:`load_params` before any other stage runs, so a ``-S`` typo or
-a bad value stops the pipeline with one message that names the key, the value and what is
-allowed, instead of a traceback from deep inside torch an hour later. Train, which runs the
-registries anyway, loads the whole schema too; the other stages read only their slice
-(:mod:`cnnlab.slices`), so that they do not depend on the registries' code.
+The defaults, and what each key means, are params.yaml's: a missing key is an error (a
+user's image folder's options excepted). The validate stage runs :func:`load_params` first,
+so a typo or bad value stops the pipeline with every problem named, key by key.
 """
 
 from __future__ import annotations
@@ -16,18 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cnnlab.data.catalog import DATASETS, NAME_PATTERN, is_folder, options_class, stored_channels
 from cnnlab.models.options import MODELS
 from cnnlab.optimizers import OPTIMIZERS
-from cnnlab.slices import ParamsError, read_params, read_yaml
+from cnnlab.slices import MISSING, ParamsError, read_params, read_yaml
 
 __all__ = ["Params", "ParamsError", "load_params", "read_yaml", "validate_params"]
 
@@ -64,33 +52,22 @@ class OptimizerSettings(_Section):
 
 
 class SchedulerParams(_Section):
-    """Learning-rate schedule (``schedulers.py``): one flat section so every key is ``-S``-able.
-
-    Each schedule reads only its own keys; the others are ignored, so switching ``name``
-    needs no other edit. Epoch schedules change the lr between epochs, ``onecycle`` and the
-    warm-up between batches.
-    """
+    """Learning-rate schedule (``schedulers.py``): one flat section, each schedule reading
+    only its own keys, so switching ``name`` needs no other edit."""
 
     name: Literal["none", "step", "multistep", "cosine", "onecycle", "plateau"]
-    #: step: multiply the lr by ``gamma`` every ``step_size`` epochs.
     step_size: int = Field(ge=1)
-    #: multistep: multiply the lr by ``gamma`` once each of these many epochs is done.
     milestones: list[int]
     gamma: float = Field(gt=0, le=1)
-    #: cosine: the lr reached at the end; plateau: the floor no reduction goes below.
     min_lr: float = Field(ge=0)
-    #: onecycle: share of the batches spent rising from lr / div_factor to lr (the peak).
     pct_start: float = Field(gt=0, lt=1)
     div_factor: float = Field(ge=1)
-    #: onecycle: the final lr is lr / (div_factor * final_div_factor).
     final_div_factor: float = Field(ge=1)
-    #: plateau: the validation metric watched, and what happens when it stalls.
     monitor: Literal["val_acc", "val_loss"]
     factor: float = Field(gt=0, lt=1)
     patience: int = Field(ge=0)
     threshold: float = Field(ge=0, lt=1)
     cooldown: int = Field(ge=0)
-    #: Linear warm-up over this many epochs (fractions allowed), batch by batch; 0 = off.
     warmup_epochs: float = Field(ge=0)
 
     @field_validator("milestones")
@@ -102,21 +79,15 @@ class SchedulerParams(_Section):
 
 
 class AugmentParams(_Section):
-    """Batched augmentation on tensors (``batches.py``), training images only.
-
-    ``crop_padding``/``hflip`` ``null`` take the dataset's usual recipe (``catalog.py``); the
-    colour ones are plain numbers, 0 = off, and skip gray images where they mean nothing.
-    """
+    """Augmentation of training images (``batches.py``): ``null`` crop/flip take the
+    dataset's usual recipe; colour ones are 0 = off and skip gray images."""
 
     crop_padding: int | None = Field(ge=0, le=32)
     hflip: bool | None
-    #: Colour jitter as torchvision's ColorJitter: factors drawn from [1 - x, 1 + x].
     brightness: float = Field(ge=0)
     contrast: float = Field(ge=0)
     saturation: float = Field(ge=0)
-    #: Hue rotation drawn from [-hue, hue] turns.
     hue: float = Field(ge=0, le=0.5)
-    #: AlexNet's PCA colour lighting: std of the per-image principal-component weights.
     pca_lighting: float = Field(ge=0, le=1)
 
 
@@ -125,12 +96,9 @@ class DataParams(_Section):
     val_fraction: float = Field(gt=0, lt=1)
     max_train: int | None = Field(ge=1)
     max_test: int | None = Field(ge=1)
-    #: Channels fed to the model: null = as stored; 3 copies gray images to three channels.
     channels: Literal[1, 3] | None
-    #: Normalisation: null = the training split's statistics; one value = every channel.
     mean: list[float] | None = Field(min_length=1, max_length=3)
     std: list[float] | None = Field(min_length=1, max_length=3)
-    #: true: 28x28 images are zero-padded to a 32x32 model (LeNet-5's way); false: resized.
     pad_to_size: bool
 
     @field_validator("mirror")
@@ -159,23 +127,15 @@ class DataParams(_Section):
 
 
 class DistributedParams(_Section):
-    """Data-parallel training (``distributed.py``): torchrun processes, DDP, one writer.
+    """Data-parallel training (``distributed.py``); a job under the user's own torchrun
+    takes its world size from torchrun."""
 
-    ``nproc`` > 1 makes the train stage start itself under torchrun on this machine; a job
-    started by the user's own torchrun (several nodes) takes its world size from torchrun.
-    """
-
-    #: Processes the train stage starts on this machine (1 = plain single process).
     nproc: int = Field(ge=1, le=1024)
-    #: ``global``: ``batch_size`` is the batch of one optimizer step, split over the ranks
-    #: (same step as one process); ``rank``: each rank's batch (global = batch_size x ranks).
     batch_size_per: Literal["global", "rank"]
-    #: auto: NCCL on CUDA, gloo on the CPU.
     backend: Literal["auto", "gloo", "nccl"]
 
 
 class Params(_Section):
-    #: Built-in datasets and folders of the user's own images (each with a ``dataset`` entry).
     datasets: list[str] = Field(min_length=1)
     models: list[ModelName] = Field(min_length=1)
     seed: int = Field(ge=0, le=2**63 - 1)  # torch's and numpy's generators take 64 bits
@@ -188,7 +148,6 @@ class Params(_Section):
     scheduler: SchedulerParams
     augment: AugmentParams
     data: DataParams
-    #: Per-dataset options, one entry per dataset (``cnnlab.data.options``).
     dataset: dict[str, Any]
     model: dict[str, Any]
     device: Literal["auto", "cpu", "cuda", "mps"]
@@ -196,11 +155,8 @@ class Params(_Section):
     eval_batch_size: int = Field(ge=1)
     channels_last: bool
     fused_optimizer: bool
-    #: Cross-entropy label smoothing (0 = plain one-hot targets).
     label_smoothing: float = Field(ge=0, lt=1)
-    #: Clip the gradients' global L2 norm to this before each step; null = no clipping.
     clip_grad_norm: float | None = Field(gt=0)
-    #: Mixed precision, on CUDA only: anywhere else every choice trains in float32.
     amp: Literal["auto", "off", "fp16", "bf16"]
     distributed: DistributedParams
 
@@ -220,10 +176,6 @@ class Params(_Section):
             raise ValueError(f"unknown model {unknown[0]!r}; known models: {', '.join(MODELS)}")
         return raw
 
-    def dataset_options(self, name: str) -> BaseModel:
-        """``dataset.<name>`` validated against that dataset's options."""
-        return options_class(name).model_validate(self.dataset[name] or {})
-
     def optimizer_settings(self) -> dict[str, Any]:
         """The chosen optimizer's keyword arguments, with ``lr``/``weight_decay`` overrides."""
         from cnnlab.optimizers import resolve_settings
@@ -231,14 +183,27 @@ class Params(_Section):
         table = {k: v.model_dump() for k, v in self.optimizers.items()}
         return resolve_settings(self.optimizer, table, self.lr, self.weight_decay)
 
+    def global_batch_size(self, processes: int, where: str = "") -> int:
+        """Images per optimizer step over ``processes`` ranks: the one check that a global
+        batch splits evenly (each rank must hold the same number of images)."""
+        if self.distributed.batch_size_per == "rank":
+            return self.batch_size * processes
+        if self.batch_size % processes:
+            raise ParamsError(
+                f"batch_size: got {self.batch_size}: a global batch must split evenly over "
+                f"{where or f'{processes} processes'}; use a multiple of {processes} or "
+                "distributed.batch_size_per: rank"
+            )
+        return self.batch_size
+
     def model_options(self, name: str) -> BaseModel:
         """``model.<name>`` validated against that model's options."""
         return MODELS[name].options.model_validate(self.model[name])
 
 
 def _model_problems(raw_model: Any, models: Any) -> list[str]:
-    """``model.<name>`` against that model's options, read from the raw mapping so that its
-    problems are listed even when a top-level key is bad too."""
+    """``model.<name>`` against its options, from the raw mapping so that its problems are
+    listed even when a top-level key is bad too."""
     problems = []
     raw_model = raw_model if isinstance(raw_model, dict) else {}
     for name, options in raw_model.items():
@@ -258,7 +223,7 @@ def _model_problems(raw_model: Any, models: Any) -> list[str]:
 
 
 def _section_problems(params: Params) -> list[str]:
-    """Checks that depend on another key's value: optimizer rows, schedule, channels."""
+    """Values fine alone but not together: optimizer rows, schedule, batch split, channels."""
     problems = []
     for name, row in params.optimizers.items():
         given = {k for k, v in row.model_dump().items() if v is not None}
@@ -278,13 +243,42 @@ def _section_problems(params: Params) -> list[str]:
         problems.append(
             f"optimizers.{params.optimizer}: the chosen optimizer has no row in `optimizers:`"
         )
-    return problems + _recipe_problems(params)
+    sched = params.scheduler
+    if sched.warmup_epochs and sched.name == "onecycle":
+        problems.append(
+            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: onecycle has its own warm-up "
+            "(pct_start); set warmup_epochs: 0"
+        )
+    if sched.warmup_epochs > params.epochs:
+        problems.append(
+            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
+            f"({params.epochs})"
+        )
+    nproc = params.distributed.nproc
+    try:
+        params.global_batch_size(nproc, f"distributed.nproc={nproc} processes")
+    except ParamsError as exc:
+        problems.append(str(exc))
+    for dataset in params.datasets:
+        stored = stored_channels(dataset)
+        if params.data.channels == 1 and stored != 1:
+            problems.append(
+                f"data.channels: got 1: {dataset} has {stored}-channel images; "
+                "allowed: null (as stored) or 3"
+            )
+        for key in ("mean", "std"):
+            values = getattr(params.data, key)
+            if values is not None and len(values) not in (1, stored):
+                problems.append(
+                    f"data.{key}: got {values}: {dataset} has {stored}-channel images; "
+                    f"give 1 value (every channel){f' or {stored}' if stored > 1 else ''}"
+                )
+    return problems
 
 
 def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
-    """Every dataset named is built in or declared as a folder, and has its options entry.
-
-    Read from the raw values, so that these problems are listed next to any other."""
+    """Every dataset named is built in or declared as a folder, and has its options entry
+    (from the raw values, so that these problems are listed next to any other)."""
     problems = []
     builtins = ", ".join(DATASETS)
     dataset = dataset if isinstance(dataset, dict) else {}
@@ -330,62 +324,21 @@ def _dataset_problems(dataset: Any, datasets: Any) -> list[str]:
     return problems
 
 
-def _recipe_problems(params: Params) -> list[str]:
-    """Values that are fine alone but not together with the schedule length or the datasets."""
-    problems = []
-    sched = params.scheduler
-    if sched.warmup_epochs and sched.name == "onecycle":
-        problems.append(
-            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: onecycle has its own warm-up "
-            "(pct_start); set warmup_epochs: 0"
-        )
-    if sched.warmup_epochs > params.epochs:
-        problems.append(
-            f"scheduler.warmup_epochs: got {sched.warmup_epochs}: must not exceed epochs "
-            f"({params.epochs})"
-        )
-    dist = params.distributed
-    if dist.nproc > 1 and dist.batch_size_per == "global" and params.batch_size % dist.nproc:
-        problems.append(
-            f"batch_size: got {params.batch_size}: a global batch must split evenly over "
-            f"distributed.nproc={dist.nproc} processes; use a multiple of {dist.nproc} or "
-            "distributed.batch_size_per: rank"
-        )
-    for dataset in params.datasets:
-        stored = stored_channels(dataset)
-        if params.data.channels == 1 and stored != 1:
-            problems.append(
-                f"data.channels: got 1: {dataset} has {stored}-channel images; "
-                "allowed: null (as stored) or 3"
-            )
-        for key in ("mean", "std"):
-            values = getattr(params.data, key)
-            if values is not None and len(values) not in (1, stored):
-                problems.append(
-                    f"data.{key}: got {values}: {dataset} has {stored}-channel images; "
-                    f"give 1 value (every channel){f' or {stored}' if stored > 1 else ''}"
-                )
-    return problems
-
-
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
     """The keys the section at ``loc`` accepts, to suggest them next to an unknown key."""
-    if len(loc) == 2 and loc[0] == "model":
-        section: Any = MODELS[loc[1]].options if loc[1] in MODELS else None
+    section: Any = None
+    if not loc:
+        section = Params
+    elif len(loc) == 1 and str(loc[0]) in Params.model_fields:
+        section = Params.model_fields[str(loc[0])].annotation
+    elif len(loc) == 2 and loc[0] == "model":
+        section = MODELS[loc[1]].options if loc[1] in MODELS else None
     elif len(loc) == 2 and loc[0] == "dataset":
         section = options_class(str(loc[1]))
     elif len(loc) == 2 and loc[0] == "optimizers":
         section = OptimizerSettings
-    elif len(loc) == 1:
-        section = {
-            "scheduler": SchedulerParams,
-            "augment": AugmentParams,
-            "data": DataParams,
-            "distributed": DistributedParams,
-        }.get(loc[0])
-    else:
-        section = Params if not loc else None
-    return sorted(section.model_fields) if section is not None else None
+    is_section = isinstance(section, type) and issubclass(section, BaseModel)
+    return sorted(section.model_fields) if is_section else None
 
 
 def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
@@ -397,10 +350,7 @@ def _describe(error: Any, prefix: tuple[Any, ...] = ()) -> str:
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key (a typo?){hint}"
     if kind == "missing":
-        return (
-            f"{key}: missing: params.yaml holds every key with its default; put it back "
-            "(`git show HEAD:params.yaml` has them all)"
-        )
+        return f"{key}: {MISSING}"
     message = error["msg"].removeprefix("Value error, ")
     return f"{key}: got {error.get('input')!r}: {message}"
 
@@ -430,6 +380,5 @@ def validate_params(raw: Any, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml (the validate and train stages; the others read a slice,
-    :mod:`cnnlab.slices`)."""
+    """Read and validate params.yaml (the other stages read a slice: :mod:`cnnlab.slices`)."""
     return validate_params(read_params(path), str(path))

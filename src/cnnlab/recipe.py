@@ -1,8 +1,4 @@
-"""From validated params to the objects of one run: model, optimizer, schedule, batches.
-
-The train and evaluate stages, the benchmarks and the tests all build runs through here, so
-a run means the same thing everywhere.
-"""
+"""From validated params to the objects of one run: model, optimizer, schedule, batches."""
 
 from __future__ import annotations
 
@@ -15,44 +11,28 @@ from torch import nn
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.prepare import PreparedData
-from cnnlab.distributed import SINGLE, World, steps_per_epoch
+from cnnlab.distributed import SINGLE, World, global_batches
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
-from cnnlab.params import Params, ParamsError
-from cnnlab.schedulers import build_scheduler
+from cnnlab.params import Params
+from cnnlab.schedulers import LRSchedule
 from cnnlab.training import Run, TrainConfig
 
 
 def augmentation_for(params: Params, dataset: str) -> Augmentation:
-    """params.yaml's ``augment:``; crop and flip take the dataset's usual recipe where ``null``.
-
-    The colour steps need no per-dataset default: they are off unless asked for, and skip
-    gray images on their own.
-    """
+    """params.yaml's ``augment:``; crop and flip take the dataset's usual recipe where ``null``."""
     info = DATASETS.get(dataset)
-    aug = params.augment
-    crop = aug.crop_padding
-    flip = aug.hflip
-    return Augmentation(
-        crop_padding=crop if crop is not None else (info.crop_padding if info else 0),
-        hflip=flip if flip is not None else (info.hflip_ok if info else False),
-        brightness=aug.brightness,
-        contrast=aug.contrast,
-        saturation=aug.saturation,
-        hue=aug.hue,
-        pca_lighting=aug.pca_lighting,
-    )
+    augment = params.augment.model_dump()
+    if augment["crop_padding"] is None:
+        augment["crop_padding"] = info.crop_padding if info else 0
+    if augment["hflip"] is None:
+        augment["hflip"] = info.hflip_ok if info else False
+    return Augmentation(**augment)
 
 
 def input_channels(params: Params, data: PreparedData) -> int:
     """Channels the model sees: ``data.channels``, or the stored images' own."""
     return params.data.channels or data.image_shape[0]
-
-
-def input_shape(params: Params, model_name: str, data: PreparedData) -> tuple[int, int, int]:
-    """(C, H, W) of one model input, e.g. for counting MACs."""
-    size = input_size(model_name, params.model_options(model_name))
-    return input_channels(params, data), size, size
 
 
 def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
@@ -68,11 +48,8 @@ def new_model(params: Params, model_name: str, data: PreparedData) -> nn.Module:
 
 def checkpoint_header(params: Params, model_name: str, data: PreparedData) -> dict[str, Any]:
     """What rebuilds the model and its input batches without params.yaml (evaluate reads it
-    from the checkpoint, nanoGPT's way), and the recipe the reports state.
-
-    ``input`` are :class:`BatchMaker`'s arguments: ``data.mean``/``data.std`` replace the
-    training split's statistics when set (the reference recipes' published constants).
-    """
+    from the checkpoint), and the recipe the reports state; ``input`` is
+    :class:`BatchMaker`'s arguments."""
     options = params.model_options(model_name)
     settings = params.optimizer_settings()
     return {
@@ -115,27 +92,11 @@ def batch_maker(
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for params ``amp`` on ``device``: None (float32) off CUDA.
-
-    On the CPU autocast would mean bf16, which ran 3-35x slower than float32 on this
-    project's machine, so every choice is float32 there.
-    """
+    """The autocast dtype for params ``amp`` on ``device``: None (float32) off CUDA, where
+    bf16 autocast ran 3-35x slower than float32 on this project's machine."""
     if device.type != "cuda" or amp == "off":
         return None
     return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-def global_batch_size(params: Params, world: World) -> int:
-    """Images per optimizer step over all ranks: ``batch_size``, or it times the ranks."""
-    if params.distributed.batch_size_per == "rank":
-        return params.batch_size * world.size
-    if params.batch_size % world.size:
-        raise ParamsError(
-            f"batch_size: got {params.batch_size}: a global batch must split evenly over "
-            f"{world.size} processes; use a multiple of {world.size} or "
-            "distributed.batch_size_per: rank"
-        )
-    return params.batch_size
 
 
 def build_run(
@@ -148,12 +109,9 @@ def build_run(
     label: str = "",
     world: World = SINGLE,
 ) -> Run:
-    """The run's objects; under DDP (``world``) each rank builds the same ones.
-
-    ``batch_size`` is the global batch unless ``distributed.batch_size_per`` is ``rank``;
-    the lr is never rescaled (docs/beyond-one-machine.md).
-    """
-    batch_size = global_batch_size(params, world)
+    """The run's objects; under DDP (``world``) each rank builds the same ones, and the lr
+    is never rescaled (docs/beyond-one-machine.md)."""
+    batch_size = params.global_batch_size(world.size)
     model = new_model(params, model_name, data).to(device)
     if params.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -165,8 +123,8 @@ def build_run(
         device=device.type,
     )
     train_batches = batch_maker(params, model_name, data, "train", device)
-    steps = steps_per_epoch(len(train_batches), batch_size, world.size)
-    scheduler = build_scheduler(params.scheduler, optimizer, params.epochs, steps)
+    steps = len(global_batches(len(train_batches), batch_size, world.size))
+    scheduler = LRSchedule(params.scheduler, optimizer, params.epochs, steps)
     if params.amp in ("fp16", "bf16") and device.type != "cuda":
         print(
             f"{label or 'train'}: amp: {params.amp} runs on CUDA only; training in float32 "
@@ -186,11 +144,5 @@ def build_run(
         label=label,
         world=world,
     )
-    return Run(
-        model,
-        optimizer,
-        scheduler,
-        train_batches,
-        batch_maker(params, model_name, data, "val", device),
-        config,
-    )
+    val_batches = batch_maker(params, model_name, data, "val", device)
+    return Run(model, optimizer, scheduler, train_batches, val_batches, config)

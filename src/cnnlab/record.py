@@ -1,8 +1,5 @@
-"""One run's record: what evaluate measured, written once to metrics/<run>.json (in git) and
-read by the compare stage and the cross-experiment comparison, so no report recomputes a
-number or re-derives a status.
-
-torch-free and registry-free: the readers import it without the model code.
+"""One run's record: what evaluate measured, in metrics/<run>.json, read by every report so
+none recomputes a number or a status. torch-free: readers import it without the models.
 """
 
 from __future__ import annotations

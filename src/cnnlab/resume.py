@@ -1,11 +1,7 @@
-"""Resumable training: a checkpoint after every epoch, used only by the same run.
-
-DVC 3 has no checkpoints of its own and deletes a stage's outputs before rerunning it, so the
-resume state lives beside the outputs, not among them (DVC's run-cache keeps working, which
-it would not with ``persist: true`` outputs). A state is used only if its fingerprint, built
-from everything that decides the run's bytes (params, prepared data, library code), matches
-and its content fits the run (keys, tensor shapes, epoch history); otherwise it is discarded
-with a message and training starts over: a bad file must never break every later run.
+"""Resumable training: a state after every epoch, beside the stage's outputs (DVC deletes
+those before a rerun), used only by the same run: its fingerprint (params, prepared data,
+library code) must match and its content fit the run's objects; otherwise it is discarded
+with a message and training starts over, so a bad file never breaks every later run.
 """
 
 from __future__ import annotations
@@ -73,36 +69,25 @@ class ResumePoint:
         self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
     ) -> tuple[dict[str, Any] | None, str]:
         """The saved state if it belongs to this run and fits its objects (else None), and a
-        line for the log.
-
-        Separate from :func:`restore` so that under DDP rank 0 alone reads the file (other
-        nodes do not have it) and hands the state to every rank; the objects are only looked
-        at, so a state that does not fit leaves them as a fresh run has them.
-        """
+        line for the log. The objects are only looked at: under DDP rank 0 alone reads the
+        file and hands the state to every rank's :func:`restore`."""
         if not self.path.exists():
             return None, ""
         try:
             saved = load_torch(self.path)
         except Exception as exc:  # a damaged file is discarded, never trusted
-            self.discard()
-            return None, f"discarded an unreadable resume state ({exc.__class__.__name__})"
-        if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.fingerprint):
-            self.discard()
-            return None, (
-                "discarded a resume state from different params, data or code; "
-                "starting from epoch 1"
-            )
-        problem = misfit(saved, model, optimizer, scheduler)
-        if problem:
-            self.discard()
-            return None, (
-                f"discarded a resume state that does not fit this run ({problem}); "
-                "starting from epoch 1"
-            )
-        return saved, f"resuming after epoch {saved['state']['epoch']} from {self.path}"
-
-    def discard(self) -> None:
+            why = f"an unreadable resume state ({exc.__class__.__name__})"
+        else:
+            if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.fingerprint):
+                why = "a resume state from different params, data or code; starting from epoch 1"
+            elif problem := misfit(saved, model, optimizer, scheduler):
+                why = (
+                    f"a resume state that does not fit this run ({problem}); starting from epoch 1"
+                )
+            else:
+                return saved, f"resuming after epoch {saved['state']['epoch']} from {self.path}"
         self.path.unlink(missing_ok=True)
+        return None, f"discarded {why}"
 
 
 def restore(
@@ -125,9 +110,7 @@ def misfit(
     saved: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> str:
     """Why ``saved`` cannot continue this run (None if it can), judged without touching the
-    objects: a file that loads (``weights_only`` keeps it to plain data) may still hold
-    anything, and ``load_state_dict`` fails half-way or, for the optimizer's tensors, only at
-    the first step."""
+    objects: ``load_state_dict`` fails half-way or, for the optimizer, only at its step."""
     if not isinstance(saved, dict):
         return f"a {type(saved).__name__}, not a dict"
     missing = [key for key in _SAVED_KEYS if key not in saved]
@@ -181,8 +164,8 @@ def _weights_misfit(what: str, saved: Any, current: dict[str, torch.Tensor]) -> 
 
 
 def _optimizer_misfit(saved: Any, optimizer: torch.optim.Optimizer) -> str | None:
-    """The param groups' sizes, and every per-parameter tensor either a scalar (a step count)
-    or of its parameter's shape (torch checks neither until the first step)."""
+    """The param groups' sizes, and every per-parameter tensor a scalar (a step count) or of
+    its parameter's shape."""
     if not isinstance(saved, dict) or not {"state", "param_groups"} <= saved.keys():
         return "optimizer is not an optimizer's state"
     groups = saved["param_groups"]

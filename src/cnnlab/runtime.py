@@ -33,15 +33,9 @@ def pick_device(requested: str) -> torch.device:
 
 
 def make_deterministic(threads: int) -> None:
-    """Pin what changes the bits of a run: the thread count and the choice of kernels.
-
-    The same params on the same machine then give byte-identical checkpoints. Different thread
-    counts sum in a different order and may differ in the last bits. On CUDA, cuBLAS needs
-    its workspace setting before its first call (so call this before any CUDA work) and
-    cuDNN picks deterministic algorithms without benchmarking; every op the models use has
-    a deterministic CUDA kernel (torch's, or the replacements in ``cnnlab.models.zoo``), so
-    deterministic mode raises nowhere and stays on.
-    """
+    """Pin what changes the bits of a run: the thread count and the choice of kernels, so the
+    same params on the same machine give byte-identical checkpoints. Call it before any CUDA
+    work: cuBLAS reads its workspace setting at its first call."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set in this process; harmless
@@ -60,12 +54,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A seed per (run seed, epoch, stream) so an epoch's randomness needs no saved RNG state.
-
-    numpy's SeedSequence hashes the three into independent streams (``spawn_key`` is how it
-    names child streams); the top 63 bits of its first word seed a torch.Generator. Resuming
-    at epoch k then draws exactly what an uninterrupted run would have drawn.
-    """
+    """A seed per (run seed, epoch, stream), so an epoch's randomness needs no saved RNG
+    state: numpy's SeedSequence hashes the three into independent streams, and the top 63
+    bits of its first word seed a torch.Generator."""
     state = np.random.SeedSequence(entropy=seed, spawn_key=(epoch, stream)).generate_state(
         1, np.uint64
     )

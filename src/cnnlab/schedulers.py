@@ -1,11 +1,6 @@
-"""The learning-rate schedules of ``scheduler.name`` in params.yaml, and an optional warm-up.
-
-Every schedule is one of torch's schedulers, stepped at its own cadence on the run's
-optimizer: StepLR, MultiStepLR, CosineAnnealingLR and ReduceLROnPlateau after every epoch,
-OneCycleLR (no momentum cycling) after every batch, and the warm-up as LinearLR after every
-batch. torch's chainable schedulers scale the lr they find in the optimizer, so the warm-up
-and an epoch schedule multiply. :class:`LRSchedule` only says which to step when, and
-saves and restores their state_dicts together.
+"""The lr schedules of ``scheduler.name`` in params.yaml, and an optional warm-up: torch's
+schedulers, the epoch ones stepped after every epoch, OneCycleLR (no momentum cycling) and
+the warm-up (LinearLR) after every batch. :class:`LRSchedule` says which to step when.
 """
 
 from __future__ import annotations
@@ -64,24 +59,16 @@ def _one_cycle(settings: Any, optimizer: torch.optim.Optimizer, total: int) -> S
 
 
 class LRSchedule:
-    """torch's schedulers for one run, stepped the way the training loop calls them.
-
-    The loop calls :meth:`step_batch` after every optimizer step and :meth:`step_epoch`
-    after every validation; the latter takes the validation metrics for ``plateau``.
-    """
+    """torch's schedulers for one run: :meth:`step_batch` after every optimizer step,
+    :meth:`step_epoch` after every validation (with its metrics, for ``plateau``)."""
 
     def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        settings: Any,
-        *,
-        epochs: int,
-        steps_per_epoch: int,
+        self, settings: Any, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int
     ) -> None:
+        """``settings``: params' ``scheduler:``; ``steps_per_epoch`` matters to onecycle and the
+        warm-up alone."""
         if steps_per_epoch < 1 or epochs < 1:
             raise ValueError(f"need epochs, steps_per_epoch >= 1; got {epochs}, {steps_per_epoch}")
-        if settings.name not in ("none", "step", "multistep", "cosine", "onecycle", "plateau"):
-            raise ValueError(f"scheduler.name: unknown {settings.name!r}")  # params.py first
         self.optimizer = optimizer
         self.settings = settings
         self.total_steps = epochs * steps_per_epoch
@@ -111,8 +98,7 @@ class LRSchedule:
         if self.per_batch is not None and self.per_batch.last_epoch < self.total_steps - 1:
             self.per_batch.step()
 
-    def step_epoch(self, *, val_loss: float | None = None, val_acc: float | None = None) -> None:
-        """End of an epoch; ``plateau`` needs the metric named by ``scheduler.monitor``."""
+    def step_epoch(self, *, val_loss: float, val_acc: float) -> None:
         if self.per_epoch is None:
             return
         # Hand-written: the epoch schedule steps the lr without the warm-up's factor, since
@@ -125,8 +111,6 @@ class LRSchedule:
                 group["lr"] /= warm
         if isinstance(self.per_epoch, S.ReduceLROnPlateau):
             metric = val_acc if self.settings.monitor == "val_acc" else val_loss
-            if metric is None:
-                raise ValueError(f"the plateau schedule needs {self.settings.monitor}")
             self.per_epoch.step(float(metric))
         else:
             self.per_epoch.step()
@@ -134,30 +118,14 @@ class LRSchedule:
             for group in self.optimizer.param_groups:
                 group["lr"] *= warm
 
-    # ------------------------------------------------------------------ torch-like API
-
     def _parts(self) -> dict[str, Any]:
         return {"warmup": self.warmup, "per_batch": self.per_batch, "per_epoch": self.per_epoch}
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's state_dicts (plain values: safe for ``torch.load(weights_only=True)``).
-
-        The lr itself is in the optimizer's state_dict, restored before this one.
-        """
+        """torch's state_dicts, plain values (the lr itself is in the optimizer's)."""
         return {k: None if p is None else p.state_dict() for k, p in self._parts().items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, part in self._parts().items():
             if part is not None:
                 part.load_state_dict(state[key])
-
-
-def build_scheduler(
-    settings: Any, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int = 1
-) -> LRSchedule:
-    """``settings`` is the validated ``scheduler:`` section of params.yaml.
-
-    ``steps_per_epoch`` (batches per epoch) matters only to onecycle and the warm-up, whose
-    lr changes batch by batch.
-    """
-    return LRSchedule(optimizer, settings, epochs=epochs, steps_per_epoch=steps_per_epoch)

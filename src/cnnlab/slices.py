@@ -1,10 +1,6 @@
-"""A stage's slice of params.yaml: the keys dvc.yaml lists for it, and nothing else.
-
-The validate stage checks the whole file against the schema (:mod:`cnnlab.params`, with the
-model and optimizer registries) and every other stage depends on its output, so DVC runs it
-first on any change. The other stages read their keys here, importing nothing they do not
-run: a new optimizer or model option then reruns no download or prepare (dvc.yaml's deps are
-what each stage imports; tests/test_stage_deps.py traces them).
+"""A stage's slice of params.yaml: the keys dvc.yaml lists for it. The validate stage checks
+the whole file first; the other stages read their keys here without importing the schema's
+registries, so a new model option reruns no download or prepare.
 """
 
 from __future__ import annotations
@@ -19,10 +15,16 @@ class ParamsError(UserError, ValueError):
     """params.yaml is unreadable or holds a value the pipeline cannot use."""
 
 
+#: What a key missing from params.yaml gets (the schema's error and a slice's say the same).
+MISSING = (
+    "missing: params.yaml holds every key with its default; put it back "
+    "(`git show HEAD:params.yaml` has them all)"
+)
+
+
 def read_yaml(text: str) -> Any:
-    """YAML as DVC reads params.yaml (ruamel's YAML 1.2), so the values a stage uses are the
-    ones dvc.lock and `dvc params diff` record: PyYAML's YAML 1.1 reads ``010`` as 8 and
-    ``1:30`` as 90, where DVC reads 10 and the string '1:30'."""
+    """YAML as DVC reads params.yaml (ruamel's YAML 1.2: PyYAML would read ``010`` as 8 and
+    ``1:30`` as 90, where dvc.lock records 10 and '1:30')."""
     from ruamel.yaml import YAML
 
     return YAML(typ="safe").load(text)
@@ -42,20 +44,14 @@ def read_params(path: str | Path = "params.yaml") -> Any:
 
 
 def load_slice(*keys: str, path: str | Path = "params.yaml") -> dict[str, Any]:
-    """``{key: value}`` for dotted keys as dvc.yaml's ``params:`` spell them (``data.mirror``).
-
-    A missing key is an error naming it: params.yaml holds every key with its default.
-    """
+    """``{key: value}`` for dotted keys as dvc.yaml's ``params:`` spell them (``data.mirror``)."""
     raw = read_params(path)
     values = {}
     for key in keys:
         value = raw
         for part in key.split("."):
             if not isinstance(value, dict) or part not in value:
-                raise ParamsError(
-                    f"{path}: {key}: missing: params.yaml holds every key with its default; "
-                    "put it back (`git show HEAD:params.yaml` has them all)"
-                )
+                raise ParamsError(f"{path}: {key}: {MISSING}")
             value = value[part]
         values[key] = value
     return values

@@ -1,16 +1,11 @@
 """The training loop: epochs over in-memory tensors, validation, best/last state, divergence.
 
 Every epoch's randomness (shuffle, augmentation, dropout) is seeded from (seed, epoch), so a
-run resumed at epoch k draws exactly what the uninterrupted run drew: no RNG state to save.
-The lr schedule and the fp16 loss scale are the only other state; they travel in the
-scheduler's state_dict and in :class:`TrainState`.
-
-On a GPU the host never waits for the device inside an epoch, except for the divergence
-check every ``check_every`` steps (and a progress bar's refresh): losses and correct counts
-add up in device tensors that are read once per epoch, the epoch's shuffle is copied to the
-device once, augmentation draws from a generator on the device, and a non-finite loss turns
-the following optimizer steps into no-ops on the device (see :func:`train`). One untimed
-warm-up pass on a copy of the model keeps CUDA's lazy start out of the training time.
+resumed run draws what the uninterrupted one drew; the schedule and the fp16 loss scale are
+the only other state. On a GPU the host reads device values once per epoch, plus the
+divergence flag every ``check_every`` steps: reading it every step would serialise the two.
+DDP sits at the loop's edges (:mod:`cnnlab.distributed`): the model wrapper, this rank's
+share of each batch, and the reductions; for one process each of these is the identity.
 """
 
 from __future__ import annotations
@@ -21,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -31,37 +26,34 @@ from torch import nn
 from cnnlab import distributed
 from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.distributed import SINGLE, World
-from cnnlab.evaluation import sum_dtype
+from cnnlab.evaluation import evaluate_batches, sum_dtype
 from cnnlab.runtime import epoch_seed, synchronize
 from cnnlab.schedulers import LRSchedule
 
-#: Steps between two host reads of the divergence flag on an accelerator. Each read waits for
-#: every queued step to finish, so reading it every step would serialise host and device.
+#: Steps between host reads of the divergence flag on an accelerator (each read waits for
+#: every queued step) and between refreshes of the progress bar.
 CHECK_EVERY_ON_DEVICE = 50
-#: Steps between two refreshes of the progress bar's running loss and accuracy (a host read).
 BAR_REFRESH_STEPS = 50
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int
+    #: The global batch: under DDP each rank takes its share.
     batch_size: int
     seed: int
     augment: Augmentation = field(default_factory=Augmentation)
     eval_batch_size: int = 250
-    #: Cross-entropy label smoothing of the training loss (validation loss stays plain).
+    #: Of the training loss only; the recorded losses are plain cross-entropy.
     label_smoothing: float = 0.0
-    #: Max global L2 norm of the gradients before each step; None = no clipping.
     clip_grad_norm: float | None = None
-    #: Autocast dtype on CUDA (float16 or bfloat16); None = float32 everywhere.
+    #: Autocast dtype on CUDA; None = float32.
     amp_dtype: torch.dtype | None = None
-    #: A tqdm bar per epoch (terminals) or one plain line per epoch (CI logs, files).
+    #: A tqdm bar per epoch, or one plain line per epoch (CI logs, files).
     progress: bool = False
     label: str = ""
-    #: This process's rank among the DDP processes; ``batch_size`` is then the global batch.
     world: World = SINGLE
-    #: Steps between host reads of the divergence flag. None: every step on the CPU, where
-    #: the read costs nothing; every :data:`CHECK_EVERY_ON_DEVICE` steps on a GPU.
+    #: None: every step on the CPU, where the read is free; else CHECK_EVERY_ON_DEVICE.
     check_every: int | None = None
 
 
@@ -108,9 +100,7 @@ class TrainState:
         return self.diverged_epoch is not None
 
     def summary(self, epochs: int) -> dict[str, Any]:
-        """What the run achieved, for metrics files: nulls where no epoch completed.
-
-        Deterministic for the same params, data and code, like every DVC output."""
+        """What the run achieved, for metrics files: nulls where no epoch completed."""
         done = bool(self.history)
         return {
             "best_val_acc": round(self.best_val_acc, 6) if done else None,
@@ -132,68 +122,29 @@ class TrainState:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "history": [asdict(r) for r in self.history],
-            "best_epoch": self.best_epoch,
-            "best_val_acc": self.best_val_acc,
-            "best_model": self.best_model,
-            "diverged_epoch": self.diverged_epoch,
-            "train_seconds": self.train_seconds,
-            "train_images": self.train_images,
-            "grad_scaler": self.grad_scaler,
-        }
+        # not asdict(self): that would deep-copy the best weights at every save
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        return state | {"history": [asdict(r) for r in self.history]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainState:
-        data = dict(data)
-        data["history"] = [EpochRecord(**r) for r in data["history"]]
-        return cls(**data)
+        return cls(**{**data, "history": [EpochRecord(**r) for r in data["history"]]})
 
 
-@torch.inference_mode()
-def _validate(
-    model: nn.Module, batches: BatchMaker, batch_size: int, world: World
-) -> tuple[float, float]:
-    """Validation loss and accuracy; under DDP split over the ranks and the sums all-reduced,
-    so that every rank gets the same numbers (a single process's slice is the whole split).
-
-    Every rank needs them (the lr schedule and the divergence check must agree), and each
-    rank evaluating its own contiguous slice costs 1/world of evaluating the whole split.
-    """
+def _validate(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> tuple[float, float]:
+    """Validation loss and accuracy, the same on every rank (the schedule and the divergence
+    check must agree): each rank evaluates a contiguous share and the sums are reduced."""
     distributed.broadcast_buffers(model)
-    model.eval()
-    n = len(batches)
-    share = -(-n // world.size)
-    begin, end = min(n, world.rank * share), min(n, (world.rank + 1) * share)
-    loss_sum = torch.zeros((), dtype=sum_dtype(batches.device), device=batches.device)
-    correct = torch.zeros((), dtype=torch.int64, device=batches.device)
-    for start in range(begin, end, batch_size):
-        x, y = batches.batch(slice(start, min(start + batch_size, end)))
-        logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").to(loss_sum.dtype)
-        correct += (logits.argmax(1) == y).sum()
+    span = distributed.rank_range(len(batches), config.world)
+    loss_sum, logits, labels = evaluate_batches(model, batches, config.eval_batch_size, span)
+    correct = (logits.argmax(1) == labels).sum()
     loss_sum, correct = distributed.all_reduce_sum(batches.device, loss_sum, correct)
-    return loss_sum.item() / max(1, n), correct.item() / max(1, n)
-
-
-def _progress_bar(total: int, config: TrainConfig, epoch: int) -> Any:
-    if not config.progress or not config.world.is_main:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        desc=f"{config.label} epoch {epoch}/{config.epochs}",
-        unit="img",
-        unit_scale=True,
-        leave=False,
-        file=sys.stderr,
-    )
+    n = max(1, len(batches))
+    return loss_sum.item() / n, correct.item() / n
 
 
 def _autocast(dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision on CUDA only: on this kind of CPU bf16 autocast ran 3-35x slower."""
+    """Mixed precision on CUDA only (:func:`cnnlab.recipe.amp_dtype`)."""
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
@@ -202,13 +153,9 @@ def _autocast(dtype: torch.dtype | None) -> contextlib.AbstractContextManager[An
 class _GuardedStep:
     """The optimizer step, made a no-op on the device once ``healthy`` is false.
 
-    Only needed when the host reads the divergence flag less often than every step. Fused
-    optimizers (torch's fused SGD, Adam, AdamW) take a ``found_inf`` tensor, the way
-    GradScaler hands it to them, and skip the whole update in their kernel, step count
-    included. Other optimizers step, then get their parameters put back from a snapshot
-    with ``torch.where`` (their own state is left moved: a diverged run never saves it).
-    Under GradScaler (fp16) a factor of NaN on the loss makes every gradient non-finite, and
-    the scaler skips the step as it skips an overflow. Nothing here reads a device value.
+    Fused optimizers take GradScaler's ``found_inf`` and skip the update in their kernel;
+    others step, then get their parameters back from a snapshot with ``torch.where``; under
+    GradScaler a NaN factor on the loss makes the scaler skip the step as an overflow.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter], masked: bool):
@@ -221,7 +168,7 @@ class _GuardedStep:
             self.snapshot = [torch.empty_like(p) for p in params]
 
     def loss_to_scale(self, loss: torch.Tensor, healthy: torch.Tensor) -> torch.Tensor:
-        """What GradScaler scales: the loss times 1 (the same bits) while healthy, else NaN."""
+        """The loss times 1 (the same bits) while healthy, else NaN."""
         if not self.masked:
             return loss
         return loss * torch.where(healthy, 1.0, math.nan)
@@ -247,31 +194,18 @@ class _GuardedStep:
 def _augment_generator(
     config: TrainConfig, epoch: int, device: torch.device, shared: torch.Generator
 ) -> torch.Generator:
-    """Where an epoch's augmentation draws come from.
-
-    On CUDA a generator on the device, so the per-image draws need no copy from the host
-    (a copy from pageable memory waits for the device). On the CPU the single process keeps
-    drawing from the shuffle's generator, as it always has (its runs keep their bytes), and
-    every DDP rank from its own stream.
-    """
-    world = config.world
-    stream = 2 + 2 * world.rank
-    if device.type == "cuda":
-        return torch.Generator(device=device).manual_seed(epoch_seed(config.seed, epoch, stream))
-    if world.distributed:
-        return torch.Generator().manual_seed(epoch_seed(config.seed, epoch, stream))
-    return shared
+    """On CUDA a generator on the device (a draw copied from the host would wait for it).
+    On the CPU rank 0 draws from the shuffle's generator, as the single process always has
+    (its runs keep their bytes), and every other rank from its own stream."""
+    if device.type != "cuda" and config.world.is_main:
+        return shared
+    seed = epoch_seed(config.seed, epoch, 2 + 2 * config.world.rank)
+    return torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
 
 
 def _warm_up(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> None:
-    """On CUDA, one untimed forward and backward pass of a copy of the model, on one batch.
-
-    The first pass pays for CUDA's lazy start (cuDNN and cuBLAS handles, loading kernels): a
-    few hundred milliseconds that are not training, and a large share of a run that trains
-    in one second. The copy keeps the model's BatchNorm statistics and gradients untouched;
-    dropout draws are reseeded at every epoch's start, and no optimizer, schedule or loss
-    scale sees the pass, so the run's bytes do not change.
-    """
+    """On CUDA, one untimed pass of a copy of the model, so that CUDA's lazy start (handles,
+    kernel loading) is not counted as training; the run's own objects never see it."""
     if batches.device.type != "cuda" or len(batches) == 0:
         return
     twin = copy.deepcopy(model).train()
@@ -282,68 +216,63 @@ def _warm_up(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> None
     synchronize(batches.device)
 
 
-@dataclass
-class _EpochSums:
-    """What one pass over the training batches leaves: sums still on the device."""
-
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    seconds: float
-    diverged: bool
-
-
-@dataclass
-class _EpochLoop:
+class _Loop:
     """The step loop of :func:`train`, with what stays the same from epoch to epoch."""
 
-    net: nn.Module
-    optimizer: torch.optim.Optimizer
-    params: list[nn.Parameter]
-    guard: _GuardedStep
-    scaler: Any
-    step_batch: Callable[[], None] | None
-    train_batches: BatchMaker
-    batches: list[tuple[int, int]]
-    check_every: int
-    config: TrainConfig
+    def __init__(self, run: Run, state: TrainState) -> None:
+        self.run, self.config = run, run.config
+        device = run.train_batches.device
+        self.check_every = self.config.check_every or (
+            1 if device.type == "cpu" else CHECK_EVERY_ON_DEVICE
+        )
+        self.params = [p for p in run.model.parameters() if p.requires_grad]
+        self.guard = _GuardedStep(run.optimizer, self.params, masked=self.check_every > 1)
+        self.scaler = None
+        if self.config.amp_dtype == torch.float16:  # bf16 has float32's range: no scaling
+            self.scaler = torch.amp.GradScaler("cuda")
+            if state.grad_scaler is not None:
+                self.scaler.load_state_dict(state.grad_scaler)
+        self.net = distributed.wrap(run.model, self.config.world, device)
+        self.batches = distributed.global_batches(
+            len(run.train_batches), self.config.batch_size, self.config.world.size
+        )
+        #: Training images per epoch (a last partial global batch may be cut).
+        self.used = sum(length for _, length in self.batches)
 
-    @property
-    def used(self) -> int:
-        """Training images per epoch (a last partial global batch may be dropped)."""
-        return sum(length for _, length in self.batches)
-
-    def run(self, epoch: int) -> _EpochSums:
-        config, world = self.config, self.config.world
-        device = self.train_batches.device
+    def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, float, bool]:
+        """One pass: the loss and correct sums (on the device), seconds, and divergence."""
+        config, world, data = self.config, self.config.world, self.run.train_batches
+        device = data.device
         # dropout: its own stream per rank (rank 0's is the single process's)
         torch.manual_seed(epoch_seed(config.seed, epoch, stream=1 + 2 * world.rank))
         generator = torch.Generator().manual_seed(epoch_seed(config.seed, epoch))
-        # the same on every rank; on the device once per epoch, not an index copy per batch
-        order = torch.randperm(len(self.train_batches), generator=generator).to(device)
+        # the same on every rank; copied to the device once per epoch
+        order = torch.randperm(len(data), generator=generator).to(device)
         augment_generator = _augment_generator(config, epoch, device, generator)
         loss_sum = torch.zeros((), dtype=sum_dtype(device), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         healthy = torch.ones((), dtype=torch.bool, device=device)
-        bar = _progress_bar(self.used, config, epoch)
-        seen = 0
+        bar = None
+        if config.progress and world.is_main:
+            from tqdm import tqdm
+
+            desc = f"{config.label} epoch {epoch}/{config.epochs}"
+            bar = tqdm(total=self.used, desc=desc, unit="img", unit_scale=True, leave=False)
+        seen, diverged = 0, False
         started = time.perf_counter()
-        diverged = False
-        last_step = len(self.batches) - 1
         for step, (start, length) in enumerate(self.batches):
             index = distributed.rank_slice(order, start, length, world)
-            x, y = self.train_batches.batch(index, config.augment, augment_generator)
+            x, y = data.batch(index, config.augment, augment_generator)
             with _autocast(config.amp_dtype):
                 logits = self.net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             # every rank skips the same steps and stops at the same one
             healthy &= distributed.all_ranks_true(torch.isfinite(loss))
-            check = (step + 1) % self.check_every == 0 or step == last_step
-            if check and not healthy.item():  # the host waits for the device here, and only here
+            check = (step + 1) % self.check_every == 0 or step == len(self.batches) - 1
+            if check and not healthy.item():  # the host waits for the device here only
                 diverged = True
                 break
             self._update(loss, healthy)
-            # The recorded train loss is plain cross-entropy, comparable with val loss and
-            # across runs; the smoothed one is only what the gradients come from.
             logged = loss.detach()
             if config.label_smoothing:
                 logged = F.cross_entropy(logits.detach().float(), y)
@@ -359,78 +288,26 @@ class _EpochLoop:
         if bar is not None:
             bar.close()
         synchronize(device)  # the epoch's time includes the work still queued on the device
-        return _EpochSums(loss_sum, correct, time.perf_counter() - started, diverged)
+        return loss_sum, correct, time.perf_counter() - started, diverged
 
     def _update(self, loss: torch.Tensor, healthy: torch.Tensor) -> None:
         """Backward, optional clipping, the optimizer step, and the per-batch schedule."""
-        clip = self.config.clip_grad_norm
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(self.guard.loss_to_scale(loss, healthy)).backward()
+        clip, optimizer, scaler = self.config.clip_grad_norm, self.run.optimizer, self.scaler
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(self.guard.loss_to_scale(loss, healthy)).backward()
             if clip is not None:
-                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+                scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
                 nn.utils.clip_grad_norm_(self.params, clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            scaler.step(optimizer)
+            scaler.update()
         else:
             loss.backward()
             if clip is not None:
                 nn.utils.clip_grad_norm_(self.params, clip)
             self.guard.step(healthy)
-        if self.step_batch is not None:
-            self.step_batch()
-
-
-def _close_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    val_batches: BatchMaker,
-    config: TrainConfig,
-    epoch: int,
-    sums: _EpochSums,
-    used: int,
-) -> tuple[EpochRecord, float, float]:
-    """Validate, step the epoch schedule, and record the epoch (the train sums are read here,
-    once per epoch). Also returns the unrounded val loss and accuracy."""
-    device = sums.loss_sum.device
-    loss_sum, correct = distributed.all_reduce_sum(device, sums.loss_sum, sums.correct)
-    val_loss, val_acc = _validate(model, val_batches, config.eval_batch_size, config.world)
-    lr = optimizer.param_groups[0]["lr"]
-    if scheduler is not None:
-        scheduler.step_epoch(val_loss=val_loss, val_acc=val_acc)
-    record = EpochRecord(
-        epoch=epoch,
-        train_loss=round(loss_sum.item() / used, 6),
-        train_acc=round(correct.item() / used, 6),
-        val_loss=round(val_loss, 6),
-        val_acc=round(val_acc, 6),
-        lr=lr,
-        seconds=round(sums.seconds, 3),
-    )
-    return record, val_loss, val_acc
-
-
-def _remember(
-    state: TrainState,
-    record: EpochRecord,
-    val_loss: float,
-    val_acc: float,
-    model: nn.Module,
-    world: World,
-) -> None:
-    """Add a validated epoch to ``state``: a non-finite val loss marks the run diverged and
-    is never the best; a better (unrounded) val accuracy keeps a copy of the weights."""
-    finite_val = math.isfinite(val_loss)
-    if not finite_val:
-        state.diverged_epoch = record.epoch
-    state.epoch = record.epoch
-    state.history.append(record)
-    if finite_val and val_acc > state.best_val_acc:
-        state.best_val_acc, state.best_epoch = val_acc, record.epoch
-        if world.is_main:  # the only rank that saves it
-            weights = {k: v.cpu() for k, v in model.state_dict().items()}
-            state.best_model = copy.deepcopy(weights)
+        if self.run.scheduler is not None:
+            self.run.scheduler.step_batch()
 
 
 def train(
@@ -441,65 +318,25 @@ def train(
 ) -> TrainState:
     """Train from ``state`` (a fresh run if None) until ``config.epochs`` or divergence.
 
-    ``on_epoch`` runs after each completed epoch, with the state already updated, so that the
-    caller can log and save a resumable checkpoint. A non-finite loss ends the run early with
-    ``diverged_epoch`` set instead of raising: a sweep goes on with the other runs. A
-    non-finite validation loss marks its epoch diverged too, and never makes it the best.
-
-    Divergence without a wait per step: each step folds "this loss is finite" into a
-    ``healthy`` flag on the device, and the host reads it every ``config.check_every``
-    steps (and at the epoch's last step). Between two reads, a step after a non-finite
-    loss is still computed but its update is skipped on the device (:class:`_GuardedStep`).
-    What "the run stops at the first non-finite loss" needs is kept that way: the epoch
-    records no history, never validates and is never the best; the resume state stays at
-    the last completed epoch; and the weights the run ends with (``last.pt``) are those of
-    the last step with a finite loss, exactly as with a read every step. Only forward-pass
-    side effects of the skipped steps remain: BatchNorm running statistics may have seen up
-    to ``check_every - 1`` more batches. On the CPU the read costs nothing, so the default
-    there is every step, before the backward pass, with nothing to skip.
-
-    The run's schedule (:class:`~cnnlab.schedulers.LRSchedule`, or None) is stepped after
-    every batch and every epoch. The lr recorded per epoch is the one of the epoch's last
-    batch.
-
-    DDP sits at the loop's edges (:mod:`cnnlab.distributed`): with ``config.world``
-    distributed (under torchrun) the model is wrapped, each rank takes its share of every
-    global batch, and the sums and the divergence flag are reduced over the ranks; for a
-    single process each of these is the identity. Every rank ends with the same weights and
-    ``state``, and only rank 0 prints.
+    ``on_epoch`` runs after each completed epoch with the state updated (logs, resume
+    state). A non-finite loss ends the run with ``diverged_epoch`` set instead of raising,
+    so a sweep goes on; a non-finite validation loss marks its epoch diverged and is never
+    the best. Between two reads of the divergence flag, the steps after a non-finite loss
+    are skipped on the device (:class:`_GuardedStep`), so the run ends with the weights of
+    the last finite step as with a read every step; only BatchNorm's running statistics
+    may have seen up to ``check_every - 1`` more batches.
     """
-    model, optimizer, scheduler, config = run.model, run.optimizer, run.scheduler, run.config
-    train_batches, val_batches = run.train_batches, run.val_batches
+    model, config, world = run.model, run.config, run.config.world
     state = state or TrainState()
-    world = config.world
-    device = train_batches.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    check_every = config.check_every or (1 if device.type == "cpu" else CHECK_EVERY_ON_DEVICE)
-    scaler = None
-    if config.amp_dtype == torch.float16:  # bf16 has float32's range: no scaling needed
-        scaler = torch.amp.GradScaler("cuda")
-        if state.grad_scaler is not None:
-            scaler.load_state_dict(state.grad_scaler)
-    loop = _EpochLoop(
-        net=distributed.wrap(model, world, device),
-        optimizer=optimizer,
-        params=params,
-        guard=_GuardedStep(optimizer, params, masked=check_every > 1),
-        scaler=scaler,
-        step_batch=getattr(scheduler, "step_batch", None),
-        train_batches=train_batches,
-        batches=distributed.global_batches(len(train_batches), config.batch_size, world.size),
-        check_every=check_every,
-        config=config,
-    )
+    loop = _Loop(run, state)
     if state.epoch < config.epochs and not state.diverged:
-        _warm_up(model, train_batches, config)
+        _warm_up(model, run.train_batches, config)
     while state.epoch < config.epochs and not state.diverged:
         epoch = state.epoch + 1
         model.train()
-        sums = loop.run(epoch)
-        state.train_seconds += sums.seconds
-        if sums.diverged:
+        loss_sum, correct, seconds, diverged = loop.epoch(epoch)
+        state.train_seconds += seconds
+        if diverged:
             state.diverged_epoch = epoch
             if world.is_main:
                 print(
@@ -510,17 +347,34 @@ def train(
                 )
             break
         state.train_images += loop.used
-        record, val_loss, val_acc = _close_epoch(
-            model, optimizer, scheduler, val_batches, config, epoch, sums, loop.used
+        loss_sum, correct = distributed.all_reduce_sum(loss_sum.device, loss_sum, correct)
+        val_loss, val_acc = _validate(model, run.val_batches, config)
+        lr = run.optimizer.param_groups[0]["lr"]  # the epoch's last batch's
+        if run.scheduler is not None:
+            run.scheduler.step_epoch(val_loss=val_loss, val_acc=val_acc)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=round(loss_sum.item() / loop.used, 6),
+            train_acc=round(correct.item() / loop.used, 6),
+            val_loss=round(val_loss, 6),
+            val_acc=round(val_acc, 6),
+            lr=lr,
+            seconds=round(seconds, 3),
         )
-        if scaler is not None:
-            state.grad_scaler = scaler.state_dict()
-        _remember(state, record, val_loss, val_acc, model, world)
+        if loop.scaler is not None:
+            state.grad_scaler = loop.scaler.state_dict()
+        state.epoch = epoch
+        state.history.append(record)
+        if not math.isfinite(val_loss):
+            state.diverged_epoch = epoch
+        elif val_acc > state.best_val_acc:  # unrounded
+            state.best_val_acc, state.best_epoch = val_acc, epoch
+            state.best_model = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
         if world.is_main:
             print(
                 f"{config.label} epoch {epoch}/{config.epochs}: train loss {record.train_loss:.4f}"
                 f" acc {record.train_acc:.4f} | val loss {record.val_loss:.4f}"
-                f" acc {record.val_acc:.4f} | {loop.used / sums.seconds:,.0f} img/s",
+                f" acc {record.val_acc:.4f} | {loop.used / seconds:,.0f} img/s",
                 flush=True,
             )
         if on_epoch is not None:

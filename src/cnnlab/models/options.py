@@ -1,11 +1,6 @@
-"""The model registry: one :class:`ModelSpec` per name (title, options, builder) in ``MODELS``.
-
-Kept free of torch so that validating params costs nothing at stage start-up; the builders
-live in :mod:`cnnlab.models.zoo`. Adding a model: an options class and a spec here, a
-builder there, an entry under ``model:`` in params.yaml.
-
-Every model shares the same ablation switches (``activation``, ``pooling``, ``norm``,
-``dropout``, ``init``) so that one sweep key means the same thing for all of them.
+"""The model registry: one :class:`ModelSpec` per name in :data:`MODELS`, torch-free so that
+validating params costs no torch import. Adding a model: its options and spec here, its
+``build_<name>`` in :mod:`cnnlab.models.zoo`, its entry under ``model:`` in params.yaml.
 """
 
 from __future__ import annotations
@@ -33,12 +28,8 @@ SMALL_INPUT_SIZE = 32
 
 
 class ModelOptions(BaseModel):
-    """Switches every model shares; dropout goes before each hidden linear layer.
-
-    No field has a default here: params.yaml's ``model.<name>`` holds every value (so that a
-    plain ``-S model.lenet.activation=tanh`` works), and its values give exactly the
-    architectures docs/experiments.md describes.
-    """
+    """Switches every model shares, so one sweep key means the same for all; no defaults
+    here: params.yaml's ``model.<name>`` holds every value."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -77,20 +68,16 @@ class AlexNetOptions(ModelOptions):
 class AlexNetBNOptions(ModelOptions):
     """AlexNet-mini: three stages of two conv+BatchNorm+ReLU and a max-pool (docs/experiments.md).
 
-    ``hidden`` is the width of the one hidden linear layer between the features and the
-    output (0: a single linear layer). Dropout comes before every linear layer here, so the
-    single-layer variant is still regularised.
+    ``hidden``: the width of the one hidden linear layer (0: none). Dropout comes before
+    every linear layer here, so the single-layer variant is still regularised.
     """
 
     hidden: int = Field(ge=0, le=16384)
 
 
 class AlexNet2012Options(ModelOptions):
-    """The original AlexNet (Krizhevsky et al. 2012) at 224x224 or 227x227.
-
-    At 227 conv1 is unpadded (the paper's and Caffe's convention) and at 224 it is padded by
-    2 (torchvision's), so both give the reference's 55 -> 27 -> 13 -> 6 maps.
-    """
+    """The original AlexNet (Krizhevsky et al. 2012) at 224x224 (conv1 padded by 2, as
+    torchvision) or 227x227 (unpadded, as the paper): both give 55 -> 27 -> 13 -> 6 maps."""
 
     #: conv2/4/5 split in two groups, as the paper's two-GPU layout (fewer parameters).
     groups: bool
@@ -115,24 +102,19 @@ class AlexNet2012Options(ModelOptions):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything the pipeline knows about one model name, registered once in :data:`MODELS`."""
-
     #: Shown in tables and figure legends.
     title: str
-    #: The schema of ``model.<name>`` in params.yaml (its defaults are params.yaml's values).
+    #: The schema of ``model.<name>`` in params.yaml.
     options: type[ModelOptions]
-    #: The builder's name in :mod:`cnnlab.models.zoo`, which imports torch: looked up on
-    #: first build, so validating params never pays torch's import.
-    builder: str
 
 
-#: The models of params ``models:``; the params schema, titles and builders all come from here.
+#: The models of params ``models:``; each is built by ``cnnlab.models.zoo.build_<name>``.
 MODELS: dict[str, ModelSpec] = {
-    "lenet": ModelSpec("LeNet", LeNetOptions, "build_lenet"),
-    "lenet5": ModelSpec("LeNet-5 (1998)", LeNet5Options, "build_lenet5"),
-    "alexnet": ModelSpec("AlexNet", AlexNetOptions, "build_alexnet"),
-    "alexnet_bn": ModelSpec("AlexNet-BN", AlexNetBNOptions, "build_alexnet_bn"),
-    "alexnet2012": ModelSpec("AlexNet (2012)", AlexNet2012Options, "build_alexnet2012"),
+    "lenet": ModelSpec("LeNet", LeNetOptions),
+    "lenet5": ModelSpec("LeNet-5 (1998)", LeNet5Options),
+    "alexnet": ModelSpec("AlexNet", AlexNetOptions),
+    "alexnet_bn": ModelSpec("AlexNet-BN", AlexNetBNOptions),
+    "alexnet2012": ModelSpec("AlexNet (2012)", AlexNet2012Options),
 }
 
 
@@ -143,11 +125,8 @@ def title(name: str) -> str:
 
 
 def resolve_options(name: str, options: BaseModel | Mapping[str, Any]) -> Any:
-    """The options object for model ``name``, validated if given as a mapping.
-
-    Rejecting another model's options class here catches a mix-up (say, AlexNet options
-    passed for LeNet) that would otherwise build the wrong architecture.
-    """
+    """The options object for model ``name``, validated if given as a mapping; another
+    model's options are refused (they would build the wrong architecture)."""
     try:
         options_class = MODELS[name].options
     except KeyError:

@@ -1,12 +1,9 @@
-"""The model registry: every name usable in params ``models:``, built from its options.
+"""The model builders: ``build_<name>`` for every name in :data:`~cnnlab.models.options.MODELS`.
 
 Every model is a :class:`ConvNet` (``features`` -> optional ``avgpool`` -> flatten ->
-``classifier``) made of plain ``nn.Conv2d``/``nn.Linear`` layers with named children
-(``features.conv1``, ``classifier.fc1``...), so hooks, init schemes and checkpoints can address
-layers by the names the papers use, and the CPU runs only well-optimised kernels.
-
-LRN and the adaptive pool are torch's with a different forward: torch's versions have CUDA
-backward passes that raise under the pipeline's deterministic mode.
+``classifier``) with named layers (``features.conv1``, ``classifier.fc1``...) as the papers
+name them. LRN and the adaptive pool are torch's with another forward: torch's CUDA backward
+passes raise under the pipeline's deterministic mode.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ import copy
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,34 +21,20 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnlab.models.options import (
-    MODELS,
     SMALL_INPUT_SIZE,
     AlexNet2012Options,
     AlexNetBNOptions,
     AlexNetOptions,
     LeNet5Options,
     LeNetOptions,
-    input_size,
     resolve_options,
 )
-
-__all__ = [
-    "AdaptiveAvgPool2d",
-    "ConvNet",
-    "LocalResponseNorm",
-    "build_model",
-    "count_macs",
-    "count_parameters",
-    "input_size",
-]
+from cnnlab.models.options import input_size as input_size  # re-exported beside build_model
 
 
 class ConvNet(nn.Module):
-    """Feature extractor, optional fixed-size pool, and classifier.
-
-    ``torch.flatten`` keeps the logical (N, C, H, W) order, so channels_last inputs give the
-    same classifier inputs as contiguous ones.
-    """
+    """Feature extractor, optional fixed-size pool, and classifier (``torch.flatten`` keeps
+    the logical order, so channels_last inputs give the classifier the same values)."""
 
     def __init__(
         self, features: nn.Sequential, classifier: nn.Sequential, avgpool: nn.Module | None = None
@@ -72,58 +54,36 @@ class ConvNet(nn.Module):
 # --------------------------------------------------------------------------- layer helpers
 
 
-@dataclass(frozen=True)
-class _Style:
-    """The ablation switches that shape individual layers, shared by every builder."""
-
-    activation: str
-    pooling: str
-    norm: str
-    #: Pad 3x3/2 pools by 1 so they keep the 2x2/2 map sizes (small inputs have no room to
-    #: lose a row); the 2012 model pools unpadded, as the paper does.
-    pad_overlap: bool
-
-
-def _style(options: Any, *, pad_overlap: bool) -> _Style:
-    return _Style(options.activation, options.pooling, options.norm, pad_overlap)
+#: In-place where torch allows it: one activation-sized buffer less per layer.
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+    "elu": lambda: nn.ELU(inplace=True),
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
 
 
 def _activation(name: str) -> nn.Module:
-    # In-place where torch allows it: saves one activation-sized buffer per layer.
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.01, inplace=True)
-    if name == "elu":
-        return nn.ELU(inplace=True)
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "sigmoid":
-        return nn.Sigmoid()
-    raise ValueError(f"unknown activation {name!r}")
+    return _ACTIVATIONS[name]()
 
 
-def _pool(style: _Style) -> nn.Module:
-    pad = 1 if style.pad_overlap else 0
-    if style.pooling == "max":
+def _pool(options: Any, pad: int = 1) -> nn.Module:
+    """``pad``: 3x3/2 pools padded by 1 keep the 2x2/2 map sizes of small inputs."""
+    if options.pooling == "max":
         return nn.MaxPool2d(2, 2)
-    if style.pooling == "max_overlap":
+    if options.pooling == "max_overlap":
         return nn.MaxPool2d(3, 2, padding=pad)
-    if style.pooling == "avg":
+    if options.pooling == "avg":
         return nn.AvgPool2d(2, 2)
-    if style.pooling == "avg_overlap":
+    if options.pooling == "avg_overlap":
         # Padding must not count towards the mean, or border pixels are shrunk towards 0.
         return nn.AvgPool2d(3, 2, padding=pad, count_include_pad=False)
-    raise ValueError(f"unknown pooling {style.pooling!r}")
+    raise ValueError(f"unknown pooling {options.pooling!r}")
 
 
 class LocalResponseNorm(nn.LocalResponseNorm):
-    """torch's LRN, computed from shifted slices instead of ``avg_pool3d``.
-
-    Same maths and attributes, but ``avg_pool3d``'s CUDA backward has no deterministic
-    kernel, so torch's own LRN raises under the pipeline's ``use_deterministic_algorithms``.
-    On the CPU the slices are as fast.
-    """
+    """torch's LRN from shifted slices: its ``avg_pool3d`` has no deterministic CUDA backward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = x.shape[1]
@@ -142,54 +102,41 @@ def _lrn() -> nn.LocalResponseNorm:
 
 
 class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
-    """torch's adaptive average pool without its CUDA backward, which is non-deterministic.
+    """torch's adaptive average pool without its non-deterministic CUDA backward.
 
-    An input already at the output size passes through (the 2012 model at 224/227), an
-    evenly divisible one takes a plain average pool, and any other (the CIFAR AlexNet's
-    4x4 -> 6x6) takes two small averaging matrices: the same bins as torch's, by matmul.
+    An input at the output size passes through, an evenly divisible one takes a plain
+    average pool, any other (the CIFAR AlexNet's 4x4 -> 6x6) two averaging matrices.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_h, in_w = x.shape[-2:]
-        out_h, out_w = _adaptive_target(self.output_size, in_h, in_w)
+        out = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        out_h, out_w = out[0] or in_h, out[1] or in_w
         if (in_h, in_w) == (out_h, out_w):
             return x
         if in_h % out_h == 0 and in_w % out_w == 0:
             return F.avg_pool2d(x, (in_h // out_h, in_w // out_w))
-        rows = _bin_matrix_on(in_h, out_h, x.device, x.dtype)
-        cols = _bin_matrix_on(in_w, out_w, x.device, x.dtype)
+        rows = _bin_matrix(in_h, out_h, x.device, x.dtype)
+        cols = _bin_matrix(in_w, out_w, x.device, x.dtype)
         return rows @ x @ cols.T
 
 
-def _adaptive_target(output_size: Any, in_h: int, in_w: int) -> tuple[int, int]:
-    out = output_size if isinstance(output_size, tuple) else (output_size, output_size)
-    return (in_h if out[0] is None else out[0], in_w if out[1] is None else out[1])
-
-
 @functools.cache
-def _bin_matrix_on(
+def _bin_matrix(
     size_in: int, size_out: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """:func:`_bin_matrix` on ``device``: copied there once, not in every forward pass (a
-    copy from the host's pageable memory makes the host wait for the GPU).
+    """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out)).
 
-    Made outside inference mode even when first asked for inside it (an evaluation first):
-    autograd refuses to save an inference tensor for a later training step's backward.
+    Cached on its device (a copy from the host per forward would wait for the GPU), and made
+    outside inference mode: autograd refuses to save an inference tensor for a backward.
     """
     with torch.inference_mode(False):
-        return _bin_matrix(size_in, size_out).to(device=device, dtype=dtype)
-
-
-@functools.cache
-def _bin_matrix(size_in: int, size_out: int) -> torch.Tensor:
-    """Row i averages torch's adaptive bin i: [floor(i*in/out), ceil((i+1)*in/out))."""
-    with torch.inference_mode(False):  # a normal tensor, wherever it is first asked for
         matrix = torch.zeros(size_out, size_in, device="cpu")  # not a surrounding device context
-    for i in range(size_out):
-        start = (i * size_in) // size_out
-        end = -((-(i + 1) * size_in) // size_out)
-        matrix[i, start:end] = 1.0 / (end - start)
-    return matrix
+        for i in range(size_out):
+            start = (i * size_in) // size_out
+            end = -((-(i + 1) * size_in) // size_out)
+            matrix[i, start:end] = 1.0 / (end - start)
+        return matrix.to(device=device, dtype=dtype)
 
 
 def _conv(
@@ -198,30 +145,23 @@ def _conv(
     in_channels: int,
     out_channels: int,
     kernel_size: int,
-    style: _Style,
+    options: Any,
     *,
-    stride: int = 1,
-    padding: int = 0,
-    groups: int = 1,
     lrn_after: bool = False,
     batchnorm_ok: bool = True,
+    **conv: int,
 ) -> None:
-    """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``..."""
-    batchnorm = style.norm == "batchnorm" and batchnorm_ok
+    """Append conv[+BN]+activation[+LRN] named ``conv<tag>``, ``bn<tag>``, ``act<tag>``...;
+    ``conv``: nn.Conv2d's ``stride``, ``padding``, ``groups``."""
+    batchnorm = options.norm == "batchnorm" and batchnorm_ok
     # A bias right before BatchNorm is cancelled by its mean subtraction: pure waste.
     layers[f"conv{tag}"] = nn.Conv2d(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride,
-        padding,
-        groups=groups,
-        bias=not batchnorm,
+        in_channels, out_channels, kernel_size, bias=not batchnorm, **conv
     )
     if batchnorm:
         layers[f"bn{tag}"] = nn.BatchNorm2d(out_channels)
-    layers[f"act{tag}"] = _activation(style.activation)
-    if lrn_after and style.norm == "lrn":
+    layers[f"act{tag}"] = _activation(options.activation)
+    if lrn_after and options.norm == "lrn":
         layers[f"lrn{tag}"] = _lrn()
 
 
@@ -243,8 +183,8 @@ def _linear(
 
 
 def _spatial_size(features: nn.Sequential, in_channels: int, size: int) -> int:
-    """Side of the feature map for a ``size`` x ``size`` input: a dry run on the meta device,
-    which computes shapes only (no memory, no arithmetic, BatchNorm's statistics untouched)."""
+    """Side of the feature map for a ``size`` x ``size`` input, from a dry run on the meta
+    device (shapes only: no memory, no arithmetic, BatchNorm's statistics untouched)."""
     probe = copy.deepcopy(features).to("meta").eval()
     try:
         out = probe(torch.empty(1, in_channels, size, size, device="meta"))
@@ -269,10 +209,8 @@ def _gain_name(activation: str) -> tuple[str, float | None]:
 
 
 def _init_weights(model: ConvNet, scheme: str, activation: str, paper: str = "alexnet") -> None:
-    """Apply ``scheme`` to every conv/linear layer; BatchNorm keeps torch's (1, 0) init.
-
-    The output layer has no activation after it, so kaiming/xavier use the linear gain there.
-    """
+    """Apply ``scheme`` to every conv/linear layer (the output layer with the linear gain);
+    BatchNorm keeps torch's (1, 0) init."""
     if scheme == "default":
         return
     layers = [
@@ -305,43 +243,37 @@ def _init_weights(model: ConvNet, scheme: str, activation: str, paper: str = "al
 
 
 def build_lenet(in_channels: int, num_classes: int, options: LeNetOptions) -> ConvNet:
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
-    f["pool1"] = _pool(style)
-    _conv(f, "2", 6, 16, 5, style, lrn_after=True)
-    f["pool2"] = _pool(style)
+    _conv(f, "1", in_channels, 6, 5, options, lrn_after=True)
+    f["pool1"] = _pool(options)
+    _conv(f, "2", 6, 16, 5, options, lrn_after=True)
+    f["pool2"] = _pool(options)
     features = nn.Sequential(f)
     side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
-    _linear(c, "1", 16 * side * side, 120, activation=style.activation, dropout=options.dropout)
-    _linear(c, "2", 120, 84, activation=style.activation, dropout=options.dropout)
+    _linear(c, "1", 16 * side * side, 120, activation=options.activation, dropout=options.dropout)
+    _linear(c, "2", 120, 84, activation=options.activation, dropout=options.dropout)
     _linear(c, "3", 84, num_classes, activation=None)
-    model = ConvNet(features, nn.Sequential(c))
-    _init_weights(model, options.init, style.activation)
-    return model
+    return ConvNet(features, nn.Sequential(c))
 
 
 def build_lenet5(in_channels: int, num_classes: int, options: LeNet5Options) -> ConvNet:
     # Layer names follow the paper: C1, S2, C3, S4, C5, F6. Full C3 connections (61,706
     # parameters), not the paper's partial table.
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 6, 5, style, lrn_after=True)
-    f["pool2"] = _pool(style)
-    _conv(f, "3", 6, 16, 5, style, lrn_after=True)
-    f["pool4"] = _pool(style)
+    _conv(f, "1", in_channels, 6, 5, options, lrn_after=True)
+    f["pool2"] = _pool(options)
+    _conv(f, "3", 6, 16, 5, options, lrn_after=True)
+    f["pool4"] = _pool(options)
     # C5's output is 1x1: BatchNorm there would see one value per channel and raise on a
     # (last) training batch of one image, so C5 stays un-normalised like a linear layer.
-    _conv(f, "5", 16, 120, 5, style, batchnorm_ok=False)
+    _conv(f, "5", 16, 120, 5, options, batchnorm_ok=False)
     features = nn.Sequential(f)
     side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
-    _linear(c, "6", 120 * side * side, 84, activation=style.activation, dropout=options.dropout)
+    _linear(c, "6", 120 * side * side, 84, activation=options.activation, dropout=options.dropout)
     _linear(c, "7", 84, num_classes, activation=None)
-    model = ConvNet(features, nn.Sequential(c))
-    _init_weights(model, options.init, style.activation, paper="lenet5")
-    return model
+    return ConvNet(features, nn.Sequential(c))
 
 
 def _alexnet_classifier(
@@ -355,16 +287,15 @@ def _alexnet_classifier(
 
 
 def build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -> ConvNet:
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 64, 3, style, padding=1, lrn_after=True)
-    f["pool1"] = _pool(style)
-    _conv(f, "2", 64, 192, 3, style, padding=1, lrn_after=True)
-    f["pool2"] = _pool(style)
-    _conv(f, "3", 192, 384, 3, style, padding=1)
-    _conv(f, "4", 384, 256, 3, style, padding=1)
-    _conv(f, "5", 256, 256, 3, style, padding=1)
-    f["pool3"] = _pool(style)
+    _conv(f, "1", in_channels, 64, 3, options, padding=1, lrn_after=True)
+    f["pool1"] = _pool(options)
+    _conv(f, "2", 64, 192, 3, options, padding=1, lrn_after=True)
+    f["pool2"] = _pool(options)
+    _conv(f, "3", 192, 384, 3, options, padding=1)
+    _conv(f, "4", 384, 256, 3, options, padding=1)
+    _conv(f, "5", 256, 256, 3, options, padding=1)
+    f["pool3"] = _pool(options)
     features = nn.Sequential(f)
     if options.adaptive_pool:
         avgpool: nn.Module | None = AdaptiveAvgPool2d(6)
@@ -372,55 +303,49 @@ def build_alexnet(in_channels: int, num_classes: int, options: AlexNetOptions) -
     else:
         avgpool, side = None, _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     classifier = _alexnet_classifier(
-        256 * side * side, num_classes, style.activation, options.dropout
+        256 * side * side, num_classes, options.activation, options.dropout
     )
-    model = ConvNet(features, classifier, avgpool)
-    _init_weights(model, options.init, style.activation)
-    return model
+    return ConvNet(features, classifier, avgpool)
 
 
 def build_alexnet_bn(in_channels: int, num_classes: int, options: AlexNetBNOptions) -> ConvNet:
-    style = _style(options, pad_overlap=True)
     f: OrderedDict[str, nn.Module] = OrderedDict()
     channels = in_channels
     for stage, width in enumerate((64, 128, 256), start=1):
-        _conv(f, f"{stage}a", channels, width, 3, style, padding=1)
-        _conv(f, f"{stage}b", width, width, 3, style, padding=1, lrn_after=stage < 3)
-        f[f"pool{stage}"] = _pool(style)
+        _conv(f, f"{stage}a", channels, width, 3, options, padding=1)
+        _conv(f, f"{stage}b", width, width, 3, options, padding=1, lrn_after=stage < 3)
+        f[f"pool{stage}"] = _pool(options)
         channels = width
     features = nn.Sequential(f)
     side = _spatial_size(features, in_channels, SMALL_INPUT_SIZE)
     c: OrderedDict[str, nn.Module] = OrderedDict()
     flat = channels * side * side
     if options.hidden:
-        _linear(c, "1", flat, options.hidden, activation=style.activation, dropout=options.dropout)
+        _linear(
+            c, "1", flat, options.hidden, activation=options.activation, dropout=options.dropout
+        )
         _linear(c, "2", options.hidden, num_classes, activation=None, dropout=options.dropout)
     else:
         _linear(c, "1", flat, num_classes, activation=None, dropout=options.dropout)
-    model = ConvNet(features, nn.Sequential(c))
-    _init_weights(model, options.init, style.activation)
-    return model
+    return ConvNet(features, nn.Sequential(c))
 
 
 def build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Options) -> ConvNet:
-    style = _style(options, pad_overlap=False)
     g = 2 if options.groups else 1
     # 227 is the paper's unpadded convention, 224 torchvision's padded one: both give 55.
     pad1 = 0 if options.input_size == 227 else 2
     f: OrderedDict[str, nn.Module] = OrderedDict()
-    _conv(f, "1", in_channels, 96, 11, style, stride=4, padding=pad1, lrn_after=True)
-    f["pool1"] = _pool(style)
-    _conv(f, "2", 96, 256, 5, style, padding=2, groups=g, lrn_after=True)
-    f["pool2"] = _pool(style)
-    _conv(f, "3", 256, 384, 3, style, padding=1)
-    _conv(f, "4", 384, 384, 3, style, padding=1, groups=g)
-    _conv(f, "5", 384, 256, 3, style, padding=1, groups=g)
-    f["pool3"] = _pool(style)
-    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, style.activation, options.dropout)
+    _conv(f, "1", in_channels, 96, 11, options, stride=4, padding=pad1, lrn_after=True)
+    f["pool1"] = _pool(options, pad=0)
+    _conv(f, "2", 96, 256, 5, options, padding=2, groups=g, lrn_after=True)
+    f["pool2"] = _pool(options, pad=0)
+    _conv(f, "3", 256, 384, 3, options, padding=1)
+    _conv(f, "4", 384, 384, 3, options, padding=1, groups=g)
+    _conv(f, "5", 384, 256, 3, options, padding=1, groups=g)
+    f["pool3"] = _pool(options, pad=0)
+    classifier = _alexnet_classifier(256 * 6 * 6, num_classes, options.activation, options.dropout)
     # The adaptive pool is a no-op at 6x6; it keeps other sizes (or pooling choices) working.
-    model = ConvNet(nn.Sequential(f), classifier, AdaptiveAvgPool2d(6))
-    _init_weights(model, options.effective_init, style.activation)
-    return model
+    return ConvNet(nn.Sequential(f), classifier, AdaptiveAvgPool2d(6))
 
 
 # --------------------------------------------------------------------------- public API
@@ -429,17 +354,18 @@ def build_alexnet2012(in_channels: int, num_classes: int, options: AlexNet2012Op
 def build_model(
     name: str, *, in_channels: int, num_classes: int, options: BaseModel | Mapping[str, Any]
 ) -> nn.Module:
-    """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``.
-
-    Weights come from torch's global RNG: seed it first for reproducible runs.
-    """
+    """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``;
+    its weights come from torch's global RNG."""
     resolved = resolve_options(name, options)
     if in_channels < 1 or num_classes < 1:
         raise ValueError(
             f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
         )
-    builder: Callable[[int, int, Any], nn.Module] = globals()[MODELS[name].builder]
-    return builder(in_channels, num_classes, resolved)
+    builder: Callable[[int, int, Any], ConvNet] = globals()[f"build_{name}"]
+    model = builder(in_channels, num_classes, resolved)
+    scheme = getattr(resolved, "effective_init", resolved.init)
+    _init_weights(model, scheme, resolved.activation, "lenet5" if name == "lenet5" else "alexnet")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -448,11 +374,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulates for one (C, H, W) image: convs and matmuls, as papers count them.
-
-    Runs one eval-mode forward pass under FlopCounterMode (which counts 2 FLOPs per MAC), so
-    dropout and BatchNorm statistics are untouched; the model's mode is restored afterwards.
-    """
+    """Multiply-accumulates for one (C, H, W) image, as papers count them: one eval-mode
+    forward under FlopCounterMode (2 FLOPs per MAC), the model's mode restored after."""
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
