@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import dataset_title, model_title
+from cnnlab.reporting import _DASH, _fmt_acc, dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
 from cnnlab_compare.reporting import NOT_MEASURED
 from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
@@ -40,11 +40,11 @@ METRICS = {  # history column -> facet title, in the PNGs' 2x2 order
     "val_acc": "validation accuracy",
 }
 _DIM = 0.12  # the opacity of the lines that are not highlighted
-_DASH = "–"
 
 
 def _number(value: Any) -> float | None:
-    """A finite float, or None (NaN, missing, text): what JSON and the charts can hold."""
+    """A finite float, or None (NaN, missing, text): what JSON and the charts can hold; a
+    bool is a number here (a statistics table's True counts as 1)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -286,11 +286,6 @@ def intervals_spec(groups: pd.DataFrame, lines: Sequence[str]) -> dict | None:
 # tables
 
 
-def _acc_text(value: Any) -> str:
-    number = _number(value)
-    return _DASH if number is None else f"{number:.2f}"
-
-
 def _cell(text: str, sort: float | str | None = None) -> str:
     attr = "" if sort is None else f' data-sort="{html.escape(str(sort))}"'
     return f"<td{attr}>{html.escape(text)}</td>"
@@ -312,9 +307,9 @@ def _run_cell(run: pd.DataFrame) -> tuple[str, float | None]:
         return "not run", None
     status, acc = str(run["status"].iloc[0]), _number(run["test_acc_pct"].iloc[0])
     if status == "ok":
-        return _acc_text(acc), acc
+        return _fmt_acc(acc), acc
     if status == DID_NOT_LEARN:  # a number, flagged: chance level is a result
-        return f"{_acc_text(acc)} ({status})", acc
+        return f"{_fmt_acc(acc)} ({status})", acc
     return status, None
 
 
@@ -322,7 +317,7 @@ def _mean_cell(group: Mapping[str, Any]) -> tuple[str, float | None]:
     mean = _number(group.get("test_acc_mean_pct"))
     if mean is None:
         return _DASH, None
-    low, high = _acc_text(group["test_acc_ci_low_pct"]), _acc_text(group["test_acc_ci_high_pct"])
+    low, high = _fmt_acc(group["test_acc_ci_low_pct"]), _fmt_acc(group["test_acc_ci_high_pct"])
     return f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean
 
 
@@ -514,25 +509,18 @@ def page_data(
     """The page's Vega-Lite specs (by chart id) and its experiments table (columns, rows)."""
     line_of = _lines(table, groups)
     lines = list(dict.fromkeys(line_of[str(n)] for n in table["experiment"]))
-    specs: dict[str, dict] = {}
+    specs: dict[str, dict | None] = {}
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
+    seeds = "" if groups is None else " (mean over seeds, band: their range)"
     for i, (dataset, model) in enumerate(runs):
         points = _curve_points(table, histories, line_of, dataset, model)
         if points:
-            title = _run_title(dataset, model) + (
-                " (mean over seeds, band: their range)" if groups is not None else ""
-            )
-            specs[f"curves-{i}"] = curves_spec(points, title, lines)
+            specs[f"curves-{i}"] = curves_spec(points, _run_title(dataset, model) + seeds, lines)
     shown = list(varied if by is None else by)
-    params = params_spec(table, shown, line_of, lines) if shown else None
-    if params is not None:
-        specs["params"] = params
-    if groups is not None:
-        intervals = intervals_spec(groups, lines)
-        if intervals is not None:
-            specs["intervals"] = intervals
+    specs["params"] = params_spec(table, shown, line_of, lines) if shown else None
+    specs["intervals"] = None if groups is None else intervals_spec(groups, lines)
     columns, rows = experiment_rows(table, varied, groups)
-    return specs, columns, rows
+    return {k: spec for k, spec in specs.items() if spec is not None}, columns, rows
 
 
 def experiment_page(
@@ -543,14 +531,10 @@ def experiment_page(
     by: Sequence[str] | None = None,
     sections: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> str:
-    """The whole page as one HTML string.
-
-    ``table`` is :func:`cnnlab.reporting.experiment_table`'s; ``histories`` maps
-    ``(experiment, dataset, model)`` to a run's history (cnnlab.history); ``groups`` is
-    :func:`cnnlab_compare.stats.group_table`'s when some configuration has several seeds (lines are
-    then configurations, ``by`` the params that tell them apart); ``sections`` are further
-    tables (title, frame), e.g. the differences and the tuned choice.
-    """
+    """The whole page as one HTML string: ``table`` is :func:`reporting.experiment_table`'s,
+    ``histories`` maps ``(experiment, dataset, model)`` to a run's history; with several
+    seeds, lines are ``groups``' configurations (stats.group_table), told apart by ``by``;
+    ``sections`` are further tables (title, frame)."""
     specs, columns, rows = page_data(table, varied, histories, groups, by)
     what = ", ".join(varied) if varied else "nothing (rows are named by experiment)"
     parts = [
@@ -577,10 +561,12 @@ def experiment_page(
             "entry to highlight a line (shift-click for several).</p>"
         )
         parts += [f'<div class="chart" id="{k}"></div>' for k in curves]
-    if "params" in specs:
-        parts += ["<h2>Params against test accuracy</h2>", '<div class="chart" id="params"></div>']
-    if "intervals" in specs:
-        parts += ["<h2>Means over seeds</h2>", '<div class="chart" id="intervals"></div>']
+    for key, title in (
+        ("params", "Params against test accuracy"),
+        ("intervals", "Means over seeds"),
+    ):
+        if key in specs:
+            parts += [f"<h2>{title}</h2>", f'<div class="chart" id="{key}"></div>']
     for title, frame in sections:
         parts += [f"<h2>{html.escape(title)}</h2>", _frame_table(frame)]
     parts += [

@@ -100,8 +100,6 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
 
 def _same_run_lines(table: pd.DataFrame) -> list[str]:
     """A Markdown bullet per run that several experiments reached."""
-    if "run_id" not in table:
-        return []
     lines = []
     known = table[table["run_id"].notna()]
     for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
