@@ -66,14 +66,9 @@ _STYLE: dict[str, object] = {
     "legend.frameon": False,
     "lines.linewidth": 1.6,
     "lines.markersize": 4.0,
-    "figure.facecolor": "white",
-    "savefig.facecolor": "white",
-    "savefig.transparent": False,
     "savefig.bbox": None,  # "tight" would make the pixel size depend on the text extents
     "path.simplify": False,
-    "text.usetex": False,
-    "svg.hashsalt": "cnnlab",
-}
+}  # on top of matplotlib's "default" style: white, no TeX
 
 _HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
@@ -278,6 +273,7 @@ def _curves_figure(
             epoch = diverged.get(label, nan_epoch)
             epoch = nan_epoch if epoch is None else epoch
             legend_label += " " + diverged_text(epoch)
+        legend_label = textwrap.fill(legend_label, _LEGEND_WRAP)
         handles.append(Line2D([], [], **look, label=legend_label))
 
     for column, (ax, panel_title, ylabel) in panels.items():
@@ -296,8 +292,6 @@ def _curves_figure(
         _best_labels(axes[1, 1], bests)
 
     fig.suptitle(_literal(title), fontsize=12)
-    for handle in handles:
-        handle.set_label(textwrap.fill(str(handle.get_label()), _LEGEND_WRAP))
     ncols, extra = _legend_layout([str(h.get_label()) for h in handles])
     fig.set_size_inches(_CURVES_SIZE[0], _CURVES_SIZE[1] + extra)
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
