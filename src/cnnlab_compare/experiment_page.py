@@ -120,7 +120,9 @@ def _highlight_opacity(selection: str | None = None) -> dict[str, Any]:
     return {"condition": {"test": test, "value": 1}, "value": _DIM}
 
 
-def _line_scale(lines: Sequence[str], points: Sequence[Mapping[str, Any]], dash: bool = False):
+def _line_scale(
+    lines: Sequence[str], points: Sequence[Mapping[str, Any]], dash: bool = False
+) -> dict[str, Any]:
     """Each line's colour (Okabe-Ito in the order of ``lines``, as in the PNGs, the same in
     every chart), or with ``dash`` solid for the palette's first round and dashed after;
     only the lines with ``points`` are in the chart's legend."""
@@ -133,7 +135,9 @@ def _line_scale(lines: Sequence[str], points: Sequence[Mapping[str, Any]], dash:
     return {"domain": present, "range": style}
 
 
-def _faceted(title: str, points: list, facet: dict, columns: int, spec: dict, **more) -> dict:
+def _faceted(
+    title: str, points: list, facet: dict, columns: int, spec: dict, **more: Any
+) -> dict[str, Any]:
     """A chart of one panel per ``facet`` value, with the ``highlight`` a table row sets."""
     return {
         "$schema": SCHEMA,

@@ -43,12 +43,9 @@ def animate_learning_curves(
     title: str,
     path: Path,
     diverged: Mapping[str, int | None] | None = None,
-    *,
-    frame_ms: int = 700,
-    hold_ms: int = 3000,
 ) -> None:
     """Save the 2x2 learning curves (without the best labels, which give the end away) as a
-    GIF that grows one epoch per frame, the last held ``hold_ms``. Axes are fixed at their
+    GIF that grows one epoch per frame (0.7 s), the last held 3 s. Axes are fixed at their
     final limits, so nothing jumps. One palette from the last frame, no dithering, no
     timestamps: the same GIF bytes every time. Not matplotlib's ``PillowWriter``: it writes
     only to a path (no atomic write) and quantises each frame on its own."""
@@ -81,13 +78,9 @@ def animate_learning_curves(
     )
     indexed = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     buffer = io.BytesIO()
+    durations = [700] * (len(indexed) - 1) + [3000]  # ms
     indexed[0].save(
-        buffer,
-        format="GIF",
-        save_all=True,
-        append_images=indexed[1:],
-        duration=[frame_ms] * (len(indexed) - 1) + [hold_ms],
-        loop=0,
+        buffer, format="GIF", save_all=True, append_images=indexed[1:], duration=durations, loop=0
     )
     write_bytes(path, buffer.getvalue())
 
@@ -109,9 +102,7 @@ class Interval:
     note: str = ""
 
 
-def plot_intervals(
-    rows: Sequence[Interval], title: str, path: Path, xlabel: str = "test accuracy (%)"
-) -> None:
+def plot_intervals(rows: Sequence[Interval], title: str, path: Path) -> None:
     """Save a dot-and-whisker chart, one row per label: the mean, its interval, each seed as a
     hollow dot, and the numbers (or the note) on the right. Not bars from zero: accuracies of
     97-99% would all look alike."""
@@ -155,7 +146,7 @@ def plot_intervals(
             label.set_color(OKABE_ITO[index % len(OKABE_ITO)])
         ax.set_ylim(-len(rows) + 0.4, 0.6)
         ax.set_xlim(left - 0.1 * span, right + 0.1 * span)
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel("test accuracy (%)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,8 +205,7 @@ def plot_small_multiples(
     nrows = math.ceil(count / ncols)
     size = (max(_CURVES_SIZE[0], ncols * _PANEL_SIZE[0]), 1.0 + nrows * _PANEL_SIZE[1])
     with _figure(path, title, size) as fig:
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False))
-        flat = list(axes.ravel())
+        flat = list(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel())
         for index, (label, curve) in enumerate(curves.items()):
             ax = flat[index]
             for other, line in curves.items():
