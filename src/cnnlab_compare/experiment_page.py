@@ -22,7 +22,7 @@ import pandas as pd
 from cnnlab.figures import OKABE_ITO
 from cnnlab.reporting import _DASH, _fmt_acc, dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
-from cnnlab_compare.reporting import NOT_MEASURED
+from cnnlab_compare.reporting import NOT_MEASURED, accuracy_text
 from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
 
 __all__ = ["experiment_page", "page_data"]
@@ -306,15 +306,11 @@ def _table(columns: Sequence[tuple[str, str]], rows: Sequence[str], attrs: str) 
 
 
 def _run_cell(run: pd.DataFrame) -> tuple[str, float | None]:
-    """A run's test accuracy, its flagged number at chance level, or its status."""
+    """A run's :func:`accuracy_text` and its sort key."""
     if run.empty:
         return "not run", None
     status, acc = str(run["status"].iloc[0]), _number(run["test_acc_pct"].iloc[0])
-    if status == "ok":
-        return _fmt_acc(acc), acc
-    if status == DID_NOT_LEARN:  # a number, flagged: chance level is a result
-        return f"{_fmt_acc(acc)} ({status})", acc
-    return status, None
+    return accuracy_text(status, acc), acc if status in ("ok", DID_NOT_LEARN) else None
 
 
 def _mean_cell(group: Mapping[str, Any]) -> tuple[str, float | None]:

@@ -98,6 +98,14 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
     return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
 
 
+def accuracy_text(status: str, acc_pct: Any) -> str:
+    """A run's test accuracy; at chance level the number flagged (it is a result, not a
+    success); else its status (failed, diverged...)."""
+    if status == "ok":
+        return _fmt_acc(acc_pct)
+    return f"{_fmt_acc(acc_pct)} ({status})" if status == DID_NOT_LEARN else status
+
+
 def _same_run_lines(table: pd.DataFrame) -> list[str]:
     """A Markdown bullet per run that several experiments reached."""
     lines = []
@@ -134,10 +142,7 @@ def experiment_markdown(
         return "\n".join([*parts, "", "_No runs._"]) + "\n"
 
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
-    accuracy = table["test_acc_pct"].map(_fmt_acc).where(table["status"] == "ok", table["status"])
-    # a run at chance level keeps its number, flagged: it is a result, not a success
-    flat = table["status"] == DID_NOT_LEARN
-    accuracy = accuracy.where(~flat, table["test_acc_pct"].map(_fmt_acc) + f" ({DID_NOT_LEARN})")
+    accuracy = list(map(accuracy_text, table["status"], table["test_acc_pct"]))
     pivot = (
         table.assign(accuracy=accuracy)
         .pivot_table("accuracy", index="label", columns=["dataset", "model"], aggfunc="last")
@@ -169,7 +174,7 @@ def experiment_markdown(
     names = [
         f"- `{row['experiment']}`: {model_title(row['model'])} on "
         f"{dataset_title(row['dataset'])}, {_fmt_acc(row['test_acc_pct'])}%"
-        for row in table[flat].to_dict("records")
+        for row in table[table["status"] == DID_NOT_LEARN].to_dict("records")
     ]
     if names:
         parts += [
