@@ -239,7 +239,7 @@ class _Group:
 
     @property
     def status(self) -> str:
-        """ "ok", or what went wrong: seeds without a result (not in the mean) and seeds
+        """"ok", or what went wrong: seeds without a result (not in the mean) and seeds
         that did not learn (in the mean, at chance)."""
         total, ok, flat = len(self.distinct), len(self.ok), self.n_not_learned
         parts = [
