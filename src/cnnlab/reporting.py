@@ -107,9 +107,20 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """By dataset, then model, each in order of first appearance (params order: the baseline
-    before the challenger, as the experiment was configured)."""
+def in_order_seen(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``table`` sorted by ``columns``, each in order of first appearance rather than
+    alphabetically: params order, so the baseline comes before the challenger and a report
+    reads the way the experiment was configured."""
+    if table.empty:
+        return table
+    firsts = {c: {v: i for i, v in enumerate(dict.fromkeys(table[c]))} for c in columns}
+    by_first = table.sort_values(
+        columns, key=lambda col: col.map(firsts[str(col.name)]), kind="stable"
+    )
+    return by_first.reset_index(drop=True)
+
+
+def _check_unique(runs: Sequence[Mapping[str, Any]]) -> None:
     seen_keys: set[str] = set()
     for run in runs:
         missing = [k for k in ("model", "dataset") if not run.get(k)]
@@ -119,11 +130,6 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         if key in seen_keys:
             raise ValueError(f"run {key!r} appears twice; each model/dataset pair must be unique")
         seen_keys.add(key)
-    datasets = list(dict.fromkeys(str(r["dataset"]) for r in runs))
-    models = list(dict.fromkeys(str(r["model"]) for r in runs))
-    return sorted(
-        runs, key=lambda r: (datasets.index(str(r["dataset"])), models.index(str(r["model"])))
-    )
 
 
 def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,13 +163,15 @@ def run_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     with the titles to show and ``status``. A diverged run's accuracies and loss are NaN;
     params and MACs stay (they describe the model). Measured times are left out (they are in
     timings.json), so that everything made from this table reproduces byte for byte."""
-    records = [_run_record(run) for run in _ordered(runs)]
-    return pd.DataFrame(
+    _check_unique(runs)
+    records = [_run_record(run) for run in runs]
+    table = pd.DataFrame(
         {
             column: pd.Series([r[column] for r in records], dtype=dtype)
             for column, dtype in _RUN_DTYPES.items()
         }
     )
+    return in_order_seen(table, ["dataset", "model"])
 
 
 def comparison(table: pd.DataFrame, baseline: str, challenger: str) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from cnnlab.reporting import (
     _pct,
     _run_record,
     dataset_title,
+    in_order_seen,
     model_title,
     param_text,
 )
@@ -71,30 +72,20 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
     Each of ``varied`` (the params that differ) gets a column. Rows come by dataset, model,
     then experiment in the given order, which keeps each comparison together.
     """
-    records = []
-    order: dict[str, int] = {}
-    for row in rows:
-        order.setdefault(str(row["experiment"]), len(order))
-        records.append(
-            {
-                "experiment": str(row["experiment"]),
-                "rev": str(row["rev"])[:7],
-                "label": str(row["label"]),
-                **{key: param_text(row["params"].get(key)) for key in varied},
-                **_run_columns(row),
-            }
-        )
+    records = [
+        {
+            "experiment": str(row["experiment"]),
+            "rev": str(row["rev"])[:7],
+            "label": str(row["label"]),
+            **{key: param_text(row["params"].get(key)) for key in varied},
+            **_run_columns(row),
+        }
+        for row in rows
+    ]
     columns = ["experiment", "rev", "label", *varied, *_RUN_COLUMNS]
-    table = pd.DataFrame(records, columns=columns)
-    if not table.empty:
-        datasets = list(dict.fromkeys(table["dataset"]))
-        models = list(dict.fromkeys(table["model"]))
-        keys = {"dataset": datasets.index, "model": models.index, "experiment": order.get}
-        table = table.sort_values(
-            ["dataset", "model", "experiment"],
-            key=lambda col: col.map(keys[str(col.name)]),
-            kind="stable",
-        ).reset_index(drop=True)
+    table = in_order_seen(
+        pd.DataFrame(records, columns=columns), ["dataset", "model", "experiment"]
+    )
     return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
 
 
