@@ -110,15 +110,16 @@ def test_a_folder_of_many_classes_is_listed_in_one_short_line(
 
 
 def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
-    """The figures cnnlab_compare.figures saves, laid out as in the PNG."""
+    """The figures cnnlab_compare.figures saves (through cnnlab.figures), laid out as in the
+    PNG."""
     saved: list = []
-    real = compare_figures._save_png
+    real = figures._save_png
 
     def keep(fig, path) -> None:
         real(fig, path)
         saved.append(fig)
 
-    monkeypatch.setattr(compare_figures, "_save_png", keep)
+    monkeypatch.setattr(figures, "_save_png", keep)
     return saved
 
 

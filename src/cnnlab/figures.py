@@ -1,23 +1,11 @@
-"""The comparison figures: 2x2 learning curves and a confusion matrix, as byte-stable PNGs.
+"""The comparison figures (2x2 learning curves, a confusion matrix) as byte-stable PNGs.
 
-Reproducibility rules that shape this module (a PNG is a DVC output, so a byte that changes
-for no reason reruns everything downstream and makes ``dvc repro`` look non-deterministic):
-
-* figures are built with the object API (``Figure`` + the Agg canvas), never ``pyplot``, so
-  no global figure registry or backend is touched and nothing leaks between calls;
-* every draw happens inside ``matplotlib.style.context(["default", _STYLE])``, so a user's
-  ``matplotlibrc`` or a caller's rcParams cannot change the output, and ours cannot leak out;
-* figure size and dpi are constants, and the PNG is saved with ``metadata={"Software": None}``
-  so that no matplotlib version string is embedded (PNG gets no date from matplotlib);
-* the file is written to a temporary name in the target directory and ``os.replace``-d into
-  place, so a killed run leaves either the old file or the new one, never half a PNG, and a
-  DVC cache link at the target is replaced rather than written through.
-
-Every string that comes from the user (class names, which are folder names; dataset, model
-and optimizer names in titles and legends) goes through :func:`_literal` before it is drawn:
-matplotlib reads text between two ``$`` as mathtext, so a class folder named
-``cost $\\foo$`` would stop the compare stage and ``cost 5$ or 6$`` would be drawn as
-"cost 5*or*6" in italics.
+A PNG is a DVC output: a byte that changes for no reason reruns everything downstream. So
+figures use the object API (``Figure`` + Agg, never ``pyplot``: no global state), draw inside
+``matplotlib.style.context(["default", _STYLE])`` (no user's rcParams in, none of ours out),
+have constant sizes and dpi, and are saved without matplotlib's version (``Software``) and
+atomically (cnnlab.files.write_bytes). Every user string goes through :func:`_literal`: text
+between two ``$`` would be drawn as mathtext, or stop the stage.
 """
 
 from __future__ import annotations
@@ -25,7 +13,8 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib as mpl
@@ -40,11 +29,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.files import write_bytes
 
-__all__ = [
-    "OKABE_ITO",
-    "plot_confusion_matrix",
-    "plot_learning_curves",
-]
+__all__ = ["OKABE_ITO", "plot_confusion_matrix", "plot_learning_curves"]
 
 #: Okabe & Ito's colour-blind-safe palette, reordered so that the first colours are the most
 #: distinct on white (yellow last: it is hard to see as a thin line).
@@ -81,26 +66,20 @@ _STYLE: dict[str, object] = {
     "legend.frameon": False,
     "lines.linewidth": 1.6,
     "lines.markersize": 4.0,
-    "figure.facecolor": "white",
-    "savefig.facecolor": "white",
-    "savefig.transparent": False,
     "savefig.bbox": None,  # "tight" would make the pixel size depend on the text extents
     "path.simplify": False,
-    "text.usetex": False,
-    "svg.hashsalt": "cnnlab",
-}
+}  # on top of matplotlib's "default" style: white, no TeX
 
 _HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def _literal(text: object) -> str:
-    """``text`` as matplotlib should draw it, character for character: every ``$`` escaped,
-    so that nothing is read as mathtext (a lone ``\\$`` stays as typed, too)."""
+    """``text`` drawn character for character: every ``$`` escaped, so none is mathtext."""
     return str(text).replace("$", r"\$")
 
 
-# --------------------------------------------------------------------------------------------
-# writing
+def diverged_text(epoch: int | None) -> str:
+    return "(diverged)" if epoch is None else f"(diverged at epoch {epoch})"
 
 
 def _save_png(fig: Figure, path: Path) -> None:
@@ -108,6 +87,16 @@ def _save_png(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, metadata=_PNG_METADATA)
     write_bytes(path, buffer.getvalue())
+
+
+@contextmanager
+def _figure(path: Path, title: str, size: tuple[float, float], **style: object) -> Iterator[Figure]:
+    """A figure drawn in our style (plus ``style``), titled and saved as ``path`` at the end."""
+    with mpl.style.context(["default", _STYLE, style]):
+        fig = Figure(figsize=size, dpi=_DPI, layout="constrained")
+        yield fig
+        fig.suptitle(_literal(title), fontsize=12)
+        _save_png(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,11 +113,8 @@ def _column(history: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def _accuracy_scale(history: pd.DataFrame) -> float:
-    """100 for fractions, 1 for histories already in percent.
-
-    The evaluate stage writes fractions, but a history logged by another tool may hold
-    percent; a fraction never exceeds 1, so any value above 1 settles which one it is.
-    """
+    """100 for fractions (evaluate's), 1 for a history already in percent (another tool's):
+    a fraction never exceeds 1."""
     values = np.concatenate([_column(history, "train_acc"), _column(history, "val_acc")])
     values = values[np.isfinite(values)]
     return 1.0 if values.size and values.max() > 1.0 else 100.0
@@ -136,12 +122,8 @@ def _accuracy_scale(history: pd.DataFrame) -> float:
 
 def _first_nonfinite_epoch(history: pd.DataFrame) -> int | None:
     """The first epoch whose loss went non-finite: how a diverged run shows in its history.
-
-    A NaN loss only counts when the same split's accuracy was logged for that epoch (the
-    trainer logs a finite accuracy next to a NaN validation loss); a NaN loss *and* accuracy
-    is a value that is simply missing, e.g. a metric file that was never written, and must
-    not brand a healthy run as diverged. An infinite loss always counts.
-    """
+    A NaN loss counts only next to a logged accuracy of the same split (a NaN loss *and*
+    accuracy is a metric file never written, not divergence); an infinite loss always."""
     epochs = _column(history, "epoch")
     bad = np.zeros(len(history), dtype=bool)
     for split in ("train", "val"):
@@ -179,14 +161,9 @@ def _band(
 
 
 def _best_labels(ax: Axes, bests: list[tuple[float, int, str]]) -> None:
-    """Dashed line at each best accuracy, labelled "best 98.7% (epoch 3)" in the line's colour.
-
-    Each label sits just above its line at the left: no curve rises above its own best, and
-    other curves are still low in the first epochs, so that spot is nearly always empty. Close
-    bests would print their labels on top of each other, so labels are stacked upwards and
-    the y-limit is raised to make room; the limits are then frozen so that nothing computed
-    here depends on later autoscaling.
-    """
+    """Dashed line at each best accuracy, labelled "best 98.7% (epoch 3)" in its colour, just
+    above the line at the left (where curves are still low). Close bests' labels are stacked
+    upwards and the y-limit raised to make room, then frozen against later autoscaling."""
     if not bests:
         return
     for value, _epoch, colour in bests:
@@ -200,24 +177,13 @@ def _best_labels(ax: Axes, bests: list[tuple[float, int, str]]) -> None:
         floor = y + step
         placed.append((y, value, epoch, colour))
     ax.set_ylim(low, max(high, floor + 0.2 * step))
+    box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
+    where = ax.get_yaxis_transform()  # x in axes fraction, y in data units
     for y, value, epoch, colour in placed:
-        ax.text(
-            0.015,
-            y,
-            f"best {value:.1f}% (epoch {epoch})",
-            transform=ax.get_yaxis_transform(),  # x in axes fraction, y in data units
-            ha="left",
-            va="bottom",
-            color=colour,
-            fontsize=8.5,
-            bbox={
-                "boxstyle": "round,pad=0.15",
-                "facecolor": "white",
-                "edgecolor": "none",
-                "alpha": 0.85,
-            },
-            zorder=1.8,  # under the lines (2): a label may be crossed, a data point never hidden
-        )
+        text = f"best {value:.1f}% (epoch {epoch})"
+        # zorder under the lines (2): a label may be crossed, a data point never hidden
+        ax.text(0.015, y, text, transform=where, ha="left", va="bottom", color=colour,
+                fontsize=8.5, bbox=box, zorder=1.8)  # fmt: skip
 
 
 def plot_learning_curves(
@@ -229,21 +195,14 @@ def plot_learning_curves(
     mark_best: bool = True,
     bands: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]] | None = None,
 ) -> None:
-    """Save a 2x2 figure (train/val loss on top, train/val accuracy below), one line per label.
+    """Save a 2x2 figure (train/val loss on top, train/val accuracy below), one line per label
+    of ``histories`` (its order fixes the colours); non-finite points are skipped.
 
-    ``histories`` maps a label ("lenet", "alexnet", an optimizer name...) to its per-epoch
-    history; the dict order fixes the colours, so the same call always draws the same picture.
-    Non-finite points are skipped rather than plotted, because matplotlib would either break
-    the line or stretch the axes to infinity. A run is marked "diverged" in the legend when its
-    history logs a non-finite loss or when ``diverged`` names it (label -> epoch, or None if
-    unknown): the trainer stops before logging an epoch whose training loss went NaN, so the
-    history alone cannot always tell; pass the evaluate metrics' ``diverged_epoch`` here.
-    ``mark_best`` draws each line's best validation accuracy as a dashed, labelled line.
-    ``bands`` maps a label to two histories, the lowest and highest values per epoch (of the
-    seeds behind a mean line): a shaded band in the line's colour.
-
-    One legend for the whole figure, below the panels, since every panel shows the same runs;
-    per-panel legends would repeat it four times and hide data.
+    ``diverged`` (label -> epoch or None) marks runs "diverged" in the legend, as does a
+    non-finite loss in the history (which alone cannot always tell: the trainer stops before
+    logging the epoch that went NaN). ``mark_best`` labels each best validation accuracy;
+    ``bands`` (label -> lowest and highest history, of a mean line's seeds) shades a band.
+    One legend below the panels: every panel shows the same runs.
     """
     with mpl.style.context(["default", _STYLE]):
         fig, _ = _curves_figure(
@@ -287,9 +246,9 @@ def _curves_figure(
 
     for index, (label, history) in enumerate(histories.items()):
         colour = OKABE_ITO[index % len(OKABE_ITO)]
-        marker = _MARKERS[index % len(_MARKERS)]
         # Past 8 runs colours repeat; a different dash keeps lines apart.
         linestyle = "-" if index < len(OKABE_ITO) else (0, (4, 1.5))
+        look = {"color": colour, "marker": _MARKERS[index % len(_MARKERS)], "linestyle": linestyle}
         epochs = _column(history, "epoch")
         all_epochs.append(epochs[np.isfinite(epochs)])
         acc_scale = _accuracy_scale(history)
@@ -300,15 +259,7 @@ def _curves_figure(
             x, y = _finite(epochs, _column(history, column) * scale)
             if column.endswith("loss"):
                 losses.append(y)
-            (line,) = ax.plot(
-                x,
-                y,
-                color=colour,
-                marker=marker,
-                linestyle=linestyle,
-                markevery=markevery,
-                label=label,
-            )
+            (line,) = ax.plot(x, y, **look, markevery=markevery, label=label)
             traces.append((line, x, y))
             if bands and label in bands:
                 _band(ax, bands[label], column, scale, colour)
@@ -321,10 +272,9 @@ def _curves_figure(
         if label in diverged or nan_epoch is not None:
             epoch = diverged.get(label, nan_epoch)
             epoch = nan_epoch if epoch is None else epoch
-            legend_label += " (diverged)" if epoch is None else f" (diverged at epoch {epoch})"
-        handles.append(
-            Line2D([], [], color=colour, marker=marker, linestyle=linestyle, label=legend_label)
-        )
+            legend_label += " " + diverged_text(epoch)
+        legend_label = textwrap.fill(legend_label, _LEGEND_WRAP)
+        handles.append(Line2D([], [], **look, label=legend_label))
 
     for column, (ax, panel_title, ylabel) in panels.items():
         ax.set_title(panel_title)
@@ -342,8 +292,6 @@ def _curves_figure(
         _best_labels(axes[1, 1], bests)
 
     fig.suptitle(_literal(title), fontsize=12)
-    for handle in handles:
-        handle.set_label(textwrap.fill(str(handle.get_label()), _LEGEND_WRAP))
     ncols, extra = _legend_layout([str(h.get_label()) for h in handles])
     fig.set_size_inches(_CURVES_SIZE[0], _CURVES_SIZE[1] + extra)
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols)
@@ -362,11 +310,9 @@ _LEGEND_FREE_LINES = 2
 
 
 def _legend_layout(labels: list[str]) -> tuple[int, float]:
-    """Columns of a figure legend below the panels and the height (inches) to add to the
-    figure for it, so that the legend is never cut off and the panels never collapse: as
-    many columns (up to 4) as the longest label allows across the figure's width, then one
-    more line of height per line of legend past the first two. (matplotlib's constrained
-    layout makes room for a legend inside the figure, never beyond it.)"""
+    """Columns of the legend below the panels (up to 4, as the longest label allows) and the
+    height (inches) to add for its lines past the first two: constrained layout makes room
+    for a legend inside the figure, never beyond it, so it would cut it off."""
     if not labels:
         return 1, 0.0
     widest = max(len(line) for label in labels for line in label.splitlines())
@@ -385,16 +331,11 @@ def _legend_layout(labels: list[str]) -> tuple[int, float]:
 def plot_confusion_matrix(
     matrix: list[list[int]], classes: list[str], title: str, path: Path
 ) -> None:
-    """Save the confusion matrix as a heat map of row percentages with the counts written in.
-
-    Colour shows the share of each true class (row-normalised) so that a rare class's mistakes
-    are as visible as a common one's; the cell text keeps the raw counts, which is what one
-    checks against the test set (sklearn's ConfusionMatrixDisplay colours and labels by one
-    and the same value). Counts are omitted beyond 30 classes, where they would not fit, and
-    beyond :data:`MATRIX_MAX_CLASSES` the figure shows the most-confused pairs instead, since
-    the matrix's labels would be an unreadable smear. A single-hue sequential colour map stays
-    readable for colour-blind readers and in greyscale.
-    """
+    """Save the confusion matrix: colour is the row percentage (a rare class's mistakes show
+    as well as a common one's), the text the raw count (what one checks against the test
+    set), which sklearn's ConfusionMatrixDisplay cannot do (one value for both). Counts are
+    left out past 30 classes; past :data:`MATRIX_MAX_CLASSES` the most-confused pairs are
+    shown instead of an unreadable smear."""
     counts = np.asarray(matrix, dtype=float)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"confusion matrix must be square, got shape {counts.shape}")
@@ -412,51 +353,33 @@ def plot_confusion_matrix(
         return
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts * 100.0, totals, out=np.zeros_like(counts), where=totals > 0)
-    total = counts.sum()
-    accuracy = float(np.trace(counts) / total * 100.0) if total > 0 else math.nan
-
-    with mpl.style.context(["default", _STYLE, {"axes.grid": False}]):
-        fig = Figure(figsize=_CONFUSION_SIZE, dpi=_DPI, layout="constrained")
+    with _figure(path, title, _CONFUSION_SIZE, **{"axes.grid": False}) as fig:
         ax = fig.subplots()
         image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=100.0, interpolation="nearest")
         colorbar = fig.colorbar(image, ax=ax, shrink=0.85)
         colorbar.set_label("share of the true class (%)")
-
-        ax.set_xticks(
-            range(n),
-            labels=[_literal(c) for c in classes],
-            rotation=45,
-            ha="right",
-            rotation_mode="anchor",
-        )
-        ax.set_yticks(range(n), labels=[_literal(c) for c in classes])
+        labels = [_literal(c) for c in classes]
+        ax.set_xticks(range(n), labels=labels, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(range(n), labels=labels)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         for spine in ax.spines.values():
             spine.set_visible(False)
-
         if n <= 30:
             fontsize = 9.0 if n <= 10 else 7.0 if n <= 20 else 5.0
-            for row in range(n):
-                for col in range(n):
-                    ax.text(
-                        col,
-                        row,
-                        f"{int(counts[row, col])}",
-                        ha="center",
-                        va="center",
-                        fontsize=fontsize,
-                        color="white" if share[row, col] > 55.0 else "black",
-                    )
+            for (row, col), count in np.ndenumerate(counts):
+                colour = "white" if share[row, col] > 55.0 else "black"
+                text = f"{int(count)}"
+                ax.text(col, row, text, ha="center", va="center", fontsize=fontsize, color=colour)
+        ax.set_title(_images_text(counts), fontsize=9)
 
-        fig.suptitle(_literal(title), fontsize=12)
-        subtitle = (
-            f"{int(total):,} images"
-            if math.isnan(accuracy)
-            else (f"accuracy {accuracy:.2f}% on {int(total):,} images")
-        )
-        ax.set_title(subtitle, fontsize=9)
-        _save_png(fig, path)
+
+def _images_text(counts: np.ndarray) -> str:
+    """ "accuracy 98.10% on 1,797 images", or the count alone without images."""
+    total = counts.sum()
+    if total <= 0:
+        return f"{int(total):,} images"
+    return f"accuracy {float(np.trace(counts) / total * 100.0):.2f}% on {int(total):,} images"
 
 
 #: Above this many classes a matrix's tick labels overlap: the most-confused pairs instead.
@@ -475,25 +398,16 @@ def most_confused(counts: np.ndarray, shown: int = CONFUSED_PAIRS_SHOWN) -> list
 def _plot_confused_pairs(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None:
     """The off-diagonal cells with the most test images, as labelled horizontal bars."""
     pairs = most_confused(counts)
-    mistakes = counts
-    total = counts.sum()
-    accuracy = float(np.trace(counts) / total * 100.0) if total > 0 else math.nan
-    with mpl.style.context(["default", _STYLE]):
-        fig = Figure(figsize=(_CONFUSION_SIZE[0], 1.5 + 0.25 * max(1, len(pairs))), dpi=_DPI)
-        fig.set_layout_engine("constrained")
+    with _figure(path, title, (_CONFUSION_SIZE[0], 1.5 + 0.25 * max(1, len(pairs)))) as fig:
         ax = fig.subplots()
         labels = [_literal(f"{classes[a]} → {classes[p]}") for a, p in pairs]
-        ax.barh(range(len(pairs)), [mistakes[a, p] for a, p in pairs], color="#3b75af")
+        ax.barh(range(len(pairs)), [counts[a, p] for a, p in pairs], color="#3b75af")
         ax.set_yticks(range(len(pairs)), labels=labels, fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("test images (true class → predicted class)")
-        fig.suptitle(_literal(title), fontsize=12)
         ax.set_title(
-            f"the {len(pairs)} most-confused of {len(classes):,} classes; "
-            + (f"accuracy {accuracy:.2f}% on " if not math.isnan(accuracy) else "")
-            + f"{int(total):,} images",
+            f"the {len(pairs)} most-confused of {len(classes):,} classes; {_images_text(counts)}",
             fontsize=9,
         )
         if not pairs:
             ax.text(0.5, 0.5, "no mistakes", transform=ax.transAxes, ha="center")
-        _save_png(fig, path)

@@ -1,26 +1,12 @@
-"""The tables of the comparisons and what renders from them: JSON, Markdown, the figures.
+"""The run table of the ``compare`` stage and what renders from it: summary.json, report.md.
 
-Each report has ONE tidy table, built once with pandas, and every output of the report
-comes from it:
-
-* :func:`run_table` (the ``compare`` stage): one row per run, in the evaluate stage's key
-  names and units (accuracies as fractions 0..1) plus the titles to show. ``reports/
-  summary.json`` (:func:`summary_json`), ``reports/report.md`` (:func:`report_markdown`) and
-  the stage's figures (their titles and legends) render from it; :func:`comparison` is its
-  baseline-vs-challenger view per dataset, shared by the JSON and the Markdown so that the
-  two cannot disagree.
-* The cross-experiment tables (``cnnlab-compare``) live in :mod:`cnnlab_compare.reporting`,
-  which formats them with the helpers here, so both kinds of report read alike.
-
-Everything here is a pure function of its inputs, so the same runs always give the same
-table, JSON and text (no clock, no paths, no DVC). summary.json is for ``dvc metrics``/
-``dvc exp show``: it keeps the evaluate stage's keys and units and only adds derived values
-(``gain_points`` in percentage points, ratios). Markdown is for reading: 2-decimal
-percentages, thousands separators, tables written by pandas (``DataFrame.to_markdown``).
-
-A diverged run's accuracies are meaningless (NaN loss, or stuck at chance), so they are
-blanked everywhere (NaN in tables, ``null`` in JSON, "diverged (epoch N)" in Markdown)
-rather than compared as if they were results.
+One tidy table (:func:`run_table`, one row per run, evaluate's keys and units) is built once;
+summary.json (for ``dvc metrics``: evaluate's keys and units plus derived values) and the
+Markdown report (for reading) both render from it, and :func:`comparison` is the one
+baseline-vs-challenger view both use, so they cannot disagree. Everything here is a pure
+function of its inputs (no clock, no paths), so the outputs reproduce byte for byte. A diverged
+run's accuracies are blanked (NaN, ``null``, "diverged (epoch N)"), never compared.
+cnnlab_compare.reporting formats the cross-experiment tables with the helpers here.
 """
 
 from __future__ import annotations
@@ -36,67 +22,40 @@ from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
 from cnnlab.record import DID_NOT_LEARN_ADVICE, status_of
 
-__all__ = [
-    "DID_NOT_LEARN",
-    "comparison",
-    "dataset_title",
-    "model_title",
-    "param_text",
-    "recipe",
-    "report_markdown",
-    "run_table",
-    "schedule_text",
-    "summary_json",
-]
-
+__all__ = ["DID_NOT_LEARN", "comparison", "dataset_title", "model_title", "param_text"]
+__all__ += ["recipe", "report_markdown", "run_table", "schedule_text", "summary_json"]
 
 _ROUND = 4
-
-#: What a model learned: blanked (NaN) for a diverged run.
-_QUALITY = ("test_acc", "test_top5", "test_loss", "best_val_acc", "final_val_acc")
-_COUNTS = ("best_epoch", "epochs", "epochs_completed", "params", "macs")
-
-#: The run table's columns, with their dtypes (nullable integers: a missing count stays <NA>
-#: instead of turning the column into floats). summary.json holds all but the titles per run,
-#: in this order.
+_F, _I = "float64", "Int64"  # nullable integers: a missing count stays <NA>, not a float
+#: The run table's columns and dtypes; summary.json holds all but the titles, in this order.
 _RUN_DTYPES: dict[str, str] = {
     "model": "str",
     "dataset": "str",
     "status": "str",
     "diverged": "bool",
-    "diverged_epoch": "Int64",
-    **dict.fromkeys(_QUALITY, "float64"),
-    **dict.fromkeys(_COUNTS, "Int64"),
-    "num_classes": "Int64",
+    "diverged_epoch": _I,
+    "test_acc": _F,
+    "test_top5": _F,
+    "test_loss": _F,
+    "best_val_acc": _F,
+    "best_epoch": _I,
+    "final_val_acc": _F,
+    "epochs": _I,
+    "epochs_completed": _I,
+    "params": _I,
+    "macs": _I,
+    "num_classes": _I,
     "model_title": "str",
     "dataset_title": "str",
 }
-_JSON_KEYS = (
-    "model",
-    "dataset",
-    "status",
-    "diverged",
-    "diverged_epoch",
-    "test_acc",
-    "test_top5",
-    "test_loss",
-    "best_val_acc",
-    "best_epoch",
-    "final_val_acc",
-    "epochs",
-    "epochs_completed",
-    "params",
-    "macs",
-    "num_classes",
-)
+_JSON_KEYS = list(_RUN_DTYPES)[:-2]
+#: What a model learned (blanked for a diverged run), and the counts.
+_QUALITY = [key for key, dtype in _RUN_DTYPES.items() if dtype == _F]
+_COUNTS = ["best_epoch", "epochs", "epochs_completed", "params", "macs"]
 
 DID_NOT_LEARN = "did not learn"
 #: Top-5 accuracy is 100% by definition with 5 classes or fewer: shown only above that.
 TOP5_MIN_CLASSES = 6
-
-
-# --------------------------------------------------------------------------------------------
-# small helpers
 
 
 def _float(value: Any) -> float:
@@ -131,20 +90,14 @@ def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 
 
 def _json_value(value: Any) -> Any:
-    """Make one value JSON-safe: numpy scalars become Python ones and NaN/inf become null,
-    because ``json.dumps`` would otherwise write ``NaN``, which is not JSON and which
-    ``dvc metrics`` cannot read back. Not ``DataFrame.to_json``: it rounds floats to 10
-    digits (``double_precision`` at most 15), where summary.json keeps evaluate's values."""
+    """JSON-safe: numpy scalars become Python ones, NaN/inf null (``dvc metrics`` cannot read
+    ``NaN``). Not ``DataFrame.to_json``: it rounds floats to at most 15 digits."""
     if value is None or isinstance(value, (str, bool)):
         return value
     if value is pd.NA or value is pd.NaT:
         return None
     if hasattr(value, "item") and not isinstance(value, (list, dict)):
         value = value.item()  # numpy scalar -> Python scalar
-        if isinstance(value, bool):
-            return value
-    if isinstance(value, int):
-        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
@@ -154,13 +107,20 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Group by dataset, then model, each in order of first appearance.
+def in_order_seen(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``table`` sorted by ``columns``, each in order of first appearance rather than
+    alphabetically: params order, so the baseline comes before the challenger and a report
+    reads the way the experiment was configured."""
+    if table.empty:
+        return table
+    firsts = {c: {v: i for i, v in enumerate(dict.fromkeys(table[c]))} for c in columns}
+    by_first = table.sort_values(
+        columns, key=lambda col: col.map(firsts[str(col.name)]), kind="stable"
+    )
+    return by_first.reset_index(drop=True)
 
-    The caller passes runs in params order (``datasets:``, ``models:``); keeping that order
-    rather than sorting alphabetically puts the baseline before the challenger and makes the
-    report read the way the experiment was configured.
-    """
+
+def _check_unique(runs: Sequence[Mapping[str, Any]]) -> None:
     seen_keys: set[str] = set()
     for run in runs:
         missing = [k for k in ("model", "dataset") if not run.get(k)]
@@ -170,15 +130,6 @@ def _ordered(runs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         if key in seen_keys:
             raise ValueError(f"run {key!r} appears twice; each model/dataset pair must be unique")
         seen_keys.add(key)
-    datasets = list(dict.fromkeys(str(r["dataset"]) for r in runs))
-    models = list(dict.fromkeys(str(r["model"]) for r in runs))
-    return sorted(
-        runs, key=lambda r: (datasets.index(str(r["dataset"])), models.index(str(r["model"])))
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# the compare stage: one row per run
 
 
 def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,33 +159,25 @@ def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The compare stage's table: one row per run (the evaluate stage's metrics dicts), by
-    dataset then model in the order given, in the evaluate stage's units, with the titles
-    the report and the figures show and ``status`` ("ok", "diverged at epoch N").
-
-    A diverged run's accuracies and loss are NaN. Params and MACs stay filled: they describe
-    the model, not what was learned, and are still worth comparing. Measured times differ
-    from run to run and are left out (they are in ``timings.json``), so that everything made
-    from this table reproduces byte for byte.
-    """
-    records = [_run_record(run) for run in _ordered(runs)]
-    return pd.DataFrame(
+    """One row per run (evaluate's metrics dicts), by dataset then model in the order given,
+    with the titles to show and ``status``. A diverged run's accuracies and loss are NaN;
+    params and MACs stay (they describe the model). Measured times are left out (they are in
+    timings.json), so that everything made from this table reproduces byte for byte."""
+    _check_unique(runs)
+    records = [_run_record(run) for run in runs]
+    table = pd.DataFrame(
         {
             column: pd.Series([r[column] for r in records], dtype=dtype)
             for column, dtype in _RUN_DTYPES.items()
         }
     )
+    return in_order_seen(table, ["dataset", "model"])
 
 
 def comparison(table: pd.DataFrame, baseline: str, challenger: str) -> pd.DataFrame:
-    """Baseline vs challenger per dataset of ``table`` (:func:`run_table`) that has runs of
-    both, with the gain in percentage points.
-
-    Columns are named after the models (``lenet_test_acc``) rather than "baseline"/
-    "challenger" so that a ``dvc metrics`` key is readable on its own. Ratios are
-    challenger / baseline ("AlexNet has 940x the parameters"). The gain is NaN when either
-    run diverged: a difference against a meaningless accuracy would be meaningless too.
-    """
+    """Baseline vs challenger per dataset that has runs of both: the gain in points (NaN if
+    either diverged) and challenger/baseline ratios. Columns are named after the models
+    (``lenet_test_acc``) so that a ``dvc metrics`` key reads on its own."""
     if baseline == challenger:
         raise ValueError(f"baseline and challenger are both {baseline!r}")
     b, c = baseline, challenger
@@ -267,15 +210,9 @@ def summary_json(
     challenger: str | None,
     recipes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The content of ``reports/summary.json``: the run table's metrics per run and the
-    comparison (none without a challenger).
-
-    ``recipes`` (run name -> :func:`recipe`) are written with each run, and a run that did
-    not learn gets ``advice``. Keys come in a fixed order (runs by dataset then model, fields
-    in a fixed list) so that the file is byte-stable and ``git diff`` shows real changes
-    only. Per-class accuracies are left to the per-run files: they would swamp
-    ``dvc exp show``.
-    """
+    """``reports/summary.json``: each run's metrics (and :func:`recipe`, and ``advice`` if it
+    did not learn) and the comparison, in a fixed key order so that the file is byte-stable.
+    Per-class accuracies stay in the per-run files: they would swamp ``dvc exp show``."""
     runs = {}
     for row in table.to_dict("records"):
         name = f"{row['model']}-{row['dataset']}"
@@ -293,29 +230,30 @@ def summary_json(
 
 
 # --------------------------------------------------------------------------------------------
-# Markdown
+# Markdown: 2-decimal percentages, thousands separators, pipe tables written by pandas
 
 _DASH = "–"
 
 
-def _fmt_pct(value: Any) -> str:
-    number = _float(value)
-    return _DASH if math.isnan(number) else f"{number * 100:.2f}"
-
-
-def _fmt_int(value: Any) -> str:
-    number = _int(value)
-    return _DASH if number is None else f"{number:,}"
-
-
-def _fmt_float(value: Any, digits: int) -> str:
+def _fmt_float(value: Any, digits: int = 2) -> str:
     number = _float(value)
     return _DASH if math.isnan(number) else f"{number:,.{digits}f}"
+
+
+def _fmt_pct(value: Any) -> str:
+    """A fraction in percent (a run's accuracies are fractions)."""
+    number = _float(value)
+    return _DASH if math.isnan(number) else f"{number * 100:.2f}"
 
 
 def _fmt_acc(value: Any) -> str:
     """An accuracy already in percent."""
     return _fmt_float(value, 2)
+
+
+def _fmt_int(value: Any) -> str:
+    number = _int(value)
+    return _DASH if number is None else f"{number:,}"
 
 
 def _fmt_ratio(value: Any) -> str:
@@ -325,44 +263,36 @@ def _fmt_ratio(value: Any) -> str:
     return f"{number:,.1f}×" if number >= 10 else f"{number:.2f}×"
 
 
-#: Characters Markdown would act on rather than show: a backslash escapes, text between two
-#: ``$`` is maths on GitHub, backticks make code, ``*``/``~`` emphasis and strike-through,
-#: ``[...]`` links, and ``<``/``>``/``&`` HTML tags and entities (an experiment named
-#: ``<script>alert(1)<`` must be shown, not run). ``_`` is left: GitHub ignores it inside
-#: words, where names have it.
+#: What Markdown would act on rather than show: escapes, ``$`` maths, code, emphasis, links,
+#: HTML (a name like ``<script>`` is shown, not run); a newline would end a heading. ``_``
+#: is left: GitHub ignores it inside words, where names have it.
 _MARKDOWN_ESCAPES = str.maketrans({c: "\\" + c for c in "\\$`*~[]<>&"} | {"\n": " "})
 
 
 def _text(text: str) -> str:
-    """Escape what Markdown would not show as typed (:data:`_MARKDOWN_ESCAPES`); a newline,
-    which would end a heading, becomes a space."""
     return text.translate(_MARKDOWN_ESCAPES)
 
 
 def _cell(text: str) -> str:
-    """:func:`_text`, and a '|', which would end the cell (a newline, which would end the
-    row, is a space already)."""
     return _text(text).replace("|", "\\|")
 
 
 def _markdown(frame: pd.DataFrame, align: str) -> str:
-    """A GitHub pipe table of ``frame`` (text cells), written by pandas; ``align`` holds one
-    letter per column, ``r`` for right-aligned (numbers, so that digits line up) and ``l``
-    for text."""
+    """A GitHub pipe table of ``frame`` (text cells); ``align``: one letter per column, ``r``
+    (numbers, digits line up) or ``l``."""
     escaped = frame.map(_cell).rename(columns=_cell)
     aligns = ["right" if kind == "r" else "left" for kind in align]
     # Cells are text already: tabulate must not reparse "98.50" as a number and drop the 0.
     return escaped.to_markdown(index=False, disable_numparse=True, colalign=aligns)
 
 
-#: What a spreadsheet reads as the start of a formula (OWASP's list): a cell of text that
-#: begins with one gets a leading ``'``, which spreadsheets show as text.
+#: What a spreadsheet reads as the start of a formula (OWASP's list).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` for a CSV file that may be opened in a spreadsheet: an experiment named
-    ``=HYPERLINK(...)`` must stay text. Numbers (-0.5 included) are left as they are."""
+    """``frame`` for a CSV that may be opened in a spreadsheet: a text cell that starts a
+    formula (``=HYPERLINK(...)``) gets a leading ``'``; numbers (-0.5) are left alone."""
 
     def safe(value: Any) -> Any:
         if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
@@ -428,27 +358,19 @@ def _summary_markdown(table: pd.DataFrame) -> str:
     return _markdown(shown, "llrrrrrrl")
 
 
+_RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "schedule", "epochs", "batch_size")
+_RECIPE_KEYS += ("train_images", "val_images", "test_images", "max_train", "max_test")
+
+
 def recipe(r: Mapping[str, Any]) -> dict[str, Any]:
-    """What a run was trained with, for the report and summary.json, from its record's
-    ``recipe`` (train's checkpoint header plus prepare's split sizes and subsampling)."""
-    return {
-        "optimizer": r.get("optimizer"),
-        "lr": r.get("lr"),  # None: PyTorch's default
-        "weight_decay": r.get("weight_decay"),
-        "schedule": schedule_text(r.get("scheduler") or {}),
-        "epochs": r.get("epochs"),
-        "batch_size": r.get("batch_size"),
-        "train_images": r.get("train_images"),
-        "val_images": r.get("val_images"),
-        "test_images": r.get("test_images"),
-        "max_train": r.get("max_train"),
-        "max_test": r.get("max_test"),
-    }
+    """What a run was trained with (its record's ``recipe``), for the report and summary.json;
+    ``lr`` None is PyTorch's default."""
+    schedule = schedule_text(r.get("scheduler") or {})
+    return {key: schedule if key == "schedule" else r.get(key) for key in _RECIPE_KEYS}
 
 
 def schedule_text(s: Mapping[str, Any]) -> str:
-    """The learning-rate schedule of params.yaml's ``scheduler`` section in a few words: its
-    name and the keys that schedule reads."""
+    """params.yaml's ``scheduler`` section in a few words: its name and the keys it reads."""
     name = str(s.get("name"))
     text = {
         "step": f"step (x{s.get('gamma')} every {s.get('step_size')} epochs)",
@@ -479,15 +401,14 @@ def _recipe_markdown(table: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any
         sizes = " / ".join(
             _fmt_int(r.get(k)) for k in ("train_images", "val_images", "test_images")
         )
+        decay = r.get("weight_decay")
         rows.append(
             {
                 "Dataset": row["dataset_title"],
                 "Model": row["model_title"],
                 "Optimizer": str(r["optimizer"]),
                 "lr": "PyTorch's default" if r.get("lr") is None else f"{r['lr']:g}",
-                "Weight decay": _DASH
-                if r.get("weight_decay") is None
-                else f"{r['weight_decay']:g}",
+                "Weight decay": _DASH if decay is None else f"{decay:g}",
                 "Schedule": str(r["schedule"]),
                 "Epochs": _fmt_int(r["epochs"]),
                 "Batch": _fmt_int(r["batch_size"]),
@@ -499,15 +420,12 @@ def _recipe_markdown(table: pd.DataFrame, recipes: Mapping[str, Mapping[str, Any
 
 
 def _not_learned_markdown(table: pd.DataFrame) -> list[str]:
-    lines = []
-    for row in table[table["status"] == DID_NOT_LEARN].to_dict("records"):
-        chance = 100 / row["num_classes"]
-        lines.append(
-            f"- **{_text(row['model_title'])} on {_text(row['dataset_title'])}** did not learn: "
-            f"test accuracy {_fmt_pct(row['test_acc'])}%, chance {chance:.2f}% "
-            f"({row['num_classes']} classes); {DID_NOT_LEARN_ADVICE}."
-        )
-    return lines
+    return [
+        f"- **{_text(row['model_title'])} on {_text(row['dataset_title'])}** did not learn: "
+        f"test accuracy {_fmt_pct(row['test_acc'])}%, chance {100 / row['num_classes']:.2f}% "
+        f"({row['num_classes']} classes); {DID_NOT_LEARN_ADVICE}."
+        for row in table[table["status"] == DID_NOT_LEARN].to_dict("records")
+    ]
 
 
 def _comparison_markdown(table: pd.DataFrame, baseline: str, challenger: str) -> list[str]:
@@ -558,15 +476,11 @@ def report_markdown(
     challenger: str | None,
     recipes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
-    """``reports/report.md`` from the run table: summary, comparison, figures.
+    """``reports/report.md``: recipe, summary, comparison (with a ``challenger``), figures.
 
-    ``baseline`` and ``challenger`` are the first two of ``models`` (no comparison without a
-    second); ``recipes`` (run name -> :func:`recipe`) give the Recipe section, and a
-    subsampled recipe is named in the title. ``figures`` maps a dataset to the path of its
-    learning-curve PNG *relative to where the report is written*, so the images render on
-    GitHub and in ``dvc plots`` alike; keys that are not datasets of the runs are still
-    shown, under their own name, so that extra figures (a confusion matrix, say) need no
-    change here.
+    ``figures`` maps a dataset (or any caption: a confusion matrix) to an image path relative
+    to the report, so the images render on GitHub and in ``dvc plots`` alike; a subsampled
+    recipe is named in the title.
     """
     b_title = model_title(baseline)
     title = b_title if challenger is None else f"{b_title} vs {model_title(challenger)}"

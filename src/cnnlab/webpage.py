@@ -1,19 +1,10 @@
 """Vega, Vega-Lite and vega-embed inline in an HTML page, so its charts draw with no network.
 
-DVC's ``dvc plots show`` / ``dvc plots diff`` page loads the three libraries from a CDN
-(dvc-render's ``VegaRenderer.SCRIPTS``) and stays blank offline. The same libraries come in
-the pinned vl-convert-python wheel: ``vl_convert.javascript_bundle()`` returns them as one
-script with no imports, which this module inlines into
-
-- the HTML template DVC fills (``plots.html_template`` in .dvc/config points at
-  :data:`DVC_TEMPLATE`); it has no ``{scripts}`` placeholder, so DVC's CDN tags are left out;
-- the experiments page of cnnlab-compare (cnnlab_compare.experiment_page).
-
-The template is committed, so a fresh clone's ``dvc plots show`` works before any set-up
-step; ``tests/test_webpage.py`` checks that it equals what this module writes with the
-pinned wheel. After changing the pin, write it again::
-
-    python -m cnnlab.webpage
+DVC's plots page loads them from a CDN and stays blank offline. The pinned vl-convert-python
+wheel bundles them (``vl_convert.javascript_bundle()``), inlined here into the HTML template
+DVC fills (.dvc/config's ``plots.html_template``: :data:`DVC_TEMPLATE`, committed so a fresh
+clone works; tests/test_webpage.py checks it) and into cnnlab-compare's experiments page.
+After changing the pin, write the template again: ``python -m cnnlab.webpage``.
 """
 
 from __future__ import annotations
@@ -28,19 +19,15 @@ __all__ = ["DVC_TEMPLATE", "VEGA_LITE_VERSION", "dvc_template", "vega_script"]
 #: The template's path from the repository root; .dvc/config names it relative to .dvc/.
 DVC_TEMPLATE = Path(".dvc/offline-plots.html")
 
-#: The Vega-Lite of the bundle: DVC's plot templates are written for Vega-Lite 5 (their
-#: ``$schema``), and so are the experiments page's specs.
+#: DVC's plot templates and the experiments page's specs are written for Vega-Lite 5.
 VEGA_LITE_VERSION = "v5.21"
 
 
 @cache
 def vega_script() -> str:
-    """A ``<script>`` element defining ``vega``, ``vegaLite`` and ``vegaEmbed`` globally.
-
-    The bundle is an ES module's code (top-level ``const`` names, strict mode): a function
-    scope keeps its names out of the page's global scope, where DVC's inline ``var spec``
-    scripts live, and ``"use strict"`` keeps the module's semantics.
-    """
+    """A ``<script>`` defining ``vega``, ``vegaLite`` and ``vegaEmbed`` globally. The bundle is
+    an ES module's code: a strict function scope keeps its ``const`` names out of the page's
+    global scope, where DVC's inline ``var spec`` scripts live."""
     import vl_convert
 
     bundle = vl_convert.javascript_bundle(vl_version=VEGA_LITE_VERSION)

@@ -1,10 +1,7 @@
 """DVC's plots rendered to static SVG on this machine, for reports and papers.
 
-``dvc plots show`` / ``dvc plots diff`` write an interactive page (offline too: .dvc/config
-names a template with Vega inline, see cnnlab.webpage). Their ``--json`` output holds the
-same filled-in Vega-Lite specs; vl-convert (a PyPI wheel that bundles the Vega libraries in a
-Rust/Deno binary, no browser, no network) turns each into a static SVG, and one HTML page
-holds them inline. What is lost is interactivity (hover, zoom, the smoothing slider).
+``dvc plots show/diff --json`` gives the filled-in Vega-Lite specs; vl-convert (Vega in a
+wheel: no browser, no network) turns each into an SVG, and one HTML page holds them all.
 What DVC could not load is listed, one readable line each (:func:`not_rendered`).
 """
 
@@ -26,8 +23,8 @@ def svg_file_name(plot_id: str) -> str:
 
 
 def _whole_epochs(spec: Any) -> Any:
-    """DVCLive's x is the epoch, counted in whole steps: integer ticks titled "epoch" (the
-    default axis of a few epochs ticks at 1.0, 1.2, ...). Walks layers and facets."""
+    """DVCLive's x (``step``) is the epoch: integer ticks titled "epoch", in every layer and
+    facet (the default axis of a few epochs ticks at 1.0, 1.2, ...)."""
     if isinstance(spec, dict):
         x = (spec.get("encoding") or {}).get("x")
         if isinstance(x, dict) and x.get("field") == "step":
@@ -68,11 +65,9 @@ def _error_note(error: Mapping[str, Any]) -> str:
 
 
 def not_rendered(shown: Mapping[str, Any], revisions: Sequence[str]) -> list[str]:
-    """What is missing from ``dvc plots show/diff --json``'s output, one line each: DVC's
-    errors, and each asked-for revision (``revisions``; ``workspace`` for ``show``) that no
-    plot and no error mentions. DVC reports such a revision only on stderr, as "failed to
-    load some plots": a directory of plots (DVCLive's curves) whose listing is not in the
-    cache leaves no trace in the JSON."""
+    """What ``dvc plots show/diff --json`` could not load, one line each: DVC's errors, and
+    each of ``revisions`` that no plot and no error mentions (a plots directory not in the
+    cache leaves no trace in the JSON; DVC says so only on stderr)."""
     errors = list(shown.get("errors") or [])
     notes = list(dict.fromkeys(_error_note(e) for e in errors))
     seen = {str(e.get("rev") or "workspace") for e in errors}
@@ -91,13 +86,8 @@ def not_rendered(shown: Mapping[str, Any], revisions: Sequence[str]) -> list[str
 def render_specs(
     shown: Mapping[str, Any], revisions: Sequence[str] = ()
 ) -> tuple[dict[str, str], str]:
-    """SVGs and an HTML page from the output of ``dvc plots show/diff --json``.
-
-    Returns ``({file name: svg text}, html page)``; the page embeds every SVG, so it is one
-    self-contained file. What DVC could not load (a revision without the file, or not in the
-    cache; ``revisions`` are the ones asked for) is listed under "Not rendered", one
-    sentence each (:func:`not_rendered`), rather than dropped silently.
-    """
+    """``({file name: svg text}, html page)`` from ``dvc plots show/diff --json``'s output;
+    the page embeds every SVG and lists under "Not rendered" what DVC could not load."""
     import vl_convert
 
     svgs: dict[str, str] = {}

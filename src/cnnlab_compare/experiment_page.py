@@ -1,23 +1,12 @@
 """The experiments page: one self-contained HTML file to explore a cross-experiment comparison.
 
-cnnlab-compare writes it as ``index.html`` next to its Markdown and CSV:
-
-- a table with one row per experiment (the params that differ, each run's test accuracy,
-  the mean of its configuration over seeds with the 95% interval, status, training time),
-  sorted by a click on a column's header and filtered by the words typed above it;
-- the learning curves of each run (dataset and model), 2x2 like the PNGs: hovering a point
-  shows the experiment, epoch and value; a click on a legend entry or a table row
-  highlights that line; configurations run with several seeds are a mean line and the band
-  their seeds span;
-- the test accuracy against each param that differs (small multiples), and the means over
-  seeds with their intervals;
-- the seed, difference and tuned tables of the Markdown page, sortable too.
-
-The charts are Vega-Lite specs built here and drawn by vega-embed, from the bundle of the
-pinned vl-convert wheel that the DVC template also inlines (cnnlab.webpage). The page's
-Content-Security-Policy allows no request at all, so it looks the same offline. The only
-hand-written JavaScript sorts and filters the tables and passes a clicked row to the charts:
-a table library would be more code than that.
+cnnlab-compare writes it as ``index.html``: a sortable, filterable table (one row per
+experiment), each run's 2x2 learning curves (hover a point; click a legend entry or a table
+row to highlight a line; seeds as a mean line and their band), test accuracy against each
+param that differs, means over seeds, and the statistics tables. The charts are Vega-Lite
+specs drawn by vega-embed from the pinned vl-convert bundle (cnnlab.webpage); the page's
+Content-Security-Policy allows no request. The only hand-written JavaScript sorts and filters
+the tables and passes a clicked row to the charts: a table library would be more code.
 """
 
 from __future__ import annotations
@@ -31,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import dataset_title, model_title
+from cnnlab.reporting import _DASH, _fmt_acc, dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
-from cnnlab_compare.reporting import NOT_MEASURED
+from cnnlab_compare.reporting import NOT_MEASURED, accuracy_text
 from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
 
 __all__ = ["experiment_page", "page_data"]
@@ -51,11 +40,11 @@ METRICS = {  # history column -> facet title, in the PNGs' 2x2 order
     "val_acc": "validation accuracy",
 }
 _DIM = 0.12  # the opacity of the lines that are not highlighted
-_DASH = "–"
 
 
 def _number(value: Any) -> float | None:
-    """A finite float, or None (NaN, missing, text): what JSON and the charts can hold."""
+    """A finite float, or None (NaN, missing, text): what JSON and the charts can hold; a
+    bool is a number here (a statistics table's True counts as 1)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -85,9 +74,9 @@ def _curve_points(
     dataset: str,
     model: str,
 ) -> list[dict[str, Any]]:
-    """One run's curves as Vega-Lite rows: line, experiments, epoch, metric, value, and
-    low/high where the line is a mean over several seeds. A line averages the experiments
-    that finished (``ok``); one whose experiments all diverged shows their mean."""
+    """One run's curves as Vega-Lite rows (line, experiments, epoch, metric, value; low/high
+    for a mean over seeds). A line averages its experiments that finished; one whose
+    experiments all diverged shows their mean."""
     rows = table[(table["dataset"] == dataset) & (table["model"] == model)]
     members: dict[str, list[tuple[str, bool]]] = {}
     for row in rows.to_dict("records"):
@@ -98,24 +87,28 @@ def _curve_points(
     for line, found in members.items():
         used = [name for name, ok in found if ok] or [name for name, _ in found]
         mean, low, high = mean_history([histories[(n, dataset, model)] for n in used])
-        band = len(used) > 1
         for i, epoch in enumerate(mean["epoch"] if len(mean) else []):
             for column, title in METRICS.items():
                 value = _number(mean[column].iloc[i])
                 if value is None:
                     continue
-                point = {
-                    "line": line,
-                    "experiments": " ".join(used),
-                    "epoch": int(epoch),
-                    "metric": title,
-                    "value": value,
-                }
-                if band:
+                point = {"line": line, "experiments": " ".join(used), "epoch": int(epoch)}
+                point |= {"metric": title, "value": value}
+                if len(used) > 1:
                     point["low"] = _number(low[column].iloc[i])
                     point["high"] = _number(high[column].iloc[i])
                 points.append(point)
     return points
+
+
+# --------------------------------------------------------------------------------------------
+# the Vega-Lite specs
+
+
+def _field(name: str, kind: str | None = None, **more: Any) -> dict[str, Any]:
+    """An encoding channel: ``kind`` is q(uantitative), n(ominal) or o(rdinal)."""
+    types = {"q": "quantitative", "n": "nominal", "o": "ordinal"}
+    return {"field": name, **({"type": types[kind]} if kind else {}), **more}
 
 
 def _highlight_opacity(selection: str | None = None) -> dict[str, Any]:
@@ -127,96 +120,69 @@ def _highlight_opacity(selection: str | None = None) -> dict[str, Any]:
     return {"condition": {"test": test, "value": 1}, "value": _DIM}
 
 
-def _present(lines: Sequence[str], points: Sequence[Mapping[str, Any]]) -> list[str]:
+def _line_scale(
+    lines: Sequence[str], points: Sequence[Mapping[str, Any]], dash: bool = False
+) -> dict[str, Any]:
+    """Each line's colour (Okabe-Ito in the order of ``lines``, as in the PNGs, the same in
+    every chart), or with ``dash`` solid for the palette's first round and dashed after;
+    only the lines with ``points`` are in the chart's legend."""
     shown = {p["line"] for p in points}
-    return [line for line in lines if line in shown]
+    present = [line for line in lines if line in shown]
+    if dash:
+        style = [[1, 0] if lines.index(line) < len(OKABE_ITO) else [4, 2] for line in present]
+    else:
+        style = [OKABE_ITO[lines.index(line) % len(OKABE_ITO)] for line in present]
+    return {"domain": present, "range": style}
 
 
-def _colour(lines: Sequence[str], present: Sequence[str]) -> dict[str, Any]:
-    """A line's colour, the same in every chart and as in the PNGs (Okabe-Ito, in the order
-    of ``lines``); only the ``present`` lines are in the chart's legend."""
-    return {
-        "domain": list(present),
-        "range": [OKABE_ITO[lines.index(line) % len(OKABE_ITO)] for line in present],
-    }
-
-
-def _dash(lines: Sequence[str], present: Sequence[str]) -> dict[str, Any]:
-    """Solid for the palette's first round of colours, dashed after, as in the PNGs."""
-    return {
-        "domain": list(present),
-        "range": [[1, 0] if lines.index(line) < len(OKABE_ITO) else [4, 2] for line in present],
-    }
-
-
-def curves_spec(points: list[dict[str, Any]], title: str, lines: Sequence[str]) -> dict:
-    """A run's 2x2 learning curves (one facet per metric, own y scales)."""
-    present = _present(lines, points)
-    colour = {
-        "field": "line",
-        "type": "nominal",
-        "title": "experiment",
-        "scale": _colour(lines, present),
-        "legend": {"labelLimit": 400, "symbolOpacity": 1, "symbolStrokeWidth": 0},
-    }
-    x = {"field": "epoch", "type": "quantitative", "axis": {"tickMinStep": 1, "format": "d"}}
-    tooltip = [
-        {"field": "line", "title": "experiment"},
-        {"field": "experiments", "title": "runs"},
-        {"field": "epoch", "type": "quantitative"},
-        {"field": "metric"},
-        {"field": "value", "type": "quantitative", "format": ".4f"},
-    ]
-    band = {
-        "transform": [{"filter": "isValid(datum.low) && isValid(datum.high)"}],
-        "mark": {"type": "area", "opacity": 0.2},
-        "encoding": {
-            "x": x,
-            "y": {"field": "low", "type": "quantitative"},
-            "y2": {"field": "high"},
-            "color": colour,
-            "opacity": _highlight_opacity("pick"),
-        },
-    }
-    line = {
-        "params": [
-            {"name": "pick", "select": {"type": "point", "fields": ["line"]}, "bind": "legend"}
-        ],
-        "mark": {"type": "line", "point": {"size": 30}},
-        "encoding": {
-            "x": x,
-            "y": {
-                "field": "value",
-                "type": "quantitative",
-                "scale": {"zero": False},
-                "title": None,
-            },
-            "color": colour,
-            "strokeDash": {
-                "field": "line",
-                "type": "nominal",
-                "scale": _dash(lines, present),
-                "legend": None,
-            },
-            "opacity": _highlight_opacity("pick"),
-            "tooltip": tooltip,
-        },
-    }
+def _faceted(
+    title: str, points: list, facet: dict, columns: int, spec: dict, **more: Any
+) -> dict[str, Any]:
+    """A chart of one panel per ``facet`` value, with the ``highlight`` a table row sets."""
     return {
         "$schema": SCHEMA,
         "title": title,
         "data": {"values": points},
         "params": [{"name": "highlight", "value": None}],
-        "facet": {
-            "field": "metric",
-            "type": "nominal",
-            "title": None,
-            "sort": list(METRICS.values()),
-        },
-        "columns": 2,
-        "resolve": {"scale": {"y": "independent"}},
-        "spec": {"width": 280, "height": 170, "layer": [band, line]},
+        "facet": {"type": "nominal", "title": None, **facet},
+        "columns": columns,
+        **more,
+        "spec": spec,
     }
+
+
+def curves_spec(points: list[dict[str, Any]], title: str, lines: Sequence[str]) -> dict:
+    """A run's 2x2 learning curves (one facet per metric, own y scales)."""
+    legend = {"labelLimit": 400, "symbolOpacity": 1, "symbolStrokeWidth": 0}
+    colour = _field("line", "n", title="experiment", scale=_line_scale(lines, points))
+    colour["legend"] = legend
+    x = _field("epoch", "q", axis={"tickMinStep": 1, "format": "d"})
+    opacity = _highlight_opacity("pick")
+    band = {
+        "transform": [{"filter": "isValid(datum.low) && isValid(datum.high)"}],
+        "mark": {"type": "area", "opacity": 0.2},
+        "encoding": {"x": x, "y": _field("low", "q"), "y2": _field("high")}
+        | {"color": colour, "opacity": opacity},
+    }
+    tooltip = [
+        _field("line", title="experiment"),
+        _field("experiments", title="runs"),
+        _field("epoch", "q"),
+        _field("metric"),
+        _field("value", "q", format=".4f"),
+    ]
+    dash = _field("line", "n", scale=_line_scale(lines, points, dash=True), legend=None)
+    line = {
+        "params": [
+            {"name": "pick", "select": {"type": "point", "fields": ["line"]}, "bind": "legend"}
+        ],
+        "mark": {"type": "line", "point": {"size": 30}},
+        "encoding": {"x": x, "y": _field("value", "q", scale={"zero": False}, title=None)}
+        | {"color": colour, "strokeDash": dash, "opacity": opacity, "tooltip": tooltip},
+    }
+    facet = {"field": "metric", "sort": list(METRICS.values())}
+    spec = {"width": 280, "height": 170, "layer": [band, line]}
+    return _faceted(title, points, facet, 2, spec, resolve={"scale": {"y": "independent"}})
 
 
 def _order(values: Sequence[str]) -> dict[str, float]:
@@ -238,71 +204,39 @@ def params_spec(
         order = _order([str(v) for v in ok[param]])
         for row in ok.to_dict("records"):
             acc = _number(row["test_acc_pct"])
-            if acc is None:
-                continue
-            points.append(
-                {
-                    "param": param,
-                    "value": str(row[param]),
-                    "order": order[str(row[param])],
-                    "experiment": str(row["experiment"]),
-                    "line": line_of[str(row["experiment"])],
-                    "run": _run_title(str(row["dataset"]), str(row["model"])),
-                    "acc": acc,
-                }
-            )
+            if acc is not None:
+                value, name = str(row[param]), str(row["experiment"])
+                run = _run_title(str(row["dataset"]), str(row["model"]))
+                points.append(
+                    {"param": param, "value": value, "order": order[value], "experiment": name}
+                    | {"line": line_of[name], "run": run, "acc": acc}
+                )
     if not points:
         return None
-    return {
-        "$schema": SCHEMA,
-        "title": "Test accuracy (%) against each param that differs",
-        "data": {"values": points},
-        "params": [{"name": "highlight", "value": None}],
-        "facet": {"field": "param", "type": "nominal", "title": None, "sort": list(params)},
-        "columns": 3,
-        "resolve": {"scale": {"x": "independent"}},
-        "spec": {
-            "width": 220,
-            "height": 160,
-            "mark": {"type": "point", "filled": True, "size": 60},
-            "encoding": {
-                "x": {
-                    "field": "value",
-                    "type": "ordinal",
-                    "title": None,
-                    "sort": {"field": "order", "op": "min"},
-                    "axis": {"labelAngle": 0},
-                },
-                "y": {
-                    "field": "acc",
-                    "type": "quantitative",
-                    "scale": {"zero": False},
-                    "title": "test accuracy (%)",
-                },
-                "color": {
-                    "field": "line",
-                    "type": "nominal",
-                    "title": "experiment",
-                    "scale": _colour(lines, _present(lines, points)),
-                    "legend": {"labelLimit": 400},
-                },
-                "shape": {"field": "run", "type": "nominal", "title": "run"},
-                "opacity": _highlight_opacity(),
-                "tooltip": [
-                    {"field": "experiment"},
-                    {"field": "param"},
-                    {"field": "value"},
-                    {"field": "run"},
-                    {
-                        "field": "acc",
-                        "type": "quantitative",
-                        "format": ".2f",
-                        "title": "test acc (%)",
-                    },
-                ],
-            },
-        },
+    x = _field("value", "o", title=None, sort={"field": "order", "op": "min"})
+    x["axis"] = {"labelAngle": 0}
+    colour = _field("line", "n", title="experiment", scale=_line_scale(lines, points))
+    colour["legend"] = {"labelLimit": 400}
+    tooltip = [_field("experiment"), _field("param"), _field("value"), _field("run")]
+    tooltip.append(_field("acc", "q", format=".2f", title="test acc (%)"))
+    encoding = {
+        "x": x,
+        "y": _field("acc", "q", scale={"zero": False}, title="test accuracy (%)"),
+        "color": colour,
+        "shape": _field("run", "n", title="run"),
+        "opacity": _highlight_opacity(),
+        "tooltip": tooltip,
     }
+    mark = {"type": "point", "filled": True, "size": 60}
+    spec = {"width": 220, "height": 160, "mark": mark, "encoding": encoding}
+    return _faceted(
+        "Test accuracy (%) against each param that differs",
+        points,
+        {"field": "param", "sort": list(params)},
+        3,
+        spec,
+        resolve={"scale": {"x": "independent"}},
+    )
 
 
 def intervals_spec(groups: pd.DataFrame, lines: Sequence[str]) -> dict | None:
@@ -325,60 +259,35 @@ def intervals_spec(groups: pd.DataFrame, lines: Sequence[str]) -> dict | None:
         )
     if not points:
         return None
-    y = {"field": "line", "type": "nominal", "title": None, "sort": list(lines)}
     tooltip = [
-        {"field": "line", "title": "configuration"},
-        {"field": "run"},
-        {"field": "mean", "format": ".2f", "type": "quantitative"},
-        {"field": "low", "format": ".2f", "type": "quantitative", "title": "95% CI low"},
-        {"field": "high", "format": ".2f", "type": "quantitative", "title": "95% CI high"},
-        {"field": "n", "type": "quantitative", "title": "seeds"},
+        _field("line", title="configuration"),
+        _field("run"),
+        _field("mean", "q", format=".2f"),
+        _field("low", "q", format=".2f", title="95% CI low"),
+        _field("high", "q", format=".2f", title="95% CI high"),
+        _field("n", "q", title="seeds"),
     ]
-    x = {
-        "field": "low",
-        "type": "quantitative",
-        "scale": {"zero": False},
-        "title": "test accuracy (%), mean and 95% interval",
+    x = _field("low", "q", scale={"zero": False})
+    x["title"] = "test accuracy (%), mean and 95% interval"
+    encoding = {
+        "y": _field("line", "n", title=None, sort=list(lines)),
+        "color": _field("line", "n", scale=_line_scale(lines, points), legend=None),
+        "opacity": _highlight_opacity(),
+        "tooltip": tooltip,
     }
-    colour = {
-        "field": "line",
-        "type": "nominal",
-        "scale": _colour(lines, _present(lines, points)),
-        "legend": None,
-    }
-    return {
-        "$schema": SCHEMA,
-        "title": "Test accuracy over seeds",
-        "data": {"values": points},
-        "params": [{"name": "highlight", "value": None}],
-        "facet": {"field": "run", "type": "nominal", "title": None},
-        "columns": 2,
-        "spec": {
-            "width": 300,
-            "encoding": {
-                "y": y,
-                "color": colour,
-                "opacity": _highlight_opacity(),
-                "tooltip": tooltip,
-            },
-            "layer": [
-                {"mark": "rule", "encoding": {"x": x, "x2": {"field": "high"}}},
-                {
-                    "mark": {"type": "point", "filled": True, "size": 60},
-                    "encoding": {"x": {"field": "mean", "type": "quantitative"}},
-                },
-            ],
+    layer = [
+        {"mark": "rule", "encoding": {"x": x, "x2": _field("high")}},
+        {
+            "mark": {"type": "point", "filled": True, "size": 60},
+            "encoding": {"x": _field("mean", "q")},
         },
-    }
+    ]
+    spec = {"width": 300, "encoding": encoding, "layer": layer}
+    return _faceted("Test accuracy over seeds", points, {"field": "run"}, 2, spec)
 
 
 # --------------------------------------------------------------------------------------------
 # tables
-
-
-def _acc_text(value: Any) -> str:
-    number = _number(value)
-    return _DASH if number is None else f"{number:.2f}"
 
 
 def _cell(text: str, sort: float | str | None = None) -> str:
@@ -386,13 +295,42 @@ def _cell(text: str, sort: float | str | None = None) -> str:
     return f"<td{attr}>{html.escape(text)}</td>"
 
 
-def _header(columns: Sequence[tuple[str, str]]) -> str:
-    """Headers whose buttons sort the table; ``kind`` is num or text."""
-    cells = "".join(
+def _table(columns: Sequence[tuple[str, str]], rows: Sequence[str], attrs: str) -> str:
+    """A table whose header buttons sort it (``kind`` of a column: num or text)."""
+    head = "".join(
         f'<th data-type="{kind}"><button type="button">{html.escape(name)}</button></th>'
         for name, kind in columns
     )
-    return f"<thead><tr>{cells}</tr></thead>"
+    table = f"<table {attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="wide">{table}</div>'
+
+
+def _run_cell(run: pd.DataFrame) -> tuple[str, float | None]:
+    """A run's :func:`accuracy_text` and its sort key."""
+    if run.empty:
+        return "not run", None
+    status, acc = str(run["status"].iloc[0]), _number(run["test_acc_pct"].iloc[0])
+    return accuracy_text(status, acc), acc if status in ("ok", DID_NOT_LEARN) else None
+
+
+def _mean_cell(group: Mapping[str, Any]) -> tuple[str, float | None]:
+    mean = _number(group.get("test_acc_mean_pct"))
+    if mean is None:
+        return _DASH, None
+    low, high = _fmt_acc(group["test_acc_ci_low_pct"]), _fmt_acc(group["test_acc_ci_high_pct"])
+    return f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean
+
+
+def _time_cell(own: pd.DataFrame) -> tuple[str, float | None]:
+    """The experiment's training time; a run DVC restored from its cache has none of its
+    own, and never gets another run's."""
+    seconds = [_number(v) for v in own[own["status"] != "failed"]["train_seconds"]]
+    if not seconds:
+        return _DASH, None
+    if None in seconds:
+        return NOT_MEASURED, None
+    total = sum(s for s in seconds if s is not None)
+    return f"{total:.1f}", total
 
 
 def experiment_rows(
@@ -403,10 +341,9 @@ def experiment_rows(
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
     line_of = _lines(table, groups)
     stats: dict[tuple[str, str, str], dict[str, Any]] = {}
-    if groups is not None:
-        for row in groups.to_dict("records"):
-            for name in row["experiments"]:
-                stats[(name, row["dataset"], row["model"])] = row
+    for row in [] if groups is None else groups.to_dict("records"):
+        for name in row["experiments"]:
+            stats[(name, row["dataset"], row["model"])] = row
     # a param sorts by value where every experiment's is a number, else as text (null, [a, b])
     numeric = {k: all(_number(v) is not None for v in table[k]) for k in varied}
     columns = [("experiment", "text"), *[(k, "num" if numeric[k] else "text") for k in varied]]
@@ -424,78 +361,48 @@ def experiment_rows(
         statuses = []
         for dataset, model in runs:
             run = own[(own["dataset"] == dataset) & (own["model"] == model)]
-            if run.empty:
-                cells.append(("not run", None))
-            else:
-                status = str(run["status"].iloc[0])
-                acc = _number(run["test_acc_pct"].iloc[0])
-                if status == "ok":
-                    cells.append((_acc_text(acc), acc))
-                elif status == DID_NOT_LEARN:  # a number, flagged: chance level is a result
-                    cells.append((f"{_acc_text(acc)} ({status})", acc))
-                else:
-                    cells.append((status, None))
-                if status != "ok":
-                    statuses.append(f"{model}-{dataset}: {status}")
+            cells.append(_run_cell(run))
+            if not run.empty and run["status"].iloc[0] != "ok":
+                statuses.append(f"{model}-{dataset}: {run['status'].iloc[0]}")
             if groups is not None:
-                group = stats.get((str(name), dataset, model)) or {}
-                mean = _number(group.get("test_acc_mean_pct"))
-                if mean is None:
-                    cells.append((_DASH, None))
-                else:
-                    low = _acc_text(group["test_acc_ci_low_pct"])
-                    high = _acc_text(group["test_acc_ci_high_pct"])
-                    cells.append((f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean))
+                cells.append(_mean_cell(stats.get((str(name), dataset, model)) or {}))
         cells.append(("ok" if not statuses else "; ".join(statuses), None))
-        # a run DVC restored from its cache has no time of its own: never another run's
-        seconds = [_number(v) for v in own[own["status"] != "failed"]["train_seconds"]]
-        total = sum(s for s in seconds if s is not None) if None not in seconds else None
-        if not seconds:
-            cells.append((_DASH, None))
-        elif total is None:
-            cells.append((NOT_MEASURED, None))
-        else:
-            cells.append((f"{total:.1f}", total))
+        cells.append(_time_cell(own))
         rows.append({"experiment": str(name), "line": line_of[str(name)], "cells": cells})
     return columns, rows
 
 
 def _experiments_table(columns: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
-    body = "".join(
+    body = [
         f'<tr data-line="{html.escape(row["line"])}" title="click: highlight its lines">'
         + "".join(_cell(text, sort) for text, sort in row["cells"])
         + "</tr>"
         for row in rows
-    )
-    return (
-        '<div class="wide"><table id="experiments" class="sortable">'
-        f"{_header(columns)}<tbody>{body}</tbody></table></div>"
-    )
+    ]
+    return _table(columns, body, 'id="experiments" class="sortable"')
 
 
 def _frame_table(frame: pd.DataFrame) -> str:
     """A statistics table (groups, differences, tuned) as it is in its CSV, sortable."""
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
     columns = [
-        (str(c), "num" if pd.api.types.is_numeric_dtype(frame[c]) else "text")
-        for c in frame.columns
+        (str(c), "num" if n else "text") for c, n in zip(frame.columns, numeric, strict=True)
     ]
     body = []
     for row in frame.itertuples(index=False):
         cells = []
-        for (_, kind), value in zip(columns, row, strict=True):
-            if kind == "num":
+        for is_number, value in zip(numeric, row, strict=True):
+            if is_number:
                 number = _number(value)
-                text = (
-                    _DASH
-                    if number is None
-                    else (f"{number:g}" if float(number).is_integer() else f"{number:.2f}")
-                )
+                if number is None:
+                    text = _DASH
+                else:
+                    text = f"{number:g}" if float(number).is_integer() else f"{number:.2f}"
                 cells.append(_cell(text, number))
             else:
                 cells.append(_cell(_DASH if pd.isna(value) else str(value)))
         body.append("<tr>" + "".join(cells) + "</tr>")
-    table = f'<table class="sortable">{_header(columns)}<tbody>{"".join(body)}</tbody></table>'
-    return f'<div class="wide">{table}</div>'
+    return _table(columns, body, 'class="sortable"')
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,25 +509,18 @@ def page_data(
     """The page's Vega-Lite specs (by chart id) and its experiments table (columns, rows)."""
     line_of = _lines(table, groups)
     lines = list(dict.fromkeys(line_of[str(n)] for n in table["experiment"]))
-    specs: dict[str, dict] = {}
+    specs: dict[str, dict | None] = {}
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
+    seeds = "" if groups is None else " (mean over seeds, band: their range)"
     for i, (dataset, model) in enumerate(runs):
         points = _curve_points(table, histories, line_of, dataset, model)
         if points:
-            title = _run_title(dataset, model) + (
-                " (mean over seeds, band: their range)" if groups is not None else ""
-            )
-            specs[f"curves-{i}"] = curves_spec(points, title, lines)
+            specs[f"curves-{i}"] = curves_spec(points, _run_title(dataset, model) + seeds, lines)
     shown = list(varied if by is None else by)
-    params = params_spec(table, shown, line_of, lines) if shown else None
-    if params is not None:
-        specs["params"] = params
-    if groups is not None:
-        intervals = intervals_spec(groups, lines)
-        if intervals is not None:
-            specs["intervals"] = intervals
+    specs["params"] = params_spec(table, shown, line_of, lines) if shown else None
+    specs["intervals"] = None if groups is None else intervals_spec(groups, lines)
     columns, rows = experiment_rows(table, varied, groups)
-    return specs, columns, rows
+    return {k: spec for k, spec in specs.items() if spec is not None}, columns, rows
 
 
 def experiment_page(
@@ -631,14 +531,10 @@ def experiment_page(
     by: Sequence[str] | None = None,
     sections: Sequence[tuple[str, pd.DataFrame]] = (),
 ) -> str:
-    """The whole page as one HTML string.
-
-    ``table`` is :func:`cnnlab.reporting.experiment_table`'s; ``histories`` maps
-    ``(experiment, dataset, model)`` to a run's history (cnnlab.history); ``groups`` is
-    :func:`cnnlab_compare.stats.group_table`'s when some configuration has several seeds (lines are
-    then configurations, ``by`` the params that tell them apart); ``sections`` are further
-    tables (title, frame), e.g. the differences and the tuned choice.
-    """
+    """The whole page as one HTML string: ``table`` is :func:`reporting.experiment_table`'s,
+    ``histories`` maps ``(experiment, dataset, model)`` to a run's history; with several
+    seeds, lines are ``groups``' configurations (stats.group_table), told apart by ``by``;
+    ``sections`` are further tables (title, frame)."""
     specs, columns, rows = page_data(table, varied, histories, groups, by)
     what = ", ".join(varied) if varied else "nothing (rows are named by experiment)"
     parts = [
@@ -665,10 +561,12 @@ def experiment_page(
             "entry to highlight a line (shift-click for several).</p>"
         )
         parts += [f'<div class="chart" id="{k}"></div>' for k in curves]
-    if "params" in specs:
-        parts += ["<h2>Params against test accuracy</h2>", '<div class="chart" id="params"></div>']
-    if "intervals" in specs:
-        parts += ["<h2>Means over seeds</h2>", '<div class="chart" id="intervals"></div>']
+    for key, title in (
+        ("params", "Params against test accuracy"),
+        ("intervals", "Means over seeds"),
+    ):
+        if key in specs:
+            parts += [f"<h2>{title}</h2>", f'<div class="chart" id="{key}"></div>']
     for title, frame in sections:
         parts += [f"<h2>{html.escape(title)}</h2>", _frame_table(frame)]
     parts += [

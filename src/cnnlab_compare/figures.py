@@ -1,8 +1,6 @@
 """The figures of a cross-experiment comparison: the learning curves growing epoch by epoch
-(GIF) and accuracy with its interval per configuration.
-
-They share the look of the pipeline's figures (cnnlab.figures: style, colours, the 2x2 curves
-figure, PNGs without a date), so a report and a comparison read alike.
+(GIF), accuracy with its interval, small multiples. They are drawn like the pipeline's
+(cnnlab.figures), so a report and a comparison read alike.
 """
 
 from __future__ import annotations
@@ -19,33 +17,25 @@ import matplotlib.style
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.figures import (
     _CURVES_SIZE,
-    _DPI,
     _GIF_DPI,
     _STYLE,
     OKABE_ITO,
     _accuracy_scale,
     _column,
     _curves_figure,
+    _figure,
     _literal,
-    _save_png,
+    diverged_text,
     plot_learning_curves,
 )
 from cnnlab.files import write_bytes
 
-__all__ = [
-    "Interval",
-    "animate_learning_curves",
-    "needs_small_multiples",
-    "overlapping",
-    "plot_intervals",
-    "plot_learning_curves",
-    "plot_small_multiples",
-]
+__all__ = ["Interval", "animate_learning_curves", "needs_small_multiples", "overlapping"]
+__all__ += ["plot_intervals", "plot_learning_curves", "plot_small_multiples"]
 
 
 def animate_learning_curves(
@@ -53,21 +43,12 @@ def animate_learning_curves(
     title: str,
     path: Path,
     diverged: Mapping[str, int | None] | None = None,
-    *,
-    frame_ms: int = 700,
-    hold_ms: int = 3000,
 ) -> None:
-    """Save the 2x2 learning curves as an animated GIF that grows one epoch per frame.
-
-    The same picture as :func:`plot_learning_curves` (without the best-accuracy labels, which
-    would give the end away), drawn once with every epoch so that the axes are fixed at their
-    final limits, then redrawn with the lines cut at each epoch: nothing jumps between frames.
-    The last frame is held for ``hold_ms``. Frames are rendered by Agg and quantised by
-    Pillow to one palette taken from the last frame (which holds every colour) without
-    dithering, and Pillow writes no timestamps: the same histories give the same GIF bytes.
-    (matplotlib's ``PillowWriter`` was not used because it can only write to a path, which
-    rules out the atomic write, and quantises each frame on its own.)
-    """
+    """Save the 2x2 learning curves (without the best labels, which give the end away) as a
+    GIF that grows one epoch per frame (0.7 s), the last held 3 s. Axes are fixed at their
+    final limits, so nothing jumps. One palette from the last frame, no dithering, no
+    timestamps: the same GIF bytes every time. Not matplotlib's ``PillowWriter``: it writes
+    only to a path (no atomic write) and quantises each frame on its own."""
     from PIL import Image
 
     with mpl.style.context(["default", _STYLE]):
@@ -97,13 +78,9 @@ def animate_learning_curves(
     )
     indexed = [f.quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
     buffer = io.BytesIO()
+    durations = [700] * (len(indexed) - 1) + [3000]  # ms
     indexed[0].save(
-        buffer,
-        format="GIF",
-        save_all=True,
-        append_images=indexed[1:],
-        duration=[frame_ms] * (len(indexed) - 1) + [hold_ms],
-        loop=0,
+        buffer, format="GIF", save_all=True, append_images=indexed[1:], duration=durations, loop=0
     )
     write_bytes(path, buffer.getvalue())
 
@@ -114,8 +91,8 @@ def animate_learning_curves(
 
 @dataclass(frozen=True)
 class Interval:
-    """One row of :func:`plot_intervals`: a mean (percent; NaN when there is no result), its
-    interval (NaN when there is none, e.g. one seed), the values behind it and a note."""
+    """One row of :func:`plot_intervals`: a mean (percent; NaN: no result), its interval (NaN:
+    none, e.g. one seed), the values behind it and a note."""
 
     label: str
     mean: float
@@ -125,15 +102,10 @@ class Interval:
     note: str = ""
 
 
-def plot_intervals(
-    rows: Sequence[Interval], title: str, path: Path, xlabel: str = "test accuracy (%)"
-) -> None:
-    """Save a dot-and-whisker chart: one row per label, top to bottom in the given order, the
-    mean as a marker, its interval as an error bar, each seed as a small hollow dot, and the
-    numbers (or the note, e.g. "no result: 2 diverged of 2") on the right.
-
-    Points and bars, not filled bars from zero: accuracies of 97-99% would all look alike.
-    """
+def plot_intervals(rows: Sequence[Interval], title: str, path: Path) -> None:
+    """Save a dot-and-whisker chart, one row per label: the mean, its interval, each seed as a
+    hollow dot, and the numbers (or the note) on the right. Not bars from zero: accuracies of
+    97-99% would all look alike."""
     if not rows:
         raise ValueError("an interval chart needs at least one row")
     finite = [
@@ -144,9 +116,8 @@ def plot_intervals(
     ]
     left, right = (min(finite), max(finite)) if finite else (0.0, 100.0)
     span = max(right - left, 0.5)
-    with mpl.style.context(["default", _STYLE, {"axes.grid.axis": "x"}]):
-        height = 1.5 + 0.42 * len(rows)
-        fig = Figure(figsize=(_CURVES_SIZE[0], height), dpi=_DPI, layout="constrained")
+    size = (_CURVES_SIZE[0], 1.5 + 0.42 * len(rows))
+    with _figure(path, title, size, **{"axes.grid.axis": "x"}) as fig:
         ax = fig.subplots()
         texts = []
         for index, row in enumerate(rows):
@@ -175,9 +146,7 @@ def plot_intervals(
             label.set_color(OKABE_ITO[index % len(OKABE_ITO)])
         ax.set_ylim(-len(rows) + 0.4, 0.6)
         ax.set_xlim(left - 0.1 * span, right + 0.1 * span)
-        ax.set_xlabel(xlabel)
-        fig.suptitle(_literal(title), fontsize=12)
-        _save_png(fig, path)
+        ax.set_xlabel("test accuracy (%)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,10 +193,9 @@ def plot_small_multiples(
     path: Path,
     diverged: Mapping[str, int | None] | None = None,
 ) -> None:
-    """Save the validation accuracy as small multiples: one panel per line (titled with its
-    label; the line in its curves-figure colour), the other lines in light grey behind it for
-    context, every panel on the same axes. Lines that lie on top of each other in the shared
-    figure are each seen here, and no legend can be cut off: the labels are panel titles."""
+    """Save the validation accuracy as small multiples: one panel per line (in its colour,
+    titled with its label: no legend to cut off), the others in light grey behind it, every
+    panel on the same axes, so lines on top of each other in the shared figure are seen."""
     if not histories:
         raise ValueError("small multiples need at least one history")
     diverged = dict(diverged or {})
@@ -236,10 +204,8 @@ def plot_small_multiples(
     ncols = min(_PANEL_COLUMNS, count)
     nrows = math.ceil(count / ncols)
     size = (max(_CURVES_SIZE[0], ncols * _PANEL_SIZE[0]), 1.0 + nrows * _PANEL_SIZE[1])
-    with mpl.style.context(["default", _STYLE]):
-        fig = Figure(figsize=size, dpi=_DPI, layout="constrained")
-        axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False))
-        flat = list(axes.ravel())
+    with _figure(path, title, size) as fig:
+        flat = list(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False).ravel())
         for index, (label, curve) in enumerate(curves.items()):
             ax = flat[index]
             for other, line in curves.items():
@@ -249,13 +215,10 @@ def plot_small_multiples(
             ax.plot(curve.index, curve.to_numpy(), color=colour, lw=2.0, zorder=3)
             text = textwrap.fill(_literal(label), 34)
             if label in diverged:
-                epoch = diverged[label]
-                text += "\n(diverged)" if epoch is None else f"\n(diverged at epoch {epoch})"
+                text += "\n" + diverged_text(diverged[label])
             ax.set_title(text, fontsize=8, loc="left")  # black: yellow text is unreadable
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         for ax in flat[count:]:
             ax.set_visible(False)
         fig.supxlabel("epoch", fontsize=10)
         fig.supylabel("validation accuracy (%)", fontsize=10)
-        fig.suptitle(_literal(title), fontsize=12)
-        _save_png(fig, path)

@@ -3,12 +3,8 @@
     cnnlab-plots                 # the workspace (`dvc plots show`)
     cnnlab-plots main sgd adam   # these revisions (`dvc plots diff`)
 
-(``python -m cnnlab_compare.plots`` is the same command.)
-
-Writes <out>/index.html (every plot inline) and one .svg per plot (default out:
-reports/dvc-plots), for reports and papers; `dvc plots show` itself writes the interactive
-page, offline too. What DVC could not load (a revision, a file, why) is printed on stderr
-and listed on the page, one line each.
+Writes <out>/index.html and one .svg per plot (default out: reports/dvc-plots); what DVC
+could not load is printed on stderr and listed on the page, one line each.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The tables of a cross-experiment comparison (``cnnlab-compare``) and their Markdown.
 
-:func:`experiment_table`: one row per experiment and run, accuracies in percent (``*_pct``
-columns, for the CSV) rounded to 4 decimals to keep float noise like ``98.71000000000001``
-out. The statistics of :mod:`cnnlab_compare.stats` are computed from it, and
-:func:`experiment_markdown`, :func:`group_markdown`, :func:`difference_markdown` and
-:func:`tuned_markdown` format them, with the same number formats as the pipeline's report
-(cnnlab.reporting).
+:func:`experiment_table`: one row per experiment and run, accuracies in percent (``*_pct``,
+for the CSV) rounded to 4 decimals to keep float noise like ``98.71000000000001`` out; the
+statistics of cnnlab_compare.stats come from it. The ``*_markdown`` functions format them with
+the number formats of the pipeline's report (cnnlab.reporting).
 """
 
 from __future__ import annotations
@@ -30,95 +28,77 @@ from cnnlab.reporting import (
     _pct,
     _run_record,
     dataset_title,
+    in_order_seen,
     model_title,
     param_text,
 )
-
-# --------------------------------------------------------------------------------------------
-# across experiments
-
-_EXPERIMENT_RUN_COLUMNS = [
-    "dataset",
-    "model",
-    "test_acc_pct",
-    "test_top5_pct",
-    "best_val_acc_pct",
-    "best_epoch",
-    "final_val_acc_pct",
-    "epochs_completed",
-    "train_seconds",
-    "status",
-    "run_id",
-]
 
 #: What the table shows for a run whose training time was not measured for that run (DVC
 #: restored it from its cache and the experiment kept another run's timings.json entry).
 NOT_MEASURED = "not measured here"
 
 
+#: The columns of :func:`_run_columns` (the table's, after the experiment's).
+_RUN_COLUMNS = ["dataset", "model", "test_acc_pct", "test_top5_pct", "best_val_acc_pct"]
+_RUN_COLUMNS += ["best_epoch", "final_val_acc_pct", "epochs_completed", "train_seconds"]
+_RUN_COLUMNS += ["status", "run_id"]
+
+
+def _run_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    run = row["run"]
+    metrics = _run_record(run)  # a failed run's has no numbers
+    return {
+        "dataset": str(run["dataset"]),
+        "model": str(run["model"]),
+        "test_acc_pct": _pct(metrics["test_acc"]),
+        "test_top5_pct": _pct(metrics["test_top5"]),
+        "best_val_acc_pct": _pct(metrics["best_val_acc"]),
+        "best_epoch": metrics["best_epoch"],
+        "final_val_acc_pct": _pct(metrics["final_val_acc"]),
+        "epochs_completed": metrics["epochs_completed"],
+        "train_seconds": _float(run.get("train_seconds")),
+        "status": "failed" if run.get("failed") else metrics["status"],
+        # what trained it (cnnlab.runs): equal ids are one run, reached twice
+        "run_id": str(row.get("run_key") or "")[:12] or None,
+    }
+
+
 def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -> pd.DataFrame:
     """One row per experiment and run: what the experiment changed, then how the run did.
 
-    ``rows`` hold ``experiment`` (its name), ``rev``, ``label``, ``params`` (the experiment's
-    flattened params), optionally ``run_key`` (what trained the run, cnnlab.runs; the
-    ``run_id`` column, which cnnlab_compare.stats counts once however many experiments reached it)
-    and ``run`` (the evaluate stage's metrics, or ``{"dataset", "model",
-    "failed": True}`` for a run of an experiment that failed: status "failed", no numbers,
-    so that it is seen and counted rather than missing). ``varied`` names the params
-    that differ between the experiments; each gets a column, so the CSV can be filtered and
-    pivoted on them. Rows come by dataset, then model, then experiment in the given order
-    (the order the experiments were run), which keeps each comparison together.
+    ``rows`` hold ``experiment``, ``rev``, ``label``, ``params`` (flattened), optionally
+    ``run_key`` (what trained the run, cnnlab.runs) and ``run`` (evaluate's metrics, or
+    ``{"dataset", "model", "failed": True}``: status "failed", counted rather than missing).
+    Each of ``varied`` (the params that differ) gets a column. Rows come by dataset, model,
+    then experiment in the given order, which keeps each comparison together.
     """
-    records = []
-    order: dict[str, int] = {}
-    for row in rows:
-        order.setdefault(str(row["experiment"]), len(order))
-        run = row["run"]
-        metrics = _run_record(run)  # a failed run's has no numbers
-        record: dict[str, Any] = {
+    records = [
+        {
             "experiment": str(row["experiment"]),
             "rev": str(row["rev"])[:7],
             "label": str(row["label"]),
+            **{key: param_text(row["params"].get(key)) for key in varied},
+            **_run_columns(row),
         }
-        record.update({key: param_text(row["params"].get(key)) for key in varied})
-        record.update(
-            {
-                "dataset": str(run["dataset"]),
-                "model": str(run["model"]),
-                "test_acc_pct": _pct(metrics["test_acc"]),
-                "test_top5_pct": _pct(metrics["test_top5"]),
-                "best_val_acc_pct": _pct(metrics["best_val_acc"]),
-                "best_epoch": metrics["best_epoch"],
-                "final_val_acc_pct": _pct(metrics["final_val_acc"]),
-                "epochs_completed": metrics["epochs_completed"],
-                "train_seconds": _float(run.get("train_seconds")),
-                "status": "failed" if run.get("failed") else metrics["status"],
-                # what trained it (cnnlab.runs): equal ids are one run, reached twice
-                "run_id": str(row.get("run_key") or "")[:12] or None,
-            }
-        )
-        records.append(record)
-    columns = ["experiment", "rev", "label", *varied, *_EXPERIMENT_RUN_COLUMNS]
-    table = pd.DataFrame(records, columns=columns)
-    if not table.empty:
-        datasets = list(dict.fromkeys(table["dataset"]))
-        models = list(dict.fromkeys(table["model"]))
-        table = table.sort_values(
-            ["dataset", "model", "experiment"],
-            key=lambda col: col.map(
-                {"dataset": datasets.index, "model": models.index, "experiment": order.get}[
-                    str(col.name)
-                ]
-            ),
-            kind="stable",
-        ).reset_index(drop=True)
+        for row in rows
+    ]
+    columns = ["experiment", "rev", "label", *varied, *_RUN_COLUMNS]
+    table = in_order_seen(
+        pd.DataFrame(records, columns=columns), ["dataset", "model", "experiment"]
+    )
     return table.astype({"best_epoch": "Int64", "epochs_completed": "Int64"})
+
+
+def accuracy_text(status: str, acc_pct: Any) -> str:
+    """A run's test accuracy; at chance level the number flagged (it is a result, not a
+    success); else its status (failed, diverged...)."""
+    if status == "ok":
+        return _fmt_acc(acc_pct)
+    return f"{_fmt_acc(acc_pct)} ({status})" if status == DID_NOT_LEARN else status
 
 
 def _same_run_lines(table: pd.DataFrame) -> list[str]:
     """A Markdown bullet per run that several experiments reached."""
-    if "run_id" not in table:
-        return []
     lines = []
     known = table[table["run_id"].notna()]
     for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
@@ -136,15 +116,10 @@ def experiment_markdown(
     figures: Sequence[str],
     sections: Sequence[str] = (),
 ) -> str:
-    """The Markdown page of a cross-experiment comparison.
-
-    First the reference's shape (one row per experiment, one column per dataset and model,
-    the test accuracy), then every number per run, then the figures (``figures`` are file
-    names relative to the page). Accuracies are those of the best checkpoint by validation
-    accuracy, as everywhere in this project, not the last epoch's: the last epoch's is the
-    "final val acc" column. ``sections`` (Markdown, e.g. :func:`group_markdown`) come right
-    after the introduction: a summary over seeds is what one reads first.
-    """
+    """The Markdown page of a cross-experiment comparison: the test accuracy per experiment
+    and run, every number per run, then the figures (file names relative to the page).
+    ``sections`` (e.g. :func:`group_markdown`) come first: a summary over seeds is what one
+    reads first."""
     parts = ["# Experiments compared", ""]
     what = ", ".join(f"`{k}`" for k in varied) if varied else "nothing (labels are names)"
     parts.append(
@@ -158,10 +133,7 @@ def experiment_markdown(
         return "\n".join([*parts, "", "_No runs._"]) + "\n"
 
     runs = list(dict.fromkeys(zip(table["dataset"], table["model"], strict=True)))
-    accuracy = table["test_acc_pct"].map(_fmt_acc).where(table["status"] == "ok", table["status"])
-    # a run at chance level keeps its number, flagged: it is a result, not a success
-    flat = table["status"] == DID_NOT_LEARN
-    accuracy = accuracy.where(~flat, table["test_acc_pct"].map(_fmt_acc) + f" ({DID_NOT_LEARN})")
+    accuracy = list(map(accuracy_text, table["status"], table["test_acc_pct"]))
     pivot = (
         table.assign(accuracy=accuracy)
         .pivot_table("accuracy", index="label", columns=["dataset", "model"], aggfunc="last")
@@ -184,19 +156,18 @@ def experiment_markdown(
             "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_acc),
             "Epochs": table["epochs_completed"].map(_fmt_int),
             "Train time (s)": table["train_seconds"].map(
-                lambda v: NOT_MEASURED if _float(v) != _float(v) else _fmt_float(v, 1)
+                lambda v: NOT_MEASURED if math.isnan(_float(v)) else _fmt_float(v, 1)
             ),
             "Status": table["status"],
         }
     )
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
-    flat = table[table["status"] == DID_NOT_LEARN]
-    if not flat.empty:
-        names = [
-            f"- `{row['experiment']}`: {model_title(row['model'])} on "
-            f"{dataset_title(row['dataset'])}, {_fmt_acc(row['test_acc_pct'])}%"
-            for row in flat.to_dict("records")
-        ]
+    names = [
+        f"- `{row['experiment']}`: {model_title(row['model'])} on "
+        f"{dataset_title(row['dataset'])}, {_fmt_acc(row['test_acc_pct'])}%"
+        for row in table[table["status"] == DID_NOT_LEARN].to_dict("records")
+    ]
+    if names:
         parts += [
             "",
             "## Runs that did not learn",
@@ -226,11 +197,16 @@ def experiment_markdown(
 
 
 # --------------------------------------------------------------------------------------------
-# across experiments: seeds, differences, the tuned choice (tables of cnnlab_compare.stats)
+# seeds, differences, the tuned choice (the tables of cnnlab_compare.stats)
 
 #: Past this many pairs per run, the differences section keeps the pairs that differ in one
 #: param (the rest are in the CSV).
 _MAX_PAIRS = 15
+
+
+def _section(title: str, intro: str, rows: list[dict[str, str]], align: str, empty: str) -> str:
+    table = _markdown(pd.DataFrame(rows), align) if rows else empty
+    return "\n".join([f"## {title}", "", intro, "", table]) + "\n"
 
 
 def _interval_text(n: Any, low: Any, high: Any, half: Any) -> str:
@@ -253,53 +229,39 @@ def _mean_text(n: Any, mean: Any, half: Any) -> str:
     return f"{_float(mean):.2f} ± {_float(half):.2f} (n={count})"
 
 
+def _run_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    return {"Dataset": dataset_title(str(row["dataset"])), "Model": model_title(str(row["model"]))}
+
+
 def group_markdown(groups: pd.DataFrame) -> str:
-    """The section on repeats: per configuration and run, the test accuracy's mean, standard
-    deviation and 95% interval over the seeds (``cnnlab_compare.stats.group_table``)."""
-    parts = [
-        "## Test accuracy over seeds (%)",
-        "",
-        "Experiments that differ only in `seed` are one configuration. Mean and standard "
-        "deviation over its seeds; 95% confidence interval of the mean, Student's t "
-        "(n=1 gives none). Diverged and failed seeds are counted under Status and left out "
-        "of every number.",
-        "",
-    ]
-    header = [
-        "Configuration",
-        "Dataset",
-        "Model",
-        "n",
-        "Mean",
-        "SD",
-        "95% CI",
-        "Best val mean",
-        "Seeds",
-        "Status",
-    ]
+    """Per configuration and run, the test accuracy's mean, SD and 95% interval over the seeds
+    (``cnnlab_compare.stats.group_table``)."""
     rows = [
-        [
-            str(row["group"]),
-            dataset_title(str(row["dataset"])),
-            model_title(str(row["model"])),
-            str(_int(row["n"]) or 0),
-            _fmt_float(row["test_acc_mean_pct"], 2),
-            _fmt_float(row["test_acc_sd_pct"], 2),
-            _interval_text(
+        {
+            "Configuration": str(row["group"]),
+            **_run_cells(row),
+            "n": str(_int(row["n"]) or 0),
+            "Mean": _fmt_float(row["test_acc_mean_pct"], 2),
+            "SD": _fmt_float(row["test_acc_sd_pct"], 2),
+            "95% CI": _interval_text(
                 row["n"],
                 row["test_acc_ci_low_pct"],
                 row["test_acc_ci_high_pct"],
                 row["test_acc_ci95_pct"],
             ),
-            _fmt_float(row["best_val_acc_mean_pct"], 2),
-            " ".join(map(str, row["seeds"])) or _DASH,
-            str(row["status"]),
-        ]
+            "Best val mean": _fmt_float(row["best_val_acc_mean_pct"], 2),
+            "Seeds": " ".join(map(str, row["seeds"])) or _DASH,
+            "Status": str(row["status"]),
+        }
         for row in groups.to_dict("records")
     ]
-    shown = pd.DataFrame(rows, columns=header)
-    parts.append(_markdown(shown, "lllrrrrrll") if rows else "_No runs._")
-    return "\n".join(parts) + "\n"
+    intro = (
+        "Experiments that differ only in `seed` are one configuration. Mean and standard "
+        "deviation over its seeds; 95% confidence interval of the mean, Student's t "
+        "(n=1 gives none). Diverged and failed seeds are counted under Status and left out "
+        "of every number."
+    )
+    return _section("Test accuracy over seeds (%)", intro, rows, "lllrrrrrll", "_No runs._")
 
 
 def _shown_pairs(diffs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
@@ -316,75 +278,51 @@ def _shown_pairs(diffs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
 def difference_markdown(
     diffs: pd.DataFrame, title: str = "Differences between configurations", csv_name: str = ""
 ) -> str:
-    """The section on pairs of the same run: A − B in points of test accuracy with Welch's
-    95% interval, and the verdict in words (``cnnlab_compare.stats.difference_table``)."""
-    parts = [
-        f"## {title}",
-        "",
+    """Pairs of the same run: A − B in points of test accuracy with Welch's 95% interval and
+    the verdict in words (``cnnlab_compare.stats.difference_table``)."""
+    intro = (
         "Mean test accuracy of A minus that of B, in percentage points, with Welch's 95% "
         "interval for a difference of means. An interval that includes zero means the seeds "
-        "run cannot tell the two apart.",
-        "",
-    ]
+        "run cannot tell the two apart."
+    )
     shown, trimmed = _shown_pairs(diffs)
     if trimmed:
         where = f" (every pair: {csv_name})" if csv_name else ""
-        parts += [
-            f"Runs with more than {_MAX_PAIRS} pairs show those differing in one param{where}.",
-            "",
-        ]
-    header = ["Dataset", "Model", "A", "B", "A − B", "95% CI", "Verdict"]
+        intro += f"\n\nRuns with more than {_MAX_PAIRS} pairs show those differing in one param"
+        intro += f"{where}."
     rows = []
     for row in shown.to_dict("records"):
         diff = _float(row["diff_points"])
         low, high = _float(row["ci_low_points"]), _float(row["ci_high_points"])
         rows.append(
-            [
-                dataset_title(str(row["dataset"])),
-                model_title(str(row["model"])),
-                str(row["a"]),
-                str(row["b"]),
-                _DASH if math.isnan(diff) else f"{diff:+.2f}",
-                _DASH if math.isnan(low) else f"{low:+.2f} to {high:+.2f}",
-                str(row["verdict"]),
-            ]
+            {
+                **_run_cells(row),
+                "A": str(row["a"]),
+                "B": str(row["b"]),
+                "A − B": _DASH if math.isnan(diff) else f"{diff:+.2f}",
+                "95% CI": _DASH if math.isnan(low) else f"{low:+.2f} to {high:+.2f}",
+                "Verdict": str(row["verdict"]),
+            }
         )
-    shown = pd.DataFrame(rows, columns=header)
-    parts.append(_markdown(shown, "llllrrl") if rows else "_No pairs._")
-    return "\n".join(parts) + "\n"
+    return _section(title, intro, rows, "llllrrl", "_No pairs._")
 
 
 def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
-    """The tuned comparison: per family, the ``key`` value chosen on mean validation
-    accuracy and the test accuracy there, next to the default value's
-    (``cnnlab_compare.stats.tuned_table``)."""
-    parts = [
-        f"## Tuned `{key}`",
-        "",
-        f"Within each family (every param equal but `{key}` and `seed`), the `{key}` with the "
-        "best mean validation accuracy (best_val_acc) over its seeds is chosen; values with a "
-        "diverged seed are not candidates. The test accuracy is that of the chosen value "
-        "only and played no part in the choice. The validation mean it was chosen on is "
-        "biased upwards by the choice; the test mean is not.",
-        "",
-    ]
-    header = [
-        "Family",
-        "Dataset",
-        "Model",
-        f"Chosen {key}",
-        "Val mean (chosen on)",
-        "Test mean ± 95% CI",
-        f"Default {key}: test",
-        "Tuned − default",
-        "Candidates",
-    ]
+    """Per family, the ``key`` value chosen on mean validation accuracy and the test accuracy
+    there, next to the default value's (``cnnlab_compare.stats.tuned_table``)."""
     rows = []
     for row in tuned.to_dict("records"):
         chosen = f"{row[key]} (default)" if row["is_default"] is True else str(row[key])
-        default = row[f"default_{key}"]
+        default = "not run"
         if not pd.isna(row["default_n"]):
-            default = "null (default)" if default == "null" else f"{default} (default)"
+            value = row[f"default_{key}"]
+            value = "null (default)" if value == "null" else f"{value} (default)"
+            mean = _mean_text(
+                row["default_n"],
+                row["default_test_acc_mean_pct"],
+                row["default_test_acc_ci95_pct"],
+            )
+            default = f"{value}: {mean}"
         gain = _float(row["gain_points"])
         gain_text = row["gain_verdict"] if isinstance(row["gain_verdict"], str) else _DASH
         if not math.isnan(gain):
@@ -392,27 +330,24 @@ def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
             interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
             gain_text = f"{gain:+.2f}{interval}: {gain_text}"
         rows.append(
-            [
-                str(row["family"]),
-                dataset_title(str(row["dataset"])),
-                model_title(str(row["model"])),
-                chosen if row["tuned"] == "yes" else str(row["tuned"]),
-                _fmt_float(row["best_val_acc_mean_pct"], 2),
-                _mean_text(row["n"], row["test_acc_mean_pct"], row["test_acc_ci95_pct"]),
-                (
-                    f"{default}: "
-                    + _mean_text(
-                        row["default_n"],
-                        row["default_test_acc_mean_pct"],
-                        row["default_test_acc_ci95_pct"],
-                    )
-                    if not pd.isna(row["default_n"])
-                    else "not run"
+            {
+                "Family": str(row["family"]),
+                **_run_cells(row),
+                f"Chosen {key}": chosen if row["tuned"] == "yes" else str(row["tuned"]),
+                "Val mean (chosen on)": _fmt_float(row["best_val_acc_mean_pct"], 2),
+                "Test mean ± 95% CI": _mean_text(
+                    row["n"], row["test_acc_mean_pct"], row["test_acc_ci95_pct"]
                 ),
-                gain_text,
-                str(row["candidates"]),
-            ]
+                f"Default {key}: test": default,
+                "Tuned − default": gain_text,
+                "Candidates": str(row["candidates"]),
+            }
         )
-    shown = pd.DataFrame(rows, columns=header)
-    parts.append(_markdown(shown, "llllrrrll") if rows else "_No runs._")
-    return "\n".join(parts) + "\n"
+    intro = (
+        f"Within each family (every param equal but `{key}` and `seed`), the `{key}` with the "
+        "best mean validation accuracy (best_val_acc) over its seeds is chosen; values with a "
+        "diverged seed are not candidates. The test accuracy is that of the chosen value "
+        "only and played no part in the choice. The validation mean it was chosen on is "
+        "biased upwards by the choice; the test mean is not."
+    )
+    return _section(f"Tuned `{key}`", intro, rows, "llllrrrll", "_No runs._")
