@@ -111,14 +111,7 @@ def experiments(revs: dict[str, dict[str, object]], **files: dict[str, object]) 
 
 
 def collect(exps: list[Experiment]) -> list:
-    return collect_runs(
-        Path("."),
-        exps,
-        metrics_path=lambda model, dataset: f"metrics/{model}-{dataset}.json",
-        log_dir=lambda model, dataset: f"plots/train/{model}-{dataset}",
-        timings="timings.json",
-        run_stage=lambda model, dataset: f"train@{model}-{dataset}",
-    )
+    return collect_runs(Path("."), exps)  # the layout of cnnlab_compare.layout
 
 
 # --------------------------------------------------------------------------------------------
