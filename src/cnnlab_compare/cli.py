@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     from cnnlab_compare import experiments, figures, reporting, stats
     from cnnlab_compare.experiment_page import experiment_page
 
-    exps = experiments.list_experiments(args.repo, args.exp, args.all, include_failed=True)
+    exps = experiments.list_experiments(args.repo, args.exp, args.all)
     flats = {e.name: experiments.flatten_params(e.params) for e in exps}
     key = args.tune
     if key is not None and (

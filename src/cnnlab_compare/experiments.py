@@ -36,7 +36,6 @@ class ExperimentError(UserError):
 class Experiment:
     name: str  # the experiment's name, or the baseline's branch name / short revision
     rev: str  # the full git revision that holds its dvc.lock
-    baseline: bool
     timestamp: str
     params: dict[str, Any] = field(repr=False)  # params.yaml as that revision has it
     failed: bool = False  # a queued run that failed: its params, no results
@@ -77,28 +76,26 @@ def _check_repo(root: Path) -> None:
         ) from None
 
 
-def _experiment(entry: Mapping[str, Any], name: str, baseline: bool, failed: bool) -> Experiment:
+def _experiment(entry: Mapping[str, Any], name: str, failed: bool = False) -> Experiment:
     """An experiment from a commit or experiment revision of ``dvc exp show --json``."""
     data = entry.get("data") or {}
     params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
     timestamp = str(data.get("timestamp") or "")
-    return Experiment(name, entry["rev"], baseline, timestamp, dict(params), failed)
+    return Experiment(name, entry["rev"], timestamp, dict(params), failed)
 
 
 def list_experiments(
     root: Path,
     names: Sequence[str] | None = None,
     all_commits: bool = False,
-    include_failed: bool = False,
 ) -> list[Experiment]:
     """The experiments to compare, oldest first (by the time each one's result was committed).
 
     Without ``names``: every finished experiment of the current commit (of every commit with
-    ``all_commits``), baselines left out; queued, running and failed ones are skipped with a
-    note on stderr. With ``names``: exactly those, each an experiment name, a revision (or its
-    start) or a baseline's branch name; one that is unknown or not finished is an error.
-    ``include_failed`` lists queued runs that failed too (``failed=True``), for a caller that
-    reports them instead of dropping them.
+    ``all_commits``), baselines left out; queued and running ones are skipped with a note on
+    stderr; queued runs that failed are listed with ``failed=True`` (counted, never averaged).
+    With ``names``: exactly those, each an experiment name, a revision (or its start) or a
+    baseline's branch name; one that is unknown or not finished is an error.
     """
     _check_repo(root)
     shown = dvc_json(["exp", "show", *(["-A"] if all_commits else [])], root)
@@ -109,18 +106,17 @@ def list_experiments(
         if commit.get("rev") == "workspace":
             continue
         name = commit.get("name") or commit["rev"][:7]
-        baselines.append(_experiment(commit, name, baseline=True, failed=False))
+        baselines.append(_experiment(commit, name))
         for exp in commit.get("experiments") or []:
             tip = exp["revs"][0]
             name = exp.get("name") or tip.get("name") or tip["rev"][:7]
             executor = exp.get("executor")
             state = str((executor or {}).get("state"))
-            failed = include_failed and state == "failed"
             # a collected experiment has no executor left; a queue-run one may say "success"
-            if executor is not None and state != "success" and not failed:
+            if executor is not None and state not in ("success", "failed"):
                 unfinished[name] = state
                 continue
-            found.append(_experiment(tip, name, baseline=False, failed=failed))
+            found.append(_experiment(tip, name, failed=state == "failed"))
     found.sort(key=lambda e: (e.timestamp, e.name))
     if names:
         return [_pick(name, found, baselines, unfinished) for name in dict.fromkeys(names)]

@@ -58,7 +58,7 @@ class Summary:
         return (self.high - self.low) / 2
 
 
-def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+def summarize(values: Sequence[float]) -> Summary:
     """Student's t interval of the mean; NaN values (runs without a result) are dropped."""
     x = _finite(values)
     if x.size < 2:
@@ -66,7 +66,7 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summar
     mean, sd = float(np.mean(x)), float(np.std(x, ddof=1))
     if sd == 0:  # every seed alike: scipy wants a positive scale; the interval is the point
         return Summary(x.size, mean, 0.0, mean, mean)
-    low, high = scipy.stats.t.interval(confidence, x.size - 1, loc=mean, scale=scipy.stats.sem(x))
+    low, high = scipy.stats.t.interval(CONFIDENCE, x.size - 1, loc=mean, scale=scipy.stats.sem(x))
     return Summary(x.size, mean, sd, float(low), float(high))
 
 
@@ -87,9 +87,7 @@ class Difference:
         return self.low <= 0 <= self.high  # False for NaN
 
 
-def welch_difference(
-    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
-) -> Difference:
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
     """Welch's t interval (``ttest_ind(equal_var=False)``); NaN values are dropped first."""
     x, y = _finite(a), _finite(b)
     if x.size == 0 or y.size == 0:
@@ -98,7 +96,7 @@ def welch_difference(
     if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
         return Difference(x.size, y.size, diff)
     result = scipy.stats.ttest_ind(x, y, equal_var=False)
-    ci = result.confidence_interval(confidence)
+    ci = result.confidence_interval(CONFIDENCE)
     return Difference(x.size, y.size, diff, float(ci.low), float(ci.high), float(result.df))
 
 
@@ -149,15 +147,11 @@ class _Group:
         return int(self.distinct["status"].str.startswith(status).sum())
 
     @property
-    def n_diverged(self) -> int:
-        return self.count("diverged")
-
-    @property
     def status(self) -> str:
         """ "ok", or what went wrong: seeds without a result (not in the mean) and seeds
         that did not learn (in the mean, at chance)."""
         total, flat = len(self.distinct), self.count(DID_NOT_LEARN)
-        counts = ((self.n_diverged, "diverged"), (self.count("failed"), "failed"))
+        counts = ((self.count("diverged"), "diverged"), (self.count("failed"), "failed"))
         lost = " and ".join(f"{count} {what}" for count, what in counts if count)
         if self.ok.empty:
             return f"no result: {lost} of {total}"
@@ -215,7 +209,7 @@ def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
                 "dataset": g.dataset,
                 "model": g.model,
                 "n": test.n,
-                "n_diverged": g.n_diverged,
+                "n_diverged": g.count("diverged"),
                 "n_failed": g.count("failed"),
                 **_summary_fields(test),
                 "best_val_acc_mean_pct": _pct(val.mean),
@@ -310,15 +304,17 @@ def _tuned_record(
         return f"{g.params[key]} (default)" if is_default(g) else str(g.params[key])
 
     def candidate(g: _Group) -> str:
-        if g.n_diverged:
-            return f"{shown(g)} (not a candidate: {g.n_diverged} of {len(g.rows)} diverged)"
+        if g.count("diverged"):
+            return f"{shown(g)} (not a candidate: {g.count('diverged')} of {len(g.rows)} diverged)"
         return shown(g) if g.status == "ok" else f"{shown(g)} ({g.status})"
 
     def val_mean(g: _Group) -> float:
         return summarize(g.values("best_val_acc_pct")).mean
 
     eligible = [
-        g for g in candidates if g.n_diverged == 0 and g.values() and math.isfinite(val_mean(g))
+        g
+        for g in candidates
+        if g.count("diverged") == 0 and g.values() and math.isfinite(val_mean(g))
     ]
     chosen = max(eligible, key=val_mean) if eligible else None  # the first of equal means
     default = next((g for g in candidates if is_default(g)), None)
@@ -339,7 +335,7 @@ def _tuned_record(
             {
                 "best_val_acc_mean_pct": _pct(val_mean(chosen)),
                 "n": test.n,
-                "n_diverged": chosen.n_diverged,
+                "n_diverged": 0,  # a value with a diverged seed is no candidate
                 "n_failed": chosen.count("failed"),
                 **_summary_fields(test),
                 "experiments": list(chosen.rows["experiment"]),
