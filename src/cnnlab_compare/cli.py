@@ -227,17 +227,15 @@ def main(argv: list[str] | None = None) -> None:
                 panels = f"curves-{name}-panels.png"
                 figures.plot_small_multiples(histories, curves_title, out / panels, diverged)
                 images.append(panels)
-            charts = []
+            charts = []  # (file, what it shows, its table, the column that labels a row)
             if repeated:
-                own = _of_run(groups, dataset, model)
-                rows = stats.interval_rows(own, table, lambda row: str(row["group"]))
-                charts.append((f"accuracy-{name}.png", "test accuracy over seeds, 95% CI", rows))
+                what = "test accuracy over seeds, 95% CI"
+                charts.append((f"accuracy-{name}.png", what, groups, "group"))
             if tuned is not None:
-                own = _of_run(tuned, dataset, model)
-                rows = stats.interval_rows(own, table, lambda row: str(row["choice"]))
                 what = f"test accuracy at the {key} chosen on validation, 95% CI"
-                charts.append((f"tuned-{name}.png", what, rows))
-            for file, what, rows in charts:
+                charts.append((f"tuned-{name}.png", what, tuned, "choice"))
+            for file, what, frame, label in charts:
+                rows = stats.interval_rows(_of_run(frame, dataset, model), table, label)
                 intervals = [figures.Interval(**row) for row in rows]
                 figures.plot_intervals(intervals, f"{title}: {what}", out / file)
                 images.append(file)
@@ -269,7 +267,3 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str] | None = None) -> None:
     """The console script (pyproject's ``[project.scripts]``)."""
     console(main, argv)
-
-
-if __name__ == "__main__":
-    run()

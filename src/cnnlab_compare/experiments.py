@@ -172,22 +172,9 @@ def varying_params(experiments: Sequence[Experiment]) -> list[str]:
     return [k for k in keys if k not in _RUN_CHOICE_KEYS and _differ(k, flats)]
 
 
-def _told_apart(labels: dict[str, str], shown: Sequence[str]) -> dict[str, str]:
-    """The labels, or each with its experiment's name in front where nothing is shown or two
-    labels are equal (the same params run twice): a legend must tell every line apart."""
-    if shown and len(set(labels.values())) == len(labels):
-        return labels
-    return {name: f"{name}: {text}" if text else name for name, text in labels.items()}
-
-
 def experiment_labels(experiments: Sequence[Experiment], varied: Sequence[str]) -> dict[str, str]:
-    """A line label per experiment: what it changed (``optimizer=sgd, lr=0.05``)."""
-    flats = {e.name: flatten_params(e.params) for e in experiments}
-    labels = {
-        name: ", ".join(f"{k}={param_text(flat.get(k))}" for k in varied)
-        for name, flat in flats.items()
-    }
-    return _told_apart(labels, varied)
+    """A label per experiment: what it changed (``optimizer=sgd, lr=0.05``)."""
+    return run_labels(experiments, varied)[0]
 
 
 def reads(key: str, model: str, dataset: str, flat: Mapping[str, Any]) -> bool:
@@ -202,24 +189,29 @@ def reads(key: str, model: str, dataset: str, flat: Mapping[str, Any]) -> bool:
 
 
 def run_labels(
-    experiments: Sequence[Experiment], varied: Sequence[str], model: str, dataset: str
+    experiments: Sequence[Experiment],
+    varied: Sequence[str],
+    model: str | None = None,
+    dataset: str = "",
 ) -> tuple[dict[str, str], list[str]]:
-    """The line labels of one run's figure (``model`` on ``dataset``) and the params they
-    show: of ``varied``, those that differ among these experiments where a run reads them,
-    and in each label those this run reads; names as in :func:`experiment_labels`."""
+    """The line labels of one run's figure (``model`` on ``dataset``; None: of any run, every
+    param read) and the params they show: of ``varied``, those that differ among these
+    experiments where a run reads them, and in each label those this run reads."""
     flats = {e.name: flatten_params(e.params) for e in experiments}
 
-    def read(key: str) -> list[Mapping[str, Any]]:
-        return [flat for flat in flats.values() if reads(key, model, dataset, flat)]
+    def read(key: str, flat: Mapping[str, Any]) -> bool:
+        return model is None or reads(key, model, dataset, flat)
 
-    shown = [k for k in varied if _differ(k, read(k))]
+    shown = [k for k in varied if _differ(k, [f for f in flats.values() if read(k, f)])]
     labels = {
-        name: ", ".join(
-            f"{k}={param_text(flat.get(k))}" for k in shown if reads(k, model, dataset, flat)
-        )
+        name: ", ".join(f"{k}={param_text(flat.get(k))}" for k in shown if read(k, flat))
         for name, flat in flats.items()
     }
-    return _told_apart(labels, shown), shown
+    if shown and len(set(labels.values())) == len(labels):
+        return labels, shown
+    # a legend must tell every line apart: the name where two are equal (the same params run
+    # twice) or nothing is shown
+    return {name: f"{name}: {text}" if text else name for name, text in labels.items()}, shown
 
 
 def same_runs(runs: Iterable[ExperimentRun]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -445,11 +445,10 @@ def curve_groups(
     return lines, diverged, bands
 
 
-def interval_rows(
-    frame: pd.DataFrame, table: pd.DataFrame, label: Callable[[Mapping[str, Any]], str]
-) -> list[dict[str, Any]]:
-    """The rows of an interval chart from a :func:`group_table` or :func:`tuned_table`:
-    label, mean, low, high (percent), the seeds' own test accuracies and a note."""
+def interval_rows(frame: pd.DataFrame, table: pd.DataFrame, label: str) -> list[dict[str, Any]]:
+    """The rows of an interval chart from a :func:`group_table` or :func:`tuned_table` (its
+    column ``label`` names a row): mean, low, high (percent), the seeds' own test accuracies
+    and a note."""
     rows = []
     for row in frame.to_dict("records"):
         n = 0 if pd.isna(row["n"]) else int(row["n"])
@@ -465,7 +464,7 @@ def interval_rows(
             note = str(row.get("status") or "no result")
         rows.append(
             {
-                "label": label(row),
+                "label": str(row[label]),
                 "mean": float(row["test_acc_mean_pct"]),
                 "low": float(row["test_acc_ci_low_pct"]),
                 "high": float(row["test_acc_ci_high_pct"]),
