@@ -1,12 +1,9 @@
 """Seeds as repeated measurements: groups of experiments, their intervals, the tuned choice.
 
-A run's test accuracy moves by tenths of a point with the seed, so experiments that differ
-only in ``seed`` are repeats of one configuration (a *group*): mean, sd, count and Student's t
-95% interval of the mean; between two groups of a run, Welch's interval of the difference (an
-unstable optimizer has a larger spread). Every function takes the table of
-:func:`cnnlab_compare.reporting.experiment_table`. Diverged and failed runs are counted
-(``n_diverged``, ``n_failed``), never averaged; a run that did not learn is a measurement (at
-chance): in the mean, and named in the group's status.
+A test accuracy moves by tenths of a point with the seed, so experiments that differ only in
+``seed`` are one configuration (a *group*): Student's t interval of its mean; between two
+groups, Welch's (an unstable optimizer has a larger spread). Diverged and failed runs are
+counted, never averaged; a run that did not learn is a measurement (at chance).
 """
 
 from __future__ import annotations
