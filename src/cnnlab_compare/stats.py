@@ -328,38 +328,32 @@ def _tuned_record(
     }
     if chosen:
         test = summarize(chosen.values())
-        record.update(
-            {
-                "best_val_acc_mean_pct": _pct(val_mean(chosen)),
-                "n": test.n,
-                "n_diverged": 0,  # a value with a diverged seed is no candidate
-                "n_failed": chosen.count("failed"),
-                **_summary_fields(test),
-                "experiments": list(chosen.rows["experiment"]),
-            }
-        )
+        record |= {
+            "best_val_acc_mean_pct": _pct(val_mean(chosen)),
+            "n": test.n,
+            "n_diverged": 0,  # a value with a diverged seed is no candidate
+            "n_failed": chosen.count("failed"),
+            **_summary_fields(test),
+            "experiments": list(chosen.rows["experiment"]),
+        }
     if default:
         base = summarize(default.values())
-        record.update(
-            {
-                f"default_{key}": default.params[key],
-                "default_n": base.n,
-                "default_test_acc_mean_pct": _pct(base.mean),
-                "default_test_acc_ci95_pct": _pct(base.half_width),
-            }
-        )
+        record |= {
+            f"default_{key}": default.params[key],
+            "default_n": base.n,
+            "default_test_acc_mean_pct": _pct(base.mean),
+            "default_test_acc_ci95_pct": _pct(base.half_width),
+        }
         if chosen is default:
             record["gain_verdict"] = "the default was the best by validation"
         elif chosen:
             d = welch_difference(chosen.values(), default.values())
-            record.update(
-                {
-                    "gain_points": _pct(d.diff),
-                    "gain_ci_low_points": _pct(d.low),
-                    "gain_ci_high_points": _pct(d.high),
-                    "gain_verdict": verdict(d, "tuned", "default"),
-                }
-            )
+            record |= {
+                "gain_points": _pct(d.diff),
+                "gain_ci_low_points": _pct(d.low),
+                "gain_ci_high_points": _pct(d.high),
+                "gain_verdict": verdict(d, "tuned", "default"),
+            }
     return record
 
 
