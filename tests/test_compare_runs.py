@@ -9,6 +9,7 @@ would read them); tests/test_compare_runs_e2e.py runs the real thing.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -111,14 +112,7 @@ def experiments(revs: dict[str, dict[str, object]], **files: dict[str, object]) 
 
 
 def collect(exps: list[Experiment]) -> list:
-    return collect_runs(
-        Path("."),
-        exps,
-        metrics_path=lambda model, dataset: f"metrics/{model}-{dataset}.json",
-        log_dir=lambda model, dataset: f"plots/train/{model}-{dataset}",
-        timings="timings.json",
-        run_stage=lambda model, dataset: f"train@{model}-{dataset}",
-    )
+    return collect_runs(Path("."), exps)  # the layout of cnnlab_compare.layout
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,7 +164,7 @@ def test_the_comparison_lists_experiments_that_reached_the_same_run(
         adam=committed("adam", 0.9694),
         noop=committed("adam", 0.9694),  # `-S optimizer=adam` on an adam baseline
     )
-    exps = [Experiment(e.name, e.rev, False, str(i), e.params) for i, e in enumerate(exps)]
+    exps = [replace(e, timestamp=str(i)) for i, e in enumerate(exps)]
     monkeypatch.setattr(module, "list_experiments", lambda *a, **k: exps)
     out = tmp_path / "out"
     compare_main()(["--out", str(out)])

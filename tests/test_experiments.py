@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def experiment(name: str, **changes: object) -> Experiment:
         for part in path:
             target = target[part]
         target[last] = value
-    return Experiment(name=name, rev=f"{name:0<40}", baseline=False, timestamp="", params=params)
+    return Experiment(name=name, rev=f"{name:0<40}", timestamp="", params=params)
 
 
 def test_labels_name_what_varies_and_leave_out_run_choices() -> None:
@@ -536,7 +537,7 @@ def fake_sweep(
         for name, changes, _ in specs
     ]
     exps = [
-        Experiment(e.name, e.rev, False, str(i), e.params, failed=bool(run.get("failed")))
+        replace(e, timestamp=str(i), failed=bool(run.get("failed")))
         for i, (e, (_, _, run)) in enumerate(zip(exps, specs, strict=True))
     ]
     runs = [
@@ -633,7 +634,7 @@ def test_without_repeats_the_comparison_is_one_line_per_experiment(
     assert [row[:2] for row in rows] == [["sgd", "sgd"], ["adam", "adam"]]
 
 
-def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
+def test_failed_queued_runs_are_listed_for_counting_and_unfinished_ones_skipped(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import cnnlab_compare.experiments as module
@@ -650,18 +651,23 @@ def test_failed_queued_runs_are_listed_for_counting_only_when_asked(
             "rev": "b" * 40,
             "name": "main",
             "data": {"params": {}},
-            "experiments": [entry("ok", None, 1), entry("broke", "failed", 2)],
+            "experiments": [
+                entry("ok", None, 1),
+                entry("broke", "failed", 2),
+                entry("waiting", "queued", 3),
+            ],
         },
     ]
     monkeypatch.setattr(module, "_check_repo", lambda root: None)
     monkeypatch.setattr(module, "dvc_json", lambda args, root: shown)
-    assert [e.name for e in list_experiments(Path("."))] == ["ok"]
-    assert "skipping experiment 'broke' (failed)" in capsys.readouterr().err
-    listed = list_experiments(Path("."), include_failed=True)
+    listed = list_experiments(Path("."))
     assert [(e.name, e.failed, e.params["seed"]) for e in listed] == [
         ("ok", False, 1),
         ("broke", True, 2),
     ]
+    assert capsys.readouterr().err == "note: skipping experiment 'waiting' (queued)\n"
+    with pytest.raises(ExperimentError, match="experiment 'waiting' is queued, not finished"):
+        list_experiments(Path("."), ["waiting"])
 
 
 def test_hostile_experiment_names_stay_text_in_the_page_and_in_a_spreadsheet(

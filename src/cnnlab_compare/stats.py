@@ -1,28 +1,16 @@
 """Seeds as repeated measurements: groups of experiments, their intervals, the tuned choice.
 
-A single run's test accuracy moves by tenths of a point with the seed, which is as much as
-many of the differences one wants to read off a comparison. So the cross-experiment
-comparison treats experiments that differ only in ``seed`` as repeats of one configuration
-(a *group*) and reports per group the mean, the standard deviation, the count and a 95%
-confidence interval of the mean (Student's t), and between two groups of the same run the
-difference of means with Welch's interval (no equal-variance assumption: an optimizer that
-is unstable has a larger spread than one that is not).
-
-Every function is pure: it takes the per-experiment table of
-:func:`cnnlab_compare.reporting.experiment_table` (accuracies in percent, one row per
-experiment and run, a column per varied param, ``status`` from the run's record: "ok",
-"did not learn", "diverged..." or "failed") and returns a DataFrame. A diverged or failed
-run has no accuracy worth averaging: it is counted in its group (``n_diverged``,
-``n_failed``) and left out of every mean. A run that did not learn is a measurement (at
-chance): in the mean, and named in the group's status. Groups are ``DataFrame.groupby``
-groups, intervals ``scipy.stats`` ones (Student's t, Welch's ``ttest_ind``).
+A test accuracy moves by tenths of a point with the seed, so experiments that differ only in
+``seed`` are one configuration (a *group*): Student's t interval of its mean; between two
+groups, Welch's (an unstable optimizer has a larger spread). Diverged and failed runs are
+counted, never averaged; a run that did not learn is a measurement (at chance).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,109 +18,53 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-__all__ = [
-    "CONFIDENCE",
-    "CurveGroup",
-    "Difference",
-    "Summary",
-    "curve_groups",
-    "difference_table",
-    "distinct_runs",
-    "for_output",
-    "group_columns",
-    "group_table",
-    "interval_rows",
-    "mean_history",
-    "optimizer_default",
-    "summarize",
-    "tuned_differences",
-    "tuned_table",
-    "verdict",
-    "welch_difference",
-]
-
 CONFIDENCE = 0.95
-_ROUND = 4
-
 #: The param that tells repeats of one configuration apart.
 SEED = "seed"
-#: The statuses of a run with a test accuracy (cnnlab.record): one that did not learn is a
-#: measurement too (near chance, e.g. an lr too small), so it is in the mean, and flagged.
-#: "diverged ..." and "failed" runs have no accuracy and are only counted.
+#: The statuses of a run with a test accuracy (cnnlab.record).
 DID_NOT_LEARN = "did not learn"
 RESULTS = ("ok", DID_NOT_LEARN)
-#: The column that names what trained a row's run (cnnlab.runs): rows with the same id are
-#: one run that several experiments reached (a no-op change, a param training never reads),
-#: one measurement however often it is listed.
+#: Rows with the same run id (cnnlab.runs) are one run that several experiments reached (a
+#: param training never reads): one measurement however often it is listed.
 RUN_ID = "run_id"
 
 
 def distinct_runs(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` with each run once (its first row); rows without a run id all stay."""
-    if RUN_ID not in rows:
-        return rows
-    ids = rows[RUN_ID]
-    known = ids.notna() & (ids.astype(str) != "")
-    return rows[~known | ~ids.duplicated()]
+    return rows[rows[RUN_ID].isna() | ~rows[RUN_ID].duplicated()]
 
 
-def _same_run_text(rows: pd.DataFrame) -> str:
-    """ "b = a" for each experiment whose run an earlier row's experiment had reached."""
-    if RUN_ID not in rows:
-        return ""
-    first: dict[str, str] = {}
-    pairs = []
-    for name, run_id in zip(rows["experiment"], rows[RUN_ID], strict=True):
-        if not isinstance(run_id, str) or not run_id:
-            continue
-        if run_id in first:
-            pairs.append(f"{name} = {first[run_id]}")
-        else:
-            first[run_id] = str(name)
-    return "; ".join(pairs)
-
-
-# --------------------------------------------------------------------------------------------
-# statistics on plain numbers
+def _finite(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return x[np.isfinite(x)]
 
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean, sample standard deviation and confidence interval of the mean of ``n`` values.
-
-    ``sd`` and the interval are NaN for n < 2: one value says nothing about the spread.
-    """
+    """Mean, sample sd and confidence interval of the mean of ``n`` values; sd and interval
+    are NaN for n < 2: one value says nothing about the spread."""
 
     n: int
     mean: float
-    sd: float
-    low: float
-    high: float
+    sd: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
 
     @property
     def half_width(self) -> float:
         return (self.high - self.low) / 2
 
 
-def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-    """Student's t interval of the mean (``scipy.stats.t.interval`` with n - 1 degrees of
-    freedom around the mean, scaled by its standard error).
-
-    NaN values are dropped first (they are runs without a result, counted elsewhere).
-    """
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return Summary(0, math.nan, math.nan, math.nan, math.nan)
-    mean = float(np.mean(x))
-    if n < 2:
-        return Summary(1, mean, math.nan, math.nan, math.nan)
-    sd = float(np.std(x, ddof=1))
+def summarize(values: Sequence[float]) -> Summary:
+    """Student's t interval of the mean; NaN values (runs without a result) are dropped."""
+    x = _finite(values)
+    if x.size < 2:
+        return Summary(x.size, float(x[0]) if x.size else math.nan)
+    mean, sd = float(np.mean(x)), float(np.std(x, ddof=1))
     if sd == 0:  # every seed alike: scipy wants a positive scale; the interval is the point
-        return Summary(n, mean, 0.0, mean, mean)
-    low, high = scipy.stats.t.interval(confidence, n - 1, loc=mean, scale=scipy.stats.sem(x))
-    return Summary(n, mean, sd, float(low), float(high))
+        return Summary(x.size, mean, 0.0, mean, mean)
+    low, high = scipy.stats.t.interval(CONFIDENCE, x.size - 1, loc=mean, scale=scipy.stats.sem(x))
+    return Summary(x.size, mean, sd, float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -142,45 +74,34 @@ class Difference:
 
     n_a: int
     n_b: int
-    diff: float
-    low: float
-    high: float
-    df: float
-
-    @property
-    def has_interval(self) -> bool:
-        return math.isfinite(self.low) and math.isfinite(self.high)
+    diff: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    df: float = math.nan
 
     @property
     def includes_zero(self) -> bool:
-        return self.has_interval and self.low <= 0 <= self.high
+        return self.low <= 0 <= self.high  # False for NaN
 
 
-def welch_difference(
-    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
-) -> Difference:
-    """Welch's t interval for the difference of two means (scipy's ``ttest_ind`` with
-    ``equal_var=False``); NaN values are dropped first."""
-    x = np.asarray(a, dtype=float)
-    y = np.asarray(b, dtype=float)
-    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
+    """Welch's t interval (``ttest_ind(equal_var=False)``); NaN values are dropped first."""
+    x, y = _finite(a), _finite(b)
     if x.size == 0 or y.size == 0:
-        return Difference(int(x.size), int(y.size), math.nan, math.nan, math.nan, math.nan)
+        return Difference(x.size, y.size)
     diff = float(np.mean(x) - np.mean(y))
     if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
-        return Difference(int(x.size), int(y.size), diff, math.nan, math.nan, math.nan)
+        return Difference(x.size, y.size, diff)
     result = scipy.stats.ttest_ind(x, y, equal_var=False)
-    interval = result.confidence_interval(confidence)
-    return Difference(
-        int(x.size), int(y.size), diff, float(interval.low), float(interval.high), float(result.df)
-    )
+    ci = result.confidence_interval(CONFIDENCE)
+    return Difference(x.size, y.size, diff, float(ci.low), float(ci.high), float(result.df))
 
 
 def verdict(d: Difference, label_a: str, label_b: str) -> str:
     """What a reader may conclude from one difference, in words."""
     if d.n_a == 0 or d.n_b == 0:
         return "no interval: a side has no result"
-    if not d.has_interval:
+    if not (math.isfinite(d.low) and math.isfinite(d.high)):
         if min(d.n_a, d.n_b) < 2:
             return f"no interval: n={d.n_a} and n={d.n_b} (needs 2 seeds on each side)"
         return "no interval: every seed gave the same accuracy"
@@ -190,22 +111,16 @@ def verdict(d: Difference, label_a: str, label_b: str) -> str:
     return f"{label_a if d.diff > 0 else label_b} higher"
 
 
-# --------------------------------------------------------------------------------------------
-# groups of experiments
-
-
 def group_columns(varied: Sequence[str], *also_ignored: str) -> list[str]:
     """The params that tell configurations apart: every varied one but the seed (and
     ``also_ignored``, e.g. the param being tuned)."""
     return [k for k in varied if k != SEED and k not in also_ignored]
 
 
-def _label(row: Mapping[str, Any], by: Sequence[str]) -> str:
-    return ", ".join(f"{k}={row[k]}" for k in by) if by else "every experiment"
-
-
 @dataclass(frozen=True, eq=False)
 class _Group:
+    """One configuration (``params``) of one run (``dataset``, ``model``) and its rows."""
+
     label: str
     params: dict[str, Any]
     dataset: str
@@ -214,7 +129,6 @@ class _Group:
 
     @property
     def distinct(self) -> pd.DataFrame:
-        """One row per run: experiments that reached the same run are one measurement."""
         return distinct_runs(self.rows)
 
     @property
@@ -222,125 +136,95 @@ class _Group:
         """The runs with a test accuracy (those that did not learn included)."""
         return self.distinct[self.distinct["status"].isin(RESULTS)]
 
-    @property
-    def n_not_learned(self) -> int:
-        return int((self.distinct["status"] == DID_NOT_LEARN).sum())
-
     def values(self, column: str = "test_acc_pct") -> list[float]:
-        return [float(v) for v in self.ok[column] if np.isfinite(v)]
+        return self.ok[column].dropna().tolist()
 
-    @property
-    def n_diverged(self) -> int:
-        return int(self.distinct["status"].str.startswith("diverged").sum())
-
-    @property
-    def n_failed(self) -> int:
-        return int((self.distinct["status"] == "failed").sum())
+    def count(self, status: str) -> int:
+        """The runs whose status starts with ``status`` ("diverged at epoch 3")."""
+        return int(self.distinct["status"].str.startswith(status).sum())
 
     @property
     def status(self) -> str:
-        """"ok", or what went wrong: seeds without a result (not in the mean) and seeds
+        """ "ok", or what went wrong: seeds without a result (not in the mean) and seeds
         that did not learn (in the mean, at chance)."""
-        total, ok, flat = len(self.distinct), len(self.ok), self.n_not_learned
-        parts = [
-            f"{count} {what}"
-            for count, what in ((self.n_diverged, "diverged"), (self.n_failed, "failed"))
-            if count
-        ]
-        if ok == 0:
-            return f"no result: {' and '.join(parts)} of {total}"
-        texts = [f"{' and '.join(parts)} of {total}, not in the mean"] if parts else []
+        total, flat = len(self.distinct), self.count(DID_NOT_LEARN)
+        counts = ((self.count("diverged"), "diverged"), (self.count("failed"), "failed"))
+        lost = " and ".join(f"{count} {what}" for count, what in counts if count)
+        if self.ok.empty:
+            return f"no result: {lost} of {total}"
+        texts = [f"{lost} of {total}, not in the mean"] if lost else []
         if flat:
             texts.append(DID_NOT_LEARN if flat == total else f"{flat} of {total} did not learn")
         return "; ".join(texts) or "ok"
 
 
 def _groups(table: pd.DataFrame, by: Sequence[str]) -> list[_Group]:
-    """The groups in the table's order (``groupby(sort=False)``: by first appearance, and
-    the table comes by run, then by experiment): one per run and values of ``by``."""
-    if table.empty:
-        return []
-    found: list[_Group] = []
-    for key, rows in table.groupby(["dataset", "model", *by], sort=False, dropna=False):
-        dataset, model, *values = key
+    """One group per run and values of ``by``, in the table's order (by run, then by first
+    appearance)."""
+    found = []
+    for (dataset, model, *values), rows in table.groupby(
+        ["dataset", "model", *by], sort=False, dropna=False
+    ):
         params = dict(zip(by, values, strict=True))
-        found.append(_Group(_label(params, by), params, str(dataset), str(model), rows))
+        label = ", ".join(f"{k}={v}" for k, v in params.items()) or "every experiment"
+        found.append(_Group(label, params, str(dataset), str(model), rows))
     return found
 
 
-def _run_ids(g: _Group) -> set[str]:
-    ids = g.ok[RUN_ID] if RUN_ID in g.ok else pd.Series(dtype=object)
-    return {str(i) for i in ids if isinstance(i, str) and i}
-
-
 def _pct(value: float) -> float:
-    return round(value, _ROUND) if math.isfinite(value) else math.nan
+    return round(value, 4) if math.isfinite(value) else math.nan
 
 
-def _summary_fields(prefix: str, s: Summary) -> dict[str, Any]:
-    return {
-        f"{prefix}_mean_pct": _pct(s.mean),
-        f"{prefix}_sd_pct": _pct(s.sd),
-        f"{prefix}_ci95_pct": _pct(s.half_width),
-        f"{prefix}_ci_low_pct": _pct(s.low),
-        f"{prefix}_ci_high_pct": _pct(s.high),
-    }
+_SUMMARY_COLUMNS = [f"test_acc_{what}_pct" for what in ("mean", "sd", "ci95", "ci_low", "ci_high")]
 
 
-def _group_record(g: _Group) -> dict[str, Any]:
-    test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
-    seeds = [str(s) for s in g.distinct[SEED]] if SEED in g.rows else []
-    return {
-        "group": g.label,
-        **g.params,
-        "dataset": g.dataset,
-        "model": g.model,
-        "n": test.n,
-        "n_diverged": g.n_diverged,
-        "n_failed": g.n_failed,
-        **_summary_fields("test_acc", test),
-        "best_val_acc_mean_pct": _pct(val.mean),
-        "best_val_acc_sd_pct": _pct(val.sd),
-        "status": g.status,
-        "seeds": seeds,
-        "experiments": list(g.rows["experiment"]),
-        "same_run": _same_run_text(g.rows),
-    }
+def _summary_fields(s: Summary) -> dict[str, Any]:
+    values = (s.mean, s.sd, s.half_width, s.low, s.high)
+    return dict(zip(_SUMMARY_COLUMNS, map(_pct, values), strict=True))
 
 
-def _summary_columns(prefix: str) -> list[str]:
-    return [f"{prefix}_{what}_pct" for what in ("mean", "sd", "ci95", "ci_low", "ci_high")]
+def _same_run_text(rows: pd.DataFrame) -> str:
+    """ "b = a" for each experiment whose run an earlier row's experiment had reached."""
+    first = rows.groupby(RUN_ID, sort=False)["experiment"].transform("first")
+    repeat = rows[RUN_ID].notna() & rows[RUN_ID].duplicated()
+    pairs = zip(rows["experiment"][repeat], first[repeat], strict=True)
+    return "; ".join(f"{b} = {a}" for b, a in pairs)
 
 
 def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """One row per configuration (the values of ``by``) and run: n, mean, sd, 95% CI of the
-    test accuracy over the seeds that finished, the mean best validation accuracy, and how
-    many seeds diverged or failed (those are in no mean). ``n`` counts distinct runs:
-    experiments that reached the same run (``same_run``: "b = a") are one measurement."""
-    columns = [
-        "group",
-        *by,
-        "dataset",
-        "model",
-        "n",
-        "n_diverged",
-        "n_failed",
-        *_summary_columns("test_acc"),
-        "best_val_acc_mean_pct",
-        "best_val_acc_sd_pct",
-        "status",
-        "seeds",
-        "experiments",
-        "same_run",
-    ]
-    return pd.DataFrame([_group_record(g) for g in _groups(table, by)], columns=columns)
+    test accuracy over the seeds with a result, the mean best validation accuracy, and how
+    many seeds diverged or failed. ``n`` counts distinct runs: experiments that reached the
+    same run (``same_run``: "b = a") are one measurement."""
+    records = []
+    for g in _groups(table, by):
+        test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
+        records.append(
+            {
+                "group": g.label,
+                **g.params,
+                "dataset": g.dataset,
+                "model": g.model,
+                "n": test.n,
+                "n_diverged": g.count("diverged"),
+                "n_failed": g.count("failed"),
+                **_summary_fields(test),
+                "best_val_acc_mean_pct": _pct(val.mean),
+                "best_val_acc_sd_pct": _pct(val.sd),
+                "status": g.status,
+                "seeds": [str(s) for s in g.distinct[SEED]] if SEED in g.rows else [],
+                "experiments": list(g.rows["experiment"]),
+                "same_run": _same_run_text(g.rows),
+            }
+        )
+    return pd.DataFrame(records)
 
 
 def _difference_row(
     dataset: str, model: str, a: str, b: str, differs_in: str, x: list[float], y: list[float]
 ) -> dict[str, Any]:
-    """One row of a difference table: mean(x) - mean(y) of run (dataset, model) in points,
-    Welch's interval and the verdict; ``a``/``b`` are the two sides' labels."""
+    """mean(x) - mean(y) in points with Welch's interval and the verdict; ``a``/``b`` are
+    the two sides' labels."""
     d = welch_difference(x, y)
     return {
         "dataset": dataset,
@@ -358,54 +242,21 @@ def _difference_row(
     }
 
 
-_DIFFERENCE_COLUMNS = [
-    "dataset",
-    "model",
-    "a",
-    "b",
-    "differs_in",
-    "n_a",
-    "n_b",
-    "diff_points",
-    "ci_low_points",
-    "ci_high_points",
-    "welch_df",
-    "verdict",
-]
-
-
 def difference_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """Every pair of configurations of the same run: mean test accuracy of ``a`` minus
-    ``b`` in points, Welch's 95% interval and the verdict; ``differs_in`` names the params
-    whose values differ between the two (a pair that differs in one param is the cleanest
-    comparison)."""
+    """Every pair of configurations of the same run; ``differs_in`` names the params whose
+    values differ between the two (a pair that differs in one is the cleanest comparison)."""
     records = []
-    groups = _groups(table, by)
-    for _, run in itertools.groupby(groups, key=lambda g: (g.dataset, g.model)):
+    for _, run in itertools.groupby(_groups(table, by), key=lambda g: (g.dataset, g.model)):
         for a, b in itertools.combinations(list(run), 2):
             differs = ", ".join(k for k in by if a.params[k] != b.params[k])
             record = _difference_row(
                 a.dataset, a.model, a.label, b.label, differs, a.values(), b.values()
             )
-            if _run_ids(a) and _run_ids(a) == _run_ids(b):
+            same = set(a.ok[RUN_ID].dropna())
+            if same and same == set(b.ok[RUN_ID].dropna()):
                 record["verdict"] = "the same runs: training reads none of these params"
             records.append(record)
-    return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
-
-
-# --------------------------------------------------------------------------------------------
-# the tuned comparison
-
-
-def optimizer_default(flat_params: Mapping[str, Any], key: str) -> Any:
-    """The value a run of these params uses for ``key`` when ``key`` is null: the chosen
-    optimizer's row (``optimizers.<name>.<key>``) for ``lr``, ``weight_decay`` and the other
-    row settings; None (PyTorch's default) when the row has no such key."""
-    return flat_params.get(f"optimizers.{flat_params.get('optimizer')}.{key}")
-
-
-def _is_default(text: str, default_text: str | None) -> bool:
-    return text == "null" or (default_text is not None and text == default_text)
+    return pd.DataFrame(records)
 
 
 def tuned_table(
@@ -418,44 +269,23 @@ def tuned_table(
     and run: the value of ``key`` with the best mean validation accuracy, and the test
     accuracy there, next to the family's default value when it was run.
 
-    ``table`` needs a column ``key``; ``defaults`` maps an experiment to the text
-    (:func:`cnnlab.reporting.param_text`) of the value ``key`` falls back to when null
-    (:func:`optimizer_default`). Test accuracy plays no part in the choice: choosing on it
-    would make the reported test accuracy an optimistic, selected number. Candidates with a
-    diverged seed are not chosen (a value that sometimes diverges is not a setting to
-    recommend); ties go to the first value run. The validation mean at the chosen value is
-    biased upwards by the choice itself; the test mean is not.
+    ``defaults`` maps an experiment to the text (:func:`cnnlab.reporting.param_text`) of the
+    value ``key`` falls back to when null. Choosing on test accuracy would make the reported
+    test accuracy an optimistic, selected number; a value with a diverged seed is no setting
+    to recommend. Ties go to the first value run.
     """
     family_by = group_columns(varied, key)
-    records = []
-    for family in _groups(table, family_by):
-        candidates = _groups(family.rows, [key])
-        records.append(_tuned_record(family, candidates, key, defaults))
-    columns = [
-        "family",
-        *family_by,
-        "dataset",
-        "model",
-        "tuned",
-        "choice",
-        key,
-        "is_default",
-        "candidates",
-        "best_val_acc_mean_pct",
-        "n",
-        "n_diverged",
-        "n_failed",
-        *_summary_columns("test_acc"),
-        f"default_{key}",
-        "default_n",
-        "default_test_acc_mean_pct",
-        "default_test_acc_ci95_pct",
-        "gain_points",
-        "gain_ci_low_points",
-        "gain_ci_high_points",
-        "gain_verdict",
-        "experiments",
+    records = [
+        _tuned_record(family, _groups(family.rows, [key]), key, defaults)
+        for family in _groups(table, family_by)
     ]
+    columns = [
+        "family", *family_by, "dataset", "model", "tuned", "choice", key, "is_default",
+        "candidates", "best_val_acc_mean_pct", "n", "n_diverged", "n_failed",
+        *_SUMMARY_COLUMNS, f"default_{key}", "default_n",
+        "default_test_acc_mean_pct", "default_test_acc_ci95_pct", "gain_points",
+        "gain_ci_low_points", "gain_ci_high_points", "gain_verdict", "experiments",
+    ]  # fmt: skip
     counts = dict.fromkeys(["n", "n_diverged", "n_failed", "default_n"], "Int64")
     return pd.DataFrame(records, columns=columns).astype(counts)
 
@@ -463,106 +293,92 @@ def tuned_table(
 def _tuned_record(
     family: _Group, candidates: list[_Group], key: str, defaults: Mapping[str, str | None]
 ) -> dict[str, Any]:
-    def default_text(g: _Group) -> str | None:
-        texts = {defaults.get(e) for e in g.rows["experiment"]}
-        return texts.pop() if len(texts) == 1 else None
-
     def is_default(g: _Group) -> bool:
-        return _is_default(str(g.params[key]), default_text(g))
+        texts = {defaults.get(e) for e in g.rows["experiment"]}  # None where they disagree
+        return str(g.params[key]) in ("null", texts.pop() if len(texts) == 1 else None)
 
     def shown(g: _Group) -> str:
         return f"{g.params[key]} (default)" if is_default(g) else str(g.params[key])
 
     def candidate(g: _Group) -> str:
-        if g.n_diverged:
-            return f"{shown(g)} (not a candidate: {g.n_diverged} of {len(g.rows)} diverged)"
+        if g.count("diverged"):
+            return f"{shown(g)} (not a candidate: {g.count('diverged')} of {len(g.rows)} diverged)"
         return shown(g) if g.status == "ok" else f"{shown(g)} ({g.status})"
 
-    val_means = {id(g): summarize(g.values("best_val_acc_pct")).mean for g in candidates}
+    def val_mean(g: _Group) -> float:
+        return summarize(g.values("best_val_acc_pct")).mean
+
     eligible = [
         g
         for g in candidates
-        if g.n_diverged == 0 and g.values() and math.isfinite(val_means[id(g)])
+        if g.count("diverged") == 0 and g.values() and math.isfinite(val_mean(g))
     ]
-    # max() keeps the first of equal means: ties go to the value run first
-    chosen = max(eligible, key=lambda g: val_means[id(g)]) if eligible else None
+    chosen = max(eligible, key=val_mean) if eligible else None  # the first of equal means
     default = next((g for g in candidates if is_default(g)), None)
     record: dict[str, Any] = {
         "family": family.label,
         **family.params,
         "dataset": family.dataset,
         "model": family.model,
-        "tuned": "yes" if chosen is not None else "no: every value diverged or failed",
+        "tuned": "yes" if chosen else "no: every value diverged or failed",
         "choice": f"{family.label}, {key}={shown(chosen)}" if chosen else family.label,
         key: chosen.params[key] if chosen else None,
         "is_default": is_default(chosen) if chosen else None,
         "candidates": ", ".join(candidate(g) for g in candidates),
     }
-    if chosen is not None:
+    if chosen:
         test = summarize(chosen.values())
-        record.update(
-            {
-                "best_val_acc_mean_pct": _pct(val_means[id(chosen)]),
-                "n": test.n,
-                "n_diverged": chosen.n_diverged,
-                "n_failed": chosen.n_failed,
-                **_summary_fields("test_acc", test),
-                "experiments": list(chosen.rows["experiment"]),
-            }
-        )
-    if default is not None:
+        record |= {
+            "best_val_acc_mean_pct": _pct(val_mean(chosen)),
+            "n": test.n,
+            "n_diverged": 0,  # a value with a diverged seed is no candidate
+            "n_failed": chosen.count("failed"),
+            **_summary_fields(test),
+            "experiments": list(chosen.rows["experiment"]),
+        }
+    if default:
         base = summarize(default.values())
-        record.update(
-            {
-                f"default_{key}": default.params[key],
-                "default_n": base.n,
-                "default_test_acc_mean_pct": _pct(base.mean),
-                "default_test_acc_ci95_pct": _pct(base.half_width),
-            }
-        )
-        if chosen is not None and chosen is not default:
-            d = welch_difference(chosen.values(), default.values())
-            record.update(
-                {
-                    "gain_points": _pct(d.diff),
-                    "gain_ci_low_points": _pct(d.low),
-                    "gain_ci_high_points": _pct(d.high),
-                    "gain_verdict": verdict(d, "tuned", "default"),
-                }
-            )
-        elif chosen is default:
+        record |= {
+            f"default_{key}": default.params[key],
+            "default_n": base.n,
+            "default_test_acc_mean_pct": _pct(base.mean),
+            "default_test_acc_ci95_pct": _pct(base.half_width),
+        }
+        if chosen is default:
             record["gain_verdict"] = "the default was the best by validation"
+        elif chosen:
+            d = welch_difference(chosen.values(), default.values())
+            record |= {
+                "gain_points": _pct(d.diff),
+                "gain_ci_low_points": _pct(d.low),
+                "gain_ci_high_points": _pct(d.high),
+                "gain_verdict": verdict(d, "tuned", "default"),
+            }
     return record
 
 
+def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
+    """The test accuracies of a group or tuned row's runs, each run once."""
+    names = row["experiments"] if isinstance(row["experiments"], list) else []
+    own = table[
+        table["experiment"].isin(names)
+        & (table["dataset"] == row["dataset"])
+        & (table["model"] == row["model"])
+        & table["status"].isin(RESULTS)
+    ]
+    return distinct_runs(own)["test_acc_pct"].tolist()
+
+
 def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
-    """Every pair of tuned families of the same run (each at its chosen value): the
-    difference of mean test accuracies with Welch's interval, as in
+    """Every pair of tuned families of the same run, each at its chosen value, as in
     :func:`difference_table`."""
     records = []
-    for (dataset, model), picks in tuned.groupby(["dataset", "model"], sort=False):
-        chosen = []
-        for row in picks.to_dict("records"):
-            names = _names(row)
-            if not names:
-                continue
-            rows = table[
-                table["experiment"].isin(names)
-                & (table["dataset"] == dataset)
-                & (table["model"] == model)
-                & table["status"].isin(RESULTS)
-            ]
-            rows = distinct_runs(rows)
-            chosen.append((row["choice"], [float(v) for v in rows["test_acc_pct"]]))
-        for (a, x), (b, y) in itertools.combinations(chosen, 2):
+    chosen = tuned[tuned["tuned"] == "yes"]
+    for (dataset, model), picks in chosen.groupby(["dataset", "model"], sort=False):
+        sides = [(row["choice"], _seed_values(table, row)) for row in picks.to_dict("records")]
+        for (a, x), (b, y) in itertools.combinations(sides, 2):
             records.append(_difference_row(dataset, model, a, b, "", x, y))
-    return pd.DataFrame(records, columns=_DIFFERENCE_COLUMNS)
-
-
-def _names(row: Mapping[str, Any]) -> list[str]:
-    """A group or tuned row's experiments (a list; none where nothing was chosen)."""
-    names = row.get("experiments")
-    return list(names) if isinstance(names, (list, tuple)) else []
+    return pd.DataFrame(records)
 
 
 def for_output(frame: pd.DataFrame) -> pd.DataFrame:
@@ -573,10 +389,6 @@ def for_output(frame: pd.DataFrame) -> pd.DataFrame:
         **{c: frame[c].map(lambda v: " ".join(map(str, v)) if isinstance(v, list) else v)
            for c in lists}
     )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# curves
 
 
 def mean_history(
@@ -593,29 +405,19 @@ def mean_history(
     return grouped.mean().reset_index(), grouped.min().reset_index(), grouped.max().reset_index()
 
 
-@dataclass(frozen=True)
-class CurveGroup:
-    """One line of a learning-curve figure over seeds: the mean history of a configuration,
-    the band its seeds span (None for one seed), and whether it only has diverged seeds."""
-
-    label: str
-    history: pd.DataFrame
-    band: tuple[pd.DataFrame, pd.DataFrame] | None
-    diverged: bool
-    diverged_epoch: int | None
-
-
 def curve_groups(
     table: pd.DataFrame,
     by: Sequence[str],
     histories: Mapping[str, pd.DataFrame],
     diverged_epochs: Mapping[str, int | None],
-) -> list[CurveGroup]:
-    """The lines of one run's figure (``table`` holds that run's rows; ``histories`` maps an
-    experiment to its history). A mean over the seeds that finished; a configuration with
-    diverged seeds only is drawn as their mean and marked diverged; failed seeds have no
-    history and only appear in the label's count."""
-    lines = []
+) -> tuple[dict[str, pd.DataFrame], dict[str, int | None], dict[str, Any]]:
+    """One run's figure lines over seeds (``table`` holds that run's rows; ``histories`` maps
+    an experiment to its history): label -> mean history over the seeds that finished, label
+    -> first diverged epoch for a line of diverged seeds only, label -> (low, high) band for a
+    line of several seeds. Failed seeds have no history: only the label counts them."""
+    lines: dict[str, pd.DataFrame] = {}
+    diverged: dict[str, int | None] = {}
+    bands: dict[str, Any] = {}
     for g in _groups(table, by):
         ok = [n for n in g.ok["experiment"] if n in histories]
         bad = [n for n in g.distinct["experiment"] if n in diverged_epochs and n in histories]
@@ -625,39 +427,26 @@ def curve_groups(
         mean, low, high = mean_history([histories[n] for n in used])
         label = f"{g.label} ({'mean of ' + str(len(used)) if len(used) > 1 else '1 seed'}"
         label += ")" if g.status == "ok" or not ok else f"; {g.status})"
-        epochs = [diverged_epochs[n] for n in bad if diverged_epochs[n] is not None]
-        lines.append(
-            CurveGroup(
-                label=label,
-                history=mean,
-                band=(low, high) if len(used) > 1 else None,
-                diverged=not ok,
-                diverged_epoch=min(epochs) if epochs and not ok else None,
-            )
-        )
-    return lines
+        lines[label] = mean
+        if len(used) > 1:
+            bands[label] = (low, high)
+        if not ok:
+            epochs = [diverged_epochs[n] for n in bad if diverged_epochs[n] is not None]
+            diverged[label] = min(epochs) if epochs else None
+    return lines, diverged, bands
 
 
-def interval_rows(
-    frame: pd.DataFrame, table: pd.DataFrame, label: Callable[[Mapping[str, Any]], str]
-) -> list[dict[str, Any]]:
-    """The rows of an interval chart from a :func:`group_table` or :func:`tuned_table`:
-    label, mean, low, high (percent), the seeds' own test accuracies and a note."""
+def interval_rows(frame: pd.DataFrame, table: pd.DataFrame, label: str) -> list[dict[str, Any]]:
+    """The rows of an interval chart from a :func:`group_table` or :func:`tuned_table` (its
+    column ``label`` names a row): mean, low, high (percent), the seeds' own test accuracies
+    and a note."""
     rows = []
     for row in frame.to_dict("records"):
-        names = _names(row)
-        own = table[
-            table["experiment"].isin(names)
-            & (table["dataset"] == row["dataset"])
-            & (table["model"] == row["model"])
-            & table["status"].isin(RESULTS)
-        ]
-        own = distinct_runs(own)
         n = 0 if pd.isna(row["n"]) else int(row["n"])
         lost = [
             f"{int(row[column])} {what}"
             for column, what in (("n_diverged", "diverged"), ("n_failed", "failed"))
-            if not pd.isna(row.get(column)) and row.get(column)
+            if pd.notna(row[column]) and row[column]
         ]
         note = f"(n={', '.join([str(n), *lost])})"
         if "tuned" in row and row["tuned"] != "yes":
@@ -666,11 +455,11 @@ def interval_rows(
             note = str(row.get("status") or "no result")
         rows.append(
             {
-                "label": label(row),
+                "label": str(row[label]),
                 "mean": float(row["test_acc_mean_pct"]),
                 "low": float(row["test_acc_ci_low_pct"]),
                 "high": float(row["test_acc_ci_high_pct"]),
-                "values": tuple(float(v) for v in own["test_acc_pct"]),
+                "values": tuple(_seed_values(table, row)),
                 "note": note,
             }
         )
