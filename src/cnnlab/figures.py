@@ -29,8 +29,6 @@ from matplotlib.ticker import MaxNLocator
 
 from cnnlab.files import write_bytes
 
-__all__ = ["OKABE_ITO", "plot_confusion_matrix", "plot_learning_curves"]
-
 #: Okabe & Ito's colour-blind-safe palette, reordered so that the first colours are the most
 #: distinct on white (yellow last: it is hard to see as a thin line).
 OKABE_ITO: tuple[str, ...] = (

@@ -22,9 +22,6 @@ from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
 from cnnlab.record import DID_NOT_LEARN_ADVICE, status_of
 
-__all__ = ["DID_NOT_LEARN", "comparison", "dataset_title", "model_title", "param_text"]
-__all__ += ["recipe", "report_markdown", "run_table", "schedule_text", "summary_json"]
-
 _ROUND = 4
 _F, _I = "float64", "Int64"  # nullable integers: a missing count stays <NA>, not a float
 #: The run table's columns and dtypes; summary.json holds all but the titles, in this order.
