@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import _DASH, _fmt_acc, dataset_title, model_title
+from cnnlab.reporting import _DASH, _fmt_float, dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
 from cnnlab_compare.reporting import NOT_MEASURED, accuracy_text
 from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
@@ -316,7 +316,7 @@ def _mean_cell(group: Mapping[str, Any]) -> tuple[str, float | None]:
     mean = _number(group.get("test_acc_mean_pct"))
     if mean is None:
         return _DASH, None
-    low, high = _fmt_acc(group["test_acc_ci_low_pct"]), _fmt_acc(group["test_acc_ci_high_pct"])
+    low, high = _fmt_float(group["test_acc_ci_low_pct"]), _fmt_float(group["test_acc_ci_high_pct"])
     return f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean
 
 

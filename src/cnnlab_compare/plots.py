@@ -163,7 +163,3 @@ def main(argv: list[str] | None = None) -> None:
 def run(argv: list[str] | None = None) -> None:
     """The console script (pyproject's ``[project.scripts]``)."""
     console(main, argv)
-
-
-if __name__ == "__main__":
-    run()
