@@ -27,9 +27,9 @@ from cnnlab_compare import figures, reporting, stats
 from cnnlab_compare.experiments import (
     Experiment,
     ExperimentError,
-    experiment_labels,
     flatten_params,
     list_experiments,
+    run_labels,
     varying_params,
 )
 
@@ -64,7 +64,7 @@ def test_labels_name_what_varies_and_leave_out_run_choices() -> None:
     ]
     varied = varying_params(exps)
     assert varied == ["optimizer", "lr", "model.alexnet.dropout"]
-    assert experiment_labels(exps, varied) == {
+    assert run_labels(exps, varied)[0] == {
         "a": "optimizer=sgd, lr=0.05, model.alexnet.dropout=0.5",
         "b": "optimizer=adam, lr=0.05, model.alexnet.dropout=0.5",
         "c": "optimizer=adam, lr=null, model.alexnet.dropout=0.3",
@@ -74,9 +74,9 @@ def test_labels_name_what_varies_and_leave_out_run_choices() -> None:
 def test_identical_params_are_told_apart_by_name() -> None:
     exps = [experiment("first"), experiment("again")]
     assert varying_params(exps) == []
-    assert experiment_labels(exps, []) == {"first": "first", "again": "again"}
+    assert run_labels(exps, [])[0] == {"first": "first", "again": "again"}
     exps = [experiment("x", optimizer="sgd"), experiment("y", optimizer="sgd"), experiment("z")]
-    labels = experiment_labels(exps, varying_params(exps))
+    labels = run_labels(exps, varying_params(exps))[0]
     assert labels == {"x": "x: optimizer=sgd", "y": "y: optimizer=sgd", "z": "z: optimizer=adam"}
 
 
@@ -280,7 +280,7 @@ def sweep(specs: list[tuple[str, dict, dict]], tune: str | None = None) -> tuple
     (name, param changes, LeNet-on-MNIST metrics) each; returns (table, varied)."""
     exps = [experiment(name, datasets=["mnist"], models=["lenet"], **p) for name, p, _ in specs]
     varied = varying_params(exps)
-    labels = experiment_labels(exps, varied)
+    labels = run_labels(exps, varied)[0]
     rows = [
         {
             "experiment": exp.name,

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             "params in -S spelling, e.g. --tune lr or --tune optimizers.sgd.momentum"
         )
     varied = experiments.varying_params(exps)
-    labels = experiments.experiment_labels(exps, varied)
+    labels, _ = experiments.run_labels(exps, varied)  # what each experiment changed
     runs = experiments.collect_runs(args.repo, exps)
     for name, first in experiments.same_runs(runs).items():
         print(
