@@ -24,7 +24,7 @@ from cnnlab.figures import OKABE_ITO
 from cnnlab.reporting import _DASH, _fmt_float, dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
 from cnnlab_compare.reporting import NOT_MEASURED, accuracy_text
-from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
+from cnnlab_compare.stats import RESULTS, mean_history
 
 SCHEMA = f"https://vega.github.io/schema/vega-lite/{VEGA_LITE_VERSION.split('.')[0]}.json"
 #: No request of any kind: scripts and styles are inline, images are data: URLs.
@@ -309,7 +309,7 @@ def _run_cell(run: pd.DataFrame) -> tuple[str, float | None]:
     if run.empty:
         return "not run", None
     status, acc = str(run["status"].iloc[0]), _number(run["test_acc_pct"].iloc[0])
-    return accuracy_text(status, acc), acc if status in ("ok", DID_NOT_LEARN) else None
+    return accuracy_text(status, acc), acc if status in RESULTS else None
 
 
 def _mean_cell(group: Mapping[str, Any]) -> tuple[str, float | None]:
