@@ -83,7 +83,7 @@ def fake_comparison(
                     {
                         "experiment": name,
                         "rev": f"{len(rows):07x}",
-                        "label": f"{name}: {label}" if seeds > 1 else label,  # as experiment_labels
+                        "label": f"{name}: {label}" if seeds > 1 else label,  # as run_labels
                         "params": params,
                         "run": run,
                     }

@@ -22,13 +22,14 @@ from PIL import Image
 from test_experiment_page import experiments_table
 from test_reporting import table_rows
 
+from cnnlab.figures import plot_learning_curves
 from cnnlab_compare import figures, reporting, stats
 from cnnlab_compare.experiments import (
     Experiment,
     ExperimentError,
-    experiment_labels,
     flatten_params,
     list_experiments,
+    run_labels,
     varying_params,
 )
 
@@ -63,7 +64,7 @@ def test_labels_name_what_varies_and_leave_out_run_choices() -> None:
     ]
     varied = varying_params(exps)
     assert varied == ["optimizer", "lr", "model.alexnet.dropout"]
-    assert experiment_labels(exps, varied) == {
+    assert run_labels(exps, varied)[0] == {
         "a": "optimizer=sgd, lr=0.05, model.alexnet.dropout=0.5",
         "b": "optimizer=adam, lr=0.05, model.alexnet.dropout=0.5",
         "c": "optimizer=adam, lr=null, model.alexnet.dropout=0.3",
@@ -73,9 +74,9 @@ def test_labels_name_what_varies_and_leave_out_run_choices() -> None:
 def test_identical_params_are_told_apart_by_name() -> None:
     exps = [experiment("first"), experiment("again")]
     assert varying_params(exps) == []
-    assert experiment_labels(exps, []) == {"first": "first", "again": "again"}
+    assert run_labels(exps, [])[0] == {"first": "first", "again": "again"}
     exps = [experiment("x", optimizer="sgd"), experiment("y", optimizer="sgd"), experiment("z")]
-    labels = experiment_labels(exps, varying_params(exps))
+    labels = run_labels(exps, varying_params(exps))[0]
     assert labels == {"x": "x: optimizer=sgd", "y": "y: optimizer=sgd", "z": "z: optimizer=adam"}
 
 
@@ -194,7 +195,7 @@ def test_gif_needs_an_epoch(tmp_path: Path) -> None:
 
 
 def test_dvc_plot_specs_render_to_svg_without_network() -> None:
-    from cnnlab_compare.dvcplots import render_specs
+    from cnnlab_compare.plots import render_specs
 
     spec = {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -226,7 +227,7 @@ def test_what_dvc_could_not_load_is_one_sentence_each() -> None:
     """DVC's error records and a revision DVC left out of its JSON altogether (a directory
     of curves whose listing is not in the cache): which revision, which file, why; never a
     Python repr."""
-    from cnnlab_compare.dvcplots import not_rendered
+    from cnnlab_compare.plots import not_rendered
 
     acc = "plots/train/lenet-digits/plots/metrics/val/acc.tsv"
     shown = {
@@ -279,7 +280,7 @@ def sweep(specs: list[tuple[str, dict, dict]], tune: str | None = None) -> tuple
     (name, param changes, LeNet-on-MNIST metrics) each; returns (table, varied)."""
     exps = [experiment(name, datasets=["mnist"], models=["lenet"], **p) for name, p, _ in specs]
     varied = varying_params(exps)
-    labels = experiment_labels(exps, varied)
+    labels = run_labels(exps, varied)[0]
     rows = [
         {
             "experiment": exp.name,
@@ -497,14 +498,19 @@ def test_a_tuned_lr_is_compared_with_the_default_one() -> None:
     assert row["gain_ci_low_points"] > 0 and row["gain_verdict"] == "tuned higher"
 
 
+def interval(label: str, mean: float, low=float("nan"), high=float("nan"), values=(), note=""):
+    """A row of the interval chart, as cnnlab_compare.stats.interval_rows gives it."""
+    return {"label": label, "mean": mean, "low": low, "high": high, "values": values, "note": note}
+
+
 def test_mean_curves_with_a_band_and_the_interval_chart(tmp_path: Path) -> None:
     h1, h2 = history(0), history(1)
     mean, low, high = stats.mean_history([h1, h2])
     assert np.allclose(mean["val_acc"], (h1["val_acc"] + h2["val_acc"]) / 2)
     assert (low["val_acc"] <= mean["val_acc"]).all() and (mean["val_acc"] <= high["val_acc"]).all()
     plain, banded = tmp_path / "plain.png", tmp_path / "band.png"
-    figures.plot_learning_curves({"sgd (mean of 2)": mean}, "t", plain)
-    figures.plot_learning_curves(
+    plot_learning_curves({"sgd (mean of 2)": mean}, "t", plain)
+    plot_learning_curves(
         {"sgd (mean of 2)": mean}, "t", banded, bands={"sgd (mean of 2)": (low, high)}
     )
     assert Image.open(banded).size == (1200, 900)
@@ -512,9 +518,9 @@ def test_mean_curves_with_a_band_and_the_interval_chart(tmp_path: Path) -> None:
     chart = tmp_path / "accuracy.png"
     figures.plot_intervals(
         [
-            figures.Interval("optimizer=sgd", 91.0, 86.0, 96.0, (90.0, 92.0), "(n=2)"),
-            figures.Interval("optimizer=adam", 97.0, note="(n=1)"),
-            figures.Interval("optimizer=nag", float("nan"), note="no result: 2 diverged of 2"),
+            interval("optimizer=sgd", 91.0, 86.0, 96.0, (90.0, 92.0), "(n=2)"),
+            interval("optimizer=adam", 97.0, note="(n=1)"),
+            interval("optimizer=nag", float("nan"), note="no result: 2 diverged of 2"),
         ],
         "LeNet on MNIST: test accuracy, 95% CI",
         chart,

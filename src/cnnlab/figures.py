@@ -28,8 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.files import write_bytes
-
-__all__ = ["OKABE_ITO", "plot_confusion_matrix", "plot_learning_curves"]
+from cnnlab.history import HISTORY_COLUMNS
 
 #: Okabe & Ito's colour-blind-safe palette, reordered so that the first colours are the most
 #: distinct on white (yellow last: it is hard to see as a thin line).
@@ -69,8 +68,6 @@ _STYLE: dict[str, object] = {
     "savefig.bbox": None,  # "tight" would make the pixel size depend on the text extents
     "path.simplify": False,
 }  # on top of matplotlib's "default" style: white, no TeX
-
-_HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
 
 
 def _literal(text: object) -> str:
@@ -225,7 +222,7 @@ def _curves_figure(
     if not histories:
         raise ValueError("a learning-curve figure needs at least one history")
     for label, history in histories.items():
-        missing = [c for c in _HISTORY_COLUMNS if c not in history.columns]
+        missing = [c for c in ("epoch", *HISTORY_COLUMNS) if c not in history.columns]
         if missing:
             raise ValueError(f"history {label!r} lacks column(s) {', '.join(missing)}")
     diverged = dict(diverged or {})

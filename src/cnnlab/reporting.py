@@ -22,9 +22,6 @@ from cnnlab.data.catalog import title as dataset_title
 from cnnlab.models.options import title as model_title
 from cnnlab.record import DID_NOT_LEARN_ADVICE, status_of
 
-__all__ = ["DID_NOT_LEARN", "comparison", "dataset_title", "model_title", "param_text"]
-__all__ += ["recipe", "report_markdown", "run_table", "schedule_text", "summary_json"]
-
 _ROUND = 4
 _F, _I = "float64", "Int64"  # nullable integers: a missing count stays <NA>, not a float
 #: The run table's columns and dtypes; summary.json holds all but the titles, in this order.
@@ -120,18 +117,6 @@ def in_order_seen(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return by_first.reset_index(drop=True)
 
 
-def _check_unique(runs: Sequence[Mapping[str, Any]]) -> None:
-    seen_keys: set[str] = set()
-    for run in runs:
-        missing = [k for k in ("model", "dataset") if not run.get(k)]
-        if missing:
-            raise ValueError(f"run metrics lack {', '.join(missing)}: {dict(run)!r:.200}")
-        key = f"{run['model']}-{run['dataset']}"
-        if key in seen_keys:
-            raise ValueError(f"run {key!r} appears twice; each model/dataset pair must be unique")
-        seen_keys.add(key)
-
-
 def _run_record(run: Mapping[str, Any]) -> dict[str, Any]:
     diverged = bool(run.get("diverged"))
     epoch = _int(run.get("diverged_epoch"))
@@ -163,7 +148,6 @@ def run_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     with the titles to show and ``status``. A diverged run's accuracies and loss are NaN;
     params and MACs stay (they describe the model). Measured times are left out (they are in
     timings.json), so that everything made from this table reproduces byte for byte."""
-    _check_unique(runs)
     records = [_run_record(run) for run in runs]
     table = pd.DataFrame(
         {
@@ -171,6 +155,10 @@ def run_table(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             for column, dtype in _RUN_DTYPES.items()
         }
     )
+    twice = table[table.duplicated(["model", "dataset"])]
+    if not twice.empty:
+        key = f"{twice['model'].iloc[0]}-{twice['dataset'].iloc[0]}"
+        raise ValueError(f"run {key!r} appears twice; each model/dataset pair must be unique")
     return in_order_seen(table, ["dataset", "model"])
 
 
@@ -236,6 +224,7 @@ _DASH = "–"
 
 
 def _fmt_float(value: Any, digits: int = 2) -> str:
+    """A number (an accuracy already in percent: 2 decimals), with thousands separators."""
     number = _float(value)
     return _DASH if math.isnan(number) else f"{number:,.{digits}f}"
 
@@ -244,11 +233,6 @@ def _fmt_pct(value: Any) -> str:
     """A fraction in percent (a run's accuracies are fractions)."""
     number = _float(value)
     return _DASH if math.isnan(number) else f"{number * 100:.2f}"
-
-
-def _fmt_acc(value: Any) -> str:
-    """An accuracy already in percent."""
-    return _fmt_float(value, 2)
 
 
 def _fmt_int(value: Any) -> str:

@@ -14,8 +14,6 @@ import importlib.metadata
 from functools import cache
 from pathlib import Path
 
-__all__ = ["DVC_TEMPLATE", "VEGA_LITE_VERSION", "dvc_template", "vega_script"]
-
 #: The template's path from the repository root; .dvc/config names it relative to .dvc/.
 DVC_TEMPLATE = Path(".dvc/offline-plots.html")
 

@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     check_output_folder(args.out)
 
     # imported here, not above: --help and a bad --out answer without loading them
+    from cnnlab.figures import plot_learning_curves
     from cnnlab.files import atomic_directory
     from cnnlab.reporting import dataset_title, model_title, param_text, spreadsheet_safe
     from cnnlab_compare import experiments, figures, reporting, stats
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             "params in -S spelling, e.g. --tune lr or --tune optimizers.sgd.momentum"
         )
     varied = experiments.varying_params(exps)
-    labels = experiments.experiment_labels(exps, varied)
+    labels, _ = experiments.run_labels(exps, varied)  # what each experiment changed
     runs = experiments.collect_runs(args.repo, exps)
     for name, first in experiments.same_runs(runs).items():
         print(
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             title += f", by {shortened(shown)}" if shown else ""
             curves_title = title + (" (mean over seeds)" if repeated else "")
             # Best-accuracy labels stack up; past four lines the table says it better.
-            figures.plot_learning_curves(
+            plot_learning_curves(
                 histories,
                 curves_title + ("; band: the seeds' range" if bands else ""),
                 out / f"curves-{name}.png",
@@ -236,8 +237,7 @@ def main(argv: list[str] | None = None) -> None:
                 charts.append((f"tuned-{name}.png", what, tuned, "choice"))
             for file, what, frame, label in charts:
                 rows = stats.interval_rows(_of_run(frame, dataset, model), table, label)
-                intervals = [figures.Interval(**row) for row in rows]
-                figures.plot_intervals(intervals, f"{title}: {what}", out / file)
+                figures.plot_intervals(rows, f"{title}: {what}", out / file)
                 images.append(file)
         # Names and labels stay text in a spreadsheet: '=...' is not run as a formula.
         spreadsheet_safe(table).to_csv(out / "experiments.csv", index=False, lineterminator="\n")

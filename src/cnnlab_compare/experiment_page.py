@@ -15,17 +15,16 @@ import html
 import json
 import math
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from typing import Any
 
 import pandas as pd
 
 from cnnlab.figures import OKABE_ITO
-from cnnlab.reporting import _DASH, _fmt_acc, dataset_title, model_title
+from cnnlab.reporting import _DASH, _fmt_float, dataset_title, model_title
 from cnnlab.webpage import VEGA_LITE_VERSION, vega_script
 from cnnlab_compare.reporting import NOT_MEASURED, accuracy_text
-from cnnlab_compare.stats import DID_NOT_LEARN, RESULTS, mean_history
-
-__all__ = ["experiment_page", "page_data"]
+from cnnlab_compare.stats import RESULTS, mean_history
 
 SCHEMA = f"https://vega.github.io/schema/vega-lite/{VEGA_LITE_VERSION.split('.')[0]}.json"
 #: No request of any kind: scripts and styles are inline, images are data: URLs.
@@ -310,14 +309,14 @@ def _run_cell(run: pd.DataFrame) -> tuple[str, float | None]:
     if run.empty:
         return "not run", None
     status, acc = str(run["status"].iloc[0]), _number(run["test_acc_pct"].iloc[0])
-    return accuracy_text(status, acc), acc if status in ("ok", DID_NOT_LEARN) else None
+    return accuracy_text(status, acc), acc if status in RESULTS else None
 
 
 def _mean_cell(group: Mapping[str, Any]) -> tuple[str, float | None]:
     mean = _number(group.get("test_acc_mean_pct"))
     if mean is None:
         return _DASH, None
-    low, high = _fmt_acc(group["test_acc_ci_low_pct"]), _fmt_acc(group["test_acc_ci_high_pct"])
+    low, high = _fmt_float(group["test_acc_ci_low_pct"]), _fmt_float(group["test_acc_ci_high_pct"])
     return f"{mean:.2f} [{low}, {high}] (n={int(group['n'])})", mean
 
 
@@ -408,89 +407,11 @@ def _frame_table(frame: pd.DataFrame) -> str:
 # --------------------------------------------------------------------------------------------
 # the page
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-.note { color: #555; max-width: 60em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; }
-td[data-sort] { text-align: right; font-variant-numeric: tabular-nums; }
-th button { font: inherit; font-weight: bold; border: 0; background: none; cursor: pointer;
-  padding: 0; text-align: left; }
-th[aria-sort=ascending] button::after { content: " \\25B2"; }
-th[aria-sort=descending] button::after { content: " \\25BC"; }
-#experiments tbody tr { cursor: pointer; }
-#experiments tbody tr:hover { background: #f3f6fa; }
-#experiments tbody tr.picked { background: #fff3c4; }
-input[type=search] { font: inherit; padding: 0.2em 0.4em; width: 24em; }
-.chart { margin: 0.5em 0 1.5em; }
-.wide { overflow-x: auto; }
-"""
 
-#: Sorting, filtering, and a clicked row passed to the charts' ``highlight`` param.
-_SCRIPT = """
-(function () {
-  "use strict";
-  const specs = JSON.parse(document.getElementById("specs").textContent);
-  const views = [];
-  const options = {renderer: "canvas",
-                   actions: {export: true, source: false, compiled: false, editor: false}};
-  Promise.all(Object.keys(specs).map((id) => vegaEmbed("#" + id, specs[id], options)
-    .then((result) => { views.push(result.view); })))
-    .then(() => { document.body.dataset.rendered = String(Math.round(performance.now())); },
-          (error) => { document.body.dataset.error = String(error); throw error; });
-
-  for (const table of document.querySelectorAll("table.sortable")) {
-    const body = table.tBodies[0];
-    const heads = Array.from(table.tHead.rows[0].cells);
-    heads.forEach((head, column) => head.querySelector("button").addEventListener("click", () => {
-      const ascending = head.getAttribute("aria-sort") !== "ascending";
-      heads.forEach((h) => h.removeAttribute("aria-sort"));
-      head.setAttribute("aria-sort", ascending ? "ascending" : "descending");
-      const numeric = head.dataset.type === "num";
-      const key = (row) => {
-        const cell = row.cells[column];
-        if (!numeric) return cell.textContent;
-        const text = cell.dataset.sort;
-        return text === undefined || text === "" ? NaN : Number(text);
-      };
-      const rows = Array.from(body.rows);
-      rows.sort((a, b) => {
-        const x = key(a), y = key(b);
-        if (numeric) {  // blanks (failed, diverged, not run) last either way
-          if (Number.isNaN(x) || Number.isNaN(y)) return Number.isNaN(x) - Number.isNaN(y);
-          return ascending ? x - y : y - x;
-        }
-        return ascending ? x.localeCompare(y) : y.localeCompare(x);
-      });
-      body.append(...rows);
-    }));
-  }
-
-  for (const input of document.querySelectorAll("input[data-filter]")) {
-    const rows = document.getElementById(input.dataset.filter).tBodies[0].rows;
-    input.addEventListener("input", () => {
-      const words = input.value.toLowerCase().split(/\\s+/).filter(Boolean);
-      for (const row of rows) {
-        const text = row.textContent.toLowerCase();
-        row.hidden = !words.every((word) => text.includes(word));
-      }
-    });
-  }
-
-  let picked = null;
-  const experimentRows = document.querySelectorAll("#experiments tbody tr");
-  for (const row of experimentRows) {
-    row.addEventListener("click", () => {
-      picked = picked === row.dataset.line ? null : row.dataset.line;
-      for (const r of experimentRows) {
-        r.classList.toggle("picked", picked !== null && r.dataset.line === picked);
-      }
-      for (const view of views) view.signal("highlight", picked).runAsync();
-    });
-  }
-})();
-"""
+def _asset(kind: str) -> str:
+    """The page's stylesheet (css) or script (js): sorting, filtering, and a clicked row
+    passed to the charts' ``highlight`` param."""
+    return (resources.files(__package__) / f"experiment_page.{kind}").read_text(encoding="utf-8")
 
 
 def _json_script(data: Any) -> str:
@@ -542,7 +463,7 @@ def experiment_page(
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         "<title>Experiments compared</title>",
-        f"<style>{_STYLE}</style>",
+        f"<style>\n{_asset('css')}</style>",
         vega_script(),
         "</head><body>",
         "<h1>Experiments compared</h1>",
@@ -571,7 +492,7 @@ def experiment_page(
         parts += [f"<h2>{html.escape(title)}</h2>", _frame_table(frame)]
     parts += [
         f'<script type="application/json" id="specs">{_json_script(specs)}</script>',
-        f"<script>{_SCRIPT}</script>",
+        f"<script>\n{_asset('js')}</script>",
         "</body></html>",
         "",
     ]

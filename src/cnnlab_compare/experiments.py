@@ -172,11 +172,6 @@ def varying_params(experiments: Sequence[Experiment]) -> list[str]:
     return [k for k in keys if k not in _RUN_CHOICE_KEYS and _differ(k, flats)]
 
 
-def experiment_labels(experiments: Sequence[Experiment], varied: Sequence[str]) -> dict[str, str]:
-    """A label per experiment: what it changed (``optimizer=sgd, lr=0.05``)."""
-    return run_labels(experiments, varied)[0]
-
-
 def reads(key: str, model: str, dataset: str, flat: Mapping[str, Any]) -> bool:
     """Whether a run of ``model`` on ``dataset`` with these (flattened) params reads ``key``:
     ``model.<other>.*``, the rows of the optimizers not chosen, ``dataset.<other>.*`` and the
@@ -194,9 +189,9 @@ def run_labels(
     model: str | None = None,
     dataset: str = "",
 ) -> tuple[dict[str, str], list[str]]:
-    """The line labels of one run's figure (``model`` on ``dataset``; None: of any run, every
-    param read) and the params they show: of ``varied``, those that differ among these
-    experiments where a run reads them, and in each label those this run reads."""
+    """The line labels of one run's figure (``model`` on ``dataset``; None: the experiments'
+    own labels, every param read) and the params they show: of ``varied``, those that differ
+    among these experiments where a run reads them, and in each label those this run reads."""
     flats = {e.name: flatten_params(e.params) for e in experiments}
 
     def read(key: str, flat: Mapping[str, Any]) -> bool:

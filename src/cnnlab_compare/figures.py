@@ -9,8 +9,8 @@ import io
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import matplotlib.style
@@ -30,12 +30,8 @@ from cnnlab.figures import (
     _figure,
     _literal,
     diverged_text,
-    plot_learning_curves,
 )
 from cnnlab.files import write_bytes
-
-__all__ = ["Interval", "animate_learning_curves", "needs_small_multiples", "overlapping"]
-__all__ += ["plot_intervals", "plot_learning_curves", "plot_small_multiples"]
 
 
 def animate_learning_curves(
@@ -89,29 +85,17 @@ def animate_learning_curves(
 # accuracy with intervals
 
 
-@dataclass(frozen=True)
-class Interval:
-    """One row of :func:`plot_intervals`: a mean (percent; NaN: no result), its interval (NaN:
-    none, e.g. one seed), the values behind it and a note."""
-
-    label: str
-    mean: float
-    low: float = math.nan
-    high: float = math.nan
-    values: tuple[float, ...] = ()
-    note: str = ""
-
-
-def plot_intervals(rows: Sequence[Interval], title: str, path: Path) -> None:
-    """Save a dot-and-whisker chart, one row per label: the mean, its interval, each seed as a
-    hollow dot, and the numbers (or the note) on the right. Not bars from zero: accuracies of
-    97-99% would all look alike."""
+def plot_intervals(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
+    """Save a dot-and-whisker chart, one row (cnnlab_compare.stats.interval_rows) per label:
+    the mean (NaN: no result), its interval (NaN: none, e.g. one seed), each seed as a hollow
+    dot, and the numbers (or the note) on the right. Not bars from zero: accuracies of 97-99%
+    would all look alike."""
     if not rows:
         raise ValueError("an interval chart needs at least one row")
     finite = [
         v
         for r in rows
-        for v in (r.mean, r.low, r.high, *r.values)
+        for v in (r["mean"], r["low"], r["high"], *r["values"])
         if isinstance(v, (int, float)) and math.isfinite(v)
     ]
     left, right = (min(finite), max(finite)) if finite else (0.0, 100.0)
@@ -123,21 +107,21 @@ def plot_intervals(rows: Sequence[Interval], title: str, path: Path) -> None:
         for index, row in enumerate(rows):
             y = -index
             colour = OKABE_ITO[index % len(OKABE_ITO)]
-            if row.values:
-                ax.plot(row.values, [y] * len(row.values), "o", mfc="none", color=colour,
+            if row["values"]:
+                ax.plot(row["values"], [y] * len(row["values"]), "o", mfc="none", color=colour,
                         alpha=0.7, ms=5, zorder=2)  # fmt: skip
-            if math.isfinite(row.mean):
-                low, high = row.low, row.high
+            mean, low, high = row["mean"], row["low"], row["high"]
+            if math.isfinite(mean):
                 has_bar = math.isfinite(low) and math.isfinite(high)
-                err = [[row.mean - low], [high - row.mean]] if has_bar else None
-                ax.errorbar([row.mean], [y], xerr=err, fmt="D", color=colour, ms=6,
+                err = [[mean - low], [high - mean]] if has_bar else None
+                ax.errorbar([mean], [y], xerr=err, fmt="D", color=colour, ms=6,
                             capsize=4, lw=1.6, zorder=3)  # fmt: skip
-                text = f"{row.mean:.2f}" + (f" ± {(high - low) / 2:.2f}" if has_bar else "")
-                texts.append(f"{text} {row.note}".strip())
+                text = f"{mean:.2f}" + (f" ± {(high - low) / 2:.2f}" if has_bar else "")
+                texts.append(f"{text} {row['note']}".strip())
             else:
-                texts.append(row.note or "no result")
+                texts.append(row["note"] or "no result")
         ticks = [-i for i in range(len(rows))]
-        ax.set_yticks(ticks, labels=[_literal(r.label) for r in rows])
+        ax.set_yticks(ticks, labels=[_literal(r["label"]) for r in rows])
         # The numbers as right-hand tick labels: the layout makes room for them.
         right_axis = ax.secondary_yaxis("right")
         right_axis.set_yticks(ticks, labels=[_literal(t) for t in texts])

@@ -19,7 +19,6 @@ from cnnlab.reporting import (
     _DASH,
     DID_NOT_LEARN,
     _float,
-    _fmt_acc,
     _fmt_float,
     _fmt_int,
     _int,
@@ -93,8 +92,8 @@ def accuracy_text(status: str, acc_pct: Any) -> str:
     """A run's test accuracy; at chance level the number flagged (it is a result, not a
     success); else its status (failed, diverged...)."""
     if status == "ok":
-        return _fmt_acc(acc_pct)
-    return f"{_fmt_acc(acc_pct)} ({status})" if status == DID_NOT_LEARN else status
+        return _fmt_float(acc_pct)
+    return f"{_fmt_float(acc_pct)} ({status})" if status == DID_NOT_LEARN else status
 
 
 def _same_run_lines(table: pd.DataFrame) -> list[str]:
@@ -149,11 +148,11 @@ def experiment_markdown(
             "Experiment": table["label"],
             "Dataset": table["dataset"].map(dataset_title),
             "Model": table["model"].map(model_title),
-            "Test acc (%)": table["test_acc_pct"].map(_fmt_acc),
-            "Top-5 (%)": table["test_top5_pct"].map(_fmt_acc),
-            "Best val acc (%)": table["best_val_acc_pct"].map(_fmt_acc),
+            "Test acc (%)": table["test_acc_pct"].map(_fmt_float),
+            "Top-5 (%)": table["test_top5_pct"].map(_fmt_float),
+            "Best val acc (%)": table["best_val_acc_pct"].map(_fmt_float),
             "Best epoch": table["best_epoch"].map(_fmt_int),
-            "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_acc),
+            "Final val acc (%)": table["final_val_acc_pct"].map(_fmt_float),
             "Epochs": table["epochs_completed"].map(_fmt_int),
             "Train time (s)": table["train_seconds"].map(
                 lambda v: NOT_MEASURED if math.isnan(_float(v)) else _fmt_float(v, 1)
@@ -164,7 +163,7 @@ def experiment_markdown(
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
     names = [
         f"- `{row['experiment']}`: {model_title(row['model'])} on "
-        f"{dataset_title(row['dataset'])}, {_fmt_acc(row['test_acc_pct'])}%"
+        f"{dataset_title(row['dataset'])}, {_fmt_float(row['test_acc_pct'])}%"
         for row in table[table["status"] == DID_NOT_LEARN].to_dict("records")
     ]
     if names:
@@ -241,15 +240,15 @@ def group_markdown(groups: pd.DataFrame) -> str:
             "Configuration": str(row["group"]),
             **_run_cells(row),
             "n": str(_int(row["n"]) or 0),
-            "Mean": _fmt_float(row["test_acc_mean_pct"], 2),
-            "SD": _fmt_float(row["test_acc_sd_pct"], 2),
+            "Mean": _fmt_float(row["test_acc_mean_pct"]),
+            "SD": _fmt_float(row["test_acc_sd_pct"]),
             "95% CI": _interval_text(
                 row["n"],
                 row["test_acc_ci_low_pct"],
                 row["test_acc_ci_high_pct"],
                 row["test_acc_ci95_pct"],
             ),
-            "Best val mean": _fmt_float(row["best_val_acc_mean_pct"], 2),
+            "Best val mean": _fmt_float(row["best_val_acc_mean_pct"]),
             "Seeds": " ".join(map(str, row["seeds"])) or _DASH,
             "Status": str(row["status"]),
         }
@@ -334,7 +333,7 @@ def tuned_markdown(tuned: pd.DataFrame, key: str) -> str:
                 "Family": str(row["family"]),
                 **_run_cells(row),
                 f"Chosen {key}": chosen if row["tuned"] == "yes" else str(row["tuned"]),
-                "Val mean (chosen on)": _fmt_float(row["best_val_acc_mean_pct"], 2),
+                "Val mean (chosen on)": _fmt_float(row["best_val_acc_mean_pct"]),
                 "Test mean ± 95% CI": _mean_text(
                     row["n"], row["test_acc_mean_pct"], row["test_acc_ci95_pct"]
                 ),

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from cnnlab.reporting import DID_NOT_LEARN
+
 CONFIDENCE = 0.95
 #: The param that tells repeats of one configuration apart.
 SEED = "seed"
 #: The statuses of a run with a test accuracy (cnnlab.record).
-DID_NOT_LEARN = "did not learn"
 RESULTS = ("ok", DID_NOT_LEARN)
 #: Rows with the same run id (cnnlab.runs) are one run that several experiments reached (a
 #: param training never reads): one measurement however often it is listed.
