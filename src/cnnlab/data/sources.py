@@ -17,9 +17,8 @@ from pathlib import Path
 from types import ModuleType
 
 from cnnlab.data import cifar, digits, flowers, mnist
-from cnnlab.data.catalog import DATASETS
+from cnnlab.data.catalog import DATASETS, ResizedOptions
 from cnnlab.data.fetch import RETRY, RetryPolicy, mirror_root
-from cnnlab.data.options import ResizedOptions
 from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
 from cnnlab.files import replace_directory, scratch_beside
 
