@@ -353,10 +353,6 @@ def build_model(
     """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``;
     its weights come from torch's global RNG."""
     resolved = resolve_options(name, options)
-    if in_channels < 1 or num_classes < 1:
-        raise ValueError(
-            f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
-        )
     builder: Callable[[int, int, Any], ConvNet] = globals()[f"build_{name}"]
     model = builder(in_channels, num_classes, resolved)
     scheme = getattr(resolved, "effective_init", resolved.init)
