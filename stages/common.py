@@ -19,14 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The --out folder rules and one-line lists, shared with the cnnlab-compare commands.
-from cnnlab.files import (  # noqa: F401  (re-exported: the stages import them from here)
-    OUTPUT_MARK,
-    check_output_folder,
-    mark_output_folder,
-    shortened,
-)
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no writer locks

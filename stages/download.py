@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from common import RAW, SOURCES, interactive, run_stage, shortened
+from common import RAW, SOURCES, interactive, run_stage
 
+from cnnlab.files import shortened
 from cnnlab.slices import load_slice
 
 

@@ -28,8 +28,8 @@ from fake_datasets import (
 from PIL import Image
 
 from cnnlab.data import images
+from cnnlab.data.catalog import FolderOptions
 from cnnlab.data.folders import MANIFEST_FILE, load, scan
-from cnnlab.data.options import FolderOptions
 from cnnlab.data.raw import DataError
 
 CLASSES = sorted(FOLDER_COLOURS)

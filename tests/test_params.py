@@ -182,7 +182,7 @@ def test_params_yaml_writes_out_every_models_options(raw: dict) -> None:
 
 
 def _schemas() -> list[type]:
-    from cnnlab.data.options import ResizedOptions
+    from cnnlab.data.catalog import ResizedOptions
     from cnnlab.params import DistributedParams
 
     models = [spec.options for spec in MODELS.values()]

@@ -40,7 +40,7 @@ from fake_datasets import (
 )
 
 from cnnlab.data import sources
-from cnnlab.data.options import ResizedOptions
+from cnnlab.data.catalog import ResizedOptions
 from cnnlab.data.sources import OVERRIDE_ENV, DataError, RetryPolicy, download, load_raw
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, timeout=2.0)

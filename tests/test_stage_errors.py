@@ -77,8 +77,7 @@ def test_out_refuses_a_folder_it_did_not_write(tmp_path: Path, command: str) -> 
 
 
 def test_out_replaces_a_folder_it_wrote(tmp_path: Path) -> None:
-    sys.path.insert(0, str(ROOT / "stages"))
-    from common import check_output_folder, mark_output_folder
+    from cnnlab.files import check_output_folder, mark_output_folder
 
     out = tmp_path / "plots"
     out.mkdir()

@@ -73,24 +73,6 @@ def remove_stale_scratch(dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def scratch_beside(dest: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
-    """An empty directory beside ``dest`` (same filesystem, so a final rename is atomic),
-    locked while in use and removed whatever happens, including Ctrl-C."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_scratch(dest)
-    scratch = _scratch_name(dest, suffix)
-    scratch.mkdir()
-    fd = try_lock(scratch)
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        if fd is not None:
-            os.close(fd)
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (one file system: ``os.replace`` is atomic),
     renamed over ``path`` only if the block succeeds."""
@@ -113,11 +95,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory that replaces ``path`` only if the block succeeds:
-    readers see the old directory or the new one, never a mix."""
-    with scratch_beside(path) as tmp:
-        yield tmp
-        replace_directory(tmp, Path(path))
+    """Yield an empty directory beside ``path`` (same filesystem, so the final rename is
+    atomic), locked while in use, that replaces ``path`` only if the block succeeds: readers
+    see the old directory or the new one, never a mix. Removed whatever happens, Ctrl-C too."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_scratch(dest)
+    scratch = _scratch_name(dest, ".tmp")
+    scratch.mkdir()
+    fd = try_lock(scratch)
+    try:
+        yield scratch
+        replace_directory(scratch, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if fd is not None:
+            os.close(fd)
 
 
 def replace_directory(built: Path, dest: Path) -> None:

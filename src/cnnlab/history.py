@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["HISTORY_COLUMNS", "history_from_texts", "read_history", "tsv_path"]
-
 #: The columns of a history besides ``epoch``: ``<split>_<metric>`` as DVCLive logs them.
 HISTORY_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc")
 

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["lock_key", "lock_keys", "workspace_key"]
-
 #: dvc.lock's output fields that are not part of a run's identity (DVC leaves them out too).
 _NOT_IDENTITY = ("size", "nfiles")
 

@@ -19,14 +19,13 @@ def pick_device(requested: str) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
+    missing = {
+        "cuda": (torch.cuda.is_available, "no CUDA device is available"),
+        "mps": (torch.backends.mps.is_available, "MPS is not available"),
+    }
+    if requested in missing and not missing[requested][0]():
         raise UserError(
-            "device: cuda was requested but no CUDA device is available; "
-            "set device: auto or cpu in params.yaml"
-        )
-    if requested == "mps" and not torch.backends.mps.is_available():
-        raise UserError(
-            "device: mps was requested but MPS is not available; "
+            f"device: {requested} was requested but {missing[requested][1]}; "
             "set device: auto or cpu in params.yaml"
         )
     return torch.device(requested)

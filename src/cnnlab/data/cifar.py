@@ -17,7 +17,7 @@ from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, first_good, join
 from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
 
 if TYPE_CHECKING:
-    from cnnlab.data.options import ResizedOptions
+    from cnnlab.data.catalog import ResizedOptions
 
 #: Byte size of the published tarball and of each file in it (see mnist.SIZES).
 SIZES: dict[str, dict[str, int]] = {

@@ -12,7 +12,7 @@ import numpy as np
 from cnnlab.data.raw import DataError, RawDataset, redownload_hint
 
 if TYPE_CHECKING:
-    from cnnlab.data.options import ResizedOptions
+    from cnnlab.data.catalog import ResizedOptions
 
 FILE = "digits.npz"
 TEST_FRACTION = 0.2

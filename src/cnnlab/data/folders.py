@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from cnnlab.data import images
-from cnnlab.data.options import FolderOptions
+from cnnlab.data.catalog import FolderOptions
 from cnnlab.data.progress import ProgressMode, track
 from cnnlab.data.raw import DataError, RawDataset
 from cnnlab.files import atomic_directory, write_json

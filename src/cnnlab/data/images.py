@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from cnnlab.data.options import ResizeMode
+from cnnlab.data.catalog import ResizeMode
 
 #: Antialiased by Pillow when shrinking; sharper than bilinear.
 RESAMPLE = Image.Resampling.BICUBIC

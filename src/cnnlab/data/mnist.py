@@ -20,7 +20,7 @@ from cnnlab.data.fetch import Failed, RetryPolicy, fetch_file, first_good, join
 from cnnlab.data.raw import DataError, RawDataset, Source, redownload_hint
 
 if TYPE_CHECKING:
-    from cnnlab.data.options import ResizedOptions
+    from cnnlab.data.catalog import ResizedOptions
 
 #: torchvision's dataset class of each: its mirrors, file names, md5s and class names.
 _TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}

@@ -17,11 +17,10 @@ from pathlib import Path
 from types import ModuleType
 
 from cnnlab.data import cifar, digits, flowers, mnist
-from cnnlab.data.catalog import DATASETS
+from cnnlab.data.catalog import DATASETS, ResizedOptions
 from cnnlab.data.fetch import RETRY, RetryPolicy, mirror_root
-from cnnlab.data.options import ResizedOptions
 from cnnlab.data.raw import DataError, RawDataset, Source, TarLimits, redownload_hint
-from cnnlab.files import replace_directory, scratch_beside
+from cnnlab.files import atomic_directory
 
 #: The family module that fetches and decodes each downloaded dataset.
 FAMILIES: dict[str, ModuleType] = {
@@ -158,16 +157,13 @@ def download(
     """
     _known(name)
     dest = Path(dest)
-    with scratch_beside(dest, ".partial") as scratch:
-        built = scratch / "out"
-        built.mkdir()
+    with atomic_directory(dest) as built:
         if name == "digits":
             digits.build(built)
         else:
             src = source(name)
             label = None if mirror is None else os.fspath(mirror)
             FAMILIES[name].build(src, mirror_root(name, mirror), label, built, retry or RETRY)
-        replace_directory(built, dest)
 
 
 def load_raw(name: str, raw_dir: Path, options: ResizedOptions | None = None) -> RawDataset:

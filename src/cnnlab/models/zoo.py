@@ -64,10 +64,6 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def _activation(name: str) -> nn.Module:
-    return _ACTIVATIONS[name]()
-
-
 def _pool(options: Any, pad: int = 1) -> nn.Module:
     """``pad``: 3x3/2 pools padded by 1 keep the 2x2/2 map sizes of small inputs."""
     if options.pooling == "max":
@@ -160,7 +156,7 @@ def _conv(
     )
     if batchnorm:
         layers[f"bn{tag}"] = nn.BatchNorm2d(out_channels)
-    layers[f"act{tag}"] = _activation(options.activation)
+    layers[f"act{tag}"] = _ACTIVATIONS[options.activation]()
     if lrn_after and options.norm == "lrn":
         layers[f"lrn{tag}"] = _lrn()
 
@@ -179,7 +175,7 @@ def _linear(
         layers[f"drop{tag}"] = nn.Dropout(dropout)
     layers[f"fc{tag}"] = nn.Linear(in_features, out_features)
     if activation is not None:
-        layers[f"act_fc{tag}"] = _activation(activation)
+        layers[f"act_fc{tag}"] = _ACTIVATIONS[activation]()
 
 
 def _spatial_size(features: nn.Sequential, in_channels: int, size: int) -> int:
@@ -357,10 +353,6 @@ def build_model(
     """Model ``name`` for ``in_channels`` x ``input_size(name)`` inputs and ``num_classes``;
     its weights come from torch's global RNG."""
     resolved = resolve_options(name, options)
-    if in_channels < 1 or num_classes < 1:
-        raise ValueError(
-            f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}"
-        )
     builder: Callable[[int, int, Any], ConvNet] = globals()[f"build_{name}"]
     model = builder(in_channels, num_classes, resolved)
     scheme = getattr(resolved, "effective_init", resolved.init)
