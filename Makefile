@@ -60,7 +60,7 @@ baseline: setup
 
 # Two pytest-xdist workers (CI's machine has 2 cores): TEST_WORKERS=1 runs them in one process.
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST := $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS))
 
 # Every test but the CUDA and the slow ones, end-to-end tests that drive the real `dvc`
 # included (docs/testing.md has the times).

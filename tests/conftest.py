@@ -31,19 +31,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (`make test`) the tests that share a
-    module-scoped fixture (a reproduced project, a trained model) run on one worker, which
-    builds it once, and every other test goes wherever a worker is free (this runs before
-    xdist reads the groups). Tests marked ``gpu`` skip, saying why, without CUDA."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        defs = fixtures.name2fixturedefs.values() if fixtures else ()
-        spread = getattr(item.module, "XDIST_SPREAD", False)  # cheaper to build it twice
-        if not spread and any(d[-1].scope == "module" for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    # Tests marked ``gpu`` skip, with the reason shown, on a machine without CUDA.
+    """Tests marked ``gpu`` skip, with the reason shown, on a machine without CUDA."""
     gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu:
         return  # torch-free modules (see the module docstring) never import it here

@@ -17,8 +17,6 @@ from conftest import built_once
 from e2e import COMMIT, TINY_PARAMS, copy_repository, dvc, run, tiny_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each runs `make verify` or a forced rerun
-#: Its tests take minutes each: under pytest-xdist the workers share them (tests/conftest.py).
-XDIST_SPREAD = True
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Small enough that a `dvc repro -f` of both models takes seconds, AlexNet included.
