@@ -25,8 +25,8 @@ def main(dataset: str) -> None:
         from cnnlab.data.folders import load
 
         # Never held whole: decoded once to a scratch file beside the output, then written a
-        # chunk at a time; a subsample is decoded again alone (after a pass that finds the
-        # bad files) instead of filling a scratch file the size of the folder.
+        # chunk at a time; of a subsample only the drawn files are decoded (checked when
+        # drawn, and again when written).
         subsample = p["data.max_train"] is not None or p["data.max_test"] is not None
         PREPARED.mkdir(parents=True, exist_ok=True)
         folder = load(

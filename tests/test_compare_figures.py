@@ -180,9 +180,10 @@ def test_a_ten_experiment_comparison_separates_lines_that_overlap(
         compare_main()(["--out", str(out)])
     panels = out / "curves-lenet-mnist-panels.png"
     assert panels.is_file() and Image.open(panels).size[0] >= 1200
-    assert "![curves-lenet-mnist-panels.png](curves-lenet-mnist-panels.png)" in (
-        out / "experiments.md"
-    ).read_text()
+    assert (
+        "![curves-lenet-mnist-panels.png](curves-lenet-mnist-panels.png)"
+        in (out / "experiments.md").read_text()
+    )
     (fig,) = [f for f in saved if len([a for a in f.axes if a.get_visible()]) == 10]
     titles = {ax.get_title(loc="left").replace("\n", " ") for ax in fig.axes if ax.get_visible()}
     assert "optimizer=sgd, lr=0.01" in titles and "optimizer=adam, lr=0.1" in titles

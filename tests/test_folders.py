@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import stat
 import sys
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from conftest import ROOT, clean_params_text
 from fake_datasets import (
@@ -40,9 +40,9 @@ def listed(tmp_path: Path, name: str = "pics") -> tuple[Path, Path]:
     return tmp_path / "datasets" / name, tmp_path / "raw" / name
 
 
-def every_image(rows) -> torch.Tensor:
+def every_image(rows) -> np.ndarray:
     """All the images of a loaded folder's split, which load leaves to be read on demand."""
-    return rows[torch.arange(len(rows))]
+    return rows[np.arange(len(rows))]
 
 
 def test_scan_lists_every_file_with_class_and_md5(tmp_path: Path) -> None:
@@ -77,13 +77,13 @@ def test_load_resizes_every_image_and_skips_bad_files_by_name(tmp_path: Path) ->
     assert raw_data.train_images.shape == (12, 3, 24, 24)  # 4 of 5 per class
     assert raw_data.test_images.shape == (3, 3, 24, 24)  # round(5 * 0.2) = 1 per class
     train = every_image(raw_data.train_images)  # decoded on demand, not held
-    assert train.dtype == torch.uint8 and train.shape == (12, 3, 24, 24)
-    assert torch.bincount(raw_data.test_labels).tolist() == [1, 1, 1]
+    assert train.dtype == np.uint8 and train.shape == (12, 3, 24, 24)
+    assert np.bincount(raw_data.test_labels).tolist() == [1, 1, 1]
     # The colours survive: the class's colour dominates the lower two thirds of its images.
     for label, cls in enumerate(CLASSES):
         pixels = train[raw_data.train_labels == label][:, :, 16:, :]
-        mean = pixels.float().mean(dim=(0, 2, 3))
-        assert abs(mean - torch.tensor(FOLDER_COLOURS[cls], dtype=torch.float)).max() < 12
+        mean = pixels.astype(np.float64).mean(axis=(0, 2, 3))
+        assert abs(mean - np.array(FOLDER_COLOURS[cls])).max() < 12
 
 
 def test_the_test_split_follows_the_seed(tmp_path: Path) -> None:
@@ -92,11 +92,11 @@ def test_the_test_split_follows_the_seed(tmp_path: Path) -> None:
     scan("pics", folder, raw)
     options = FolderOptions(size=16)
 
-    def test_images(seed: int) -> torch.Tensor:
+    def test_images(seed: int) -> np.ndarray:
         return every_image(load("pics", raw, folder, options, seed=seed).raw.test_images)
 
-    assert torch.equal(test_images(3), test_images(3))
-    assert not torch.equal(test_images(3), test_images(4))
+    assert np.array_equal(test_images(3), test_images(3))
+    assert not np.array_equal(test_images(3), test_images(4))
 
 
 def test_on_bad_file_error_names_every_bad_file(tmp_path: Path) -> None:
@@ -437,48 +437,84 @@ def test_validate_names_a_dataset_whose_folder_does_not_exist(tmp_path: Path) ->
     assert again.returncode == 0, again.stderr
 
 
-def test_a_subsample_of_a_folder_decodes_only_the_chosen_images_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """data.max_train/max_test on a large folder: the same prepared data as decoding it all,
-    but only the chosen images are held (each file is decoded once to find the bad ones).
-    Without a subsample, each file is decoded once and read back from a scratch file."""
-    from cnnlab.data.prepare import load_prepared, save_prepared, split_dataset
+def _prepare_folder(
+    tmp_path: Path, options: FolderOptions, *, lazy: bool, out: Path, seed: int = 3
+):
+    """load + split_dataset + save_prepared of ``datasets/pics`` as prepare@pics runs them,
+    with data.max_train 10 and max_test 4; the folder's skipped files with the split."""
+    from cnnlab.data.prepare import save_prepared, split_dataset
 
     folder, raw = listed(tmp_path)
-    write_image_folder(folder, per_class=12)  # 36 images and 2 bad files
+    loaded = load("pics", raw, folder, options, seed=seed, lazy=lazy, scratch_dir=tmp_path)
+    data = loaded.raw
+    split = split_dataset(
+        data.train_images, data.train_labels, data.test_images, data.test_labels,
+        data.classes, name="pics", seed=seed, val_fraction=0.2, max_train=10, max_test=4,
+    )  # fmt: skip
+    save_prepared(split, out)
+    return split, loaded.skipped
+
+
+def test_a_subsample_of_a_folder_decodes_only_the_files_it_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.max_train/max_test on a large folder: the subsample is drawn from the listed
+    files and only the drawn ones are decoded (checked when drawn, then written), the same
+    prepared data as decoding the whole folder first. A drawn bad file is replaced by the
+    next of the draw. Without a subsample, each file is decoded once into a scratch file."""
+    from cnnlab.data.prepare import load_prepared
+
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=40, bad_files=False)  # 120 images
     scan("pics", folder, raw)
     options = FolderOptions(size=16, on_bad_file="skip")
-
-    def prepared(lazy: bool, out: Path):
-        data = load("pics", raw, folder, options, seed=3, lazy=lazy, scratch_dir=tmp_path).raw
-        split = split_dataset(
-            data.train_images, data.train_labels, data.test_images, data.test_labels,
-            data.classes, name="pics", seed=3, val_fraction=0.2, max_train=10, max_test=4,
-        )  # fmt: skip
-        save_prepared(split, out)
-        return split
-
     decoded = []
     real_decode = images.decode
     monkeypatch.setattr(images, "decode", lambda *a: decoded.append(1) or real_decode(*a))
-    everything = prepared(lazy=False, out=tmp_path / "all")
-    assert len(decoded) == 38
+    everything, _ = _prepare_folder(tmp_path, options, lazy=False, out=tmp_path / "all")
+    assert len(decoded) == 120
     decoded.clear()
-    subsample = prepared(lazy=True, out=tmp_path / "some")
-    assert len(decoded) == 38 + 10 + 4  # every file once, then the 14 chosen ones again
+    subsample, _ = _prepare_folder(tmp_path, options, lazy=True, out=tmp_path / "some")
+    assert len(decoded) == 2 * (10 + 4)  # checked when drawn, decoded again when written
     assert subsample.meta == everything.meta
     for path in (tmp_path / "all").iterdir():
         assert path.read_bytes() == (tmp_path / "some" / path.name).read_bytes(), path.name
     assert load_prepared(tmp_path / "some").meta["counts"] == {"train": 8, "val": 2, "test": 4}
     assert not list(tmp_path.glob(".pics-*"))  # the scratch file has no name
 
+    # Bad files in the draw (seed 2 draws both): skipped by name and replaced.
+    shutil.rmtree(folder)
+    write_image_folder(folder, per_class=10)  # 30 images, apple/corrupt.jpg, apple/notes.png
+    scan("pics", folder, raw)
+    decoded.clear()
+    split, skipped = _prepare_folder(tmp_path, options, lazy=True, out=tmp_path / "bad", seed=2)
+    assert sorted(s["path"] for s in skipped) == ["apple/corrupt.jpg", "apple/notes.png"]
+    assert split.meta["counts"] == {"train": 8, "val": 2, "test": 4}
+    assert len(decoded) == 2 * (10 + 4) + 2
+
+
+def test_a_drawn_bad_file_stops_a_subsample_when_bad_files_are_errors(tmp_path: Path) -> None:
+    from cnnlab.data.prepare import split_dataset
+
+    folder, raw = listed(tmp_path)
+    write_image_folder(folder, per_class=3)  # 9 images, 2 bad files, all drawn below
+    scan("pics", folder, raw)
+    data = load("pics", raw, folder, FolderOptions(on_bad_file="error"), seed=0, lazy=True).raw
+    with pytest.raises(DataError, match=r"1 file\(s\) in .* cannot be used as images") as err:
+        split_dataset(
+            data.train_images, data.train_labels, data.test_images, data.test_labels,
+            data.classes, name="pics", seed=0, val_fraction=0.2, max_train=100,
+        )  # fmt: skip
+    assert "dataset.pics.on_bad_file: skip" in str(err.value)
+    assert "apple/corrupt.jpg" in str(err.value) or "apple/notes.png" in str(err.value)
+
 
 def test_listing_and_preparing_a_folder_print_one_summary_line_each_off_a_terminal(
     tmp_path: Path,
 ) -> None:
     """In a CI log or a redirected output, the md5 listing, the decoding and the writing of
-    a folder each end with one line of counts and time instead of a progress bar."""
+    a folder each end with one line of counts and time instead of a progress bar. Neither
+    stage imports torch: it alone would take 600 MB, more than a 6,000-photo prepare."""
     import re
     import subprocess
 
@@ -491,13 +527,15 @@ def test_listing_and_preparing_a_folder_print_one_summary_line_each_off_a_termin
     err = ""
     for script in ("download.py", "prepare.py"):
         result = subprocess.run(
-            [sys.executable, str(ROOT / "stages" / script), "pics"],
+            [sys.executable, "-X", "importtime", str(ROOT / "stages" / script), "pics"],
             cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert result.returncode == 0, result.stderr
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+        assert "numpy" in imported and "torch" not in imported, script
         err += result.stderr
     lines = [line for line in err.splitlines() if " in " in line and " s" in line]
     assert [re.sub(r" in [0-9.]+ s, \d+ ", " in T s, R ", line) for line in lines] == [

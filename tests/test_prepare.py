@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,10 +14,10 @@ from cnnlab.errors import UserError
 
 
 def _data(n_train: int = 100, n_test: int = 30):
-    g = torch.Generator().manual_seed(0)
-    train = torch.randint(0, 256, (n_train, 3, 8, 8), generator=g, dtype=torch.uint8)
-    test = torch.randint(0, 256, (n_test, 3, 8, 8), generator=g, dtype=torch.uint8)
-    return train, torch.arange(n_train) % 10, test, torch.arange(n_test) % 10, list("abcdefghij")
+    g = np.random.default_rng(0)
+    train = g.integers(0, 256, (n_train, 3, 8, 8), dtype=np.uint8)
+    test = g.integers(0, 256, (n_test, 3, 8, 8), dtype=np.uint8)
+    return train, np.arange(n_train) % 10, test, np.arange(n_test) % 10, list("abcdefghij")
 
 
 def test_split_is_disjoint_complete_and_seeded() -> None:
@@ -24,8 +25,8 @@ def test_split_is_disjoint_complete_and_seeded() -> None:
     b = split_dataset(*_data(), name="x", seed=1, val_fraction=0.2)
     c = split_dataset(*_data(), name="x", seed=2, val_fraction=0.2)
     assert a.meta["counts"] == {"train": 80, "val": 20, "test": 30}
-    assert torch.equal(a.images["val"], b.images["val"])
-    assert not torch.equal(a.images["val"], c.images["val"])
+    assert np.array_equal(a.images["val"], b.images["val"])
+    assert not np.array_equal(a.images["val"], c.images["val"])
     rows = {tuple(img.flatten().tolist()) for s in ("train", "val") for img in a.images[s]}
     assert len(rows) == 100  # every training image once, none in both splits
 
@@ -38,9 +39,9 @@ def test_max_train_and_max_test_subsample() -> None:
 
 def test_statistics_come_from_the_training_split() -> None:
     data = split_dataset(*_data(), name="x", seed=1, val_fraction=0.2)
-    expected = data.images["train"].double().div(255).mean(dim=(0, 2, 3))
+    expected = (data.images["train"] / 255.0).mean(axis=(0, 2, 3))
     assert data.meta["mean"] == pytest.approx(expected.tolist(), abs=1e-6)
-    mean, std = channel_stats(torch.tensor([[[[0, 255]]]], dtype=torch.uint8))
+    mean, std = channel_stats(np.array([[[[0, 255]]]], dtype=np.uint8))
     assert mean == [0.5] and std == [0.5]
 
 
@@ -55,7 +56,7 @@ def test_saved_files_round_trip(tmp_path: Path) -> None:
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["classes"] == list("abcdefghij") and meta["image_shape"] == [3, 8, 8]
     loaded = load_prepared(tmp_path)
-    assert torch.equal(loaded.images["test"], data.images["test"])
+    assert torch.equal(loaded.images["test"], torch.from_numpy(data.images["test"]))
     assert loaded.labels["train"].dtype == torch.int64
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "meta.json",
@@ -70,8 +71,6 @@ def test_saved_files_round_trip(tmp_path: Path) -> None:
 def test_prepared_images_are_memory_mapped_from_plain_npy_files(tmp_path: Path) -> None:
     """Training reads the images out of the page cache, a batch at a time: the split is a
     mapping of its .npy file (which numpy alone can read), not a copy on the heap."""
-    import numpy as np
-
     data = split_dataset(*_data(), name="x", seed=1, val_fraction=0.2)
     save_prepared(data, tmp_path)
     loaded = load_prepared(tmp_path)
@@ -85,10 +84,10 @@ def test_prepared_images_are_memory_mapped_from_plain_npy_files(tmp_path: Path) 
             if m[-1] == train_file
         )
     on_disk = np.load(tmp_path / "train_images.npy", mmap_mode="r")
-    assert np.array_equal(on_disk, data.images["train"].numpy())
-    assert np.array_equal(np.load(tmp_path / "val_labels.npy"), data.labels["val"].numpy())
+    assert np.array_equal(on_disk, data.images["train"])
+    assert np.array_equal(np.load(tmp_path / "val_labels.npy"), data.labels["val"])
     batch = loaded.images["train"][torch.tensor([3, 1])]  # a batch is an ordinary tensor
-    assert torch.equal(batch, data.images["train"][[3, 1]])
+    assert torch.equal(batch, torch.from_numpy(data.images["train"][[3, 1]]))
 
 
 def test_the_same_split_is_saved_as_the_same_bytes(tmp_path: Path) -> None:
@@ -102,7 +101,7 @@ def test_the_same_split_is_saved_as_the_same_bytes(tmp_path: Path) -> None:
 class _Counted:
     """Rows decoded on demand (as a folder's are), counting how many are fetched at once."""
 
-    def __init__(self, images: torch.Tensor) -> None:
+    def __init__(self, images: np.ndarray) -> None:
         self.images, self.largest = images, 0
 
     @property
@@ -112,7 +111,7 @@ class _Counted:
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
         self.largest = max(self.largest, len(index))
         return self.images[index]
 
@@ -124,7 +123,7 @@ def test_a_split_of_on_demand_images_is_written_a_chunk_at_a_time(
     the same files and statistics (to the bit) as the same images in memory."""
     import cnnlab.data.prepare as prepare
 
-    monkeypatch.setattr(prepare, "STATS_CHUNK", 1000)  # chunks that straddle images
+    monkeypatch.setattr(prepare, "WRITE_CHUNK", 7)  # blocks of another size than in memory
 
     train, train_y, test, test_y, classes = _data(n_train=300)
     in_memory = split_dataset(
@@ -164,26 +163,38 @@ def test_a_failed_save_keeps_the_previous_complete_output(tmp_path: Path, monkey
     with pytest.raises(OSError, match="No space left"):
         save_prepared(second, tmp_path / "out")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary directory left
-    assert torch.equal(load_prepared(tmp_path / "out").images["val"], first.images["val"])
+    assert np.array_equal(load_prepared(tmp_path / "out").images["val"], first.images["val"])
 
 
-def test_channel_stats_are_the_same_bits_as_over_the_whole_transposed_split() -> None:
-    """Computed chunk by chunk from the images each chunk spans (no transposed copy of the
-    whole split), the statistics in meta.json must not change by a bit."""
+def test_channel_stats_are_exact_and_the_same_however_the_images_are_split() -> None:
+    """The statistics in meta.json come from exact integer sums: the same bits for any block
+    size (a folder's images arrive a chunk at a time), equal to a float64 computation."""
     import cnnlab.data.prepare as prepare
 
-    g = torch.Generator().manual_seed(3)
-    images = torch.randint(0, 256, (700, 3, 37, 41), generator=g, dtype=torch.uint8)
-    for chunk in (1000, 1517, 37 * 41, prepare.STATS_CHUNK):
-        flat = images.transpose(0, 1).reshape(3, -1).to(torch.float64) / 255.0
-        sums = sum(part.sum(dim=1) for part in flat.split(chunk, dim=1))
-        squares = sum((part * part).sum(dim=1) for part in flat.split(chunk, dim=1))
-        mean = sums / flat.shape[1]
-        std = (squares / flat.shape[1] - mean * mean).clamp_min(1e-12).sqrt()
-        expected = [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
-        original = prepare.STATS_CHUNK
-        prepare.STATS_CHUNK = chunk
-        try:
-            assert channel_stats(images) == expected, chunk
-        finally:
-            prepare.STATS_CHUNK = original
+    images = np.random.default_rng(3).integers(0, 256, (700, 3, 37, 41), dtype=np.uint8)
+    flat = images.transpose(1, 0, 2, 3).reshape(3, -1) / 255.0
+    mean, std = flat.mean(axis=1), flat.std(axis=1)
+    results = set()
+    for chunk in (1, 7, 64, 700):
+        sums = prepare._ChannelSums(3)
+        for start in range(0, len(images), chunk):
+            sums.add(images[start : start + chunk])
+        results.add(str(sums.result()))
+    assert len(results) == 1
+    got_mean, got_std = channel_stats(images)
+    assert got_mean == pytest.approx(mean.tolist(), abs=1e-6)
+    assert got_std == pytest.approx(std.tolist(), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 2**31 - 1, 2**32 - 1, 2**32 + 5, 2**40 + 3])
+def test_the_seeded_draw_is_torchs_randperm(seed: int) -> None:
+    """prepare draws its splits without importing torch (600 MB), yet draws the numbers
+    ``torch.randperm`` draws from ``manual_seed(seed)``, one draw after another: the splits
+    of every earlier prepared dataset stay the same."""
+    import cnnlab.data.prepare as prepare
+
+    generator = torch.Generator().manual_seed(seed)
+    bits = prepare._mt19937(seed)
+    for n in (0, 1, 2, 3, 10, 1000, 12345):
+        expected = torch.randperm(n, generator=generator).numpy()
+        assert np.array_equal(prepare._randperm(n, bits), expected), n

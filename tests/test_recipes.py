@@ -621,5 +621,3 @@ def test_tuned_preset_is_an_lr_grid_around_each_optimizers_row_with_two_seeds(
     assert len(lines) == len(names)
     text = PRESETS.read_text().split("## tuned-optimizers-lenet-mnist", 1)[1]
     assert "\ncnnlab-compare --tune lr\n" in text
-
-

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fake_datasets import (
     CIFAR_FOLDER,
     CIFAR_TARBALL,
@@ -66,14 +65,14 @@ def leftovers(dest: Path) -> list[str]:
 
 
 def assert_matches(raw: sources.RawDataset, fake: FakeFiles, shape: tuple[int, int, int]) -> None:
-    assert raw.train_images.dtype == torch.uint8 and raw.test_images.dtype == torch.uint8
-    assert raw.train_labels.dtype == torch.int64 and raw.test_labels.dtype == torch.int64
+    assert raw.train_images.dtype == np.uint8 and raw.test_images.dtype == np.uint8
+    assert raw.train_labels.dtype == np.int64 and raw.test_labels.dtype == np.int64
     assert tuple(raw.train_images.shape) == (len(fake.train_labels), *shape)
     assert tuple(raw.test_images.shape) == (len(fake.test_labels), *shape)
-    assert np.array_equal(raw.train_images.numpy(), fake.train_images)
-    assert np.array_equal(raw.test_images.numpy(), fake.test_images)
-    assert np.array_equal(raw.train_labels.numpy(), fake.train_labels)
-    assert np.array_equal(raw.test_labels.numpy(), fake.test_labels)
+    assert np.array_equal(raw.train_images, fake.train_images)
+    assert np.array_equal(raw.test_images, fake.test_images)
+    assert np.array_equal(raw.train_labels, fake.train_labels)
+    assert np.array_equal(raw.test_labels, fake.test_labels)
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,7 +534,7 @@ def test_flowers102_over_http_with_official_splits(tmp_path, expect):
     assert sorted(p.name for p in folder.iterdir()) == [FLOWERS_LABELS, "jpg", FLOWERS_SETID]
     assert len(list((folder / "jpg").iterdir())) == 12  # the tarball itself is not kept
     raw = load_raw("flowers102", dest, ResizedOptions(size=20, resize="center_crop"))
-    assert raw.train_images.shape == (4, 3, 20, 20) and raw.train_images.dtype == torch.uint8
+    assert raw.train_images.shape == (4, 3, 20, 20) and raw.train_images.dtype == np.uint8
     assert raw.val_images is not None and raw.val_images.shape == (4, 3, 20, 20)
     assert raw.test_images.shape == (4, 3, 20, 20)
     assert raw.train_labels.tolist() == fake.train_labels.tolist()  # 1-based in the .mat
@@ -606,13 +605,13 @@ def test_digits(tmp_path):
     raw = load_raw("digits", dest)
     assert raw.train_images.shape == (1438, 1, 32, 32)
     assert raw.test_images.shape == (359, 1, 32, 32)
-    assert raw.train_images.dtype == torch.uint8 and raw.train_labels.dtype == torch.int64
+    assert raw.train_images.dtype == np.uint8 and raw.train_labels.dtype == np.int64
     assert raw.classes == [str(i) for i in range(10)]
     assert int(raw.train_images.max()) == 255 and int(raw.train_images.min()) == 0
     assert sorted(set(raw.test_labels.tolist())) == list(range(10))
     again = load_raw("digits", dest)
-    assert torch.equal(again.test_images, raw.test_images)
-    assert torch.equal(again.train_labels, raw.train_labels)
+    assert np.array_equal(again.test_images, raw.test_images)
+    assert np.array_equal(again.train_labels, raw.train_labels)
     assert leftovers(dest) == []
 
 
@@ -639,7 +638,7 @@ def test_real_mnist_from_local_mirror(tmp_path, monkeypatch):
     raw = load_raw("mnist", dest)
     assert raw.train_images.shape == (60000, 1, 28, 28)
     assert raw.test_images.shape == (10000, 1, 28, 28)
-    assert raw.train_images.dtype == torch.uint8 and raw.test_labels.dtype == torch.int64
+    assert raw.train_images.dtype == np.uint8 and raw.test_labels.dtype == np.int64
     assert sorted(set(raw.train_labels.tolist())) == list(range(10))
     assert raw.classes[0] == "0 - zero"
 

@@ -60,8 +60,8 @@ class BatchMaker:
         pad_to_size: bool = True,
     ) -> None:
         self.device = device or torch.device("cpu")
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
+        self.images = torch.as_tensor(images).to(self.device)  # arrays of a fresh split too
+        self.labels = torch.as_tensor(labels).to(self.device)
         channels = images.shape[1]
         self.repeat = 1
         if in_channels is not None and in_channels != channels:

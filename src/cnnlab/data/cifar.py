@@ -146,7 +146,6 @@ def _check_contents(src: Source, folder: Path) -> None:
 
 def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     """Both splits through torchvision's CIFAR10, once every batch matched its md5."""
-    import torch
     from torchvision import datasets as tvd
 
     folder = raw_dir / src.folder
@@ -182,8 +181,8 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
                 f"{data.dtype}, {len(ds.targets)} labels); "
                 f"{redownload_hint(src.name)}"
             )
-        images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
-        labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+        images = np.ascontiguousarray(data.transpose(0, 3, 1, 2))
+        labels = np.asarray(ds.targets, dtype=np.int64)
         if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(ds.classes):
             raise DataError(
                 f"{folder}: labels outside 0..{len(ds.classes) - 1}; {redownload_hint(src.name)}"

@@ -70,12 +70,11 @@ def load(raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     x = torch.from_numpy(images).unsqueeze(1).to(torch.float32)
     x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     x = x.round().clamp(0, 255).to(torch.uint8)
-    y = torch.from_numpy(labels.astype(np.int64))
-    train_t, test_t = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+    x, y = x.numpy(), labels.astype(np.int64)
     return RawDataset(
-        train_images=x[train_t].contiguous(),
-        train_labels=y[train_t].contiguous(),
-        test_images=x[test_t].contiguous(),
-        test_labels=y[test_t].contiguous(),
+        train_images=x[train_idx],
+        train_labels=y[train_idx],
+        test_images=x[test_idx],
+        test_labels=y[test_idx],
         classes=[str(i) for i in range(10)],
     )

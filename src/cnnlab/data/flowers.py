@@ -92,7 +92,6 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
     torchvision's Flowers102, every photo resized once to ``options.size``."""
     if options is None:
         raise TypeError("flowers102 needs its options (dataset.flowers102: size, resize)")
-    import torch
     from torchvision import datasets as tvd
 
     from cnnlab.data import images
@@ -126,12 +125,12 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
         pairs = [ds[i] for i in range(len(ds))]
         size = options.size
         x = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8)
-        y = torch.as_tensor([p[1] for p in pairs], dtype=torch.int64)
+        y = np.asarray([p[1] for p in pairs], dtype=np.int64)
         if len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(base.classes):
             raise DataError(
                 f"{folder}: labels outside 1..{len(base.classes)}; {redownload_hint(src.name)}"
             )
-        splits.append((torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y))
+        splits.append((np.ascontiguousarray(x.transpose(0, 3, 1, 2)), y))
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = splits
     return RawDataset(
         train_x, train_y, test_x, test_y, list(base.classes), val_images=val_x, val_labels=val_y

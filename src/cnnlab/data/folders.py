@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -31,9 +31,6 @@ from cnnlab.data.catalog import FolderOptions
 from cnnlab.data.progress import ProgressMode, track
 from cnnlab.data.raw import DataError, RawDataset
 from cnnlab.files import atomic_directory, write_json
-
-if TYPE_CHECKING:
-    import torch
 
 MANIFEST_FILE = "manifest.json"
 #: Sub-folders that split a folder dataset; train and test are required together.
@@ -309,10 +306,28 @@ def _decode_entry(
 
 class FolderImages:
     """Some images of a folder, fetched one by one by ``image(item)`` only when indexed
-    (``images[index]``, as prepare's split takes them): a folder is never held whole."""
+    (``images[index]``, as prepare's split takes them): a folder is never held whole.
+    With ``bad`` (a subsample, nothing decoded yet), :meth:`usable` checks a drawn file."""
 
-    def __init__(self, items: list[Any], size: int, image: Callable[[Any], np.ndarray]) -> None:
-        self.items, self.size, self.image = items, size, image
+    def __init__(
+        self,
+        items: list[Any],
+        size: int,
+        image: Callable[[Any], np.ndarray],
+        bad: Callable[[Any, str], None] | None = None,
+    ) -> None:
+        self.items, self.size, self.image, self.bad = items, size, image, bad
+
+    def usable(self, row: int) -> bool:
+        """Whether item ``row`` decodes; a file that does not goes to ``bad``, once."""
+        if self.bad is None:
+            return True
+        try:
+            self.image(self.items[row])
+        except images.BadImage as exc:
+            self.bad(self.items[row], str(exc))
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self.items)
@@ -323,15 +338,25 @@ class FolderImages:
 
     def subset(self, mask: np.ndarray) -> FolderImages:
         kept = [item for item, keep in zip(self.items, mask.tolist(), strict=True) if keep]
-        return FolderImages(kept, self.size, self.image)
+        return FolderImages(kept, self.size, self.image, self.bad)
 
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        out = torch.empty((len(index), 3, self.size, self.size), dtype=torch.uint8)
-        for k, row in enumerate(index.tolist()):
-            out[k].numpy()[...] = self.image(self.items[row])
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        out = np.empty((len(index), 3, self.size, self.size), dtype=np.uint8)
+        for k, row in enumerate(np.asarray(index).tolist()):
+            out[k] = self.image(self.items[row])
         return out
+
+
+def _bad_files(name: str, folder: Path, skipped: list[dict[str, str]]) -> DataError:
+    """The error of ``on_bad_file: error``, naming the first bad files."""
+    shown = "\n".join(f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS])
+    more = len(skipped) - NAMED_IN_ERRORS
+    return DataError(
+        f"{len(skipped)} file(s) in {folder} cannot be used as images:\n{shown}"
+        f"{f'{chr(10)}  ... and {more} more' if more > 0 else ''}\nFix or remove them, or set "
+        f"dataset.{name}.on_bad_file: skip to leave them out (they are then listed in the "
+        "prepared data's meta.json)."
+    )
 
 
 def _scratch_row(scratch: IO[bytes], size: int, row: int) -> np.ndarray:
@@ -354,62 +379,56 @@ def load(
     """Decode and resize every file ``raw_dir``'s manifest lists (read from ``folder``).
 
     The splits are :class:`~cnnlab.data.prepare.Rows`, which ``save_prepared`` reads a chunk
-    at a time: each image decoded once to a scratch file in ``scratch_dir``
-    (unnamed: the system removes it when the last reader is gone), or with ``lazy`` (a
-    subsample) decoded once to find the bad files (they change the seeded draw) and again
-    if chosen.
+    at a time: each image decoded once to a scratch file in ``scratch_dir`` (unnamed: the
+    system removes it when the last reader is gone). With ``lazy`` (a subsample) nothing is
+    decoded here: ``split_dataset`` draws from every listed file and checks each drawn one
+    (:meth:`FolderImages.usable`), a bad one replaced by the next of the draw, and the chosen
+    ones are decoded again while written.
     """
-    import torch
-
     manifest = _read_manifest(name, raw_dir)
     folder = Path(folder)
     classes: list[str] = list(manifest["classes"])
     index = {c: i for i, c in enumerate(classes)}
-    scratch = (
-        None if lazy else tempfile.TemporaryFile(dir=scratch_dir, prefix=f".{name}-")  # noqa: SIM115
-    )
     kept: dict[str | None, list[Any]] = defaultdict(list)  # entries (lazy), else scratch rows
     labels: dict[str | None, list[int]] = defaultdict(list)
     skipped: list[dict[str, str]] = list(manifest.get("skipped", []))
-    written = 0
-    with track(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
+    decode = partial(_decode_entry, name, folder, options)
+    if lazy:
+        if skipped and options.on_bad_file == "error":  # links and special files
+            raise _bad_files(name, folder, skipped)
         for entry in manifest["files"]:
-            bar.update()
-            try:
-                image = _decode_entry(name, folder, options, entry)
-            except images.BadImage as exc:
-                skipped.append({"path": entry["path"], "reason": str(exc)})
-                continue
-            kept[entry["split"]].append(entry if scratch is None else written)
+            kept[entry["split"]].append(entry)
             labels[entry["split"]].append(index[entry["class"]])
-            if scratch is not None:
+
+        def bad(entry: dict[str, Any], reason: str) -> None:
+            skipped.append({"path": entry["path"], "reason": reason})
+            if options.on_bad_file == "error":
+                raise _bad_files(name, folder, skipped)
+
+        fetch, on_bad = decode, bad
+    else:
+        scratch = tempfile.TemporaryFile(dir=scratch_dir, prefix=f".{name}-")  # noqa: SIM115
+        written = 0
+        with track(progress, len(manifest["files"]), f"{name}: decode", "files") as bar:
+            for entry in manifest["files"]:
+                bar.update()
+                try:
+                    image = decode(entry)
+                except images.BadImage as exc:
+                    skipped.append({"path": entry["path"], "reason": str(exc)})
+                    continue
+                kept[entry["split"]].append(written)
+                labels[entry["split"]].append(index[entry["class"]])
                 scratch.write(np.ascontiguousarray(image).data)
                 written += 1
-    if scratch is not None:
         scratch.flush()
-    if skipped and options.on_bad_file == "error":
-        shown = "\n".join(
-            f"  {folder / s['path']}: {s['reason']}" for s in skipped[:NAMED_IN_ERRORS]
-        )
-        more = (
-            f"\n  ... and {len(skipped) - NAMED_IN_ERRORS} more"
-            if len(skipped) > NAMED_IN_ERRORS
-            else ""
-        )
-        raise DataError(
-            f"{len(skipped)} file(s) in {folder} cannot be used as images:\n{shown}"
-            f"{more}\nFix or remove them, or set dataset.{name}.on_bad_file: skip to leave "
-            "them out (they are then listed in the prepared data's meta.json)."
-        )
+        if skipped and options.on_bad_file == "error":
+            raise _bad_files(name, folder, skipped)
+        fetch, on_bad = partial(_scratch_row, scratch, options.size), None
 
-    if scratch is None:  # a subsample: the chosen files are decoded again (no BadImage now)
-        fetch = partial(_decode_entry, name, folder, options)
-    else:
-        fetch = partial(_scratch_row, scratch, options.size)
-
-    def stack(split: str | None) -> tuple[FolderImages, torch.Tensor]:
-        y = torch.from_numpy(np.asarray(labels[split], dtype=np.int64))
-        return FolderImages(kept[split], options.size, fetch), y
+    def stack(split: str | None) -> tuple[FolderImages, np.ndarray]:
+        y = np.asarray(labels[split], dtype=np.int64)
+        return FolderImages(kept[split], options.size, fetch, on_bad), y
 
     splits = manifest.get("splits")
     if splits:
@@ -418,12 +437,11 @@ def load(
         val = stack("val") if "val" in splits else None
     else:
         all_x, all_y = stack(None)
-        test = _test_draw(all_y.numpy(), len(classes), options.test_fraction, seed)
+        test = _test_draw(all_y, len(classes), options.test_fraction, seed)
         test_x, train_x = all_x.subset(test), all_x.subset(~test)
-        mask = torch.from_numpy(test)
-        test_y, train_y = all_y[mask].contiguous(), all_y[~mask].contiguous()
+        test_y, train_y = all_y[test], all_y[~test]
         val = None
-    counts = torch.bincount(train_y, minlength=len(classes)).tolist()
+    counts = np.bincount(train_y, minlength=len(classes)).tolist()
     empty = [c for c, n in zip(classes, counts, strict=True) if n == 0]
     if empty:
         raise DataError(

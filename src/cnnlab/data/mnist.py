@@ -260,8 +260,6 @@ def read_idx(path: Path) -> np.ndarray:
 def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDataset:
     """Both splits, each file read by the reader that verified it at download (torchvision's
     MNIST class would parse them a second time)."""
-    import torch
-
     folder = raw_dir / src.folder
     data: dict[str, np.ndarray] = {}
     for content in sorted(content_names(src)):
@@ -275,9 +273,9 @@ def load(src: Source, raw_dir: Path, options: ResizedOptions | None) -> RawDatas
     _check_pairs(folder, {name: len(array) for name, array in data.items()})
     splits = []
     for split in ("train", "t10k"):
-        images = torch.from_numpy(data[f"{split}-images-idx3-ubyte"])
+        images = data[f"{split}-images-idx3-ubyte"][:, None]
         labels = data[f"{split}-labels-idx1-ubyte"].astype(np.int64)
-        splits.append((images.unsqueeze(1).contiguous(), torch.from_numpy(labels)))
+        splits.append((np.ascontiguousarray(images), labels))
     (train_x, train_y), (test_x, test_y) = splits
     classes = list(_torchvision_class(src.name).classes)
     return RawDataset(train_x, train_y, test_x, test_y, classes)

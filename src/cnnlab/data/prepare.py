@@ -4,30 +4,33 @@ Each split is an uncompressed ``.npy`` written a chunk at a time, the same bytes
 (DVC compares them); :func:`load_prepared` memory-maps the images, so a large split never
 lands on the heap and DDP processes share the page cache. Images may come from a source that
 decodes on demand (a folder of photos): then only the chosen rows are fetched, a chunk at a
-time, while they are written and summed.
+time, while they are written and summed. Torch-free (numpy only): ``import torch`` alone
+takes about 600 MB, the whole budget of a large folder's prepare; only
+:func:`load_prepared` (train, evaluate) imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from cnnlab.data.progress import ProgressMode, track
 from cnnlab.errors import UserError
 from cnnlab.files import atomic_directory, write_json
 
+if TYPE_CHECKING:
+    import torch
+
 #: The single file of the format before memory-mapped splits (refused with a fix).
 TENSORS_FILE = "tensors.pt"
 META_FILE = "meta.json"
 SPLITS = ("train", "val", "test")
-#: Values per channel summed at a time (float64: 8 MB a channel).
-STATS_CHUNK = 1 << 20
 #: Images fetched, written and freed at a time (at 224x224 RGB, about 10 MB).
 WRITE_CHUNK = 64
 
@@ -42,20 +45,20 @@ def labels_file(split: str) -> str:
 
 class Rows(Protocol):
     """Images a split can be drawn from without holding them all: ``rows[index]`` returns
-    the uint8 images [len(index), C, H, W] of an index tensor; ``shape`` is [N, C, H, W]."""
+    the uint8 images [len(index), C, H, W] of an index array; ``shape`` is [N, C, H, W]."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...
 
     def __len__(self) -> int: ...
 
-    def __getitem__(self, index: torch.Tensor) -> torch.Tensor: ...
+    def __getitem__(self, index: np.ndarray) -> np.ndarray: ...
 
 
 class Selection:
     """Rows ``index`` of ``source``, fetched only when saved, ``WRITE_CHUNK`` at a time."""
 
-    def __init__(self, source: Rows, index: torch.Tensor) -> None:
+    def __init__(self, source: Rows, index: np.ndarray) -> None:
         self.source, self.index = source, index
 
     @property
@@ -65,17 +68,19 @@ class Selection:
     def __len__(self) -> int:
         return len(self.index)
 
-    def chunks(self) -> Iterator[torch.Tensor]:
-        for part in self.index.split(WRITE_CHUNK):
-            yield self.source[part]
+    def chunks(self) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.index), WRITE_CHUNK):
+            yield np.asarray(self.source[self.index[start : start + WRITE_CHUNK]])
 
 
 @dataclass
 class PreparedData:
-    """uint8 images [N, C, H, W] and int64 labels per split, plus what training needs to know."""
+    """uint8 images [N, C, H, W] and int64 labels per split, plus what training needs to know:
+    numpy arrays (or :class:`Selection` objects) from :func:`split_dataset`, tensors from
+    :func:`load_prepared`."""
 
-    images: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
+    images: dict[str, Any]
+    labels: dict[str, Any]
     meta: dict[str, Any]
 
     @property
@@ -88,68 +93,88 @@ class PreparedData:
         return c, h, w
 
 
-def _subsample(n: int, keep: int | None, generator: torch.Generator) -> torch.Tensor:
-    order = torch.randperm(n, generator=generator)
-    return order if keep is None else order[: min(keep, n)]
+def _randperm(n: int, bits: np.random.MT19937) -> np.ndarray:
+    """``torch.randperm(n, generator=torch.Generator().manual_seed(seed))``, the same numbers
+    from the same Mersenne Twister stream (``_mt19937(seed)``): torch's CPU randperm swaps
+    ``i`` with ``i + raw % (n - i)`` for 32-bit raw draws (tests/test_prepare.py checks it
+    against torch), and importing torch to draw it would cost prepare 600 MB."""
+    if n >= (1 << 32) // 20:  # torch draws 64 bits from here on
+        raise ValueError(f"{n} images: more than this draw supports")
+    order = np.arange(n, dtype=np.int64)
+    if n > 1:
+        swap = np.arange(n - 1) + bits.random_raw(n - 1).astype(np.int64) % np.arange(n, 1, -1)
+        for i, j in enumerate(swap.tolist()):
+            order[i], order[j] = order[j], order[i]
+    return order
+
+
+def _mt19937(seed: int) -> np.random.MT19937:
+    """The Mersenne Twister torch's ``manual_seed(seed)`` starts (seeded from the low 32 bits,
+    as torch's CPU generator is)."""
+    bits = np.random.MT19937()
+    bits.state = np.random.RandomState(seed & 0xFFFFFFFF).get_state(legacy=False)
+    return bits
+
+
+def _subsample(source: object, n: int, keep: int | None, bits: np.random.MT19937) -> np.ndarray:
+    """The first ``keep`` rows (all with None) of a seeded permutation that ``source`` can
+    use: a folder's drawn files are decoded to check them (``usable``), a bad one replaced by
+    the next of the draw, so that files outside a subsample are never read."""
+    return _usable(source, _randperm(n, bits), keep)
+
+
+def _usable(source: object, rows: np.ndarray, keep: int | None = None) -> np.ndarray:
+    usable = getattr(source, "usable", None)
+    if usable is None:
+        return rows if keep is None else rows[:keep]
+    picked: list[int] = []
+    for row in rows.tolist():
+        if keep is not None and len(picked) == keep:
+            break
+        if usable(row):
+            picked.append(row)
+    return np.asarray(picked, dtype=np.int64)
 
 
 class _ChannelSums:
-    """Per-channel float64 sums of uint8 images fed in order, a block at a time.
+    """Exact per-channel sums of uint8 values and of their squares, fed a block at a time:
+    integers, so the statistics are the same bits however the images are split into blocks
+    and on any machine."""
 
-    Summed over chunks of ``STATS_CHUNK`` channel-major values, cut as
-    ``images.transpose(0, 1).reshape(c, -1).split(STATS_CHUNK, dim=1)`` would cut them (the
-    same bits however the images arrive), without a transposed copy of the whole split.
-    """
+    def __init__(self, channels: int) -> None:
+        self.counts = np.zeros((channels, 256), dtype=np.int64)  # a histogram per channel
 
-    def __init__(self, n_images: int, image_shape: tuple[int, ...]) -> None:
-        self.c = image_shape[0]
-        self.pixels = int(np.prod(image_shape[1:])) if n_images else 0
-        self.count = n_images * self.pixels
-        self.sums = torch.zeros(self.c, dtype=torch.float64)
-        self.squares = torch.zeros(self.c, dtype=torch.float64)
-        self.held: torch.Tensor | None = None  # images [held_first, ...), as [k, c, pixels]
-        self.held_first = 0
-        self.start = 0  # the next value (per channel) to sum
-
-    def add(self, block: torch.Tensor) -> None:
-        block = block.reshape(len(block), self.c, self.pixels)
-        self.held = block if self.held is None else torch.cat([self.held, block])
-        held_end = self.held_first + len(self.held)
-        while self.start < self.count:
-            stop = min(self.start + STATS_CHUNK, self.count)
-            first, last = self.start // self.pixels, (stop - 1) // self.pixels + 1
-            if last > held_end:
-                break
-            spanned = self.held[first - self.held_first : last - self.held_first]
-            chunk = spanned.transpose(0, 1).reshape(self.c, -1)
-            chunk = chunk[:, self.start - first * self.pixels : stop - first * self.pixels]
-            chunk = chunk.to(torch.float64).div_(255.0)  # in place: one float64 chunk held
-            self.sums += chunk.sum(dim=1)
-            self.squares += chunk.mul_(chunk).sum(dim=1)
-            self.start = stop
-        done = self.start // self.pixels if self.pixels else 0
-        self.held = self.held[done - self.held_first :]
-        self.held_first = done
+    def add(self, block: np.ndarray) -> None:
+        for c in range(len(self.counts)):
+            self.counts[c] += np.bincount(block[:, c].reshape(-1), minlength=256)
 
     def result(self) -> tuple[list[float], list[float]]:
-        mean = self.sums / self.count
-        std = (self.squares / self.count - mean * mean).clamp_min(1e-12).sqrt()
-        return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+        mean, std = [], []
+        for hist in self.counts.tolist():
+            n = sum(hist)
+            total = sum(v * k for v, k in enumerate(hist))
+            squares = sum(v * v * k for v, k in enumerate(hist))
+            m = Fraction(total, 255 * n)
+            var = Fraction(squares, 255 * 255 * n) - m * m
+            mean.append(round(float(m), 6))
+            std.append(round(max(float(var), 1e-12) ** 0.5, 6))
+        return mean, std
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images on the 0..1 scale; float64 sums make them
-    independent of how the work is split across threads."""
-    sums = _ChannelSums(len(images), tuple(images.shape[1:]))
-    sums.add(images)
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images on the 0..1 scale, from exact integer sums."""
+    images = np.asarray(images)
+    sums = _ChannelSums(images.shape[1])
+    for start in range(0, len(images), WRITE_CHUNK):
+        sums.add(images[start : start + WRITE_CHUNK])
     return sums.result()
 
 
 def split_dataset(
-    train_images: torch.Tensor | Rows,
-    train_labels: torch.Tensor,
-    test_images: torch.Tensor | Rows,
-    test_labels: torch.Tensor,
+    train_images: np.ndarray | Rows,
+    train_labels: np.ndarray,
+    test_images: np.ndarray | Rows,
+    test_labels: np.ndarray,
     classes: list[str],
     *,
     name: str,
@@ -157,8 +182,8 @@ def split_dataset(
     val_fraction: float,
     max_train: int | None = None,
     max_test: int | None = None,
-    val_images: torch.Tensor | Rows | None = None,
-    val_labels: torch.Tensor | None = None,
+    val_images: np.ndarray | Rows | None = None,
+    val_labels: np.ndarray | None = None,
 ) -> PreparedData:
     """Hold out a seeded validation split and optionally subsample, deterministically.
 
@@ -167,12 +192,12 @@ def split_dataset(
     validation split (``val_images``: Flowers-102's). Images given as :class:`Rows` come back
     as :class:`Selection` objects, ``mean``/``std`` left for :func:`save_prepared` to fill.
     """
-    generator = torch.Generator().manual_seed(seed)
-    pool = _subsample(len(train_labels), max_train, generator)
+    bits = _mt19937(seed)
+    pool = _subsample(train_images, len(train_labels), max_train, bits)
     if val_images is not None and val_labels is not None:
-        train_idx = pool.sort().values
+        train_idx = np.sort(pool)
         val_source, val_source_labels = val_images, val_labels
-        val_idx = torch.arange(len(val_labels))
+        val_idx = _usable(val_images, np.arange(len(val_labels)))
     else:
         n_val = max(1, round(len(pool) * val_fraction))
         if n_val >= len(pool):
@@ -180,20 +205,22 @@ def split_dataset(
                 f"data.val_fraction={val_fraction} leaves no training images out of "
                 f"{len(pool)}; lower data.val_fraction or raise data.max_train"
             )
-        val_idx, train_idx = pool[:n_val].sort().values, pool[n_val:].sort().values
+        val_idx, train_idx = np.sort(pool[:n_val]), np.sort(pool[n_val:])
         val_source, val_source_labels = train_images, train_labels
-    test_idx = _subsample(len(test_labels), max_test, generator).sort().values
-    sources = [train_images, val_source, test_images]
-    on_demand = not all(isinstance(x, torch.Tensor) for x in sources)
+    test_idx = np.sort(_subsample(test_images, len(test_labels), max_test, bits))
+    if len(test_idx) == 0:
+        raise UserError(f"{name}: no test image can be decoded: add readable test images")
+    picks = {
+        "train": (train_images, train_labels, train_idx),
+        "val": (val_source, val_source_labels, val_idx),
+        "test": (test_images, test_labels, test_idx),
+    }
+    on_demand = not all(_in_memory(x) for x, _, _ in picks.values())
     images: dict[str, Any] = {
-        split: Selection(source, idx) if on_demand else source[idx].contiguous()
-        for split, source, idx in zip(SPLITS, sources, (train_idx, val_idx, test_idx), strict=True)
+        split: Selection(x, idx) if on_demand else np.asarray(x)[idx]
+        for split, (x, _, idx) in picks.items()
     }
-    labels = {
-        "train": train_labels[train_idx].to(torch.int64),
-        "val": val_source_labels[val_idx].to(torch.int64),
-        "test": test_labels[test_idx].to(torch.int64),
-    }
+    labels = {split: np.asarray(y)[idx].astype(np.int64) for split, (_, y, idx) in picks.items()}
     mean, std = (None, None) if on_demand else channel_stats(images["train"])
     meta = {
         "dataset": name,
@@ -201,8 +228,7 @@ def split_dataset(
         "image_shape": list(images["train"].shape[1:]),
         "counts": {split: len(labels[split]) for split in SPLITS},
         "class_counts": {
-            split: torch.bincount(labels[split], minlength=len(classes)).tolist()
-            for split in SPLITS
+            split: np.bincount(labels[split], minlength=len(classes)).tolist() for split in SPLITS
         },
         "mean": mean,
         "std": std,
@@ -214,6 +240,11 @@ def split_dataset(
         "max_test": max_test,
     }
     return PreparedData(images, labels, meta)
+
+
+def _in_memory(images: object) -> bool:
+    """An array (or a tensor) rather than :class:`Rows` decoded on demand."""
+    return isinstance(images, np.ndarray) or hasattr(images, "__array__")
 
 
 def _write_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> BinaryIO:
@@ -231,16 +262,20 @@ def _write_npy(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> BinaryIO:
 
 def _save_images(
     path: Path,
-    images: torch.Tensor | Selection,
+    images: np.ndarray | Selection,
     sums: _ChannelSums | None,
     bar: tqdm,
 ) -> None:
-    """Write one split's images, a :class:`Selection` a chunk at a time (summed into ``sums``)."""
+    """Write one split's images a chunk at a time (summed into ``sums``)."""
     with _write_npy(path, tuple(images.shape), np.dtype(np.uint8)) as f:
-        blocks = images.chunks() if isinstance(images, Selection) else [images]
+        if isinstance(images, Selection):
+            blocks = images.chunks()
+        else:
+            array = np.asarray(images)
+            blocks = (array[i : i + WRITE_CHUNK] for i in range(0, len(array), WRITE_CHUNK))
         for block in blocks:
-            block = block.contiguous()
-            f.write(block.numpy().data)  # no copy: the tensor's own bytes
+            block = np.ascontiguousarray(block, dtype=np.uint8)
+            f.write(block.data)
             if sums is not None:
                 sums.add(block)
             bar.update(len(block))
@@ -254,13 +289,13 @@ def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode
     name = data.meta.get("dataset", directory.name)
     sums = None
     if data.meta.get("mean") is None:
-        sums = _ChannelSums(len(data.images["train"]), tuple(data.images["train"].shape[1:]))
+        sums = _ChannelSums(data.images["train"].shape[1])
     with atomic_directory(directory) as tmp:
         with track(progress if on_demand else None, total, f"{name}: prepare", "img") as bar:
             for split in SPLITS:
                 split_sums = sums if split == "train" else None
                 _save_images(tmp / images_file(split), data.images[split], split_sums, bar)
-                labels = data.labels[split].to(torch.int64).contiguous().numpy()
+                labels = np.ascontiguousarray(data.labels[split], dtype=np.int64)
                 with _write_npy(tmp / labels_file(split), labels.shape, labels.dtype) as f:
                     f.write(labels.data)
         if sums is not None:
@@ -271,12 +306,17 @@ def save_prepared(data: PreparedData, directory: Path, *, progress: ProgressMode
 def _mapped(path: Path) -> torch.Tensor:
     """The array of a ``.npy`` file, memory-mapped copy-on-write: torch warns on a read-only
     array, and as nothing writes to the images every page stays the shared page-cache one."""
+    import torch
+
     return torch.from_numpy(np.load(path, mmap_mode="c", allow_pickle=False))
 
 
 def load_prepared(directory: Path) -> PreparedData:
-    """The prepared splits: images memory-mapped (see :func:`_mapped`), labels in memory."""
+    """The prepared splits as tensors: images memory-mapped (see :func:`_mapped`), labels in
+    memory."""
     import json
+
+    import torch
 
     meta_path = directory / META_FILE
     if not meta_path.exists():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from cnnlab.errors import UserError
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
     from cnnlab.data.prepare import Rows
 
@@ -48,14 +48,14 @@ class RawDataset:
     """The dataset as published: its own train/test split, uint8 pixels, int64 labels (a
     folder's images are :class:`~cnnlab.data.prepare.Rows`, read on demand)."""
 
-    train_images: torch.Tensor | Rows  # uint8, [N, C, H, W]
-    train_labels: torch.Tensor  # int64, [N]
-    test_images: torch.Tensor | Rows  # uint8, [M, C, H, W]
-    test_labels: torch.Tensor  # int64, [M]
+    train_images: np.ndarray | Rows  # uint8, [N, C, H, W]
+    train_labels: np.ndarray  # int64, [N]
+    test_images: np.ndarray | Rows  # uint8, [M, C, H, W]
+    test_labels: np.ndarray  # int64, [M]
     classes: list[str]
     #: The dataset's own validation split (Flowers-102, a folder with val/), if any.
-    val_images: torch.Tensor | Rows | None = None
-    val_labels: torch.Tensor | None = None
+    val_images: np.ndarray | Rows | None = None
+    val_labels: np.ndarray | None = None
 
 
 def redownload_hint(name: str) -> str:
