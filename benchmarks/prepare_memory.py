@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/prepare_memory.py 1000 3000 6000          # this checkout
     .venv/bin/python benchmarks/prepare_memory.py 2000 --code /other/checkout   # compare
-    .venv/bin/python benchmarks/prepare_memory.py 4000 --max-train 500   # a quick-run subsample
+    .venv/bin/python benchmarks/prepare_memory.py 4000 --max-train 500 --max-test 100  # a subsample
     .venv/bin/python benchmarks/prepare_memory.py 1000 --train alexnet2012   # and one epoch
 
 Writes N photos (224x224 JPEG, 10 classes: a colour ramp, a disc and noise, about 20 KB
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("counts", type=int, nargs="+", help="numbers of photos")
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose stages run")
     parser.add_argument("--max-train", type=int, help="data.max_train (default: all)")
+    parser.add_argument("--max-test", type=int, help="data.max_test (default: all)")
     parser.add_argument("--train", metavar="MODEL", help="also train MODEL for one epoch")
     parser.add_argument("--dir", type=Path, help="where the temporary project goes (default: /tmp)")
     args = parser.parse_args()
@@ -103,7 +104,8 @@ def main() -> None:
     }
     torch_mb, torch_anon, _ = peak_of([sys.executable, "-c", "import torch"], ROOT, env)
     print(
-        f"code: {code}; max_train: {args.max_train}; threads 1; {os.cpu_count()} CPUs; "
+        f"code: {code}; max_train: {args.max_train}; max_test: {args.max_test}; threads 1; "
+        f"{os.cpu_count()} CPUs; "
         f"load average before: {load_average()}; `import torch` alone: peak RSS "
         f"{torch_mb:.0f} MB ({torch_anon:.0f} MB anonymous)"
     )
@@ -122,6 +124,7 @@ def main() -> None:
             params.update(datasets=["photos"], models=[model], threads=1, epochs=1)
             params["dataset"]["photos"] = {"size": SIZE}
             params["data"]["max_train"] = args.max_train
+            params["data"]["max_test"] = args.max_test
             (work / "params.yaml").write_text(yaml.safe_dump(params))
             cells = [str(n), f"{n * SIZE * SIZE * 3 / 2**20:.0f}"]
             for stage in stages:
