@@ -76,11 +76,12 @@ def world_from_env() -> World:
 
 def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[str]:
     """torchrun starting ``nproc`` copies of ``script`` here: standalone unless torchrun's
-    PET_* variables describe a multi-node rendezvous, which torchrun then reads itself."""
+    PET_* variables describe a multi-node rendezvous, which torchrun then reads itself, run
+    by :data:`LAUNCHER` so that a rendezvous that fails ends in one line."""
+    if multi_node_requested():
+        return [sys.executable, "-m", LAUNCHER, f"--nproc-per-node={nproc}", str(script), *args]
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if not multi_node_requested():
-        command.append("--standalone")
-    return [*command, str(script), *args]
+    return [*command, "--standalone", str(script), *args]
 
 
 def relaunch_under_torchrun(nproc: int, threads: int) -> None:
@@ -88,6 +89,7 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
 
     ``exec``, so that DVC waits on torchrun and Ctrl-C or SIGTERM reach it (and through it
     every worker); OMP_NUM_THREADS set keeps torchrun's oversubscription warning quiet.
+    ``exec`` also drops the stage's writer lock: rank 0 takes it again.
     """
     command = torchrun_command(nproc, sys.argv[0], sys.argv[1:])
     if multi_node_requested():
@@ -102,10 +104,13 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
         nodes = os.environ.get("PET_NNODES", "all")
         print(
             f"waiting {wait} for {nodes} nodes to join at {host}:{port}: start the same "
-            "command on every node (past the wait, torchrun stops: 'Timed out ... waiting')",
+            "command on every node",
             file=sys.stderr,
             flush=True,
         )
+        if "TORCH_CPP_LOG_LEVEL" not in os.environ:  # the launcher's, dropped for the workers
+            os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
+            os.environ[_QUIET_LAUNCHER] = "1"
     print(f"launching torchrun: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     sys.stdout.flush()
@@ -114,6 +119,12 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
 
 #: How long a multi-node launch waits for every node (torchrun's own default is 600 s).
 JOIN_TIMEOUT_S = 300
+#: What the stage runs for a multi-node job: this module, torchrun under :func:`launch`.
+LAUNCHER = "cnnlab.distributed"
+#: Set by the stage with TORCH_CPP_LOG_LEVEL=FATAL when the user set no C++ log level: the
+#: launcher drops both once torch has read them, so its own retries and timeouts are quiet
+#: (the error says what happened) while the workers log as the user's environment says.
+_QUIET_LAUNCHER = "CNNLAB_QUIET_LAUNCHER"
 
 
 def rendezvous_endpoint() -> tuple[str, int]:
@@ -156,6 +167,108 @@ def check_rendezvous_port() -> None:
                 "program), and node 0 must listen on it: set PET_MASTER_PORT to a free port "
                 "on every node, or stop what holds it"
             ) from None
+
+
+def rendezvous_wait_s() -> int:
+    """How long torchrun waits for the nodes: PET_RDZV_CONF's ``timeout`` (static
+    rendezvous) or ``join_timeout`` (c10d), else torchrun's default, 600 s."""
+    conf = os.environ.get("PET_RDZV_CONF", "")
+    values = dict(item.split("=", 1) for item in conf.split(",") if "=" in item)
+    key = "timeout" if _static_rendezvous() else "join_timeout"
+    try:
+        return int(float(values[key]))
+    except (KeyError, ValueError):
+        return 600
+
+
+def _static_rendezvous() -> bool:
+    return os.environ.get("PET_RDZV_BACKEND", "static") == "static"
+
+
+def rendezvous_failure(exc: BaseException) -> Exception | None:
+    """The one-line :class:`~cnnlab.errors.UserError` for a rendezvous that failed the
+    ways a user can fix (nodes missing, an endpoint out of reach); ``None`` for anything
+    else, which keeps torchrun's traceback."""
+    import re
+
+    from torch.distributed import DistNetworkError, DistStoreError
+    from torch.distributed.elastic.rendezvous.api import (
+        RendezvousConnectionError,
+        RendezvousTimeoutError,
+    )
+
+    from cnnlab.errors import UserError
+
+    host, port = rendezvous_endpoint()
+    where = f"{host}:{port}"
+    address = "PET_RDZV_ENDPOINT" if os.environ.get("PET_RDZV_ENDPOINT") else "PET_MASTER_ADDR"
+    names = "PET_RDZV_ENDPOINT" if "RDZV" in address else "PET_MASTER_ADDR and PET_MASTER_PORT"
+    nodes = os.environ.get("PET_NNODES", "all")
+    wait = rendezvous_wait_s()
+    longer = "or wait longer with PET_RDZV_CONF=timeout=N,join_timeout=N"
+    message = str(exc)
+    if isinstance(exc, (DistNetworkError, RendezvousConnectionError)) and not _resolves(host):
+        return UserError(
+            f"distributed: {host}, in {address}, is no host name this machine knows, so the "
+            f"rendezvous at {where} never started: set {address} on every node to node 0's "
+            "address (its IP, or a name every node resolves)"
+        )
+    if isinstance(exc, RendezvousTimeoutError) or (
+        isinstance(exc, DistStoreError) and "waiting for clients" in message
+    ):
+        count = re.search(r"(\d+)/(\d+) clients joined", message)
+        joined = f"only {count[1]} of {count[2]}" if count else f"not all {nodes}"
+        return UserError(
+            f"distributed: {joined} nodes joined at {where} within {wait} s: start the same "
+            f"command on every node (the same PET_NNODES, {names}), check that every "
+            f"node can reach {where} (a firewall, a wrong address), {longer}"
+        )
+    if isinstance(exc, DistNetworkError) and "trying to connect" in message:
+        if _static_rendezvous() and os.environ.get("PET_NODE_RANK", "0") == "0":
+            return UserError(
+                f"distributed: this is node 0 (PET_NODE_RANK=0), which serves the rendezvous, "
+                f"yet nothing answered at {where} within {wait} s: set {address} on every "
+                "node to this machine's address (one the other nodes reach)"
+            )
+        return UserError(
+            f"distributed: node 0 did not answer at {where} within {wait} s: start the same "
+            "command on node 0 (PET_NODE_RANK=0), check that every node has node 0's address "
+            f"in {names} and that this node can reach it (a firewall), {longer}"
+        )
+    if isinstance(exc, RendezvousConnectionError):
+        cause = str(exc.__cause__ or exc).strip().splitlines()[0].rstrip(".")
+        return UserError(
+            f"distributed: cannot reach the rendezvous at {where} ({cause}): start the same "
+            f"command on {host}, which serves it, and check {names} and that this node can "
+            f"reach {where} (a firewall, a wrong address)"
+        )
+    return None
+
+
+def _resolves(host: str) -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
+
+
+def launch(argv: list[str]) -> None:
+    """torchrun on ``argv``, as ``torchrun`` would run it (its ``main``: a failed worker is
+    reported as torchrun reports it), but a rendezvous that fails the ways a user can fix
+    ends in one line saying what to do, exit code 2, instead of torchrun's traceback."""
+    from torch.distributed.run import main
+
+    try:
+        main(argv)
+    except Exception as exc:
+        error = rendezvous_failure(exc)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 @contextlib.contextmanager
@@ -254,3 +367,9 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
 
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+if __name__ == "__main__":  # the stage's multi-node launcher: python -m cnnlab.distributed
+    if os.environ.pop(_QUIET_LAUNCHER, None):  # torch has read it: the workers do not
+        os.environ.pop("TORCH_CPP_LOG_LEVEL", None)
+    launch(sys.argv[1:])
