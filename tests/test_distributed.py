@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -314,6 +315,30 @@ def test_a_rendezvous_that_fails_ends_in_one_line_after_its_wait(
     ]
     assert process.returncode == 2
     assert seconds < 5 + MARGIN_S
+
+
+def test_a_node_waits_for_node_0_for_the_stated_time_and_no_longer(monkeypatch) -> None:
+    """torch's own client would back off past the wait (107 s past a 120 s one, measured)."""
+    from cnnlab.errors import UserError
+
+    port = _free_port()
+    for key in ("PET_RDZV_ENDPOINT", "PET_RDZV_BACKEND", "PET_MASTER_ADDR"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PET_NODE_RANK", "1")
+    monkeypatch.setenv("PET_MASTER_PORT", str(port))
+    monkeypatch.setenv("PET_RDZV_CONF", "timeout=2,join_timeout=2")
+    started = time.monotonic()
+    with pytest.raises(UserError, match=f"node 0 did not answer at 127.0.0.1:{port} within 2 s"):
+        distributed.wait_for_node_0(poll_s=0.1)
+    assert 2 <= time.monotonic() - started < 4
+    with socket.socket() as node0:  # node 0 comes late, and is joined at once
+        node0.bind(("127.0.0.1", port))
+        late = threading.Timer(0.5, node0.listen)
+        late.start()
+        started = time.monotonic()
+        distributed.wait_for_node_0(poll_s=0.1)
+        late.join()
+    assert time.monotonic() - started < 1.5
 
 
 def test_the_error_is_kept_for_what_is_not_a_rendezvous_failure() -> None:

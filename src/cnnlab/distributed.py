@@ -185,10 +185,21 @@ def _static_rendezvous() -> bool:
     return os.environ.get("PET_RDZV_BACKEND", "static") == "static"
 
 
+#: The end of every message about a wait that ran out.
+_LONGER = "or wait longer with PET_RDZV_CONF=timeout=N,join_timeout=N"
+
+
+def _address_names() -> tuple[str, str]:
+    """The variable holding the rendezvous host, and those to name for host and port."""
+    if os.environ.get("PET_RDZV_ENDPOINT"):
+        return "PET_RDZV_ENDPOINT", "PET_RDZV_ENDPOINT"
+    return "PET_MASTER_ADDR", "PET_MASTER_ADDR and PET_MASTER_PORT"
+
+
 def rendezvous_failure(exc: BaseException) -> Exception | None:
     """The one-line :class:`~cnnlab.errors.UserError` for a rendezvous that failed the
-    ways a user can fix (nodes missing, an endpoint out of reach); ``None`` for anything
-    else, which keeps torchrun's traceback."""
+    ways a user can fix (nodes missing, an address that leads nowhere); ``None`` for
+    anything else, which keeps torchrun's traceback."""
     import re
 
     from torch.distributed import DistNetworkError, DistStoreError
@@ -201,39 +212,31 @@ def rendezvous_failure(exc: BaseException) -> Exception | None:
 
     host, port = rendezvous_endpoint()
     where = f"{host}:{port}"
-    address = "PET_RDZV_ENDPOINT" if os.environ.get("PET_RDZV_ENDPOINT") else "PET_MASTER_ADDR"
-    names = "PET_RDZV_ENDPOINT" if "RDZV" in address else "PET_MASTER_ADDR and PET_MASTER_PORT"
-    nodes = os.environ.get("PET_NNODES", "all")
-    wait = rendezvous_wait_s()
-    longer = "or wait longer with PET_RDZV_CONF=timeout=N,join_timeout=N"
+    address, names = _address_names()
     message = str(exc)
-    if isinstance(exc, (DistNetworkError, RendezvousConnectionError)) and not _resolves(host):
-        return UserError(
-            f"distributed: {host}, in {address}, is no host name this machine knows, so the "
-            f"rendezvous at {where} never started: set {address} on every node to node 0's "
-            "address (its IP, or a name every node resolves)"
-        )
+    unreachable = isinstance(exc, RendezvousConnectionError) or (
+        isinstance(exc, DistNetworkError) and "trying to connect" in message
+    )
+    if unreachable and not _resolves(host):
+        return _unknown_host()
     if isinstance(exc, RendezvousTimeoutError) or (
         isinstance(exc, DistStoreError) and "waiting for clients" in message
     ):
         count = re.search(r"(\d+)/(\d+) clients joined", message)
+        nodes = os.environ.get("PET_NNODES", "all")
         joined = f"only {count[1]} of {count[2]}" if count else f"not all {nodes}"
         return UserError(
-            f"distributed: {joined} nodes joined at {where} within {wait} s: start the same "
-            f"command on every node (the same PET_NNODES, {names}), check that every "
-            f"node can reach {where} (a firewall, a wrong address), {longer}"
+            f"distributed: {joined} nodes joined at {where} within {rendezvous_wait_s()} s: "
+            f"start the same command on every node (the same PET_NNODES, {names}), check "
+            f"that every node can reach {where} (a firewall, a wrong address), {_LONGER}"
         )
-    if isinstance(exc, DistNetworkError) and "trying to connect" in message:
-        if _static_rendezvous() and os.environ.get("PET_NODE_RANK", "0") == "0":
-            return UserError(
-                f"distributed: this is node 0 (PET_NODE_RANK=0), which serves the rendezvous, "
-                f"yet nothing answered at {where} within {wait} s: set {address} on every "
-                "node to this machine's address (one the other nodes reach)"
-            )
+    if isinstance(exc, DistNetworkError) and unreachable:
+        if not _static_rendezvous() or os.environ.get("PET_NODE_RANK", "0") != "0":
+            return _no_answer()
         return UserError(
-            f"distributed: node 0 did not answer at {where} within {wait} s: start the same "
-            "command on node 0 (PET_NODE_RANK=0), check that every node has node 0's address "
-            f"in {names} and that this node can reach it (a firewall), {longer}"
+            "distributed: this is node 0 (PET_NODE_RANK=0), which serves the rendezvous, yet "
+            f"nothing answered at {where} within {rendezvous_wait_s()} s: set {address} on "
+            "every node to this machine's address (one the other nodes reach)"
         )
     if isinstance(exc, RendezvousConnectionError):
         cause = str(exc.__cause__ or exc).strip().splitlines()[0].rstrip(".")
@@ -243,6 +246,57 @@ def rendezvous_failure(exc: BaseException) -> Exception | None:
             f"reach {where} (a firewall, a wrong address)"
         )
     return None
+
+
+def _unknown_host() -> Exception:
+    from cnnlab.errors import UserError
+
+    host, port = rendezvous_endpoint()
+    address, _ = _address_names()
+    return UserError(
+        f"distributed: {host}, in {address}, is no host name this machine knows, so the "
+        f"rendezvous at {host}:{port} never started: set {address} on every node to node 0's "
+        "address (its IP, or a name every node resolves)"
+    )
+
+
+def _no_answer() -> Exception:
+    """Node 0 never answered this node (another)."""
+    from cnnlab.errors import UserError
+
+    host, port = rendezvous_endpoint()
+    if not _resolves(host):
+        return _unknown_host()
+    return UserError(
+        f"distributed: node 0 did not answer at {host}:{port} within {rendezvous_wait_s()} s: "
+        "start the same command on node 0 (PET_NODE_RANK=0), check that every node has node "
+        f"0's address in {_address_names()[1]} and that this node can reach it (a firewall), "
+        + _LONGER
+    )
+
+
+def wait_for_node_0(poll_s: float = 1.0) -> None:
+    """On a node other than 0 of a static rendezvous, wait for node 0's port to accept a
+    connection, for the stated wait at most. torch's own client backs off between its tries
+    by up to most of the wait again (83 s past a 120 s wait, measured), so it would end long
+    past the stated time, and join a late node 0 late."""
+    import socket
+    import time
+
+    if not _static_rendezvous() or os.environ.get("PET_NODE_RANK", "0") == "0":
+        return
+    endpoint = os.environ.get("PET_RDZV_ENDPOINT")
+    if endpoint and not endpoint.rpartition(":")[2].isdigit():
+        return  # no port: torchrun says so
+    host, port = rendezvous_endpoint()
+    deadline = time.monotonic() + rendezvous_wait_s()
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            with socket.create_connection((host, port), timeout=min(left, 10)):
+                return
+        except OSError:  # refused, unreachable, no such name (yet): node 0 may still come
+            time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
+    raise _no_answer()
 
 
 def _resolves(host: str) -> bool:
@@ -261,8 +315,14 @@ def launch(argv: list[str]) -> None:
     ends in one line saying what to do, exit code 2, instead of torchrun's traceback."""
     from torch.distributed.run import main
 
+    from cnnlab.errors import UserError
+
     try:
+        wait_for_node_0()
         main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
     except Exception as exc:
         error = rendezvous_failure(exc)
         if error is None:
