@@ -341,6 +341,24 @@ def test_a_node_waits_for_node_0_for_the_stated_time_and_no_longer(monkeypatch) 
     assert time.monotonic() - started < 1.5
 
 
+def test_ctrl_c_while_node_0_waits_ends_it_at_once(tmp_path: Path) -> None:
+    """torch's wait for the nodes is C++, which used to hold Ctrl-C back to the wait's end
+    (then a traceback); no worker has started, so the launcher just ends."""
+    cwd = _workdir(tmp_path / "alone", 1)
+    port = _free_port()
+    process = _multi_node_train(cwd, port, PET_RDZV_CONF="timeout=300,join_timeout=300")
+
+    def listening() -> bool:  # node 0's rendezvous store is up: the wait has begun
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, "node 0's rendezvous store", 120, interval_s=0.2, process=process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = finish(process, 30, "node 0, after Ctrl-C while waiting for node 1")
+    assert process.returncode == -signal.SIGINT
+    assert "Traceback" not in stderr
+
+
 def test_the_error_is_kept_for_what_is_not_a_rendezvous_failure() -> None:
     from torch.distributed import DistStoreError
     from torch.distributed.elastic.multiprocessing import SignalException

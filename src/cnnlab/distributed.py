@@ -313,10 +313,17 @@ def launch(argv: list[str]) -> None:
     """torchrun on ``argv``, as ``torchrun`` would run it (its ``main``: a failed worker is
     reported as torchrun reports it), but a rendezvous that fails the ways a user can fix
     ends in one line saying what to do, exit code 2, instead of torchrun's traceback."""
+    import signal
+
     from torch.distributed.run import main
 
     from cnnlab.errors import UserError
 
+    if "SIGINT" in os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGINT"):
+        # Ctrl-C while waiting: end at once (torch's wait for the nodes is C++ that defers
+        # Python's handler to the wait's end, then a traceback); no worker runs yet, and
+        # torchrun sets its own handler before it starts one.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         wait_for_node_0()
         main(argv)
