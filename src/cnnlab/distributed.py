@@ -5,6 +5,9 @@ as in one process, and rank ``r`` takes the ``r``-th of its equal slices. The la
 global batch is cut to a multiple of the world size, so every rank makes the same steps. DDP
 averages the equal slices' gradients: the same step as one process, up to summation order.
 Nothing here knows about files; the stage decides that only rank 0 writes.
+
+Run as ``python -m cnnlab.distributed`` this module is torchrun (:func:`launch`): the train
+stage runs it for a multi-node job, whose failed rendezvous it reports in one line.
 """
 
 from __future__ import annotations
