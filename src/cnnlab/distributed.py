@@ -5,6 +5,9 @@ as in one process, and rank ``r`` takes the ``r``-th of its equal slices. The la
 global batch is cut to a multiple of the world size, so every rank makes the same steps. DDP
 averages the equal slices' gradients: the same step as one process, up to summation order.
 Nothing here knows about files; the stage decides that only rank 0 writes.
+
+Run as ``python -m cnnlab.distributed`` this module is torchrun (:func:`launch`): the train
+stage runs it for a multi-node job, whose failed rendezvous it reports in one line.
 """
 
 from __future__ import annotations
@@ -76,11 +79,12 @@ def world_from_env() -> World:
 
 def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[str]:
     """torchrun starting ``nproc`` copies of ``script`` here: standalone unless torchrun's
-    PET_* variables describe a multi-node rendezvous, which torchrun then reads itself."""
+    PET_* variables describe a multi-node rendezvous, which torchrun then reads itself, run
+    by :data:`LAUNCHER` so that a rendezvous that fails ends in one line."""
+    if multi_node_requested():
+        return [sys.executable, "-m", LAUNCHER, f"--nproc-per-node={nproc}", str(script), *args]
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    if not multi_node_requested():
-        command.append("--standalone")
-    return [*command, str(script), *args]
+    return [*command, "--standalone", str(script), *args]
 
 
 def relaunch_under_torchrun(nproc: int, threads: int) -> None:
@@ -88,6 +92,7 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
 
     ``exec``, so that DVC waits on torchrun and Ctrl-C or SIGTERM reach it (and through it
     every worker); OMP_NUM_THREADS set keeps torchrun's oversubscription warning quiet.
+    ``exec`` also drops the stage's writer lock: rank 0 takes it again.
     """
     command = torchrun_command(nproc, sys.argv[0], sys.argv[1:])
     if multi_node_requested():
@@ -102,10 +107,13 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
         nodes = os.environ.get("PET_NNODES", "all")
         print(
             f"waiting {wait} for {nodes} nodes to join at {host}:{port}: start the same "
-            "command on every node (past the wait, torchrun stops: 'Timed out ... waiting')",
+            "command on every node",
             file=sys.stderr,
             flush=True,
         )
+        if "TORCH_CPP_LOG_LEVEL" not in os.environ:  # the launcher's, dropped for the workers
+            os.environ["TORCH_CPP_LOG_LEVEL"] = "FATAL"
+            os.environ[_QUIET_LAUNCHER] = "1"
     print(f"launching torchrun: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     sys.stdout.flush()
@@ -114,6 +122,12 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
 
 #: How long a multi-node launch waits for every node (torchrun's own default is 600 s).
 JOIN_TIMEOUT_S = 300
+#: What the stage runs for a multi-node job: this module, torchrun under :func:`launch`.
+LAUNCHER = "cnnlab.distributed"
+#: Set by the stage with TORCH_CPP_LOG_LEVEL=FATAL when the user set no C++ log level: the
+#: launcher drops both once torch has read them, so its own retries and timeouts are quiet
+#: (the error says what happened) while the workers log as the user's environment says.
+_QUIET_LAUNCHER = "CNNLAB_QUIET_LAUNCHER"
 
 
 def rendezvous_endpoint() -> tuple[str, int]:
@@ -156,6 +170,175 @@ def check_rendezvous_port() -> None:
                 "program), and node 0 must listen on it: set PET_MASTER_PORT to a free port "
                 "on every node, or stop what holds it"
             ) from None
+
+
+def rendezvous_wait_s() -> int:
+    """How long torchrun waits for the nodes: PET_RDZV_CONF's ``timeout`` (static
+    rendezvous) or ``join_timeout`` (c10d), else torchrun's default, 600 s."""
+    conf = os.environ.get("PET_RDZV_CONF", "")
+    values = dict(item.split("=", 1) for item in conf.split(",") if "=" in item)
+    key = "timeout" if _static_rendezvous() else "join_timeout"
+    try:
+        return int(float(values[key]))
+    except (KeyError, ValueError):
+        return 600
+
+
+def _static_rendezvous() -> bool:
+    return os.environ.get("PET_RDZV_BACKEND", "static") == "static"
+
+
+#: The end of every message about a wait that ran out.
+_LONGER = "or wait longer with PET_RDZV_CONF=timeout=N,join_timeout=N"
+
+
+def _address_names() -> tuple[str, str]:
+    """The variable holding the rendezvous host, and those to name for host and port."""
+    if os.environ.get("PET_RDZV_ENDPOINT"):
+        return "PET_RDZV_ENDPOINT", "PET_RDZV_ENDPOINT"
+    return "PET_MASTER_ADDR", "PET_MASTER_ADDR and PET_MASTER_PORT"
+
+
+def rendezvous_failure(exc: BaseException) -> Exception | None:
+    """The one-line :class:`~cnnlab.errors.UserError` for a rendezvous that failed the
+    ways a user can fix (nodes missing, an address that leads nowhere); ``None`` for
+    anything else, which keeps torchrun's traceback."""
+    import re
+
+    from torch.distributed import DistNetworkError, DistStoreError
+    from torch.distributed.elastic.rendezvous.api import (
+        RendezvousConnectionError,
+        RendezvousTimeoutError,
+    )
+
+    from cnnlab.errors import UserError
+
+    host, port = rendezvous_endpoint()
+    where = f"{host}:{port}"
+    address, names = _address_names()
+    message = str(exc)
+    unreachable = isinstance(exc, RendezvousConnectionError) or (
+        isinstance(exc, DistNetworkError) and "trying to connect" in message
+    )
+    if unreachable and not _resolves(host):
+        return _unknown_host()
+    if isinstance(exc, RendezvousTimeoutError) or (
+        isinstance(exc, DistStoreError) and "waiting for clients" in message
+    ):
+        count = re.search(r"(\d+)/(\d+) clients joined", message)
+        nodes = os.environ.get("PET_NNODES", "all")
+        joined = f"only {count[1]} of {count[2]}" if count else f"not all {nodes}"
+        return UserError(
+            f"distributed: {joined} nodes joined at {where} within {rendezvous_wait_s()} s: "
+            f"start the same command on every node (the same PET_NNODES, {names}), check "
+            f"that every node can reach {where} (a firewall, a wrong address), {_LONGER}"
+        )
+    if isinstance(exc, DistNetworkError) and unreachable:
+        if not _static_rendezvous() or os.environ.get("PET_NODE_RANK", "0") != "0":
+            return _no_answer()
+        return UserError(
+            "distributed: this is node 0 (PET_NODE_RANK=0), which serves the rendezvous, yet "
+            f"nothing answered at {where} within {rendezvous_wait_s()} s: set {address} on "
+            "every node to this machine's address (one the other nodes reach)"
+        )
+    if isinstance(exc, RendezvousConnectionError):
+        cause = str(exc.__cause__ or exc).strip().splitlines()[0].rstrip(".")
+        return UserError(
+            f"distributed: cannot reach the rendezvous at {where} ({cause}): start the same "
+            f"command on {host}, which serves it, and check {names} and that this node can "
+            f"reach {where} (a firewall, a wrong address)"
+        )
+    return None
+
+
+def _unknown_host() -> Exception:
+    from cnnlab.errors import UserError
+
+    host, port = rendezvous_endpoint()
+    address, _ = _address_names()
+    return UserError(
+        f"distributed: {host}, in {address}, is no host name this machine knows, so the "
+        f"rendezvous at {host}:{port} never started: set {address} on every node to node 0's "
+        "address (its IP, or a name every node resolves)"
+    )
+
+
+def _no_answer() -> Exception:
+    """Node 0 never answered this node (another)."""
+    from cnnlab.errors import UserError
+
+    host, port = rendezvous_endpoint()
+    if not _resolves(host):
+        return _unknown_host()
+    return UserError(
+        f"distributed: node 0 did not answer at {host}:{port} within {rendezvous_wait_s()} s: "
+        "start the same command on node 0 (PET_NODE_RANK=0), check that every node has node "
+        f"0's address in {_address_names()[1]} and that this node can reach it (a firewall), "
+        + _LONGER
+    )
+
+
+def wait_for_node_0(poll_s: float = 1.0) -> None:
+    """On a node other than 0 of a static rendezvous, wait for node 0's port to accept a
+    connection, for the stated wait at most. torch's own client backs off between its tries
+    by up to most of the wait again (83 s past a 120 s wait, measured), so it would end long
+    past the stated time, and join a late node 0 late."""
+    import socket
+    import time
+
+    if not _static_rendezvous() or os.environ.get("PET_NODE_RANK", "0") == "0":
+        return
+    endpoint = os.environ.get("PET_RDZV_ENDPOINT")
+    if endpoint and not endpoint.rpartition(":")[2].isdigit():
+        return  # no port: torchrun says so
+    host, port = rendezvous_endpoint()
+    deadline = time.monotonic() + rendezvous_wait_s()
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            with socket.create_connection((host, port), timeout=min(left, 10)):
+                return
+        except OSError:  # refused, unreachable, no such name (yet): node 0 may still come
+            time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
+    raise _no_answer()
+
+
+def _resolves(host: str) -> bool:
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return True
+
+
+def launch(argv: list[str]) -> None:
+    """torchrun on ``argv``, as ``torchrun`` would run it (its ``main``: a failed worker is
+    reported as torchrun reports it), but a rendezvous that fails the ways a user can fix
+    ends in one line saying what to do, exit code 2, instead of torchrun's traceback."""
+    import signal
+
+    from torch.distributed.run import main
+
+    from cnnlab.errors import UserError
+
+    if "SIGINT" in os.environ.get("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGINT"):
+        # Ctrl-C while waiting: end at once (torch's wait for the nodes is C++ that defers
+        # Python's handler to the wait's end, then a traceback); no worker runs yet, and
+        # torchrun sets its own handler before it starts one.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        wait_for_node_0()
+        main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except Exception as exc:
+        error = rendezvous_failure(exc)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 @contextlib.contextmanager
@@ -254,3 +437,9 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device) -> torch.nn
 
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+if __name__ == "__main__":  # the stage's multi-node launcher: python -m cnnlab.distributed
+    if os.environ.pop(_QUIET_LAUNCHER, None):  # torch has read it: the workers do not
+        os.environ.pop("TORCH_CPP_LOG_LEVEL", None)
+    launch(sys.argv[1:])
