@@ -45,7 +45,7 @@ lock: setup
 # Are the committed results what the committed code and params give on this machine? In a
 # scratch clone of HEAD: lock up to date, data bytes, a forced rerun, training exact on the
 # platform that made the results and within the measured tolerance elsewhere
-# (docs/reproducibility.md). About twice a `dvc repro`.
+# (docs/reproducibility.md). One `dvc repro -f` where the results were made, two elsewhere.
 verify: setup
 	$(BIN)/python ci/verify.py
 
@@ -61,6 +61,7 @@ baseline: setup
 # Two pytest-xdist workers (CI's machine has 2 cores): TEST_WORKERS=1 runs them in one process.
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 1,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS))
+STEAL := $(if $(filter 1,$(TEST_WORKERS)),,--dist worksteal)
 
 # Every test but the CUDA and the slow ones, end-to-end tests that drive the real `dvc`
 # included (docs/testing.md has the times).
@@ -68,9 +69,11 @@ test: setup
 	$(RUN) $(BIN)/python -m pytest $(XDIST) --durations=10
 
 # The slow tests: `make verify`'s own checks, resuming, forced reruns. CI runs `make test`
-# and then these.
+# and then these. Work stealing: each worker starts on its half of the tests in file order
+# (so the verify tests' shared project is built while the other worker runs the resume
+# tests, not waited for), and a worker that runs out takes half of the other's queue.
 test-slow: setup
-	$(RUN) $(BIN)/python -m pytest $(XDIST) -m "slow and not gpu" --durations=10
+	$(RUN) $(BIN)/python -m pytest $(XDIST) $(STEAL) -m "slow and not gpu" --durations=10
 
 # Unit tests only: no dvc runs, no minute-long tests; for the edit-test loop.
 test-fast: setup

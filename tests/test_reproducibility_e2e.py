@@ -22,7 +22,9 @@ def _load_lock_diff():
 lock_diff = _load_lock_diff()
 
 
-@pytest.mark.slow  # every stage of the shared project again, AlexNet's training included
+# Not `slow`, though it reruns every stage of the shared project, AlexNet's training included:
+# `make test` builds that project for its other end-to-end tests anyway, while in
+# `make test-slow` this test was the only one to need it and paid for a second build.
 def test_forced_rerun_gives_the_same_dvc_lock(reproduced_digits, tmp_path: Path) -> None:
     """The gate CI runs: every stage again, and git sees no change in dvc.lock (or in the
     metrics files git tracks; timings.json holds measurements and does change)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, clean_params_text, digits_prepared
+from conftest import ROOT, built_once, clean_params_text, digits_prepared
 from e2e import finish, wait_for
 
 from cnnlab.data.prepare import save_prepared
@@ -58,13 +58,19 @@ def _outputs(cwd: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = _workdir(tmp_path_factory.mktemp("resume") / "straight")
-    process = _train(cwd)
-    output, _ = finish(process, 300, "train.py lenet digits")
-    assert process.returncode == 0, output
-    # Kept, complete, until evaluate@lenet-digits starts (DVC has recorded train by then).
-    assert (cwd / "checkpoints" / "lenet-digits.pt").exists()
-    return cwd
+    """The uninterrupted run every test compares with: trained once per test run, for both
+    workers (`built_once`); tests only read it."""
+
+    def build(folder: Path) -> None:
+        cwd = _workdir(folder / "straight")
+        process = _train(cwd)
+        output, _ = finish(process, 300, "train.py lenet digits")
+        assert process.returncode == 0, output
+        # Kept, complete, until evaluate@lenet-digits starts (DVC has recorded train by then).
+        assert (cwd / "checkpoints" / "lenet-digits.pt").exists()
+
+    folder, _ = built_once(tmp_path_factory, "resume-straight", build)
+    return folder / "straight"
 
 
 @pytest.fixture(scope="module")
