@@ -22,12 +22,14 @@ def main(dataset: str) -> None:
     skipped: list[dict[str, str]] = []
     progress = "bar" if interactive() else "line"  # a folder's decoding and writing
     if is_folder(dataset):
-        from cnnlab.data.folders import load
+        from cnnlab.data.folders import listed_files, load
 
         # Never held whole: decoded once to a scratch file beside the output, then written a
-        # chunk at a time; of a subsample only the drawn files are decoded (checked when
-        # drawn, and again when written).
-        subsample = p["data.max_train"] is not None or p["data.max_test"] is not None
+        # chunk at a time; of a subsample (a cap below the number of files) only the drawn
+        # files are decoded (checked when drawn, and again when written).
+        listed = listed_files(dataset, RAW / dataset)
+        caps = (p["data.max_train"], p["data.max_test"])
+        subsample = any(cap is not None and cap < listed for cap in caps)
         PREPARED.mkdir(parents=True, exist_ok=True)
         folder = load(
             dataset,

@@ -268,6 +268,11 @@ def _read_manifest(name: str, raw_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def listed_files(name: str, raw_dir: Path) -> int:
+    """How many files download@<name> listed."""
+    return len(_read_manifest(name, raw_dir)["files"])
+
+
 def _test_draw(labels: np.ndarray, n_classes: int, fraction: float, seed: int) -> np.ndarray:
     """A test mask holding ``fraction`` of every class (at least one image of any class
     that has two), drawn by ``seed``: small folders keep every class in both splits."""
