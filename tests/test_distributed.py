@@ -341,6 +341,38 @@ def test_a_node_waits_for_node_0_for_the_stated_time_and_no_longer(monkeypatch) 
     assert time.monotonic() - started < 1.5
 
 
+def test_the_rendezvous_is_read_as_torchrun_reads_it(monkeypatch) -> None:
+    """An IPv6 endpoint in brackets, and spaces in PET_RDZV_CONF, both of which torchrun
+    accepts: a node waits for node 0 at the address torchrun will use, as long as it says."""
+    for key in ("PET_RDZV_BACKEND", "PET_MASTER_ADDR", "PET_MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", " [::1]:29401 ")
+    assert distributed.rendezvous_endpoint() == ("::1", 29401)
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", "[fe80::1]")
+    assert distributed.rendezvous_endpoint() == ("fe80::1", 29400)
+    monkeypatch.setenv("PET_RDZV_ENDPOINT", "node0:29402")
+    assert distributed.rendezvous_endpoint() == ("node0", 29402)
+    monkeypatch.setenv("PET_RDZV_CONF", "join_timeout=60, timeout=5")
+    assert distributed.rendezvous_wait_s() == 5
+    monkeypatch.setenv("PET_RDZV_BACKEND", "c10d")
+    assert distributed.rendezvous_wait_s() == 60
+    monkeypatch.delenv("PET_RDZV_BACKEND")
+    if not socket.has_ipv6:
+        return
+    with socket.socket(socket.AF_INET6) as node0:
+        try:
+            node0.bind(("::1", 0))
+        except OSError:
+            return  # no IPv6 loopback here
+        node0.listen()
+        monkeypatch.setenv("PET_RDZV_ENDPOINT", f"[::1]:{node0.getsockname()[1]}")
+        monkeypatch.setenv("PET_NODE_RANK", "1")
+        monkeypatch.setenv("PET_RDZV_CONF", "timeout=2")
+        started = time.monotonic()
+        distributed.wait_for_node_0(poll_s=0.1)  # node 0 is there: joined at once
+    assert time.monotonic() - started < 1
+
+
 def test_ctrl_c_while_node_0_waits_ends_it_at_once(tmp_path: Path) -> None:
     """torch's wait for the nodes is C++, which used to hold Ctrl-C back to the wait's end
     (then a traceback); no worker has started, so the launcher just ends."""

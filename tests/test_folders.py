@@ -493,6 +493,42 @@ def test_a_subsample_of_a_folder_decodes_only_the_files_it_draws(
     assert len(decoded) == 2 * (10 + 4) + 2
 
 
+@pytest.mark.parametrize("bad_classes", [["sky"], CLASSES])
+def test_a_subsample_stops_on_a_class_whose_every_training_file_is_bad(
+    tmp_path: Path, bad_classes: list[str]
+) -> None:
+    """A subsample (max_test below the number of files) checks every training file as it
+    draws them: a class with no readable one stops prepare as decoding the whole folder
+    does, and a folder with none at all too, not with a division by zero in the statistics."""
+    from cnnlab.data.prepare import save_prepared, split_dataset
+    from cnnlab.errors import UserError
+
+    folder, raw = listed(tmp_path)
+    for split, per_class in (("train", 4), ("val", 2), ("test", 3)):
+        for c, (cls, colour) in enumerate(FOLDER_COLOURS.items()):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                path = folder / split / cls / f"{cls}_{i}.png"
+                if split == "train" and cls in bad_classes:
+                    path.write_text("not an image, despite the name\n")
+                else:
+                    path.write_bytes(image_bytes(colour, (20, 16), seed=10 * c + i))
+    scan("pics", folder, raw)
+    options = FolderOptions(size=8)
+    for lazy in (False, True):
+        with pytest.raises(UserError) as err:
+            data = load("pics", raw, folder, options, seed=0, lazy=lazy, scratch_dir=tmp_path).raw
+            split = split_dataset(
+                data.train_images, data.train_labels, data.test_images, data.test_labels,
+                data.classes, name="pics", seed=0, val_fraction=0.2, max_test=2,
+                val_images=data.val_images, val_labels=data.val_labels,
+            )  # fmt: skip
+            save_prepared(split, tmp_path / "out")
+        assert f"class(es) {', '.join(bad_classes)}" in str(err.value)
+        assert "have no readable training images" in str(err.value), lazy
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_drawn_bad_file_stops_a_subsample_when_bad_files_are_errors(tmp_path: Path) -> None:
     from cnnlab.data.prepare import split_dataset
 

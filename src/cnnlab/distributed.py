@@ -133,10 +133,14 @@ _QUIET_LAUNCHER = "CNNLAB_QUIET_LAUNCHER"
 def rendezvous_endpoint() -> tuple[str, int]:
     """Where torchrun's rendezvous of several nodes meets: PET_RDZV_ENDPOINT (c10d), else
     torchrun's static PET_MASTER_ADDR:PET_MASTER_PORT with its defaults."""
-    endpoint = os.environ.get("PET_RDZV_ENDPOINT")
-    if endpoint:
+    endpoint = os.environ.get("PET_RDZV_ENDPOINT", "").strip()
+    if endpoint:  # read as torchrun reads it: an IPv6 address in brackets, "[::1]:29400"
         host, _, port = endpoint.rpartition(":")
-        return (host, int(port)) if host and port.isdigit() else (endpoint, 29400)
+        if not (host and port.isdigit()):
+            host, port = endpoint, "29400"
+        if len(host) > 1 and host[0] == "[" and host[-1] == "]":
+            host = host[1:-1]
+        return host, int(port)
     return os.environ.get("PET_MASTER_ADDR", "127.0.0.1"), int(
         os.environ.get("PET_MASTER_PORT", "29500")
     )
@@ -176,7 +180,8 @@ def rendezvous_wait_s() -> int:
     """How long torchrun waits for the nodes: PET_RDZV_CONF's ``timeout`` (static
     rendezvous) or ``join_timeout`` (c10d), else torchrun's default, 600 s."""
     conf = os.environ.get("PET_RDZV_CONF", "")
-    values = dict(item.split("=", 1) for item in conf.split(",") if "=" in item)
+    pairs = (item.split("=", 1) for item in conf.split(",") if "=" in item)
+    values = {key.strip(): value.strip() for key, value in pairs}  # as torchrun reads them
     key = "timeout" if _static_rendezvous() else "join_timeout"
     try:
         return int(float(values[key]))
@@ -288,7 +293,7 @@ def wait_for_node_0(poll_s: float = 1.0) -> None:
 
     if not _static_rendezvous() or os.environ.get("PET_NODE_RANK", "0") == "0":
         return
-    endpoint = os.environ.get("PET_RDZV_ENDPOINT")
+    endpoint = os.environ.get("PET_RDZV_ENDPOINT", "").strip()
     if endpoint and not endpoint.rpartition(":")[2].isdigit():
         return  # no port: torchrun says so
     host, port = rendezvous_endpoint()

@@ -124,16 +124,46 @@ def _subsample(source: object, n: int, keep: int | None, bits: np.random.MT19937
 
 
 def _usable(source: object, rows: np.ndarray, keep: int | None = None) -> np.ndarray:
+    return _draw(source, rows, keep)[0]
+
+
+def _draw(source: object, rows: np.ndarray, keep: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``keep`` of ``rows`` that ``source`` can use, and the rows checked to find
+    them (the picked ones and the bad ones before them)."""
     usable = getattr(source, "usable", None)
     if usable is None:
-        return rows if keep is None else rows[:keep]
+        picked = rows if keep is None else rows[:keep]
+        return picked, picked
     picked: list[int] = []
+    checked = 0
     for row in rows.tolist():
         if keep is not None and len(picked) == keep:
             break
+        checked += 1
         if usable(row):
             picked.append(row)
-    return np.asarray(picked, dtype=np.int64)
+    return np.asarray(picked, dtype=np.int64), rows[:checked]
+
+
+def _check_classes(
+    name: str, classes: list[str], labels: np.ndarray, picked: np.ndarray, checked: np.ndarray
+) -> None:
+    """A class whose every training file was drawn, checked and found bad stops here, as
+    it stops a folder decoded whole (a class merely left out of a subsample does not): with
+    every class empty, the training split would be too."""
+    labels = np.asarray(labels)
+    n = len(classes)
+    listed = np.bincount(labels, minlength=n)
+    seen = np.bincount(labels[checked], minlength=n)
+    kept = np.bincount(labels[picked], minlength=n)
+    empty = [
+        c for c, a, b, k in zip(classes, listed, seen, kept, strict=True) if a and a == b and not k
+    ]
+    if empty:
+        raise UserError(
+            f"{name}: class(es) {', '.join(empty)} have no readable training images (all "
+            "were skipped as bad files): add images or remove the class folder"
+        )
 
 
 class _ChannelSums:
@@ -193,7 +223,9 @@ def split_dataset(
     as :class:`Selection` objects, ``mean``/``std`` left for :func:`save_prepared` to fill.
     """
     bits = _mt19937(seed)
-    pool = _subsample(train_images, len(train_labels), max_train, bits)
+    pool, checked = _draw(train_images, _randperm(len(train_labels), bits), max_train)
+    if hasattr(train_images, "usable"):  # a folder's files, checked only once drawn
+        _check_classes(name, classes, train_labels, pool, checked)
     if val_images is not None and val_labels is not None:
         train_idx = np.sort(pool)
         val_source, val_source_labels = val_images, val_labels
