@@ -529,6 +529,37 @@ def test_a_subsample_stops_on_a_class_whose_every_training_file_is_bad(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_val_folder_of_only_bad_files_stops_prepare(tmp_path: Path) -> None:
+    """Without one readable validation image every epoch's val accuracy would be 0 and the
+    "best" epoch arbitrary: prepare stops, whole folder or subsample, and writes nothing."""
+    from cnnlab.data.prepare import save_prepared, split_dataset
+    from cnnlab.errors import UserError
+
+    folder, raw = listed(tmp_path)
+    for split, per_class in (("train", 4), ("val", 2), ("test", 3)):
+        for c, (cls, colour) in enumerate(FOLDER_COLOURS.items()):
+            (folder / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                path = folder / split / cls / f"{cls}_{i}.png"
+                if split == "val":
+                    path.write_text("not an image, despite the name\n")
+                else:
+                    path.write_bytes(image_bytes(colour, (20, 16), seed=10 * c + i))
+    scan("pics", folder, raw)
+    for lazy in (False, True):
+        with pytest.raises(UserError) as err:
+            data = load("pics", raw, folder, FolderOptions(size=8), seed=0, lazy=lazy,
+                        scratch_dir=tmp_path).raw  # fmt: skip
+            split = split_dataset(
+                data.train_images, data.train_labels, data.test_images, data.test_labels,
+                data.classes, name="pics", seed=0, val_fraction=0.2, max_test=2,
+                val_images=data.val_images, val_labels=data.val_labels,
+            )  # fmt: skip
+            save_prepared(split, tmp_path / "out")
+        assert str(err.value).startswith("pics: no validation image can be decoded"), lazy
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_drawn_bad_file_stops_a_subsample_when_bad_files_are_errors(tmp_path: Path) -> None:
     from cnnlab.data.prepare import split_dataset
 

@@ -230,6 +230,11 @@ def split_dataset(
         train_idx = np.sort(pool)
         val_source, val_source_labels = val_images, val_labels
         val_idx = _usable(val_images, np.arange(len(val_labels)))
+        if len(val_idx) == 0:  # else every epoch's val accuracy is 0 and "best" is arbitrary
+            raise UserError(
+                f"{name}: no validation image can be decoded: add readable images to val/, or "
+                "remove val/ to hold out data.val_fraction of the training images instead"
+            )
     else:
         n_val = max(1, round(len(pool) * val_fraction))
         if n_val >= len(pool):
