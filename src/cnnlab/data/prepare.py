@@ -116,20 +116,11 @@ def _mt19937(seed: int) -> np.random.MT19937:
     return bits
 
 
-def _subsample(source: object, n: int, keep: int | None, bits: np.random.MT19937) -> np.ndarray:
-    """The first ``keep`` rows (all with None) of a seeded permutation that ``source`` can
-    use: a folder's drawn files are decoded to check them (``usable``), a bad one replaced by
-    the next of the draw, so that files outside a subsample are never read."""
-    return _usable(source, _randperm(n, bits), keep)
-
-
-def _usable(source: object, rows: np.ndarray, keep: int | None = None) -> np.ndarray:
-    return _draw(source, rows, keep)[0]
-
-
 def _draw(source: object, rows: np.ndarray, keep: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``keep`` of ``rows`` that ``source`` can use, and the rows checked to find
-    them (the picked ones and the bad ones before them)."""
+    """The first ``keep`` of ``rows`` (all with None) that ``source`` can use, and the rows
+    checked to find them. A folder's drawn files are decoded to check them (``usable``), a
+    bad one replaced by the next of the draw, so that files outside a subsample are never
+    read."""
     usable = getattr(source, "usable", None)
     if usable is None:
         picked = rows if keep is None else rows[:keep]
@@ -229,7 +220,7 @@ def split_dataset(
     if val_images is not None and val_labels is not None:
         train_idx = np.sort(pool)
         val_source, val_source_labels = val_images, val_labels
-        val_idx = _usable(val_images, np.arange(len(val_labels)))
+        val_idx, _ = _draw(val_images, np.arange(len(val_labels)), None)
         if len(val_idx) == 0:  # else every epoch's val accuracy is 0 and "best" is arbitrary
             raise UserError(
                 f"{name}: no validation image can be decoded: add readable images to val/, or "
@@ -244,7 +235,7 @@ def split_dataset(
             )
         val_idx, train_idx = np.sort(pool[:n_val]), np.sort(pool[n_val:])
         val_source, val_source_labels = train_images, train_labels
-    test_idx = np.sort(_subsample(test_images, len(test_labels), max_test, bits))
+    test_idx = np.sort(_draw(test_images, _randperm(len(test_labels), bits), max_test)[0])
     if len(test_idx) == 0:
         raise UserError(f"{name}: no test image can be decoded: add readable test images")
     picks = {
