@@ -285,3 +285,13 @@ def test_validation_shares_add_up_when_some_ranks_get_no_image(val: int, ranks: 
     assert shares[-1] == (0.0, 0.0)
     assert sum(loss for loss, _ in shares) == pytest.approx(whole[0])
     assert sum(acc for _, acc in shares) == pytest.approx(whole[1])
+
+
+def test_fewer_training_images_than_processes_is_one_line() -> None:
+    from cnnlab.distributed import World
+    from cnnlab.errors import UserError
+
+    data = digits_prepared(max_train=8)  # 6 training images
+    params = make_params(batch_size=8, distributed={"nproc": 8})
+    with pytest.raises(UserError, match=r"holds 6 image\(s\), fewer than the 8 processes"):
+        build_run(params, "lenet", data, CPU, world=World(0, 8))
