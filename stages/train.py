@@ -45,10 +45,12 @@ if TYPE_CHECKING:
 def main(model_name: str, dataset: str) -> None:
     params = load_params()
     from cnnlab import distributed
+    from cnnlab.runtime import make_deterministic, pick_device
 
     if distributed.should_launch(params.distributed.nproc):
+        # a device that is not there: one line here, not one per worker and torchrun's traceback
+        pick_device(params.device)
         distributed.relaunch_under_torchrun(params.distributed.nproc, params.threads)
-    from cnnlab.runtime import make_deterministic, pick_device
 
     world = distributed.world_from_env()
     make_deterministic(params.threads)

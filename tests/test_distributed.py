@@ -244,6 +244,24 @@ def test_a_resume_state_of_one_process_is_not_resumed_by_two(runs, tmp_path: Pat
     assert json.loads((cwd / "timings.json").read_text())[RUN]["processes"] == 2
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_one_line_before_torchrun_starts(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path / "nocuda", 2)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "device": "cuda"}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env={**os.environ, "CI": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("error: device: cuda was requested") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "launching torchrun" not in result.stderr
+
+
 # --------------------------------------------------------------------------- multi-node faults
 
 
