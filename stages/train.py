@@ -45,10 +45,12 @@ if TYPE_CHECKING:
 def main(model_name: str, dataset: str) -> None:
     params = load_params()
     from cnnlab import distributed
+    from cnnlab.runtime import make_deterministic, pick_device
 
     if distributed.should_launch(params.distributed.nproc):
+        # a device that is not there: one line here, not one per worker and torchrun's traceback
+        pick_device(params.device)
         distributed.relaunch_under_torchrun(params.distributed.nproc, params.threads)
-    from cnnlab.runtime import make_deterministic, pick_device
 
     world = distributed.world_from_env()
     make_deterministic(params.threads)
@@ -67,7 +69,7 @@ def train_and_save(
     from cnnlab.data.prepare import load_prepared
     from cnnlab.files import save_torch
     from cnnlab.recipe import build_run, checkpoint_header
-    from cnnlab.resume import ResumePoint, fingerprint, restore
+    from cnnlab.resume import ResumePoint, restore
     from cnnlab.training import train
 
     data = load_prepared(PREPARED / dataset)
@@ -77,9 +79,8 @@ def train_and_save(
     )
     saved = None
     if world.is_main:
-        settings = params.model_dump(exclude={"datasets", "models"})
         resume = ResumePoint(
-            CHECKPOINTS / f"{name}.pt", fingerprint({"run": name, **settings}, PREPARED / dataset)
+            CHECKPOINTS / f"{name}.pt", run_fingerprint(params, model_name, dataset, world, device)
         )
         saved, message = resume.read(run.model, run.optimizer, run.scheduler)
         if message:
@@ -128,6 +129,21 @@ def train_and_save(
     timing["train_run"] = run_key(name)
     runs = {run_name(m, d) for m in params.models for d in params.datasets}
     record_timing(name, {**state.timings(), **timing}, runs)
+
+
+def run_fingerprint(
+    params: Params, model_name: str, dataset: str, world: World, device: torch.device
+) -> str:
+    """Which run a resume state belongs to: the params, the prepared data, the code, and
+    what else changes the bytes though params.yaml does not say it: the number of processes
+    (a torchrun of the user's, or PET_NNODES nodes: the ranks' batches and streams, and under
+    `batch_size_per: rank` the steps per epoch) and the device type `device: auto` chose."""
+    from cnnlab.resume import fingerprint
+
+    settings = params.model_dump(exclude={"datasets", "models"})
+    where = {"processes": world.size, "device_type": device.type}
+    run = {"run": run_name(model_name, dataset), **where}
+    return fingerprint({**run, **settings}, PREPARED / dataset)
 
 
 def run_key(name: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,6 +198,68 @@ def test_a_killed_ddp_run_resumes_to_the_same_bytes(runs, tmp_path: Path) -> Non
     ):
         assert (cwd / name).read_bytes() == (reference / name).read_bytes(), name
     assert checkpoint.exists()  # complete, kept until evaluate@<run> starts
+
+
+def test_the_resume_state_belongs_to_one_process_count_and_device_type(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "stages"))
+    from train import run_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    save_prepared(digits_prepared(max_train=50), tmp_path / "data/prepared/digits")
+    params = make_params()
+    cpu = torch.device("cpu")
+
+    def key(world: World | None = None, device: torch.device = cpu) -> str:
+        return run_fingerprint(params, "lenet", "digits", world or World(0, 1), device)
+
+    assert key() == key()
+    assert key(World(0, 2)) != key()  # a torchrun of the user's, or PET_NNODES nodes
+    assert key(device=torch.device("cuda")) != key()  # `device: auto` on another machine
+
+
+#: The user's own torchrun (the stage then takes its world size, whatever `nproc` says).
+TORCHRUN_2 = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2")
+
+
+@pytest.mark.e2e
+def test_a_resume_state_of_one_process_is_not_resumed_by_two(runs, tmp_path: Path) -> None:
+    """The single run's complete state, met by the user's own torchrun of 2 processes (its
+    params unchanged): the state is discarded and the run trains as 2 processes."""
+    cwd = tmp_path / "moved"
+    shutil.copytree(runs["single"][0], cwd)
+    assert (cwd / "checkpoints" / f"{RUN}.pt").exists()
+    result = subprocess.run(
+        [*TORCHRUN_2, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env={**os.environ, "CI": "true"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "discarded a resume state from different params" in result.stdout
+    assert f"{RUN} epoch 2/2" in result.stdout
+    assert json.loads((cwd / "timings.json").read_text())[RUN]["processes"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_one_line_before_torchrun_starts(tmp_path: Path) -> None:
+    cwd = _workdir(tmp_path / "nocuda", 2)
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "device": "cuda"}))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env={**os.environ, "CI": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("error: device: cuda was requested") == 1, result.stderr
+    assert "Traceback" not in result.stderr and "launching torchrun" not in result.stderr
 
 
 # --------------------------------------------------------------------------- multi-node faults

@@ -263,3 +263,35 @@ def test_a_non_finite_validation_loss_is_divergence_and_never_the_best(digits) -
     assert state.diverged_epoch == 1 and [r.epoch for r in state.history] == [1]
     assert state.best_model is None and state.best_epoch == 0
     assert math.isnan(state.history[0].val_loss)
+
+
+@pytest.mark.parametrize(("val", "ranks"), [(4, 3), (10, 8)])
+def test_validation_shares_add_up_when_some_ranks_get_no_image(val: int, ranks: int) -> None:
+    """Each rank validates a contiguous share of ceil(val / ranks) images, so with few
+    validation images the last ranks get none: they count zero instead of raising."""
+    from cnnlab.distributed import World
+    from cnnlab.training import _validate
+
+    make_deterministic(1)
+    data = digits_prepared(max_train=5 * val)  # val_fraction 0.2: `val` validation images
+    assert len(data.labels["val"]) == val
+    params = make_params(batch_size=ranks, distributed={"nproc": ranks})
+    shares = []
+    for world in [World(rank, ranks) for rank in range(ranks)] + [World(0, 1)]:
+        # no process group: each rank's own sums over the whole split's count, unreduced
+        run = build_run(params, "lenet", data, CPU, world=world)
+        shares.append(_validate(run.model, run.val_batches, run.config))
+    *shares, whole = shares
+    assert shares[-1] == (0.0, 0.0)
+    assert sum(loss for loss, _ in shares) == pytest.approx(whole[0])
+    assert sum(acc for _, acc in shares) == pytest.approx(whole[1])
+
+
+def test_fewer_training_images_than_processes_is_one_line() -> None:
+    from cnnlab.distributed import World
+    from cnnlab.errors import UserError
+
+    data = digits_prepared(max_train=8)  # 6 training images
+    params = make_params(batch_size=8, distributed={"nproc": 8})
+    with pytest.raises(UserError, match=r"holds 6 image\(s\), fewer than the 8 processes"):
+        build_run(params, "lenet", data, CPU, world=World(0, 8))

@@ -12,6 +12,7 @@ from cnnlab.data.batches import Augmentation, BatchMaker
 from cnnlab.data.catalog import DATASETS
 from cnnlab.data.prepare import PreparedData
 from cnnlab.distributed import SINGLE, World, global_batches
+from cnnlab.errors import UserError
 from cnnlab.models.zoo import build_model, input_size
 from cnnlab.optimizers import build_optimizer
 from cnnlab.params import Params
@@ -124,6 +125,13 @@ def build_run(
     )
     train_batches = batch_maker(params, model_name, data, "train", device)
     steps = len(global_batches(len(train_batches), batch_size, world.size))
+    if not steps:  # each process takes the same number of images per step, at least one
+        raise UserError(
+            f"{label or 'train'}: the training split holds {len(train_batches)} image(s), "
+            f"fewer than the {world.size} processes that each need one per step: raise "
+            "data.max_train (or lower data.val_fraction), or train with fewer processes "
+            "(distributed.nproc)"
+        )
     scheduler = LRSchedule(params.scheduler, optimizer, params.epochs, steps)
     if params.amp in ("fp16", "bf16") and device.type != "cuda":
         print(

@@ -79,7 +79,10 @@ class ResumePoint:
             why = f"an unreadable resume state ({exc.__class__.__name__})"
         else:
             if isinstance(saved, dict) and saved.get("fingerprint") not in (None, self.fingerprint):
-                why = "a resume state from different params, data or code; starting from epoch 1"
+                why = (
+                    "a resume state from different params, data or code (or another process "
+                    "count or device type); starting from epoch 1"
+                )
             elif problem := misfit(saved, model, optimizer, scheduler):
                 why = (
                     f"a resume state that does not fit this run ({problem}); starting from epoch 1"

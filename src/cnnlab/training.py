@@ -137,7 +137,10 @@ def _validate(model: nn.Module, batches: BatchMaker, config: TrainConfig) -> tup
     distributed.broadcast_buffers(model)
     span = distributed.rank_range(len(batches), config.world)
     loss_sum, logits, labels = evaluate_batches(model, batches, config.eval_batch_size, span)
-    correct = (logits.argmax(1) == labels).sum()
+    # a rank may get no image: the last ranks of a split smaller than ranks x share
+    correct = (
+        (logits.argmax(1) == labels).sum() if len(labels) else torch.zeros((), dtype=torch.int64)
+    )
     loss_sum, correct = distributed.all_reduce_sum(batches.device, loss_sum, correct)
     n = max(1, len(batches))
     return loss_sum.item() / n, correct.item() / n
