@@ -78,7 +78,7 @@ def test_torchrun_launch_is_standalone_unless_a_multi_node_rendezvous_is_set(mon
     command = distributed.torchrun_command(2, "stages/train.py", ["lenet", "digits"])
     assert command[1:] == [
         "-m",
-        "torch.distributed.run",
+        distributed.LAUNCHER,  # torchrun, its failures a user can fix in one line
         "--nproc-per-node=2",
         "--standalone",
         "stages/train.py",
@@ -260,6 +260,28 @@ def test_a_missing_device_is_one_line_before_torchrun_starts(tmp_path: Path) -> 
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("error: device: cuda was requested") == 1, result.stderr
     assert "Traceback" not in result.stderr and "launching torchrun" not in result.stderr
+
+
+@pytest.mark.e2e
+def test_workers_that_each_stop_with_one_line_end_the_launch_in_exit_2(tmp_path: Path) -> None:
+    """A bad input found only once the workers run (here a training split of one image for
+    two processes): each says why in one line, and the launch exits 2 as a single process
+    would, without torchrun's traceback of the failed workers."""
+    cwd = _workdir(tmp_path / "one-image", 2)
+    shutil.rmtree(cwd / "data/prepared/digits")
+    save_prepared(digits_prepared(max_train=2), cwd / "data/prepared/digits")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+        cwd=cwd,
+        env={**os.environ, "CI": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: lenet-digits: the training split holds 1 image(s)" in result.stderr
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr
+    assert not (cwd / "models").exists()
 
 
 # --------------------------------------------------------------------------- multi-node faults

@@ -6,8 +6,9 @@ global batch is cut to a multiple of the world size, so every rank makes the sam
 averages the equal slices' gradients: the same step as one process, up to summation order.
 Nothing here knows about files; the stage decides that only rank 0 writes.
 
-Run as ``python -m cnnlab.distributed`` this module is torchrun (:func:`launch`): the train
-stage runs it for a multi-node job, whose failed rendezvous it reports in one line.
+Run as ``python -m cnnlab.distributed`` this module is torchrun (:func:`launch`), which the
+train stage runs: a failed rendezvous, or workers that each stopped with a one-line error,
+end in one line, not torchrun's traceback.
 """
 
 from __future__ import annotations
@@ -78,13 +79,12 @@ def world_from_env() -> World:
 
 
 def torchrun_command(nproc: int, script: str | Path, args: list[str]) -> list[str]:
-    """torchrun starting ``nproc`` copies of ``script`` here: standalone unless torchrun's
-    PET_* variables describe a multi-node rendezvous, which torchrun then reads itself, run
-    by :data:`LAUNCHER` so that a rendezvous that fails ends in one line."""
-    if multi_node_requested():
-        return [sys.executable, "-m", LAUNCHER, f"--nproc-per-node={nproc}", str(script), *args]
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
-    return [*command, "--standalone", str(script), *args]
+    """torchrun, run by :data:`LAUNCHER`, starting ``nproc`` copies of ``script`` here:
+    standalone unless torchrun's PET_* variables describe a multi-node rendezvous, which
+    torchrun then reads itself."""
+    standalone = [] if multi_node_requested() else ["--standalone"]
+    command = [sys.executable, "-m", LAUNCHER, f"--nproc-per-node={nproc}", *standalone]
+    return [*command, str(script), *args]
 
 
 def relaunch_under_torchrun(nproc: int, threads: int) -> None:
@@ -122,7 +122,7 @@ def relaunch_under_torchrun(nproc: int, threads: int) -> None:
 
 #: How long a multi-node launch waits for every node (torchrun's own default is 600 s).
 JOIN_TIMEOUT_S = 300
-#: What the stage runs for a multi-node job: this module, torchrun under :func:`launch`.
+#: What the stage runs: this module, torchrun under :func:`launch`.
 LAUNCHER = "cnnlab.distributed"
 #: Set by the stage with TORCH_CPP_LOG_LEVEL=FATAL when the user set no C++ log level: the
 #: launcher drops both once torch has read them, so its own retries and timeouts are quiet
@@ -320,9 +320,11 @@ def _resolves(host: str) -> bool:
 def launch(argv: list[str]) -> None:
     """torchrun on ``argv``, as ``torchrun`` would run it (its ``main``: a failed worker is
     reported as torchrun reports it), but a rendezvous that fails the ways a user can fix
-    ends in one line saying what to do, exit code 2, instead of torchrun's traceback."""
+    ends in one line saying what to do, exit code 2, instead of torchrun's traceback, and so
+    does a job whose every failed worker exited with 2: each said why in one line already."""
     import signal
 
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main
 
     from cnnlab.errors import UserError
@@ -338,6 +340,10 @@ def launch(argv: list[str]) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except ChildFailedError as exc:
+        if all(failure.exitcode == 2 for failure in exc.failures.values()):
+            sys.exit(2)
+        raise
     except Exception as exc:
         error = rendezvous_failure(exc)
         if error is None:
