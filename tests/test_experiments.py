@@ -324,6 +324,32 @@ def test_experiments_that_differ_only_in_seed_are_one_configuration() -> None:
     )  # fmt: skip
 
 
+def test_equal_numbers_are_one_setting_whatever_their_type() -> None:
+    """`-S lr=1` writes an int, adadelta's row holds `lr: 1.0`: training reads one value, so
+    they are one configuration (not two that differ in lr) and the row's default."""
+    assert varying_params([experiment("a", lr=1), experiment("b", lr=1.0)]) == []
+    specs = [
+        (f"{lr}-{seed}", {"optimizer": "adadelta", "lr": lr, "seed": seed},
+         lenet_run(acc + seed / 1000, val=acc))
+        for lr, acc, seeds in ((1, 0.97, (1, 2)), (0.1, 0.9, (1, 2)), (1.0, 0.97, (3, 4)))
+        for seed in seeds
+    ]  # fmt: skip
+    table, varied = sweep(specs, tune="lr")
+    by = stats.group_columns(varied)
+    groups = stats.group_table(table, by)
+    assert groups[["group", "n", "seeds"]].values.tolist() == [
+        ["lr=1", 4, ["1", "2", "3", "4"]],
+        ["lr=0.1", 2, ["1", "2"]],
+    ]
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert (pair["a"], pair["b"]) == ("lr=1", "lr=0.1")
+    defaults = dict.fromkeys(table["experiment"], "1.0")  # the row's lr, as the CLI reads it
+    (tuned,) = stats.tuned_table(table, varied, "lr", defaults).to_dict("records")
+    assert (tuned["lr"], tuned["is_default"]) == ("1", True)
+    assert tuned["candidates"] == "1 (default), 0.1"
+    assert tuned["gain_verdict"] == "the default was the best by validation"
+
+
 def test_mean_sd_and_interval_are_students_t() -> None:
     values = [0.9, 0.92, 0.94]
     s = stats.summarize(values)

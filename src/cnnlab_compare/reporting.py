@@ -31,6 +31,7 @@ from cnnlab.reporting import (
     model_title,
     param_text,
 )
+from cnnlab_compare.experiments import value_key
 
 #: What the table shows for a run whose training time was not measured for that run (DVC
 #: restored it from its cache and the experiment kept another run's timings.json entry).
@@ -71,12 +72,19 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
     Each of ``varied`` (the params that differ) gets a column. Rows come by dataset, model,
     then experiment in the given order, which keeps each comparison together.
     """
+    # one text per value: equal numbers (lr=1, lr=1.0) are one configuration, as the first
+    # experiment spelled it
+    texts: dict[tuple[str, str], str] = {}
+    for row in rows:
+        for key in varied:
+            value = row["params"].get(key)
+            texts.setdefault((key, value_key(value)), param_text(value))
     records = [
         {
             "experiment": str(row["experiment"]),
             "rev": str(row["rev"])[:7],
             "label": str(row["label"]),
-            **{key: param_text(row["params"].get(key)) for key in varied},
+            **{key: texts[key, value_key(row["params"].get(key))] for key in varied},
             **_run_columns(row),
         }
         for row in rows

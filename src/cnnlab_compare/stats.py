@@ -291,12 +291,24 @@ def tuned_table(
     return pd.DataFrame(records, columns=columns).astype(counts)
 
 
+def _same_value(a: str, b: str) -> bool:
+    """Two param texts (:func:`cnnlab.reporting.param_text`) of one value: equal, or equal
+    numbers (``1`` and ``1.0``: a row's ``lr: 1.0`` and ``-S lr=1``)."""
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
 def _tuned_record(
     family: _Group, candidates: list[_Group], key: str, defaults: Mapping[str, str | None]
 ) -> dict[str, Any]:
     def is_default(g: _Group) -> bool:
         texts = {defaults.get(e) for e in g.rows["experiment"]}  # None where they disagree
-        return str(g.params[key]) in ("null", texts.pop() if len(texts) == 1 else None)
+        value, default = str(g.params[key]), texts.pop() if len(texts) == 1 else None
+        return value == "null" or (default is not None and _same_value(value, default))
 
     def shown(g: _Group) -> str:
         return f"{g.params[key]} (default)" if is_default(g) else str(g.params[key])
