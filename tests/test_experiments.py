@@ -700,6 +700,9 @@ def test_failed_queued_runs_are_listed_for_counting_and_unfinished_ones_skipped(
     assert capsys.readouterr().err == "note: skipping experiment 'waiting' (queued)\n"
     with pytest.raises(ExperimentError, match="experiment 'waiting' is queued, not finished"):
         list_experiments(Path("."), ["waiting"])
+    # named twice, by name and by revision (or its start): compared once, not counted twice
+    picked = list_experiments(Path("."), ["ok", "broke", "ok000", "ok"])
+    assert [e.name for e in picked] == ["ok", "broke"]
 
 
 def test_hostile_experiment_names_stay_text_in_the_page_and_in_a_spreadsheet(

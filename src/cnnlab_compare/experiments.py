@@ -119,7 +119,9 @@ def list_experiments(
             found.append(_experiment(tip, name, failed=state == "failed"))
     found.sort(key=lambda e: (e.timestamp, e.name))
     if names:
-        return [_pick(name, found, baselines, unfinished) for name in dict.fromkeys(names)]
+        picked = [_pick(name, found, baselines, unfinished) for name in names]
+        # one experiment named twice (its name and its revision) is compared once
+        return list({exp.rev: exp for exp in picked}.values())
     for name, state in unfinished.items():
         print(f"note: skipping experiment {name!r} ({state})", file=sys.stderr)
     if not found:
