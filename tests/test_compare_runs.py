@@ -151,6 +151,29 @@ def test_experiments_that_reached_the_same_run_are_one_measurement() -> None:
     assert group["test_acc_sd_pct"] > 0.5  # two different values, not 96.94 twice
 
 
+def test_configurations_that_share_a_run_are_no_pair_to_compare() -> None:
+    """Adam reads no sgd row: seeds 1 and 2 of two values of it are the same runs, only their
+    third seeds differ. No interval between them means anything, whatever it says."""
+    specs = [
+        (f"{lr}-{seed}", {"optimizers__sgd__lr": lr, "seed": seed}, lenet_run(acc))
+        for lr, accs in (
+            (0.01, {1: 0.980, 2: 0.982, 3: 0.990}),
+            (0.1, {1: 0.980, 2: 0.982, 4: 0.950}),
+        )
+        for seed, acc in accs.items()
+    ]  # fmt: skip
+    table, varied = sweep(specs)
+    table["run_id"] = table["experiment"].map(lambda n: n.split("-")[1] * 12)  # by seed
+    by = stats.group_columns(varied)
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert pair["verdict"] == (
+        "2 runs in both: training reads none of these params, one configuration"
+    )
+    table["run_id"] = table["experiment"]  # no run shared: a comparison as any other
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert pair["verdict"] == "not distinguishable with n=3 seeds"
+
+
 def test_the_comparison_lists_experiments_that_reached_the_same_run(
     tmp_path: Path,
     fake_cache: dict[str, dict[str, object]],

@@ -253,11 +253,27 @@ def difference_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
             record = _difference_row(
                 a.dataset, a.model, a.label, b.label, differs, a.values(), b.values()
             )
-            same = set(a.ok[RUN_ID].dropna())
-            if same and same == set(b.ok[RUN_ID].dropna()):
-                record["verdict"] = "the same runs: training reads none of these params"
+            _shared_runs(record, _run_ids(a.distinct), _run_ids(b.distinct))
             records.append(record)
     return pd.DataFrame(records)
+
+
+def _run_ids(rows: pd.DataFrame) -> set[str]:
+    return set(rows[RUN_ID].dropna())
+
+
+def _shared_runs(record: dict[str, Any], a: set[str], b: set[str]) -> None:
+    """A pair whose sides share a run is one configuration: what they differ in is read by no
+    training (a run is what it was trained with), so no interval between them means anything:
+    its verdict says so."""
+    if a and a == b:
+        record["verdict"] = "the same runs: training reads none of these params"
+    elif a & b:
+        shared = len(a & b)
+        record["verdict"] = (
+            f"{shared} run{'s' if shared > 1 else ''} in both: training reads none of these "
+            "params, one configuration"
+        )
 
 
 def tuned_table(
@@ -370,8 +386,8 @@ def _tuned_record(
     return record
 
 
-def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
-    """The test accuracies of a group or tuned row's runs, each run once."""
+def _seed_rows(table: pd.DataFrame, row: Mapping[str, Any]) -> pd.DataFrame:
+    """The runs with a result of a group or tuned row, each run once."""
     names = row["experiments"] if isinstance(row["experiments"], list) else []
     own = table[
         table["experiment"].isin(names)
@@ -379,7 +395,12 @@ def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
         & (table["model"] == row["model"])
         & table["status"].isin(RESULTS)
     ]
-    return distinct_runs(own)["test_acc_pct"].tolist()
+    return distinct_runs(own)
+
+
+def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
+    """The test accuracies of a group or tuned row's runs, each run once."""
+    return _seed_rows(table, row)["test_acc_pct"].tolist()
 
 
 def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
@@ -388,9 +409,12 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     records = []
     chosen = tuned[tuned["tuned"] == "yes"]
     for (dataset, model), picks in chosen.groupby(["dataset", "model"], sort=False):
-        sides = [(row["choice"], _seed_values(table, row)) for row in picks.to_dict("records")]
+        sides = [(row["choice"], _seed_rows(table, row)) for row in picks.to_dict("records")]
         for (a, x), (b, y) in itertools.combinations(sides, 2):
-            records.append(_difference_row(dataset, model, a, b, "", x, y))
+            values = x["test_acc_pct"].tolist(), y["test_acc_pct"].tolist()
+            record = _difference_row(dataset, model, a, b, "", *values)
+            _shared_runs(record, _run_ids(x), _run_ids(y))
+            records.append(record)
     return pd.DataFrame(records)
 
 
