@@ -35,6 +35,19 @@ def distinct_runs(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows[RUN_ID].isna() | ~rows[RUN_ID].duplicated()]
 
 
+def per_seed(rows: pd.DataFrame, column: str = "test_acc_pct") -> list[float]:
+    """``column`` of these runs (each once, with a result), one value per seed: runs that share
+    a seed and a configuration (its params from other code or data: experiments of several
+    commits) are averaged. The seed is what repeats a measurement; counting such runs apart
+    would narrow the interval with no new draw of the seed's randomness."""
+    found = rows[rows[column].notna()]
+    if found.empty:
+        return []
+    if SEED not in found:  # the seed did not vary: every run has the same one
+        return [float(found[column].mean())]
+    return found.groupby(SEED, sort=False)[column].mean().tolist()
+
+
 def _finite(values: Sequence[float]) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     return x[np.isfinite(x)]
@@ -138,7 +151,17 @@ class _Group:
         return self.distinct[self.distinct["status"].isin(RESULTS)]
 
     def values(self, column: str = "test_acc_pct") -> list[float]:
-        return self.ok[column].dropna().tolist()
+        """One value per seed (:func:`per_seed`)."""
+        return per_seed(self.ok, column)
+
+    @property
+    def repeated_seeds(self) -> str:
+        """ "seed 1 in 2 runs", for each seed that several distinct runs with a result share."""
+        ok = self.ok
+        if SEED not in ok:
+            return f"{len(ok)} runs of one seed" if len(ok) > 1 else ""
+        counts = ok[SEED].value_counts(sort=False)
+        return ", ".join(f"seed {s} in {k} runs" for s, k in counts.items() if k > 1)
 
     def count(self, status: str) -> int:
         """The runs whose status starts with ``status`` ("diverged at epoch 3")."""
@@ -156,6 +179,8 @@ class _Group:
         texts = [f"{lost} of {total}, not in the mean"] if lost else []
         if flat:
             texts.append(DID_NOT_LEARN if flat == total else f"{flat} of {total} did not learn")
+        if self.repeated_seeds:
+            texts.append(f"{self.repeated_seeds}: averaged, n counts seeds")
         return "; ".join(texts) or "ok"
 
 
@@ -195,8 +220,8 @@ def _same_run_text(rows: pd.DataFrame) -> str:
 def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """One row per configuration (the values of ``by``) and run: n, mean, sd, 95% CI of the
     test accuracy over the seeds with a result, the mean best validation accuracy, and how
-    many seeds diverged or failed. ``n`` counts distinct runs: experiments that reached the
-    same run (``same_run``: "b = a") are one measurement."""
+    many seeds diverged or failed. ``n`` counts seeds: experiments that reached the same run
+    (``same_run``: "b = a") are one measurement, distinct runs of one seed are averaged."""
     records = []
     for g in _groups(table, by):
         test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
@@ -411,7 +436,7 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     for (dataset, model), picks in chosen.groupby(["dataset", "model"], sort=False):
         sides = [(row["choice"], _seed_rows(table, row)) for row in picks.to_dict("records")]
         for (a, x), (b, y) in itertools.combinations(sides, 2):
-            values = x["test_acc_pct"].tolist(), y["test_acc_pct"].tolist()
+            values = per_seed(x), per_seed(y)
             record = _difference_row(dataset, model, a, b, "", *values)
             _shared_runs(record, _run_ids(x), _run_ids(y))
             records.append(record)
