@@ -705,6 +705,20 @@ def test_failed_queued_runs_are_listed_for_counting_and_unfinished_ones_skipped(
     assert [e.name for e in picked] == ["ok", "broke"]
 
 
+def test_a_backtick_in_a_name_stays_in_its_code_span() -> None:
+    """Git allows a backtick in a ref name: the lists of experiments.md show the whole name
+    as code, never a span that ends early and lets the rest (here <b>) through as HTML."""
+    from markdown_it import MarkdownIt
+
+    names = ["x`y<b>z", "`q"]
+    table, varied = sweep([(name, {}, lenet_run(0.1, val=0.1)) for name in names])
+    table["status"], table["run_id"] = "did not learn", "k" * 12  # listed twice each
+    html = MarkdownIt("commonmark").render(reporting.experiment_markdown(table, varied, []))
+    assert html.count("<code>x`y&lt;b&gt;z</code>") == 2
+    assert html.count("<code>`q</code>") == 2
+    assert "<b>" not in html
+
+
 def test_hostile_experiment_names_stay_text_in_the_page_and_in_a_spreadsheet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

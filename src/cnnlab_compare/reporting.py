@@ -9,6 +9,7 @@ the number formats of the pipeline's report (cnnlab.reporting).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,13 +105,21 @@ def accuracy_text(status: str, acc_pct: Any) -> str:
     return f"{_fmt_float(acc_pct)} ({status})" if status == DID_NOT_LEARN else status
 
 
+def _code(name: str) -> str:
+    """``name`` as a Markdown code span, whatever it holds: git allows a backtick in an
+    experiment's name, and a single one would end the span."""
+    fence = "`" * (max(map(len, re.findall("`+", name)), default=0) + 1)
+    pad = " " if name.startswith("`") or name.endswith("`") else ""
+    return f"{fence}{pad}{name}{pad}{fence}"
+
+
 def _same_run_lines(table: pd.DataFrame) -> list[str]:
     """A Markdown bullet per run that several experiments reached."""
     lines = []
     known = table[table["run_id"].notna()]
     for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
         if len(rows) > 1:
-            names = ", ".join(f"`{name}`" for name in rows["experiment"])
+            names = ", ".join(map(_code, rows["experiment"]))
             lines.append(
                 f"- {model_title(model)} on {dataset_title(dataset)}: {names} (run {run_id})"
             )
@@ -170,7 +179,7 @@ def experiment_markdown(
     )
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
     names = [
-        f"- `{row['experiment']}`: {model_title(row['model'])} on "
+        f"- {_code(row['experiment'])}: {model_title(row['model'])} on "
         f"{dataset_title(row['dataset'])}, {_fmt_float(row['test_acc_pct'])}%"
         for row in table[table["status"] == DID_NOT_LEARN].to_dict("records")
     ]
