@@ -350,6 +350,23 @@ def test_equal_numbers_are_one_setting_whatever_their_type() -> None:
     assert tuned["gain_verdict"] == "the default was the best by validation"
 
 
+def test_a_default_chosen_in_its_second_spelling_is_no_gain_over_itself() -> None:
+    """lr=null and lr=0.001 are both Adam's default: the better of the two by validation is
+    "the default was the best", not a tuned value compared with the default."""
+    specs = [
+        (f"{lr}-{seed}", {"optimizer": "adam", "lr": lr, "seed": seed},
+         lenet_run(0.97 + seed / 1000, val=val + seed / 1000))
+        for lr, val in ((None, 0.975), (0.001, 0.977), (0.003, 0.974))
+        for seed in (1, 2)
+    ]  # fmt: skip
+    table, varied = sweep(specs, tune="lr")
+    defaults = dict.fromkeys(table["experiment"], "0.001")
+    (row,) = stats.tuned_table(table, varied, "lr", defaults).to_dict("records")
+    assert (row["lr"], row["is_default"], row["default_lr"]) == ("0.001", True, "0.001")
+    assert row["gain_verdict"] == "the default was the best by validation"
+    assert pd.isna(row["gain_points"])
+
+
 def test_mean_sd_and_interval_are_students_t() -> None:
     values = [0.9, 0.92, 0.94]
     s = stats.summarize(values)

@@ -368,7 +368,9 @@ def _tuned_record(
         if g.count("diverged") == 0 and g.values() and math.isfinite(val_mean(g))
     ]
     chosen = max(eligible, key=val_mean) if eligible else None  # the first of equal means
-    default = next((g for g in candidates if is_default(g)), None)
+    # the default spelled twice (null, and the row's value): the chosen one, if either
+    defaults_run = [g for g in candidates if is_default(g)]
+    default = chosen if chosen in defaults_run else next(iter(defaults_run), None)
     record: dict[str, Any] = {
         "family": family.label,
         **family.params,
