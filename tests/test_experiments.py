@@ -467,6 +467,31 @@ def test_a_diverged_or_failed_seed_is_counted_and_left_out_of_the_mean() -> None
     assert ["seed=4, optimizer=sgd", "failed"] in table_rows(page)
 
 
+def test_seeds_that_all_agree_give_no_interval_and_no_verdict() -> None:
+    """Digits has 360 test images: two seeds at 355 right is common. Their spread is not
+    measured, so no zero-width interval, and no "higher" that rests on the other side's
+    spread alone."""
+    table, varied = sweep(
+        [
+            ("adam-1", {"seed": 1}, lenet_run(355 / 360)),
+            ("adam-2", {"seed": 2}, lenet_run(355 / 360)),
+            *[(f"sgd-{s}", {"optimizer": "sgd", "seed": s}, lenet_run((350 + s) / 360))
+              for s in (1, 2, 3)],
+        ]
+    )  # fmt: skip
+    by = stats.group_columns(varied)
+    groups = stats.group_table(table, by)
+    adam = groups.to_dict("records")[0]
+    assert (adam["n"], adam["test_acc_sd_pct"]) == (2, 0.0)
+    assert np.isnan(adam["test_acc_ci_low_pct"]) and np.isnan(adam["test_acc_ci95_pct"])
+    assert in_a_cell(reporting.group_markdown(groups), "n=2, every seed the same: no interval")
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert np.isnan(pair["ci_low_points"])
+    assert pair["verdict"] == (
+        "no interval: a side's seeds all gave the same accuracy (no spread measured)"
+    )
+
+
 def test_the_tuned_lr_is_chosen_on_validation_never_on_test() -> None:
     """lr 0.01 has the best validation accuracy, lr 0.03 the best test accuracy: 0.01 is
     the choice, and the test accuracy reported is lr 0.01's."""

@@ -232,7 +232,7 @@ def _interval_text(n: Any, low: Any, high: Any, half: Any) -> str:
     if count == 1:
         return "n=1: no interval"
     if math.isnan(_float(low)):
-        return _DASH
+        return f"n={count}, every seed the same: no interval"
     return f"{_float(low):.2f} – {_float(high):.2f} (±{_float(half):.2f})"
 
 
@@ -242,6 +242,8 @@ def _mean_text(n: Any, mean: Any, half: Any) -> str:
         return _DASH
     if count == 1:
         return f"{_float(mean):.2f} (n=1: no interval)"
+    if math.isnan(_float(half)):
+        return f"{_float(mean):.2f} (n={count}, every seed the same: no interval)"
     return f"{_float(mean):.2f} ± {_float(half):.2f} (n={count})"
 
 

@@ -56,7 +56,9 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 @dataclass(frozen=True)
 class Summary:
     """Mean, sample sd and confidence interval of the mean of ``n`` values; sd and interval
-    are NaN for n < 2: one value says nothing about the spread."""
+    are NaN for n < 2: one value says nothing about the spread. Equal values (sd 0) have no
+    interval either: their spread is unmeasured, not zero (two seeds of a 360-image test set
+    agree to the image often), and a zero-width interval would claim certainty."""
 
     n: int
     mean: float
@@ -75,8 +77,8 @@ def summarize(values: Sequence[float]) -> Summary:
     if x.size < 2:
         return Summary(x.size, float(x[0]) if x.size else math.nan)
     mean, sd = float(np.mean(x)), float(np.std(x, ddof=1))
-    if sd == 0:  # every seed alike: scipy wants a positive scale; the interval is the point
-        return Summary(x.size, mean, 0.0, mean, mean)
+    if sd == 0:  # every seed alike: no spread measured, so no interval (see Summary)
+        return Summary(x.size, mean, 0.0)
     low, high = scipy.stats.t.interval(CONFIDENCE, x.size - 1, loc=mean, scale=scipy.stats.sem(x))
     return Summary(x.size, mean, sd, float(low), float(high))
 
@@ -84,7 +86,8 @@ def summarize(values: Sequence[float]) -> Summary:
 @dataclass(frozen=True)
 class Difference:
     """mean(a) - mean(b) with Welch's interval; the interval is NaN when it cannot be had
-    (fewer than two values on a side, or no spread on either side)."""
+    (fewer than two values on a side, or a side whose values are all equal: Welch's interval
+    would take its spread for zero and rest on the other side's alone)."""
 
     n_a: int
     n_b: int
@@ -104,7 +107,7 @@ def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
     if x.size == 0 or y.size == 0:
         return Difference(x.size, y.size)
     diff = float(np.mean(x) - np.mean(y))
-    if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+    if x.size < 2 or y.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return Difference(x.size, y.size, diff)
     result = scipy.stats.ttest_ind(x, y, equal_var=False)
     ci = result.confidence_interval(CONFIDENCE)
@@ -118,7 +121,7 @@ def verdict(d: Difference, label_a: str, label_b: str) -> str:
     if not (math.isfinite(d.low) and math.isfinite(d.high)):
         if min(d.n_a, d.n_b) < 2:
             return f"no interval: n={d.n_a} and n={d.n_b} (needs 2 seeds on each side)"
-        return "no interval: every seed gave the same accuracy"
+        return "no interval: a side's seeds all gave the same accuracy (no spread measured)"
     if d.includes_zero:
         seeds = f"n={d.n_a}" if d.n_a == d.n_b else f"n={d.n_a} and n={d.n_b}"
         return f"not distinguishable with {seeds} seeds"
