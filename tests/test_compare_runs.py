@@ -151,6 +151,51 @@ def test_experiments_that_reached_the_same_run_are_one_measurement() -> None:
     assert group["test_acc_sd_pct"] > 0.5  # two different values, not 96.94 twice
 
 
+def test_configurations_that_share_a_run_are_no_pair_to_compare() -> None:
+    """Adam reads no sgd row: seeds 1 and 2 of two values of it are the same runs, only their
+    third seeds differ. No interval between them means anything, whatever it says."""
+    specs = [
+        (f"{lr}-{seed}", {"optimizers__sgd__lr": lr, "seed": seed}, lenet_run(acc))
+        for lr, accs in (
+            (0.01, {1: 0.980, 2: 0.982, 3: 0.990}),
+            (0.1, {1: 0.980, 2: 0.982, 4: 0.950}),
+        )
+        for seed, acc in accs.items()
+    ]  # fmt: skip
+    table, varied = sweep(specs)
+    table["run_id"] = table["experiment"].map(lambda n: n.split("-")[1] * 12)  # by seed
+    by = stats.group_columns(varied)
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert pair["verdict"] == (
+        "2 runs in both: training reads none of these params, one configuration"
+    )
+    table["run_id"] = table["experiment"]  # no run shared: a comparison as any other
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert pair["verdict"] == "not distinguishable with n=3 seeds"
+
+
+def test_runs_of_one_seed_count_once_in_n() -> None:
+    """Experiments of two commits (`--all`): adam's params and seeds twice, each a run of its
+    own (other code). Four runs are two draws of the seed's randomness: counted as four, the
+    interval shrinks and adam reads "higher"; averaged per seed it cannot tell."""
+    specs = [
+        (f"{when}adam-{seed}", {"seed": seed}, lenet_run(acc))
+        for when in ("old-", "new-")
+        for seed, acc in ((1, 0.9800), (2, 0.9810))
+    ]
+    specs += [("sgd-1", {"optimizer": "sgd", "seed": 1}, lenet_run(0.9780))]
+    specs += [("sgd-2", {"optimizer": "sgd", "seed": 2}, lenet_run(0.9785))]
+    table, varied = sweep(specs)
+    table["run_id"] = table["experiment"]  # six runs
+    by = stats.group_columns(varied)
+    adam, sgd = stats.group_table(table, by).to_dict("records")
+    assert (adam["n"], adam["seeds"]) == (2, ["1", "2", "1", "2"])
+    assert adam["test_acc_ci95_pct"] == pytest.approx(sgd["test_acc_ci95_pct"] * 2, abs=1e-3)
+    assert adam["status"] == "seed 1 in 2 runs, seed 2 in 2 runs: averaged, n counts seeds"
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert pair["verdict"] == "not distinguishable with n=2 seeds"
+
+
 def test_the_comparison_lists_experiments_that_reached_the_same_run(
     tmp_path: Path,
     fake_cache: dict[str, dict[str, object]],

@@ -15,6 +15,7 @@ from browser import charts, needs_chromium, rendered_dom, run_script
 from fake_experiments import fake_comparison
 
 from cnnlab.webpage import vega_script
+from cnnlab_compare import stats
 from cnnlab_compare.experiment_page import experiment_page, page_data
 
 
@@ -103,6 +104,19 @@ def test_seeds_give_the_mean_with_its_interval_and_a_band() -> None:
         "optimizer=sgd",
         "optimizer=momentum",
     }
+
+
+def test_one_seed_has_no_interval_in_the_chart_either() -> None:
+    c = fake_comparison(configs=2, seeds=3)
+    table = c.table[~c.table["experiment"].isin(["exp-01-1", "exp-01-2"])]
+    groups = stats.group_table(table, c.by)
+    specs, _, _ = page_data(table, c.varied, c.histories, groups, c.by)
+    points = {
+        p["line"]: p for p in specs["intervals"]["data"]["values"] if p["run"].startswith("LeNet")
+    }
+    sgd, momentum = points["optimizer=sgd"], points["optimizer=momentum"]
+    assert sgd["n"] == 3 and sgd["low"] < sgd["mean"] < sgd["high"]
+    assert momentum["n"] == 1 and momentum["low"] is None and momentum["high"] is None
 
 
 def test_curves_hover_and_highlight() -> None:

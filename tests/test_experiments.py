@@ -324,6 +324,49 @@ def test_experiments_that_differ_only_in_seed_are_one_configuration() -> None:
     )  # fmt: skip
 
 
+def test_equal_numbers_are_one_setting_whatever_their_type() -> None:
+    """`-S lr=1` writes an int, adadelta's row holds `lr: 1.0`: training reads one value, so
+    they are one configuration (not two that differ in lr) and the row's default."""
+    assert varying_params([experiment("a", lr=1), experiment("b", lr=1.0)]) == []
+    specs = [
+        (f"{lr}-{seed}", {"optimizer": "adadelta", "lr": lr, "seed": seed},
+         lenet_run(acc + seed / 1000, val=acc))
+        for lr, acc, seeds in ((1, 0.97, (1, 2)), (0.1, 0.9, (1, 2)), (1.0, 0.97, (3, 4)))
+        for seed in seeds
+    ]  # fmt: skip
+    table, varied = sweep(specs, tune="lr")
+    by = stats.group_columns(varied)
+    groups = stats.group_table(table, by)
+    assert groups[["group", "n", "seeds"]].values.tolist() == [
+        ["lr=1", 4, ["1", "2", "3", "4"]],
+        ["lr=0.1", 2, ["1", "2"]],
+    ]
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert (pair["a"], pair["b"]) == ("lr=1", "lr=0.1")
+    defaults = dict.fromkeys(table["experiment"], "1.0")  # the row's lr, as the CLI reads it
+    (tuned,) = stats.tuned_table(table, varied, "lr", defaults).to_dict("records")
+    assert (tuned["lr"], tuned["is_default"]) == ("1", True)
+    assert tuned["candidates"] == "1 (default), 0.1"
+    assert tuned["gain_verdict"] == "the default was the best by validation"
+
+
+def test_a_default_chosen_in_its_second_spelling_is_no_gain_over_itself() -> None:
+    """lr=null and lr=0.001 are both Adam's default: the better of the two by validation is
+    "the default was the best", not a tuned value compared with the default."""
+    specs = [
+        (f"{lr}-{seed}", {"optimizer": "adam", "lr": lr, "seed": seed},
+         lenet_run(0.97 + seed / 1000, val=val + seed / 1000))
+        for lr, val in ((None, 0.975), (0.001, 0.977), (0.003, 0.974))
+        for seed in (1, 2)
+    ]  # fmt: skip
+    table, varied = sweep(specs, tune="lr")
+    defaults = dict.fromkeys(table["experiment"], "0.001")
+    (row,) = stats.tuned_table(table, varied, "lr", defaults).to_dict("records")
+    assert (row["lr"], row["is_default"], row["default_lr"]) == ("0.001", True, "0.001")
+    assert row["gain_verdict"] == "the default was the best by validation"
+    assert pd.isna(row["gain_points"])
+
+
 def test_mean_sd_and_interval_are_students_t() -> None:
     values = [0.9, 0.92, 0.94]
     s = stats.summarize(values)
@@ -422,6 +465,31 @@ def test_a_diverged_or_failed_seed_is_counted_and_left_out_of_the_mean() -> None
     # the failed experiment is a row of the per-experiment page too
     page = reporting.experiment_markdown(table, varied, [])
     assert ["seed=4, optimizer=sgd", "failed"] in table_rows(page)
+
+
+def test_seeds_that_all_agree_give_no_interval_and_no_verdict() -> None:
+    """Digits has 360 test images: two seeds at 355 right is common. Their spread is not
+    measured, so no zero-width interval, and no "higher" that rests on the other side's
+    spread alone."""
+    table, varied = sweep(
+        [
+            ("adam-1", {"seed": 1}, lenet_run(355 / 360)),
+            ("adam-2", {"seed": 2}, lenet_run(355 / 360)),
+            *[(f"sgd-{s}", {"optimizer": "sgd", "seed": s}, lenet_run((350 + s) / 360))
+              for s in (1, 2, 3)],
+        ]
+    )  # fmt: skip
+    by = stats.group_columns(varied)
+    groups = stats.group_table(table, by)
+    adam = groups.to_dict("records")[0]
+    assert (adam["n"], adam["test_acc_sd_pct"]) == (2, 0.0)
+    assert np.isnan(adam["test_acc_ci_low_pct"]) and np.isnan(adam["test_acc_ci95_pct"])
+    assert in_a_cell(reporting.group_markdown(groups), "n=2, every seed the same: no interval")
+    (pair,) = stats.difference_table(table, by).to_dict("records")
+    assert np.isnan(pair["ci_low_points"])
+    assert pair["verdict"] == (
+        "no interval: a side's seeds all gave the same accuracy (no spread measured)"
+    )
 
 
 def test_the_tuned_lr_is_chosen_on_validation_never_on_test() -> None:
@@ -674,6 +742,23 @@ def test_failed_queued_runs_are_listed_for_counting_and_unfinished_ones_skipped(
     assert capsys.readouterr().err == "note: skipping experiment 'waiting' (queued)\n"
     with pytest.raises(ExperimentError, match="experiment 'waiting' is queued, not finished"):
         list_experiments(Path("."), ["waiting"])
+    # named twice, by name and by revision (or its start): compared once, not counted twice
+    picked = list_experiments(Path("."), ["ok", "broke", "ok000", "ok"])
+    assert [e.name for e in picked] == ["ok", "broke"]
+
+
+def test_a_backtick_in_a_name_stays_in_its_code_span() -> None:
+    """Git allows a backtick in a ref name: the lists of experiments.md show the whole name
+    as code, never a span that ends early and lets the rest (here <b>) through as HTML."""
+    from markdown_it import MarkdownIt
+
+    names = ["x`y<b>z", "`q"]
+    table, varied = sweep([(name, {}, lenet_run(0.1, val=0.1)) for name in names])
+    table["status"], table["run_id"] = "did not learn", "k" * 12  # listed twice each
+    html = MarkdownIt("commonmark").render(reporting.experiment_markdown(table, varied, []))
+    assert html.count("<code>x`y&lt;b&gt;z</code>") == 2
+    assert html.count("<code>`q</code>") == 2
+    assert "<b>" not in html
 
 
 def test_hostile_experiment_names_stay_text_in_the_page_and_in_a_spreadsheet(

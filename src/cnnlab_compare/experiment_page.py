@@ -251,8 +251,9 @@ def intervals_spec(groups: pd.DataFrame, lines: Sequence[str]) -> dict | None:
                 "line": str(row["group"]),
                 "run": _run_title(str(row["dataset"]), str(row["model"])),
                 "mean": mean,
-                "low": mean if low is None else low,
-                "high": mean if high is None else high,
+                # one seed has no interval: no rule, and the tooltip shows none (not the mean)
+                "low": low,
+                "high": high,
                 "n": int(row["n"]),
             }
         )

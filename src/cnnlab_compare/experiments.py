@@ -119,7 +119,9 @@ def list_experiments(
             found.append(_experiment(tip, name, failed=state == "failed"))
     found.sort(key=lambda e: (e.timestamp, e.name))
     if names:
-        return [_pick(name, found, baselines, unfinished) for name in dict.fromkeys(names)]
+        picked = [_pick(name, found, baselines, unfinished) for name in names]
+        # one experiment named twice (its name and its revision) is compared once
+        return list({exp.rev: exp for exp in picked}.values())
     for name, state in unfinished.items():
         print(f"note: skipping experiment {name!r} ({state})", file=sys.stderr)
     if not found:
@@ -160,8 +162,27 @@ def flatten_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def _as_floats(value: Any) -> Any:
+    """``value`` with every number a float: ``-S lr=1`` and ``lr: 1.0`` are one setting."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _as_floats(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_floats(v) for v in value]
+    return value
+
+
+def value_key(value: Any) -> str:
+    """What tells two param values apart: equal numbers are one value whatever their type
+    (1 and 1.0), as training reads them; a missing key and null are one value too."""
+    return json.dumps(_as_floats(value), sort_keys=True, default=str)
+
+
 def _differ(key: str, flats: Iterable[Mapping[str, Any]]) -> bool:
-    return len({json.dumps(flat.get(key), sort_keys=True) for flat in flats}) > 1
+    return len({value_key(flat.get(key)) for flat in flats}) > 1
 
 
 def varying_params(experiments: Sequence[Experiment]) -> list[str]:

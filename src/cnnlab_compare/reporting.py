@@ -9,6 +9,7 @@ the number formats of the pipeline's report (cnnlab.reporting).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from cnnlab.reporting import (
     model_title,
     param_text,
 )
+from cnnlab_compare.experiments import value_key
 
 #: What the table shows for a run whose training time was not measured for that run (DVC
 #: restored it from its cache and the experiment kept another run's timings.json entry).
@@ -71,12 +73,19 @@ def experiment_table(rows: Sequence[Mapping[str, Any]], varied: Sequence[str]) -
     Each of ``varied`` (the params that differ) gets a column. Rows come by dataset, model,
     then experiment in the given order, which keeps each comparison together.
     """
+    # one text per value: equal numbers (lr=1, lr=1.0) are one configuration, as the first
+    # experiment spelled it
+    texts: dict[tuple[str, str], str] = {}
+    for row in rows:
+        for key in varied:
+            value = row["params"].get(key)
+            texts.setdefault((key, value_key(value)), param_text(value))
     records = [
         {
             "experiment": str(row["experiment"]),
             "rev": str(row["rev"])[:7],
             "label": str(row["label"]),
-            **{key: param_text(row["params"].get(key)) for key in varied},
+            **{key: texts[key, value_key(row["params"].get(key))] for key in varied},
             **_run_columns(row),
         }
         for row in rows
@@ -96,13 +105,21 @@ def accuracy_text(status: str, acc_pct: Any) -> str:
     return f"{_fmt_float(acc_pct)} ({status})" if status == DID_NOT_LEARN else status
 
 
+def _code(name: str) -> str:
+    """``name`` as a Markdown code span, whatever it holds: git allows a backtick in an
+    experiment's name, and a single one would end the span."""
+    fence = "`" * (max(map(len, re.findall("`+", name)), default=0) + 1)
+    pad = " " if name.startswith("`") or name.endswith("`") else ""
+    return f"{fence}{pad}{name}{pad}{fence}"
+
+
 def _same_run_lines(table: pd.DataFrame) -> list[str]:
     """A Markdown bullet per run that several experiments reached."""
     lines = []
     known = table[table["run_id"].notna()]
     for (dataset, model, run_id), rows in known.groupby(["dataset", "model", "run_id"], sort=False):
         if len(rows) > 1:
-            names = ", ".join(f"`{name}`" for name in rows["experiment"])
+            names = ", ".join(map(_code, rows["experiment"]))
             lines.append(
                 f"- {model_title(model)} on {dataset_title(dataset)}: {names} (run {run_id})"
             )
@@ -162,7 +179,7 @@ def experiment_markdown(
     )
     parts += ["", "## Every run", "", _markdown(every, "lllrrrrrrrl")]
     names = [
-        f"- `{row['experiment']}`: {model_title(row['model'])} on "
+        f"- {_code(row['experiment'])}: {model_title(row['model'])} on "
         f"{dataset_title(row['dataset'])}, {_fmt_float(row['test_acc_pct'])}%"
         for row in table[table["status"] == DID_NOT_LEARN].to_dict("records")
     ]
@@ -215,7 +232,7 @@ def _interval_text(n: Any, low: Any, high: Any, half: Any) -> str:
     if count == 1:
         return "n=1: no interval"
     if math.isnan(_float(low)):
-        return _DASH
+        return f"n={count}, every seed the same: no interval"
     return f"{_float(low):.2f} – {_float(high):.2f} (±{_float(half):.2f})"
 
 
@@ -225,6 +242,8 @@ def _mean_text(n: Any, mean: Any, half: Any) -> str:
         return _DASH
     if count == 1:
         return f"{_float(mean):.2f} (n=1: no interval)"
+    if math.isnan(_float(half)):
+        return f"{_float(mean):.2f} (n={count}, every seed the same: no interval)"
     return f"{_float(mean):.2f} ± {_float(half):.2f} (n={count})"
 
 

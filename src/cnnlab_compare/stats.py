@@ -35,6 +35,19 @@ def distinct_runs(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows[RUN_ID].isna() | ~rows[RUN_ID].duplicated()]
 
 
+def per_seed(rows: pd.DataFrame, column: str = "test_acc_pct") -> list[float]:
+    """``column`` of these runs (each once, with a result), one value per seed: runs that share
+    a seed and a configuration (its params from other code or data: experiments of several
+    commits) are averaged. The seed is what repeats a measurement; counting such runs apart
+    would narrow the interval with no new draw of the seed's randomness."""
+    found = rows[rows[column].notna()]
+    if found.empty:
+        return []
+    if SEED not in found:  # the seed did not vary: every run has the same one
+        return [float(found[column].mean())]
+    return found.groupby(SEED, sort=False)[column].mean().tolist()
+
+
 def _finite(values: Sequence[float]) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     return x[np.isfinite(x)]
@@ -43,7 +56,9 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 @dataclass(frozen=True)
 class Summary:
     """Mean, sample sd and confidence interval of the mean of ``n`` values; sd and interval
-    are NaN for n < 2: one value says nothing about the spread."""
+    are NaN for n < 2: one value says nothing about the spread. Equal values (sd 0) have no
+    interval either: their spread is unmeasured, not zero (two seeds of a 360-image test set
+    agree to the image often), and a zero-width interval would claim certainty."""
 
     n: int
     mean: float
@@ -62,8 +77,8 @@ def summarize(values: Sequence[float]) -> Summary:
     if x.size < 2:
         return Summary(x.size, float(x[0]) if x.size else math.nan)
     mean, sd = float(np.mean(x)), float(np.std(x, ddof=1))
-    if sd == 0:  # every seed alike: scipy wants a positive scale; the interval is the point
-        return Summary(x.size, mean, 0.0, mean, mean)
+    if sd == 0:  # every seed alike: no spread measured, so no interval (see Summary)
+        return Summary(x.size, mean, 0.0)
     low, high = scipy.stats.t.interval(CONFIDENCE, x.size - 1, loc=mean, scale=scipy.stats.sem(x))
     return Summary(x.size, mean, sd, float(low), float(high))
 
@@ -71,7 +86,8 @@ def summarize(values: Sequence[float]) -> Summary:
 @dataclass(frozen=True)
 class Difference:
     """mean(a) - mean(b) with Welch's interval; the interval is NaN when it cannot be had
-    (fewer than two values on a side, or no spread on either side)."""
+    (fewer than two values on a side, or a side whose values are all equal: Welch's interval
+    would take its spread for zero and rest on the other side's alone)."""
 
     n_a: int
     n_b: int
@@ -91,7 +107,7 @@ def welch_difference(a: Sequence[float], b: Sequence[float]) -> Difference:
     if x.size == 0 or y.size == 0:
         return Difference(x.size, y.size)
     diff = float(np.mean(x) - np.mean(y))
-    if x.size < 2 or y.size < 2 or (np.ptp(x) == 0 and np.ptp(y) == 0):
+    if x.size < 2 or y.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return Difference(x.size, y.size, diff)
     result = scipy.stats.ttest_ind(x, y, equal_var=False)
     ci = result.confidence_interval(CONFIDENCE)
@@ -105,7 +121,7 @@ def verdict(d: Difference, label_a: str, label_b: str) -> str:
     if not (math.isfinite(d.low) and math.isfinite(d.high)):
         if min(d.n_a, d.n_b) < 2:
             return f"no interval: n={d.n_a} and n={d.n_b} (needs 2 seeds on each side)"
-        return "no interval: every seed gave the same accuracy"
+        return "no interval: a side's seeds all gave the same accuracy (no spread measured)"
     if d.includes_zero:
         seeds = f"n={d.n_a}" if d.n_a == d.n_b else f"n={d.n_a} and n={d.n_b}"
         return f"not distinguishable with {seeds} seeds"
@@ -138,7 +154,17 @@ class _Group:
         return self.distinct[self.distinct["status"].isin(RESULTS)]
 
     def values(self, column: str = "test_acc_pct") -> list[float]:
-        return self.ok[column].dropna().tolist()
+        """One value per seed (:func:`per_seed`)."""
+        return per_seed(self.ok, column)
+
+    @property
+    def repeated_seeds(self) -> str:
+        """ "seed 1 in 2 runs", for each seed that several distinct runs with a result share."""
+        ok = self.ok
+        if SEED not in ok:
+            return f"{len(ok)} runs of one seed" if len(ok) > 1 else ""
+        counts = ok[SEED].value_counts(sort=False)
+        return ", ".join(f"seed {s} in {k} runs" for s, k in counts.items() if k > 1)
 
     def count(self, status: str) -> int:
         """The runs whose status starts with ``status`` ("diverged at epoch 3")."""
@@ -156,6 +182,8 @@ class _Group:
         texts = [f"{lost} of {total}, not in the mean"] if lost else []
         if flat:
             texts.append(DID_NOT_LEARN if flat == total else f"{flat} of {total} did not learn")
+        if self.repeated_seeds:
+            texts.append(f"{self.repeated_seeds}: averaged, n counts seeds")
         return "; ".join(texts) or "ok"
 
 
@@ -195,8 +223,8 @@ def _same_run_text(rows: pd.DataFrame) -> str:
 def group_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """One row per configuration (the values of ``by``) and run: n, mean, sd, 95% CI of the
     test accuracy over the seeds with a result, the mean best validation accuracy, and how
-    many seeds diverged or failed. ``n`` counts distinct runs: experiments that reached the
-    same run (``same_run``: "b = a") are one measurement."""
+    many seeds diverged or failed. ``n`` counts seeds: experiments that reached the same run
+    (``same_run``: "b = a") are one measurement, distinct runs of one seed are averaged."""
     records = []
     for g in _groups(table, by):
         test, val = summarize(g.values()), summarize(g.values("best_val_acc_pct"))
@@ -253,11 +281,27 @@ def difference_table(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
             record = _difference_row(
                 a.dataset, a.model, a.label, b.label, differs, a.values(), b.values()
             )
-            same = set(a.ok[RUN_ID].dropna())
-            if same and same == set(b.ok[RUN_ID].dropna()):
-                record["verdict"] = "the same runs: training reads none of these params"
+            _shared_runs(record, _run_ids(a.distinct), _run_ids(b.distinct))
             records.append(record)
     return pd.DataFrame(records)
+
+
+def _run_ids(rows: pd.DataFrame) -> set[str]:
+    return set(rows[RUN_ID].dropna())
+
+
+def _shared_runs(record: dict[str, Any], a: set[str], b: set[str]) -> None:
+    """A pair whose sides share a run is one configuration: what they differ in is read by no
+    training (a run is what it was trained with), so no interval between them means anything:
+    its verdict says so."""
+    if a and a == b:
+        record["verdict"] = "the same runs: training reads none of these params"
+    elif a & b:
+        shared = len(a & b)
+        record["verdict"] = (
+            f"{shared} run{'s' if shared > 1 else ''} in both: training reads none of these "
+            "params, one configuration"
+        )
 
 
 def tuned_table(
@@ -291,12 +335,24 @@ def tuned_table(
     return pd.DataFrame(records, columns=columns).astype(counts)
 
 
+def _same_value(a: str, b: str) -> bool:
+    """Two param texts (:func:`cnnlab.reporting.param_text`) of one value: equal, or equal
+    numbers (``1`` and ``1.0``: a row's ``lr: 1.0`` and ``-S lr=1``)."""
+    if a == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False
+
+
 def _tuned_record(
     family: _Group, candidates: list[_Group], key: str, defaults: Mapping[str, str | None]
 ) -> dict[str, Any]:
     def is_default(g: _Group) -> bool:
         texts = {defaults.get(e) for e in g.rows["experiment"]}  # None where they disagree
-        return str(g.params[key]) in ("null", texts.pop() if len(texts) == 1 else None)
+        value, default = str(g.params[key]), texts.pop() if len(texts) == 1 else None
+        return value == "null" or (default is not None and _same_value(value, default))
 
     def shown(g: _Group) -> str:
         return f"{g.params[key]} (default)" if is_default(g) else str(g.params[key])
@@ -315,7 +371,9 @@ def _tuned_record(
         if g.count("diverged") == 0 and g.values() and math.isfinite(val_mean(g))
     ]
     chosen = max(eligible, key=val_mean) if eligible else None  # the first of equal means
-    default = next((g for g in candidates if is_default(g)), None)
+    # the default spelled twice (null, and the row's value): the chosen one, if either
+    defaults_run = [g for g in candidates if is_default(g)]
+    default = chosen if chosen in defaults_run else next(iter(defaults_run), None)
     record: dict[str, Any] = {
         "family": family.label,
         **family.params,
@@ -358,8 +416,8 @@ def _tuned_record(
     return record
 
 
-def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
-    """The test accuracies of a group or tuned row's runs, each run once."""
+def _seed_rows(table: pd.DataFrame, row: Mapping[str, Any]) -> pd.DataFrame:
+    """The runs with a result of a group or tuned row, each run once."""
     names = row["experiments"] if isinstance(row["experiments"], list) else []
     own = table[
         table["experiment"].isin(names)
@@ -367,7 +425,12 @@ def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
         & (table["model"] == row["model"])
         & table["status"].isin(RESULTS)
     ]
-    return distinct_runs(own)["test_acc_pct"].tolist()
+    return distinct_runs(own)
+
+
+def _seed_values(table: pd.DataFrame, row: Mapping[str, Any]) -> list[float]:
+    """The test accuracies of a group or tuned row's runs, each run once."""
+    return _seed_rows(table, row)["test_acc_pct"].tolist()
 
 
 def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
@@ -376,9 +439,12 @@ def tuned_differences(table: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     records = []
     chosen = tuned[tuned["tuned"] == "yes"]
     for (dataset, model), picks in chosen.groupby(["dataset", "model"], sort=False):
-        sides = [(row["choice"], _seed_values(table, row)) for row in picks.to_dict("records")]
+        sides = [(row["choice"], _seed_rows(table, row)) for row in picks.to_dict("records")]
         for (a, x), (b, y) in itertools.combinations(sides, 2):
-            records.append(_difference_row(dataset, model, a, b, "", x, y))
+            values = per_seed(x), per_seed(y)
+            record = _difference_row(dataset, model, a, b, "", *values)
+            _shared_runs(record, _run_ids(x), _run_ids(y))
+            records.append(record)
     return pd.DataFrame(records)
 
 
