@@ -331,6 +331,14 @@ def test_missing_mirror_folder_is_explained(tmp_path):
         download("mnist", tmp_path / "raw/mnist", mirror=str(tmp_path / "mirror"))
     with pytest.raises(DataError, match="not a directory"):
         download("mnist", tmp_path / "raw/mnist", mirror=str(tmp_path / "nowhere"))
+    (tmp_path / "mirror" / "mnist").mkdir()  # the dataset's folder given for the mirror's
+    with pytest.raises(DataError) as err:
+        download("mnist", tmp_path / "raw/mnist", mirror=str(tmp_path / "mirror" / "mnist"))
+    assert str(err.value) == (
+        f"data.mirror is {tmp_path / 'mirror' / 'mnist'}, the 'mnist/' folder itself: set "
+        f"data.mirror in params.yaml to the folder that holds it, {tmp_path / 'mirror'} (one "
+        "folder per dataset)"
+    )
     assert not (tmp_path / "raw/mnist").exists()
 
 

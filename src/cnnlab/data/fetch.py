@@ -271,6 +271,11 @@ def mirror_root(name: str, mirror: str | os.PathLike | None) -> str | None:
             f"dataset (e.g. {name}/), or to null to use the public mirrors."
         )
     folder = root / name
+    if not folder.is_dir() and root.name == name:
+        raise DataError(
+            f"data.mirror is {root}, the '{name}/' folder itself: set data.mirror in "
+            f"params.yaml to the folder that holds it, {root.parent} (one folder per dataset)"
+        )
     if not folder.is_dir():
         raise DataError(
             f"the mirror {root} has no '{name}/' folder. Put the published files of "
