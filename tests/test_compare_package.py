@@ -35,6 +35,18 @@ def test_python_m_runs_the_same_command() -> None:
     assert result.returncode == 0 and "--tune" in result.stdout
 
 
+def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str]) -> None:
+    from cnnlab_compare import console
+
+    def main(argv: list[str] | None) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exited:
+        console(main, [])
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "interrupted: the earlier pages, if any, are as they were\n"
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
