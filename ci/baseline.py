@@ -8,7 +8,9 @@ experiment or a failed `dvc exp run -S` that left a bad value in params.yaml.
 2. The outputs: the committed ones (`dvc checkout`) where this machine's DVC cache has every
    one of them; otherwise this machine's own run of the committed params (`dvc repro`, which
    restores it from DVC's run cache when this machine ran it before, so nothing trains twice).
-   Outputs in the workspace are in the cache already (DVC caches each stage it completes).
+   Outputs in the workspace are in the cache already (DVC caches each stage it completes),
+   except files an interrupted run left, which DVC would refuse to replace: those are moved
+   to .dvc/tmp/baseline/<n>/ too.
 
 Refuses, changing nothing, when code or other tracked files differ from HEAD: the baseline is
 the committed params for the committed code.
@@ -16,6 +18,7 @@ the committed params for the committed code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -62,14 +65,15 @@ def changed_files() -> dict[str, str | None]:
     return changed
 
 
-def restore_files(paths: dict[str, str | None]) -> Path | None:
-    """Keep the current copies, then write HEAD's bytes (atomically) and sync git's index."""
-    if not paths:
-        return None
-    BACKUPS.mkdir(parents=True, exist_ok=True)
-    backup = BACKUPS / str(
-        1 + max((int(p.name) for p in BACKUPS.iterdir() if p.name.isdigit()), default=0)
-    )
+def next_backup() -> Path:
+    """A new numbered folder under .dvc/tmp/baseline/ (made when something is kept in it)."""
+    taken = [int(p.name) for p in BACKUPS.iterdir() if p.name.isdigit()] if BACKUPS.is_dir() else []
+    return BACKUPS / str(1 + max(taken, default=0))
+
+
+def restore_files(paths: dict[str, str | None], backup: Path) -> None:
+    """Keep the current copies in ``backup``, then write HEAD's bytes (atomically) and sync
+    git's index."""
     for path in paths:
         if (ROOT / path).is_file():
             (backup / path).parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +92,6 @@ def restore_files(paths: dict[str, str | None]) -> Path | None:
         temporary = target.with_name(f".{target.name}.baseline")
         temporary.write_bytes(data)
         temporary.replace(target)
-    return backup
 
 
 def missing_from_cache(lock_text: str) -> list[str]:
@@ -110,6 +113,33 @@ def missing_from_cache(lock_text: str) -> list[str]:
             if not all((cache / m[:2] / m[2:]).is_file() for m in objects):
                 missing.append(f"{stage}: {path}")
     return missing
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unsaved_outputs(lock_text: str) -> list[Path]:
+    """Files in the workspace's outputs whose bytes DVC's cache lacks: what a run stopped
+    midway left (DVCLive's first epochs, say). `dvc checkout` refuses to replace them."""
+    cache = Path(dvc(ROOT, "cache", "dir", quiet=True).strip()) / "files" / "md5"
+    tracked = set(git("ls-tree", "-r", "--name-only", "HEAD").split())
+    unsaved = []
+    for entry in read_lock(lock_text).values():
+        for out in entry["outs"]:
+            target = ROOT / out
+            if out in tracked or not target.exists():
+                continue
+            files = [target] if target.is_file() else sorted(target.rglob("*"))
+            for path in (f for f in files if f.is_file()):
+                md5 = _md5(path)
+                if not (cache / md5[:2] / md5[2:]).is_file():
+                    unsaved.append(path)
+    return unsaved
 
 
 def drop_from_lock(stages: set[str]) -> None:
@@ -153,13 +183,27 @@ def main() -> int:
         )
         return 1
     results = {p: b for p, b in changed.items() if _is_result(p)}
-    backup = restore_files(results)
+    backup = next_backup()
+    restore_files(results, backup)
     if results:
         print(f"baseline: {', '.join(sorted(results))} back to HEAD's")
         print(f"  (the replaced copies are kept in {backup.relative_to(ROOT)}/)")
     else:
         print("baseline: params.yaml and the committed results are already HEAD's")
-    missing = missing_from_cache((ROOT / "dvc.lock").read_text())
+    lock_text = (ROOT / "dvc.lock").read_text()
+    unsaved = unsaved_outputs(lock_text)
+    for path in unsaved:
+        kept = backup / path.relative_to(ROOT)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, kept)
+    if unsaved:
+        first = unsaved[0].relative_to(ROOT)
+        print(
+            f"baseline: {len(unsaved)} output file(s) that no finished run made ({first}"
+            f"{', ...' if len(unsaved) > 1 else ''}: a run stopped midway) moved to "
+            f"{backup.relative_to(ROOT)}/"
+        )
+    missing = missing_from_cache(lock_text)
     if not missing:
         print("baseline: this machine's DVC cache has every committed output: dvc checkout")
         dvc(ROOT, "checkout", "--quiet")

@@ -247,6 +247,28 @@ def test_baseline_after_an_experiment_and_a_failed_set(
 
 
 @pytest.mark.slow
+def test_baseline_after_a_run_stopped_midway_keeps_what_it_left(after_experiment: Path) -> None:
+    """A workspace run stopped in AlexNet's training (Ctrl-C): DVC had removed the stage's
+    outputs and DVCLive had written its first epoch, files no cache holds, which `dvc
+    checkout` refuses to replace. `make baseline` moves them aside and restores the rest."""
+    project = after_experiment
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("seed: 42", "seed: 11"))
+    shutil.rmtree(project / "models" / "alexnet-digits")
+    loss = project / "plots/train/alexnet-digits/plots/metrics/train/loss.tsv"
+    partial = "step\tloss\n1\t2.25\n"
+    loss.write_text(partial)
+    result = run(["python", "ci/baseline.py"], project, timeout=VERIFY_DEADLINE)
+    assert "output file(s) that no finished run made" in result.stdout, result.stdout
+    assert run(["git", "status", "--porcelain"], project).stdout.strip() == ""
+    assert "Data and pipelines are up to date." in dvc("status", cwd=project).stdout
+    assert loss.read_text() != partial
+    backup = sorted((project / ".dvc" / "tmp" / "baseline").iterdir())[-1]
+    assert (backup / loss.relative_to(project)).read_text() == partial
+    assert b"seed: 11" in (backup / "params.yaml").read_bytes()
+
+
+@pytest.mark.slow
 def test_baseline_reruns_the_committed_params_when_the_cache_lacks_their_outputs(
     after_experiment: Path,
 ) -> None:
