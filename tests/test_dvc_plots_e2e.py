@@ -79,3 +79,18 @@ def test_a_revision_not_in_the_cache_is_named(tmp_path: Path) -> None:
     page = (repo / "reports/dvc-plots/index.html").read_text()
     assert "Not rendered" in page and "revision &#x27;later&#x27;" in page
     assert "{" not in page.split("Not rendered")[1]  # no Python repr
+
+
+def test_cnnlab_plots_writes_into_the_project_from_any_of_its_folders(
+    project: Path, tmp_path: Path
+) -> None:
+    """Run from docs/, the pages go to the project's reports/dvc-plots/ (not docs/reports/),
+    and the path printed leads there; outside a project, one line says so."""
+    plots = Path(sys.executable).parent / "cnnlab-plots"
+    result = run([str(plots)], project / "docs")
+    assert result.stdout.strip().endswith("plots -> ../reports/dvc-plots/index.html")
+    assert (project / "reports" / "dvc-plots" / "index.html").is_file()
+    assert not (project / "docs" / "reports").exists()
+    outside = run([str(plots)], tmp_path, check=False)
+    assert outside.returncode == 2
+    assert f"{tmp_path.resolve()} is not inside a DVC repository" in outside.stderr

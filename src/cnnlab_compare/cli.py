@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--exp", nargs="+", metavar="NAME", help="experiments to compare")
     parser.add_argument("--all", action="store_true", help="experiments of every commit")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: the project's {OUT})")
     parser.add_argument("--repo", type=Path, default=Path("."), help="the project's folder")
     parser.add_argument(
         "--tune",
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         "accuracy, and the test accuracy there",
     )
     args = parser.parse_args(argv)
-    check_output_folder(args.out)
+    if args.out is not None:
+        check_output_folder(args.out)
 
     # imported here, not above: --help and a bad --out answer without loading them
     from cnnlab.figures import plot_learning_curves
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     from cnnlab_compare import experiments, figures, reporting, stats
     from cnnlab_compare.experiment_page import experiment_page
 
+    if args.out is None:  # the project's reports/, wherever this runs from
+        args.out = Path(os.path.relpath(experiments.project_root(args.repo) / OUT))
+        check_output_folder(args.out)
     exps = experiments.list_experiments(args.repo, args.exp, args.all)
     flats = {e.name: experiments.flatten_params(e.params) for e in exps}
     key = args.tune

@@ -63,16 +63,17 @@ def dvc_json(args: Sequence[str], root: Path) -> Any:
     return json.loads(result.stdout)
 
 
-def _check_repo(root: Path) -> None:
+def project_root(folder: Path) -> Path:
+    """The DVC project ``folder`` is in (the folder holding .dvc/): where the pages go."""
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
     try:
-        Repo.find_root(str(root))
+        return Path(Repo.find_root(str(folder)))
     except NotDvcRepoError:
         raise ExperimentError(
-            f"{root.resolve()} is not inside a DVC repository (no .dvc/ folder here or above): "
-            "run this from the project's folder, or pass --repo"
+            f"{folder.resolve()} is not inside a DVC repository (no .dvc/ folder here or "
+            "above): run this from the project's folder, or pass --repo"
         ) from None
 
 
@@ -97,7 +98,7 @@ def list_experiments(
     With ``names``: exactly those, each an experiment name, a revision (or its start) or a
     baseline's branch name; one that is unknown or not finished is an error.
     """
-    _check_repo(root)
+    project_root(root)
     shown = dvc_json(["exp", "show", *(["-A"] if all_commits else [])], root)
     baselines: list[Experiment] = []
     found: list[Experiment] = []

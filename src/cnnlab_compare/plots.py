@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -133,12 +134,17 @@ def render_specs(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("revs", nargs="*", help="revisions or experiment names to compare")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: the project's {OUT})")
     args = parser.parse_args(argv)
-    check_output_folder(args.out)
+    if args.out is not None:
+        check_output_folder(args.out)
 
     from cnnlab.files import atomic_directory
-    from cnnlab_compare.experiments import dvc_json
+    from cnnlab_compare.experiments import dvc_json, project_root
+
+    if args.out is None:  # the project's reports/, wherever this runs from
+        args.out = Path(os.path.relpath(project_root(Path(".")) / OUT))
+        check_output_folder(args.out)
 
     command = ["plots", "diff", *args.revs] if args.revs else ["plots", "show"]
     shown = dvc_json(command, Path("."))
