@@ -732,7 +732,7 @@ def test_failed_queued_runs_are_listed_for_counting_and_unfinished_ones_skipped(
             ],
         },
     ]
-    monkeypatch.setattr(module, "_check_repo", lambda root: None)
+    monkeypatch.setattr(module, "project_root", lambda root: root)
     monkeypatch.setattr(module, "dvc_json", lambda args, root: shown)
     listed = list_experiments(Path("."))
     assert [(e.name, e.failed, e.params["seed"]) for e in listed] == [
