@@ -783,3 +783,17 @@ def test_hostile_experiment_names_stay_text_in_the_page_and_in_a_spreadsheet(
     rows = list(csv.DictReader((out / "experiments.csv").open()))
     assert {r["experiment"] for r in rows} == {script, "'" + formula}
     assert {r["label"] for r in rows} == {script, "'" + formula}
+
+
+def test_the_summary_line_names_each_experiment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two experiments of the same params: their labels carry their names to tell them apart,
+    and the line printed at the end does not put the name in front a second time."""
+    specs = [(name, {"optimizer": "sgd"}, lenet_run(0.9)) for name in ("tanh", "again")]
+    specs.append(("adam", {"optimizer": "adam"}, lenet_run(0.95)))
+    fake_sweep(monkeypatch, specs)
+    compare_main()(["--out", str(tmp_path / "out")])
+    said = capsys.readouterr().out
+    assert "compared 3 experiments (tanh: optimizer=sgd; again: optimizer=sgd; adam: " in said
+    assert "tanh: tanh" not in said

@@ -260,7 +260,11 @@ def main(argv: list[str] | None = None) -> None:
         (out / "index.html").write_text(page, encoding="utf-8")
         mark_output_folder(out)
     compared = [e.name for e in exps if e.failed or any(r.experiment is e for r in runs)]
-    named = [n if n == labels[n] else f"{n}: {labels[n]}" for n in compared]
+    # a label that tells equal params apart has the name in front already
+    named = [
+        labels[n] if labels[n] == n or labels[n].startswith(f"{n}: ") else f"{n}: {labels[n]}"
+        for n in compared
+    ]
     print(
         f"compared {len(compared)} experiments ({shortened(named, '; ', shown=5)}) "
         f"-> {args.out}/index.html, experiments.md, experiments.csv"
