@@ -243,6 +243,7 @@ def test_report_markdown_rows_and_formatting(runs: list[dict]) -> None:
     cifar = next(row for row in rows if row[:2] == ["CIFAR-10", "61.23"])
     assert "diverged (epoch 2)" in cifar and "n/a" in cifar
     assert "- **MNIST**: AlexNet 99.21%, LeNet 98.71% (+0.50 points for AlexNet)" in text
+    assert "_Each run is one seed: a gain smaller than the seed-to-seed spread is no" in text
 
     assert "![Learning curves on MNIST](plots/mnist.png)" in text
     assert "![Learning curves on CIFAR-10](<plots/cifar 10.png>)" in text

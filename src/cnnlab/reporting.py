@@ -450,7 +450,15 @@ def _comparison_markdown(table: pd.DataFrame, baseline: str, challenger: str) ->
         if not math.isnan(row["params_ratio"]):
             sentence += f"; {c_title} has {_fmt_ratio(row['params_ratio'])} the parameters"
         sentences.append(sentence + ".")
-    return [_markdown(shown, "lrrrrrrr"), "", *sentences]
+    return [_markdown(shown, "lrrrrrrr"), "", *sentences, "", ONE_SEED]
+
+
+#: Under the gains: what one run per model can and cannot say.
+ONE_SEED = (
+    "_Each run is one seed: a gain smaller than the seed-to-seed spread is no evidence that "
+    "either model is better. `dvc exp run --queue -S 'seed=1,2,3'`, then `cnnlab-compare`, "
+    "gives the interval of each mean and of their difference (docs/comparisons.md)._"
+)
 
 
 def report_markdown(
