@@ -339,6 +339,6 @@ def first_good(
         )
     lines.append(
         "  - or train without any download: scikit-learn's bundled digits, the default "
-        "(`dvc exp run -S 'datasets=[digits]'`, or `git checkout params.yaml`)"
+        "(`dvc exp run -S 'datasets=[digits]'`, or `make baseline`)"
     )
     raise DataError("\n".join(lines))
