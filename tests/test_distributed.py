@@ -284,6 +284,38 @@ def test_workers_that_each_stop_with_one_line_end_the_launch_in_exit_2(tmp_path:
     assert not (cwd / "models").exists()
 
 
+@pytest.mark.parametrize(
+    ("exits", "code"),
+    [((2, -signal.SIGTERM), 2), ((2, 2), 2), ((1, -signal.SIGTERM), None), ((2, 1), None)],
+)
+def test_a_launch_ends_in_exit_2_only_when_the_first_failed_worker_said_why(
+    monkeypatch, exits: tuple[int, int], code: int | None
+) -> None:
+    """Rank 0 stopped with a one-line error (exit 2) and torchrun then stopped rank 1
+    (SIGTERM), or both said why: exit 2. Anything else keeps torchrun's report."""
+    import torch.distributed.run
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    failures = {
+        rank: ProcessFailure(rank, 100 + rank, exit, "<N/A>") for rank, exit in enumerate(exits)
+    }
+    failures[1].timestamp = failures[0].timestamp + 1  # rank 0 failed first
+
+    def main(argv: list[str]) -> None:
+        raise ChildFailedError("stages/train.py", failures)
+
+    monkeypatch.setattr(torch.distributed.run, "main", main)
+    monkeypatch.setattr(distributed, "wait_for_node_0", lambda: None)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's Ctrl-C handler
+    if code is None:
+        with pytest.raises(ChildFailedError):
+            distributed.launch([])
+    else:
+        with pytest.raises(SystemExit) as exited:
+            distributed.launch([])
+        assert exited.value.code == code
+
+
 # --------------------------------------------------------------------------- multi-node faults
 
 

@@ -341,7 +341,11 @@ def launch(argv: list[str]) -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(2)
     except ChildFailedError as exc:
-        if all(failure.exitcode == 2 for failure in exc.failures.values()):
+        # the first to fail said why in one line (exit 2); torchrun then stopped the others
+        # (SIGTERM) unless they had already stopped the same way
+        _, first = exc.get_first_failure()
+        stopped = (2, -signal.SIGTERM)
+        if first.exitcode == 2 and all(f.exitcode in stopped for f in exc.failures.values()):
             sys.exit(2)
         raise
     except Exception as exc:
