@@ -111,16 +111,20 @@ def _workdir(path: Path, nproc: int) -> Path:
     return path
 
 
-def _train(cwd: Path) -> str:
-    env = {**os.environ, "CI": "true"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
+def _run_train(cwd: Path, *launcher: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The train stage for lenet on digits in ``cwd`` (under ``launcher``: a torchrun)."""
+    return subprocess.run(
+        [*(launcher or [sys.executable]), str(ROOT / "stages" / "train.py"), "lenet", "digits"],
         cwd=cwd,
-        env=env,
+        env={**os.environ, "CI": "true"},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def _train(cwd: Path) -> str:
+    result = _run_train(cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -230,14 +234,7 @@ def test_a_resume_state_of_one_process_is_not_resumed_by_two(runs, tmp_path: Pat
     cwd = tmp_path / "moved"
     shutil.copytree(runs["single"][0], cwd)
     assert (cwd / "checkpoints" / f"{RUN}.pt").exists()
-    result = subprocess.run(
-        [*TORCHRUN_2, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
-        cwd=cwd,
-        env={**os.environ, "CI": "true"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = _run_train(cwd, *TORCHRUN_2)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "discarded a resume state from different params" in result.stdout
     assert f"{RUN} epoch 2/2" in result.stdout
@@ -249,14 +246,7 @@ def test_a_missing_device_is_one_line_before_torchrun_starts(tmp_path: Path) -> 
     cwd = _workdir(tmp_path / "nocuda", 2)
     params = yaml.safe_load((cwd / "params.yaml").read_text())
     (cwd / "params.yaml").write_text(yaml.safe_dump({**params, "device": "cuda"}))
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
-        cwd=cwd,
-        env={**os.environ, "CI": "true"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_train(cwd, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("error: device: cuda was requested") == 1, result.stderr
     assert "Traceback" not in result.stderr and "launching torchrun" not in result.stderr
@@ -270,14 +260,7 @@ def test_workers_that_each_stop_with_one_line_end_the_launch_in_exit_2(tmp_path:
     cwd = _workdir(tmp_path / "one-image", 2)
     shutil.rmtree(cwd / "data/prepared/digits")
     save_prepared(digits_prepared(max_train=2), cwd / "data/prepared/digits")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "train.py"), "lenet", "digits"],
-        cwd=cwd,
-        env={**os.environ, "CI": "true"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _run_train(cwd, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "error: lenet-digits: the training split holds 1 image(s)" in result.stderr
     assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr

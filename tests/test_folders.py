@@ -12,6 +12,7 @@ import socket
 import stat
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -493,13 +494,10 @@ def test_a_subsample_of_a_folder_decodes_only_the_files_it_draws(
     assert len(decoded) == 2 * (10 + 4) + 2
 
 
-@pytest.mark.parametrize("bad_classes", [["sky"], CLASSES])
-def test_a_subsample_stops_on_a_class_whose_every_training_file_is_bad(
-    tmp_path: Path, bad_classes: list[str]
-) -> None:
-    """A subsample (max_test below the number of files) checks every training file as it
-    draws them: a class with no readable one stops prepare as decoding the whole folder
-    does, and a folder with none at all too, not with a division by zero in the statistics."""
+def _split_folder_errors(tmp_path: Path, bad: Callable[[str, str], bool]) -> list[str]:
+    """A train/val/test folder whose files ``bad(split, class)`` are not images, prepared
+    whole and as a subsample (max_test below the number of files): the error each gives.
+    Nothing is written."""
     from cnnlab.data.prepare import save_prepared, split_dataset
     from cnnlab.errors import UserError
 
@@ -509,43 +507,12 @@ def test_a_subsample_stops_on_a_class_whose_every_training_file_is_bad(
             (folder / split / cls).mkdir(parents=True)
             for i in range(per_class):
                 path = folder / split / cls / f"{cls}_{i}.png"
-                if split == "train" and cls in bad_classes:
+                if bad(split, cls):
                     path.write_text("not an image, despite the name\n")
                 else:
                     path.write_bytes(image_bytes(colour, (20, 16), seed=10 * c + i))
     scan("pics", folder, raw)
-    options = FolderOptions(size=8)
-    for lazy in (False, True):
-        with pytest.raises(UserError) as err:
-            data = load("pics", raw, folder, options, seed=0, lazy=lazy, scratch_dir=tmp_path).raw
-            split = split_dataset(
-                data.train_images, data.train_labels, data.test_images, data.test_labels,
-                data.classes, name="pics", seed=0, val_fraction=0.2, max_test=2,
-                val_images=data.val_images, val_labels=data.val_labels,
-            )  # fmt: skip
-            save_prepared(split, tmp_path / "out")
-        assert f"class(es) {', '.join(bad_classes)}" in str(err.value)
-        assert "have no readable training images" in str(err.value), lazy
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_val_folder_of_only_bad_files_stops_prepare(tmp_path: Path) -> None:
-    """Without one readable validation image every epoch's val accuracy would be 0 and the
-    "best" epoch arbitrary: prepare stops, whole folder or subsample, and writes nothing."""
-    from cnnlab.data.prepare import save_prepared, split_dataset
-    from cnnlab.errors import UserError
-
-    folder, raw = listed(tmp_path)
-    for split, per_class in (("train", 4), ("val", 2), ("test", 3)):
-        for c, (cls, colour) in enumerate(FOLDER_COLOURS.items()):
-            (folder / split / cls).mkdir(parents=True)
-            for i in range(per_class):
-                path = folder / split / cls / f"{cls}_{i}.png"
-                if split == "val":
-                    path.write_text("not an image, despite the name\n")
-                else:
-                    path.write_bytes(image_bytes(colour, (20, 16), seed=10 * c + i))
-    scan("pics", folder, raw)
+    errors = []
     for lazy in (False, True):
         with pytest.raises(UserError) as err:
             data = load("pics", raw, folder, FolderOptions(size=8), seed=0, lazy=lazy,
@@ -556,8 +523,31 @@ def test_a_val_folder_of_only_bad_files_stops_prepare(tmp_path: Path) -> None:
                 val_images=data.val_images, val_labels=data.val_labels,
             )  # fmt: skip
             save_prepared(split, tmp_path / "out")
-        assert str(err.value).startswith("pics: no validation image can be decoded"), lazy
+        errors.append(str(err.value))
     assert not (tmp_path / "out").exists()
+    return errors
+
+
+@pytest.mark.parametrize("bad_classes", [["sky"], CLASSES])
+def test_a_subsample_stops_on_a_class_whose_every_training_file_is_bad(
+    tmp_path: Path, bad_classes: list[str]
+) -> None:
+    """A subsample checks every training file as it draws them: a class with no readable one
+    stops prepare as decoding the whole folder does, and a folder with none at all too, not
+    with a division by zero in the statistics."""
+    errors = _split_folder_errors(
+        tmp_path, lambda split, cls: split == "train" and cls in bad_classes
+    )
+    for error in errors:
+        assert f"class(es) {', '.join(bad_classes)}" in error
+        assert "have no readable training images" in error
+
+
+def test_a_val_folder_of_only_bad_files_stops_prepare(tmp_path: Path) -> None:
+    """Without one readable validation image every epoch's val accuracy would be 0 and the
+    "best" epoch arbitrary: prepare stops, whole folder or subsample, and writes nothing."""
+    for error in _split_folder_errors(tmp_path, lambda split, cls: split == "val"):
+        assert error.startswith("pics: no validation image can be decoded"), error
 
 
 def test_a_drawn_bad_file_stops_a_subsample_when_bad_files_are_errors(tmp_path: Path) -> None:
